@@ -1,0 +1,401 @@
+//! Configuration of both binaries: one struct each, serde defaults, an optional TOML file and
+//! environment overrides on top.
+//!
+//! Environment: `DATABASE_URL`, `AMQP_URL`, and `RENDERFLEET_<KEY>` where `<KEY>` is the
+//! setting's name in upper case and `__` separates sections
+//! (`RENDERFLEET_OUTBOX__BATCH_SIZE=200`). Variables that name no setting of this binary are
+//! returned as ignored rather than refused, since one environment often serves several
+//! binaries. Pure: the caller reads the file and the environment.
+
+use serde::{de::DeserializeOwned, Deserialize, Serialize};
+use std::time::Duration;
+use toml::{Table, Value};
+
+/// The coordinator: API, outbox publisher, result consumer, recovery.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct CoordinatorConfig {
+    /// PostgreSQL holding all state.
+    pub database_url: String,
+    /// RabbitMQ; the vhost is the URL's path (`%2f` for `/`).
+    pub amqp_url: String,
+    /// Prefix of every exchange and queue name.
+    pub broker_prefix: String,
+    /// Where the HTTP API, `/healthz`, `/readyz` and `/metrics` listen.
+    pub http_addr: String,
+    /// PostgreSQL connections in the pool.
+    pub db_pool_size: usize,
+    /// How long start-up waits for PostgreSQL and RabbitMQ before giving up.
+    #[serde(with = "humantime_serde")]
+    pub startup_timeout: Duration,
+    /// Largest accepted request body.
+    pub max_request_bytes: usize,
+    pub outbox: OutboxConfig,
+    pub results: ResultsConfig,
+    pub recovery: RecoveryConfig,
+    pub retry: RetryConfig,
+    pub nodes: NodeDefaultsConfig,
+    pub log: LogConfig,
+}
+
+impl Default for CoordinatorConfig {
+    fn default() -> Self {
+        Self {
+            database_url: "postgres://postgres@127.0.0.1:5432/renderfleet".into(),
+            amqp_url: "amqp://guest:guest@127.0.0.1:5672/%2f".into(),
+            broker_prefix: "renderfleet".into(),
+            http_addr: "127.0.0.1:8080".into(),
+            db_pool_size: 16,
+            startup_timeout: Duration::from_secs(30),
+            max_request_bytes: 16 * 1024 * 1024,
+            outbox: OutboxConfig::default(),
+            results: ResultsConfig::default(),
+            recovery: RecoveryConfig::default(),
+            retry: RetryConfig::default(),
+            nodes: NodeDefaultsConfig::default(),
+            log: LogConfig::default(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct OutboxConfig {
+    /// Rows claimed and published per pass.
+    pub batch_size: i64,
+    /// Safety net: look for due rows at least this often even without a wake-up.
+    #[serde(with = "humantime_serde")]
+    pub idle_poll: Duration,
+    /// Sent rows are kept this long (for inspection), then deleted.
+    #[serde(with = "humantime_serde")]
+    pub retention: Duration,
+}
+
+impl Default for OutboxConfig {
+    fn default() -> Self {
+        Self { batch_size: 500, idle_poll: Duration::from_secs(1), retention: Duration::from_secs(3600) }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ResultsConfig {
+    /// Unacked result messages the broker may push to this coordinator.
+    pub prefetch: u16,
+    /// Most results applied in one transaction. A batch is flushed as soon as no further
+    /// message is waiting, so a quiet fleet pays no batching delay.
+    pub batch_max: usize,
+}
+
+impl Default for ResultsConfig {
+    fn default() -> Self {
+        Self { prefetch: 1000, batch_max: 500 }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct RecoveryConfig {
+    /// A running node whose worker has not heartbeated for this long is re-queued as a new
+    /// attempt. Keep it several times the workers' `heartbeat_interval`.
+    #[serde(with = "humantime_serde")]
+    pub heartbeat_timeout: Duration,
+    /// How often to look for lost nodes.
+    #[serde(with = "humantime_serde")]
+    pub sweep_interval: Duration,
+}
+
+impl Default for RecoveryConfig {
+    fn default() -> Self {
+        Self { heartbeat_timeout: Duration::from_secs(30), sweep_interval: Duration::from_secs(5) }
+    }
+}
+
+/// Backoff between attempts of a failed node: `base · 2^(attempt−1)`, at most `max`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct RetryConfig {
+    #[serde(with = "humantime_serde")]
+    pub base: Duration,
+    #[serde(with = "humantime_serde")]
+    pub max: Duration,
+}
+
+impl Default for RetryConfig {
+    fn default() -> Self {
+        Self { base: Duration::from_secs(1), max: Duration::from_secs(300) }
+    }
+}
+
+impl RetryConfig {
+    /// Delay before the attempt after `failed_attempt` (1-based).
+    pub fn delay(&self, failed_attempt: u32) -> Duration {
+        let factor = 1u32.checked_shl(failed_attempt.saturating_sub(1)).unwrap_or(u32::MAX);
+        self.base.saturating_mul(factor).min(self.max)
+    }
+}
+
+/// Defaults for graph nodes that do not set their own.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct NodeDefaultsConfig {
+    pub max_attempts: u32,
+    #[serde(with = "humantime_serde")]
+    pub timeout: Duration,
+}
+
+impl Default for NodeDefaultsConfig {
+    fn default() -> Self {
+        Self { max_attempts: 3, timeout: Duration::from_secs(3600) }
+    }
+}
+
+/// Logging; `RUST_LOG`, when set, wins over `filter`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct LogConfig {
+    /// `pretty` for people, `json` for log shippers.
+    pub format: LogFormat,
+    /// tracing-subscriber filter, e.g. `info,renderfleet_worker=debug`.
+    pub filter: String,
+}
+
+impl Default for LogConfig {
+    fn default() -> Self {
+        Self { format: LogFormat::Pretty, filter: "info".into() }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum LogFormat {
+    Pretty,
+    Json,
+}
+
+/// A worker on a render host.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct WorkerConfig {
+    pub amqp_url: String,
+    pub broker_prefix: String,
+    /// Unique per worker process; empty means `<host name>-<pid>`.
+    pub worker_id: String,
+    /// Module queues to consume (`RENDERFLEET_MODULES=noop,sleep`).
+    pub modules: Vec<String>,
+    /// Tasks run at once; also the broker prefetch, so a worker never holds more tasks than
+    /// it has free slots.
+    pub concurrency: u16,
+    #[serde(with = "humantime_serde")]
+    pub heartbeat_interval: Duration,
+    /// On SIGTERM, how long tasks in hand may run before they are stopped and requeued.
+    #[serde(with = "humantime_serde")]
+    pub shutdown_grace: Duration,
+    /// `/metrics` and `/healthz`; empty disables the listener.
+    pub metrics_addr: String,
+    /// How long start-up waits for RabbitMQ before giving up.
+    #[serde(with = "humantime_serde")]
+    pub startup_timeout: Duration,
+    /// Longest pause between reconnect attempts after the broker link drops.
+    #[serde(with = "humantime_serde")]
+    pub reconnect_max: Duration,
+    pub log: LogConfig,
+}
+
+impl Default for WorkerConfig {
+    fn default() -> Self {
+        Self {
+            amqp_url: "amqp://guest:guest@127.0.0.1:5672/%2f".into(),
+            broker_prefix: "renderfleet".into(),
+            worker_id: String::new(),
+            modules: crate::modules::NodeCatalog::node_types(&crate::modules::Builtins)
+                .into_iter()
+                .map(String::from)
+                .collect(),
+            concurrency: 2,
+            heartbeat_interval: Duration::from_secs(5),
+            shutdown_grace: Duration::from_secs(30),
+            metrics_addr: "127.0.0.1:9464".into(),
+            startup_timeout: Duration::from_secs(60),
+            reconnect_max: Duration::from_secs(30),
+            log: LogConfig::default(),
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error, PartialEq)]
+pub enum ConfigError {
+    #[error("config file {path}: {message}")]
+    File { path: String, message: String },
+    #[error("environment variable {var}={value:?}: {message}")]
+    Env { var: String, value: String, message: String },
+    #[error("invalid configuration: {0}")]
+    Invalid(String),
+}
+
+/// A loaded configuration and the `RENDERFLEET_*` variables that named no setting.
+#[derive(Debug)]
+pub struct Loaded<T> {
+    pub config: T,
+    pub ignored_env: Vec<String>,
+}
+
+/// Layers defaults, then the file (`(path, text)`), then the environment.
+pub fn load<T>(file: Option<(&str, &str)>, env: impl IntoIterator<Item = (String, String)>) -> Result<Loaded<T>, ConfigError>
+where
+    T: Serialize + DeserializeOwned + Default,
+{
+    let defaults = Table::try_from(T::default()).map_err(|e| ConfigError::Invalid(e.to_string()))?;
+    let mut merged = defaults.clone();
+    if let Some((path, text)) = file {
+        let table: Table = text.parse().map_err(|e: toml::de::Error| ConfigError::File { path: path.into(), message: e.to_string() })?;
+        merge(&mut merged, table);
+        // Check the file alone first so its errors name the file.
+        T::deserialize(Value::Table(merged.clone()))
+            .map_err(|e| ConfigError::File { path: path.into(), message: e.to_string() })?;
+    }
+    let mut ignored_env = Vec::new();
+    let mut env: Vec<(String, String)> = env.into_iter().collect();
+    env.sort();
+    for (var, value) in env {
+        let path: Vec<String> = match var.as_str() {
+            "DATABASE_URL" => vec!["database_url".into()],
+            "AMQP_URL" => vec!["amqp_url".into()],
+            _ => match var.strip_prefix("RENDERFLEET_") {
+                Some(rest) => rest.to_ascii_lowercase().split("__").map(String::from).collect(),
+                None => continue,
+            },
+        };
+        let Some(default) = lookup(&defaults, &path) else {
+            if var.starts_with("RENDERFLEET_") {
+                ignored_env.push(var);
+            }
+            continue;
+        };
+        let parsed = parse_like(default, &value).map_err(|message| ConfigError::Env { var: var.clone(), value: value.clone(), message })?;
+        set(&mut merged, &path, parsed);
+    }
+    let config = T::deserialize(Value::Table(merged)).map_err(|e| ConfigError::Invalid(e.to_string()))?;
+    Ok(Loaded { config, ignored_env })
+}
+
+fn merge(into: &mut Table, from: Table) {
+    for (k, v) in from {
+        match (into.get_mut(&k), v) {
+            (Some(Value::Table(a)), Value::Table(b)) => merge(a, b),
+            (_, v) => {
+                into.insert(k, v);
+            }
+        }
+    }
+}
+
+fn lookup<'a>(table: &'a Table, path: &[String]) -> Option<&'a Value> {
+    let (last, parents) = path.split_last()?;
+    let mut t = table;
+    for p in parents {
+        t = t.get(p)?.as_table()?;
+    }
+    t.get(last).filter(|v| !v.is_table())
+}
+
+fn set(table: &mut Table, path: &[String], value: Value) {
+    let (last, parents) = path.split_last().expect("non-empty path");
+    let mut t = table;
+    for p in parents {
+        t = t.entry(p.clone()).or_insert_with(|| Value::Table(Table::new())).as_table_mut().expect("checked by lookup");
+    }
+    t.insert(last.clone(), value);
+}
+
+/// Parses an environment value as the same TOML type as the setting's default.
+fn parse_like(default: &Value, raw: &str) -> Result<Value, String> {
+    let raw = raw.trim();
+    match default {
+        Value::Integer(_) => raw.parse().map(Value::Integer).map_err(|_| "expected a whole number".into()),
+        Value::Float(_) => raw.parse().map(Value::Float).map_err(|_| "expected a number".into()),
+        Value::Boolean(_) => raw.parse().map(Value::Boolean).map_err(|_| "expected true or false".into()),
+        Value::Array(_) => Ok(Value::Array(
+            raw.split(',').map(str::trim).filter(|s| !s.is_empty()).map(|s| Value::String(s.into())).collect(),
+        )),
+        _ => Ok(Value::String(raw.into())),
+    }
+}
+
+/// `scheme://user:password@host/…` with the password replaced, for error messages and logs.
+pub fn redact_url(url: &str) -> String {
+    let Some((scheme, rest)) = url.split_once("://") else { return url.to_string() };
+    let (authority, tail) = match rest.find(['/', '?']) {
+        Some(i) => rest.split_at(i),
+        None => (rest, ""),
+    };
+    match authority.rsplit_once('@') {
+        Some((userinfo, host)) => match userinfo.split_once(':') {
+            Some((user, _)) => format!("{scheme}://{user}:***@{host}{tail}"),
+            None => url.to_string(),
+        },
+        None => url.to_string(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn env(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
+        pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
+    }
+
+    #[test]
+    fn defaults_then_file_then_env() {
+        let file = "http_addr = \"0.0.0.0:9000\"\n[outbox]\nbatch_size = 10\nidle_poll = \"250ms\"\n";
+        let loaded: Loaded<CoordinatorConfig> = load(
+            Some(("c.toml", file)),
+            env(&[("RENDERFLEET_OUTBOX__BATCH_SIZE", "20"), ("DATABASE_URL", "postgres://x/y"), ("HOME", "/root")]),
+        )
+        .unwrap();
+        let c = loaded.config;
+        assert_eq!(c.http_addr, "0.0.0.0:9000");
+        assert_eq!(c.outbox.batch_size, 20);
+        assert_eq!(c.outbox.idle_poll, Duration::from_millis(250));
+        assert_eq!(c.database_url, "postgres://x/y");
+        assert_eq!(c.results, ResultsConfig::default());
+    }
+
+    #[test]
+    fn worker_modules_from_a_comma_list_and_unknown_vars_are_reported() {
+        let loaded: Loaded<WorkerConfig> = load(
+            None,
+            env(&[("RENDERFLEET_MODULES", "noop, sleep"), ("RENDERFLEET_HTTP_ADDR", "x"), ("DATABASE_URL", "p")]),
+        )
+        .unwrap();
+        assert_eq!(loaded.config.modules, vec!["noop", "sleep"]);
+        assert_eq!(loaded.ignored_env, vec!["RENDERFLEET_HTTP_ADDR"]);
+    }
+
+    #[test]
+    fn bad_values_name_their_source() {
+        let e = load::<WorkerConfig>(None, env(&[("RENDERFLEET_CONCURRENCY", "many")])).unwrap_err();
+        assert!(e.to_string().contains("RENDERFLEET_CONCURRENCY"), "{e}");
+        let e = load::<WorkerConfig>(Some(("w.toml", "concurency = 3")), env(&[])).unwrap_err();
+        assert!(matches!(&e, ConfigError::File { path, message } if path == "w.toml" && message.contains("concurency")), "{e}");
+        let e = load::<WorkerConfig>(None, env(&[("RENDERFLEET_HEARTBEAT_INTERVAL", "soon")])).unwrap_err();
+        assert!(e.to_string().contains("heartbeat_interval"), "{e}");
+    }
+
+    #[test]
+    fn retry_delay_doubles_up_to_the_cap() {
+        let r = RetryConfig { base: Duration::from_millis(100), max: Duration::from_secs(1) };
+        assert_eq!(r.delay(1), Duration::from_millis(100));
+        assert_eq!(r.delay(2), Duration::from_millis(200));
+        assert_eq!(r.delay(5), Duration::from_secs(1));
+        assert_eq!(r.delay(60), Duration::from_secs(1));
+    }
+
+    #[test]
+    fn passwords_are_redacted() {
+        assert_eq!(redact_url("amqp://guest:guest@127.0.0.1:5672/%2f"), "amqp://guest:***@127.0.0.1:5672/%2f");
+        assert_eq!(redact_url("postgres://postgres@127.0.0.1/test"), "postgres://postgres@127.0.0.1/test");
+        assert_eq!(redact_url("postgres://u:p@h"), "postgres://u:***@h");
+    }
+}

@@ -1,0 +1,13 @@
+//! The contract that the coordinator, the worker, `renderctl` and (later) an editor agree on:
+//! graphs and their validation, wire messages, broker topology names, configuration and
+//! metric names.
+//!
+//! This crate does no I/O: no tokio, no lapin, no postgres. Loading configuration takes
+//! the file text and the environment as arguments so it stays a pure function.
+
+pub mod config;
+pub mod graph;
+pub mod metrics;
+pub mod modules;
+pub mod topology;
+pub mod wire;

@@ -1,0 +1,41 @@
+//! Metric names (Prometheus conventions: `renderfleet_` prefix, `_total` counters, `_seconds`
+//! histograms). Label values come from small fixed sets: module keys, statuses, never ids.
+
+/// Counter, label `status` (`created|succeeded|failed`). Incremented by the coordinator when a
+/// run is created and when it reaches a final status.
+pub const RUNS_TOTAL: &str = "renderfleet_runs_total";
+/// Counter, labels `module`, `status` (`dispatched|started|succeeded|retried|failed|skipped|lost`).
+/// Coordinator: outbox publisher (dispatched) and result consumer (the rest).
+pub const NODE_TASKS_TOTAL: &str = "renderfleet_node_tasks_total";
+/// Histogram, label `module`: node start → finish, observed when a result is applied.
+pub const NODE_DURATION_SECONDS: &str = "renderfleet_node_duration_seconds";
+/// Histogram, label `module`: node ready (queued) → started on a worker.
+pub const DISPATCH_LATENCY_SECONDS: &str = "renderfleet_dispatch_latency_seconds";
+/// Gauge: age of the oldest due outbox row at the last publisher pass.
+pub const OUTBOX_LAG_SECONDS: &str = "renderfleet_outbox_lag_seconds";
+/// Counter: outbox rows published and confirmed by the broker.
+pub const OUTBOX_PUBLISHED_TOTAL: &str = "renderfleet_outbox_published_total";
+/// Counter, label `outcome` (`applied|duplicate|stale`): result messages by effect.
+pub const RESULTS_TOTAL: &str = "renderfleet_results_total";
+/// Histogram: result messages per applied batch.
+pub const RESULT_BATCH_SIZE: &str = "renderfleet_result_batch_size";
+/// Counter, label `source` (`worker|coordinator`): messages sent to the dead-letter queue.
+pub const DEAD_LETTERED_TOTAL: &str = "renderfleet_dead_lettered_total";
+/// Counter, label `component` (`coordinator|worker`): broker (re)connections.
+pub const BROKER_CONNECTS_TOTAL: &str = "renderfleet_broker_connects_total";
+
+/// Counter, labels `module`, `outcome` (`succeeded|failed|timeout|cancelled|requeued`):
+/// tasks executed by this worker.
+pub const WORKER_TASKS_TOTAL: &str = "renderfleet_worker_tasks_total";
+/// Histogram, label `module`: module run time on the worker.
+pub const WORKER_TASK_SECONDS: &str = "renderfleet_worker_task_seconds";
+/// Gauge: task slots in use on this worker.
+pub const WORKER_BUSY_SLOTS: &str = "renderfleet_worker_busy_slots";
+/// Gauge: task slots configured on this worker.
+pub const WORKER_SLOTS: &str = "renderfleet_worker_slots";
+
+/// Buckets for `_seconds` histograms: from sub-millisecond hops to hour-long renders.
+pub const SECONDS_BUCKETS: &[f64] = &[
+    0.0005, 0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0,
+    300.0, 900.0, 3600.0,
+];

@@ -1,0 +1,251 @@
+//! Messages on the broker: MessagePack (`rmp-serde`, maps with field names so fields can be
+//! added), content type `application/msgpack`, each with a schema version `v`.
+//! Large data never travels here: messages carry references.
+
+use serde::{de::DeserializeOwned, Deserialize, Serialize};
+use serde_json::Value;
+use uuid::Uuid;
+
+pub const CONTENT_TYPE: &str = "application/msgpack";
+/// Bumped on an incompatible change; a reader refuses versions it does not know.
+pub const WIRE_VERSION: u16 = 1;
+
+/// A node attempt to run, published by the coordinator's outbox to `tasks.<module_key>`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TaskMessage {
+    pub v: u16,
+    pub run_id: Uuid,
+    pub node_run_id: Uuid,
+    pub node_id: String,
+    pub module_key: String,
+    /// 1-based; results are applied only for the node's current attempt.
+    pub attempt: u32,
+    pub params: Value,
+    pub timeout_ms: u64,
+}
+
+impl TaskMessage {
+    /// `message_id` on the broker: one per node attempt.
+    pub fn message_id(&self) -> String {
+        format!("{}:{}", self.node_run_id, self.attempt)
+    }
+}
+
+/// Everything workers send to the results exchange.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ResultMessage {
+    pub v: u16,
+    pub body: ResultBody,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub enum ResultBody {
+    Started(Started),
+    Finished(Finished),
+    Heartbeat(WorkerHeartbeat),
+}
+
+/// A worker took a task (sent before the module runs; may arrive again on redelivery).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Started {
+    pub node_run_id: Uuid,
+    pub attempt: u32,
+    pub worker_id: String,
+    /// Unix time in microseconds, worker clock.
+    pub at_us: i64,
+}
+
+/// The outcome of one attempt.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Finished {
+    pub node_run_id: Uuid,
+    pub attempt: u32,
+    pub worker_id: String,
+    pub started_at_us: i64,
+    pub finished_at_us: i64,
+    pub outcome: Outcome,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub enum Outcome {
+    Succeeded { outputs: Value },
+    Failed { error: TaskError },
+}
+
+/// Why an attempt failed, as shown to users.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TaskError {
+    pub kind: ErrorKind,
+    pub message: String,
+    /// False when another attempt cannot help (bad params, cancelled).
+    pub retryable: bool,
+    /// Last lines of the tool's stderr, when a tool ran.
+    #[serde(default)]
+    pub log_tail: Option<String>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ErrorKind {
+    /// The module reported an error.
+    Module,
+    /// The attempt ran past the node's timeout and was killed.
+    Timeout,
+    /// The run was cancelled.
+    Cancelled,
+    /// The worker stopped heartbeating (set by the coordinator).
+    Lost,
+    /// This worker cannot run the task (unknown module, bad message).
+    Unsupported,
+}
+
+impl ErrorKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ErrorKind::Module => "module",
+            ErrorKind::Timeout => "timeout",
+            ErrorKind::Cancelled => "cancelled",
+            ErrorKind::Lost => "lost",
+            ErrorKind::Unsupported => "unsupported",
+        }
+    }
+}
+
+/// Sent by every worker at start, every heartbeat interval and at stop.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct WorkerHeartbeat {
+    pub worker_id: String,
+    pub host: String,
+    pub version: String,
+    pub modules: Vec<String>,
+    pub concurrency: u32,
+    /// Attempts in hand: their `heartbeat_at` is refreshed.
+    pub running: Vec<TaskRef>,
+    pub status: WorkerStatus,
+    pub at_us: i64,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TaskRef {
+    pub node_run_id: Uuid,
+    pub attempt: u32,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum WorkerStatus {
+    Running,
+    Draining,
+    Stopped,
+}
+
+impl WorkerStatus {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            WorkerStatus::Running => "running",
+            WorkerStatus::Draining => "draining",
+            WorkerStatus::Stopped => "stopped",
+        }
+    }
+}
+
+/// Fanned out to every worker on the control exchange.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ControlMessage {
+    pub v: u16,
+    pub body: ControlBody,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub enum ControlBody {
+    /// Stop every task of this run.
+    CancelRun { run_id: Uuid },
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum WireError {
+    #[error("not a renderfleet message (MessagePack decoding failed: {0})")]
+    Decode(#[from] rmp_serde::decode::Error),
+    #[error("message schema version {got} is not supported (this build reads version {WIRE_VERSION}); upgrade this binary")]
+    Version { got: u16 },
+}
+
+/// Encodes any message as MessagePack with field names.
+pub fn encode<T: Serialize>(msg: &T) -> Vec<u8> {
+    rmp_serde::to_vec_named(msg).expect("wire messages always serialize")
+}
+
+/// Anything with a schema version.
+pub trait Versioned {
+    fn version(&self) -> u16;
+}
+impl Versioned for TaskMessage {
+    fn version(&self) -> u16 {
+        self.v
+    }
+}
+impl Versioned for ResultMessage {
+    fn version(&self) -> u16 {
+        self.v
+    }
+}
+impl Versioned for ControlMessage {
+    fn version(&self) -> u16 {
+        self.v
+    }
+}
+
+/// Decodes and checks the schema version.
+pub fn decode<T: DeserializeOwned + Versioned>(bytes: &[u8]) -> Result<T, WireError> {
+    let msg: T = rmp_serde::from_slice(bytes)?;
+    match msg.version() {
+        WIRE_VERSION => Ok(msg),
+        got => Err(WireError::Version { got }),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn task_round_trips_with_json_params() {
+        let t = TaskMessage {
+            v: WIRE_VERSION,
+            run_id: Uuid::now_v7(),
+            node_run_id: Uuid::now_v7(),
+            node_id: "b".into(),
+            module_key: "sleep".into(),
+            attempt: 2,
+            params: json!({"ms": 5, "nested": {"a": [1, 2.5, null, "x"]}}),
+            timeout_ms: 1000,
+        };
+        assert_eq!(decode::<TaskMessage>(&encode(&t)).unwrap(), t);
+    }
+
+    #[test]
+    fn result_round_trips() {
+        let m = ResultMessage {
+            v: WIRE_VERSION,
+            body: ResultBody::Finished(Finished {
+                node_run_id: Uuid::now_v7(),
+                attempt: 1,
+                worker_id: "w1".into(),
+                started_at_us: 1,
+                finished_at_us: 2,
+                outcome: Outcome::Failed {
+                    error: TaskError { kind: ErrorKind::Timeout, message: "x".into(), retryable: true, log_tail: None },
+                },
+            }),
+        };
+        assert_eq!(decode::<ResultMessage>(&encode(&m)).unwrap(), m);
+    }
+
+    #[test]
+    fn garbage_and_future_versions_are_refused() {
+        assert!(matches!(decode::<TaskMessage>(b"\xc1not msgpack"), Err(WireError::Decode(_))));
+        let future = ControlMessage { v: WIRE_VERSION + 1, body: ControlBody::CancelRun { run_id: Uuid::nil() } };
+        assert!(matches!(decode::<ControlMessage>(&encode(&future)), Err(WireError::Version { got }) if got == WIRE_VERSION + 1));
+    }
+}
