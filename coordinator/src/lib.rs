@@ -1,1 +1,86 @@
-pub fn x(){}
+//! The coordinator: HTTP API, dispatch, outbox publisher, result consumer and lost-task
+//! recovery, all sharing one PostgreSQL pool. [`run`] wires them together; the binary only
+//! loads configuration and waits for a signal.
+
+pub mod api;
+pub mod broker;
+pub mod db;
+pub mod dispatch;
+pub mod outbox;
+pub mod recovery;
+pub mod results;
+pub mod telemetry;
+
+use deadpool_postgres::Pool;
+use metrics_exporter_prometheus::PrometheusHandle;
+use renderfleet_shared::config::CoordinatorConfig;
+use std::sync::atomic::AtomicBool;
+use std::sync::Arc;
+use tokio::sync::Notify;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+/// What the roles share.
+#[derive(Clone)]
+pub struct AppState {
+    pub config: Arc<CoordinatorConfig>,
+    pub pool: Pool,
+    /// Wakes the outbox publisher after a commit that enqueued tasks.
+    pub kick: Arc<Notify>,
+    /// True while a broker session is up (for `/readyz`).
+    pub broker_up: Arc<AtomicBool>,
+    pub metrics: PrometheusHandle,
+    /// Distinguishes coordinators sharing a broker (consumer tags, logs).
+    pub instance: String,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum StartupError {
+    #[error(transparent)]
+    Db(#[from] db::DbError),
+    #[error(transparent)]
+    Broker(#[from] renderfleet_broker::Unreachable),
+    #[error("cannot listen on {addr}: {source}; free the port or set RENDERFLEET_HTTP_ADDR")]
+    Listen { addr: String, source: std::io::Error },
+}
+
+/// Runs the coordinator until `shutdown` is cancelled.
+pub async fn run(config: CoordinatorConfig, metrics: PrometheusHandle, shutdown: CancellationToken) -> Result<(), StartupError> {
+    let pool = db::connect(&config.database_url, config.db_pool_size, config.startup_timeout).await?;
+    let applied = db::migrate(&pool).await?;
+    tracing::info!(applied, "database ready");
+    let conn = renderfleet_broker::connect(&config.amqp_url, "renderfleet-coordinator", "coordinator", config.startup_timeout).await?;
+    let listener = tokio::net::TcpListener::bind(&config.http_addr)
+        .await
+        .map_err(|source| StartupError::Listen { addr: config.http_addr.clone(), source })?;
+    let addr = listener.local_addr().map(|a| a.to_string()).unwrap_or_default();
+
+    let state = AppState {
+        config: Arc::new(config),
+        pool,
+        kick: Arc::new(Notify::new()),
+        broker_up: Arc::new(AtomicBool::new(false)),
+        metrics,
+        instance: format!("{}-{}", gethost(), std::process::id()),
+    };
+    let tasks = TaskTracker::new();
+    let background = shutdown.child_token();
+    tasks.spawn(broker::supervise(state.clone(), conn, background.clone()));
+    tasks.spawn(recovery::run(state.clone(), background.clone()));
+    tasks.close();
+
+    tracing::info!(%addr, "coordinator listening");
+    let app = api::router(state);
+    let served = axum::serve(listener, app).with_graceful_shutdown(shutdown.clone().cancelled_owned()).await;
+    if let Err(e) = served {
+        tracing::error!(error = %e, "HTTP server failed");
+    }
+    background.cancel();
+    tasks.wait().await;
+    tracing::info!("coordinator stopped");
+    Ok(())
+}
+
+fn gethost() -> String {
+    std::fs::read_to_string("/etc/hostname").map(|s| s.trim().to_string()).unwrap_or_else(|_| "localhost".into())
+}

@@ -1,0 +1,112 @@
+//! RabbitMQ glue shared by the coordinator, the worker and the tests: connecting with an
+//! error that names the URL and the fix, declaring the topology of DESIGN §4 from
+//! [`Topology::declarations`], and dead-lettering a message with its reason.
+//!
+//! Reconnection is not here: each binary runs its own supervised loop (lapin's automatic
+//! recovery is not relied on).
+
+use lapin::options::{BasicPublishOptions, ExchangeDeclareOptions, QueueBindOptions, QueueDeclareOptions};
+use lapin::types::{AMQPValue, FieldTable};
+use lapin::{Channel, Connection, ConnectionProperties, ExchangeKind};
+use renderfleet_shared::config::redact_url;
+use renderfleet_shared::metrics as m;
+use renderfleet_shared::topology::{self, Declaration};
+use std::time::Duration;
+
+pub use renderfleet_shared::topology::Topology;
+
+#[derive(Debug, thiserror::Error)]
+#[error(
+    "cannot reach RabbitMQ at {url} ({reason}) after {waited:?}; start it (`rabbitmq-server -detached`, or `ops/dev.sh services`), check the user, password and vhost, or set AMQP_URL"
+)]
+pub struct Unreachable {
+    pub url: String,
+    pub reason: String,
+    pub waited: Duration,
+}
+
+/// Connects as `name` (shown in the management UI), retrying until `timeout`.
+/// `component` labels the connection counter.
+pub async fn connect(url: &str, name: &str, component: &'static str, timeout: Duration) -> Result<Connection, Unreachable> {
+    let started = tokio::time::Instant::now();
+    let mut delay = Duration::from_millis(100);
+    loop {
+        let props = ConnectionProperties::default().with_connection_name(name.into());
+        match Connection::connect(url, props).await {
+            Ok(c) => {
+                metrics::counter!(m::BROKER_CONNECTS_TOTAL, "component" => component).increment(1);
+                return Ok(c);
+            }
+            Err(e) => {
+                let waited = started.elapsed();
+                if waited + delay > timeout {
+                    return Err(Unreachable { url: redact_url(url), reason: e.to_string(), waited });
+                }
+                tracing::warn!(url = %redact_url(url), error = %e, "RabbitMQ not reachable yet; retrying");
+                tokio::time::sleep(delay).await;
+                delay = (delay * 2).min(Duration::from_secs(5));
+            }
+        }
+    }
+}
+
+/// Declares exchanges, queues and bindings (idempotent: same names, same arguments).
+pub async fn declare(channel: &Channel, decls: &[Declaration]) -> Result<(), lapin::Error> {
+    for d in decls {
+        match d {
+            Declaration::Exchange { name, kind } => {
+                let kind = match kind {
+                    topology::ExchangeKind::Direct => ExchangeKind::Direct,
+                    topology::ExchangeKind::Fanout => ExchangeKind::Fanout,
+                };
+                let opts = ExchangeDeclareOptions { durable: true, ..Default::default() };
+                channel.exchange_declare(name.as_str().into(), kind, opts, FieldTable::default()).await?;
+            }
+            Declaration::Queue { name, dead_letter_to } => {
+                let mut args = FieldTable::default();
+                if let Some(dlx) = dead_letter_to {
+                    args.insert("x-dead-letter-exchange".into(), AMQPValue::LongString(dlx.as_str().into()));
+                }
+                let opts = QueueDeclareOptions { durable: true, ..Default::default() };
+                channel.queue_declare(name.as_str().into(), opts, args).await?;
+            }
+            Declaration::Bind { queue, exchange, routing_key } => {
+                channel
+                    .queue_bind(
+                        queue.as_str().into(),
+                        exchange.as_str().into(),
+                        routing_key.as_str().into(),
+                        QueueBindOptions::default(),
+                        FieldTable::default(),
+                    )
+                    .await?;
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Sends a copy of `delivery` to the dead-letter exchange with `reason` in the
+/// [`topology::REASON_HEADER`] header and waits for the broker's confirm (when `channel` is
+/// in confirm mode), then acks the original: a poison message is kept for inspection and
+/// never retried forever. `source` labels the counter.
+pub async fn dead_letter(
+    channel: &Channel,
+    dead_exchange: &str,
+    delivery: &lapin::message::Delivery,
+    reason: &str,
+    source: &'static str,
+) -> Result<(), lapin::Error> {
+    let mut headers = delivery.properties.headers().clone().unwrap_or_default();
+    headers.insert(topology::REASON_HEADER.into(), AMQPValue::LongString(reason.into()));
+    headers.insert("x-original-routing-key".into(), AMQPValue::LongString(delivery.routing_key.as_str().into()));
+    let props = delivery.properties.clone().with_headers(headers).with_delivery_mode(2);
+    channel
+        .basic_publish(dead_exchange.into(), "".into(), BasicPublishOptions::default(), &delivery.data, props)
+        .await?
+        .await?;
+    delivery.acker.ack(Default::default()).await?;
+    metrics::counter!(m::DEAD_LETTERED_TOTAL, "source" => source).increment(1);
+    tracing::warn!(reason, routing_key = %delivery.routing_key, "message dead-lettered");
+    Ok(())
+}

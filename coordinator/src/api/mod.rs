@@ -1,0 +1,255 @@
+//! The HTTP API: runs, health and metrics. Handlers validate, then call the role that owns
+//! the write (dispatch); errors carry a stable `error` code, every problem found, and the fix.
+
+use crate::db::{sql, DbError};
+use crate::{dispatch, AppState};
+use axum::body::Bytes;
+use axum::extract::{DefaultBodyLimit, Path, State};
+use axum::http::{header, HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use chrono::{DateTime, Utc};
+use renderfleet_shared::graph::{self, GraphSpec, NodeDefaults, Problem};
+use renderfleet_shared::modules::Builtins;
+use serde::{Deserialize, Serialize};
+use serde_json::{json, Value};
+use std::collections::HashMap;
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+use uuid::Uuid;
+
+/// The OpenAPI document of this API, served at `/openapi.yaml`.
+const OPENAPI: &str = include_str!("../../openapi.yaml");
+
+pub fn router(state: AppState) -> Router {
+    let limit = state.config.max_request_bytes;
+    Router::new()
+        .route("/v1/runs", post(create_run))
+        .route("/v1/runs/{id}", get(get_run))
+        .route("/healthz", get(|| async { "ok\n" }))
+        .route("/readyz", get(readyz))
+        .route("/metrics", get(metrics))
+        .route("/openapi.yaml", get(|| async { ([(header::CONTENT_TYPE, "application/yaml")], OPENAPI) }))
+        .layer(DefaultBodyLimit::max(limit))
+        .with_state(state)
+}
+
+/// An error answer: `{"error": code, "message": ..., "problems": [...]}`.
+#[derive(Debug)]
+pub struct ApiError {
+    status: StatusCode,
+    code: &'static str,
+    message: String,
+    problems: Vec<Problem>,
+}
+
+impl ApiError {
+    fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> Self {
+        Self { status, code, message: message.into(), problems: Vec::new() }
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let mut body = json!({"error": self.code, "message": self.message});
+        if !self.problems.is_empty() {
+            body["problems"] = serde_json::to_value(&self.problems).expect("problems serialize");
+        }
+        (self.status, Json(body)).into_response()
+    }
+}
+
+impl From<DbError> for ApiError {
+    fn from(e: DbError) -> Self {
+        tracing::error!(error = %e, "database error in API");
+        ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "database_unavailable", format!("{e}; retry later"))
+    }
+}
+
+impl From<deadpool_postgres::PoolError> for ApiError {
+    fn from(e: deadpool_postgres::PoolError) -> Self {
+        DbError::from(e).into()
+    }
+}
+
+impl From<tokio_postgres::Error> for ApiError {
+    fn from(e: tokio_postgres::Error) -> Self {
+        DbError::from(e).into()
+    }
+}
+
+/// `POST /v1/runs` body.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct CreateRun {
+    /// What the run is about (an order line, a CAD file); stored as given.
+    subject: Value,
+    graph: GraphSpec,
+}
+
+#[derive(Debug, Serialize)]
+struct Created {
+    run_id: Uuid,
+    status: &'static str,
+}
+
+async fn create_run(State(state): State<AppState>, headers: HeaderMap, body: Bytes) -> Result<Response, ApiError> {
+    let json_type = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.starts_with("application/json"));
+    if !json_type {
+        return Err(ApiError::new(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "unsupported_media_type",
+            "send the run as JSON with `Content-Type: application/json`",
+        ));
+    }
+    let req: CreateRun = serde_json::from_slice(&body).map_err(|e| {
+        ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "invalid_body",
+            format!("the body is not a valid run request: {e}; expected {{\"subject\": {{...}}, \"graph\": {{\"nodes\": [...], \"edges\": [...]}}}}"),
+        )
+    })?;
+    let defaults = NodeDefaults { max_attempts: state.config.nodes.max_attempts, timeout: state.config.nodes.timeout };
+    let plan = graph::plan(&req.graph, &Builtins, defaults).map_err(|problems| ApiError {
+        status: StatusCode::UNPROCESSABLE_ENTITY,
+        code: "invalid_graph",
+        message: format!("the graph has {} problem(s); nothing was created", problems.len()),
+        problems,
+    })?;
+    let graph_json = serde_json::to_value(&req.graph).expect("graph serializes");
+    let run_id = dispatch::create_run(&state.pool, &plan, &graph_json, &req.subject).await?;
+    state.kick.notify_one();
+    tracing::info!(%run_id, nodes = plan.nodes.len(), "run created");
+    let location = format!("/v1/runs/{run_id}");
+    Ok((StatusCode::CREATED, [(header::LOCATION, location)], Json(Created { run_id, status: "running" })).into_response())
+}
+
+#[derive(Debug, Serialize)]
+struct RunView {
+    id: Uuid,
+    pipeline: String,
+    role: String,
+    status: String,
+    subject: Value,
+    nodes_total: i32,
+    nodes_done: i32,
+    error: Option<Value>,
+    created_at: DateTime<Utc>,
+    finished_at: Option<DateTime<Utc>>,
+    edges: Value,
+    nodes: Vec<NodeView>,
+}
+
+#[derive(Debug, Serialize)]
+struct NodeView {
+    node_id: String,
+    node_run_id: Uuid,
+    module: String,
+    status: String,
+    attempt: i32,
+    max_attempts: i32,
+    worker_id: Option<String>,
+    queued_at: Option<DateTime<Utc>>,
+    started_at: Option<DateTime<Utc>>,
+    finished_at: Option<DateTime<Utc>>,
+    params: Value,
+    outputs: Option<Value>,
+    error: Option<Value>,
+    log_tail: Option<String>,
+    attempts: Vec<AttemptView>,
+}
+
+#[derive(Debug, Serialize)]
+struct AttemptView {
+    attempt: i32,
+    status: String,
+    worker_id: Option<String>,
+    started_at: Option<DateTime<Utc>>,
+    finished_at: Option<DateTime<Utc>>,
+    error: Option<Value>,
+}
+
+async fn get_run(State(state): State<AppState>, Path(id): Path<String>) -> Result<Json<RunView>, ApiError> {
+    let id: Uuid = id.parse().map_err(|_| {
+        ApiError::new(StatusCode::BAD_REQUEST, "invalid_id", format!("`{id}` is not a run id; run ids are UUIDs as returned by POST /v1/runs"))
+    })?;
+    let client = state.pool.get().await?;
+    let run = client
+        .query_opt(sql::GET_RUN, &[&id])
+        .await?
+        .ok_or_else(|| ApiError::new(StatusCode::NOT_FOUND, "run_not_found", format!("no run {id}; check the id (`renderctl runs show ID`)")))?;
+    let mut attempts: HashMap<Uuid, Vec<AttemptView>> = HashMap::new();
+    for r in client.query(sql::GET_ATTEMPTS, &[&id]).await? {
+        attempts.entry(r.get(0)).or_default().push(AttemptView {
+            attempt: r.get(1),
+            status: r.get(2),
+            worker_id: r.get(3),
+            started_at: r.get(4),
+            finished_at: r.get(5),
+            error: r.get(6),
+        });
+    }
+    let nodes = client
+        .query(sql::GET_NODE_RUNS, &[&id])
+        .await?
+        .into_iter()
+        .map(|r| {
+            let node_run_id: Uuid = r.get(0);
+            NodeView {
+                node_id: r.get(1),
+                node_run_id,
+                module: r.get(2),
+                status: r.get(3),
+                attempt: r.get(4),
+                max_attempts: r.get(5),
+                worker_id: r.get(6),
+                queued_at: r.get(7),
+                started_at: r.get(8),
+                finished_at: r.get(9),
+                outputs: r.get(10),
+                error: r.get(11),
+                log_tail: r.get(12),
+                params: r.get(13),
+                attempts: attempts.remove(&node_run_id).unwrap_or_default(),
+            }
+        })
+        .collect();
+    let graph: Value = run.get(5);
+    Ok(Json(RunView {
+        id: run.get(0),
+        pipeline: run.get(1),
+        role: run.get(2),
+        status: run.get(3),
+        subject: run.get(4),
+        edges: graph.get("edges").cloned().unwrap_or(Value::Array(vec![])),
+        nodes_total: run.get(6),
+        nodes_done: run.get(7),
+        error: run.get(8),
+        created_at: run.get(9),
+        finished_at: run.get(10),
+        nodes,
+    }))
+}
+
+async fn readyz(State(state): State<AppState>) -> Response {
+    let db = tokio::time::timeout(Duration::from_secs(2), async {
+        state.pool.get().await.map_err(|e| e.to_string())?.simple_query("SELECT 1").await.map_err(|e| e.to_string())
+    })
+    .await
+    .unwrap_or_else(|_| Err("timed out after 2s".into()));
+    let broker = state.broker_up.load(Ordering::Relaxed);
+    let body = json!({
+        "database": db.as_ref().map(|_| "ok".to_string()).unwrap_or_else(|e| format!("unreachable: {e}")),
+        "broker": if broker { "ok" } else { "disconnected (reconnecting)" },
+    });
+    let status = if db.is_ok() && broker { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };
+    (status, Json(body)).into_response()
+}
+
+async fn metrics(State(state): State<AppState>) -> Response {
+    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], state.metrics.render()).into_response()
+}

@@ -1,0 +1,173 @@
+//! Every SQL statement of the coordinator, named. Parameters are listed in each doc comment.
+
+/// $1 id, $2 subject, $3 graph, $4 nodes_total.
+pub const INSERT_RUN: &str = "INSERT INTO runs (id, subject, graph, nodes_total) VALUES ($1, $2, $3, $4)";
+
+/// All node_runs of a run in one statement. $1 run_id, then parallel arrays:
+/// $2 ids, $3 node ids, $4 module keys, $5 params, $6 successors (as '{..}' literals),
+/// $7 max_attempts, $8 timeout_ms, $9 unmet_deps.
+pub const INSERT_NODE_RUNS: &str = "
+INSERT INTO node_runs (id, run_id, node_id, module_key, params, successors, status, max_attempts, timeout_ms, unmet_deps, queued_at)
+SELECT t.id, $1, t.node_id, t.module_key, t.params, t.successors::uuid[],
+       CASE WHEN t.deps = 0 THEN 'queued' ELSE 'pending' END, t.max_attempts, t.timeout_ms, t.deps,
+       CASE WHEN t.deps = 0 THEN now() END
+FROM unnest($2::uuid[], $3::text[], $4::text[], $5::jsonb[], $6::text[], $7::int4[], $8::int8[], $9::int4[])
+     AS t(id, node_id, module_key, params, successors, max_attempts, timeout_ms, deps)";
+
+/// Task messages for the outbox. Parallel arrays: $1 node_run ids, $2 attempts,
+/// $3 routing keys, $4 payloads, $5 delay in seconds before publishing.
+pub const ENQUEUE: &str = "
+INSERT INTO outbox (node_run_id, attempt, routing_key, payload, not_before)
+SELECT t.id, t.attempt, t.rk, t.payload, now() + make_interval(secs => t.delay)
+FROM unnest($1::uuid[], $2::int4[], $3::text[], $4::bytea[], $5::float8[]) AS t(id, attempt, rk, payload, delay)
+ON CONFLICT (node_run_id, attempt) DO NOTHING";
+
+/// Claims due rows for publishing; other coordinators skip them. $1 limit.
+pub const CLAIM_DUE: &str = "
+SELECT id, routing_key, payload, node_run_id, attempt, extract(epoch FROM now() - not_before)::float8 AS lag
+FROM outbox WHERE sent_at IS NULL AND not_before <= now()
+ORDER BY not_before, id LIMIT $1 FOR UPDATE SKIP LOCKED";
+
+/// $1 ids.
+pub const MARK_SENT: &str = "UPDATE outbox SET sent_at = now() WHERE id = ANY($1)";
+
+/// Seconds until the next unsent row is due (negative when overdue), or NULL.
+pub const NEXT_DUE: &str = "SELECT extract(epoch FROM min(not_before) - now())::float8 FROM outbox WHERE sent_at IS NULL";
+
+/// Deletes sent rows older than $1 seconds.
+pub const PRUNE_SENT: &str = "DELETE FROM outbox WHERE sent_at < now() - make_interval(secs => $1)";
+
+/// A worker took an attempt. $1 node_run, $2 attempt, $3 worker, $4 started_at.
+/// Returns the module and the seconds from ready to start.
+pub const STARTED: &str = "
+WITH n AS (
+  UPDATE node_runs SET status = 'running', worker_id = $3, started_at = $4, heartbeat_at = now()
+  WHERE id = $1 AND attempt = $2 AND status IN ('queued', 'running')
+  RETURNING id, attempt, module_key, queued_at
+), a AS (
+  INSERT INTO node_attempts (node_run_id, attempt, status, worker_id, started_at)
+  SELECT id, attempt, 'running', $3, $4 FROM n
+  ON CONFLICT (node_run_id, attempt) DO UPDATE SET worker_id = EXCLUDED.worker_id, started_at = EXCLUDED.started_at
+  WHERE node_attempts.status = 'running'
+)
+SELECT module_key, extract(epoch FROM ($4 - queued_at))::float8 FROM n";
+
+/// The current attempt succeeded. $1 node_run, $2 attempt, $3 worker, $4 started_at,
+/// $5 finished_at, $6 outputs. No row when the result is a duplicate or stale.
+pub const SUCCEEDED: &str = "
+WITH n AS (
+  UPDATE node_runs SET status = 'succeeded', worker_id = $3, started_at = $4, finished_at = $5, outputs = $6,
+                       error = NULL, heartbeat_at = NULL
+  WHERE id = $1 AND attempt = $2 AND status IN ('queued', 'running')
+  RETURNING id, run_id, attempt, module_key, successors
+), a AS (
+  INSERT INTO node_attempts (node_run_id, attempt, status, worker_id, started_at, finished_at)
+  SELECT id, attempt, 'succeeded', $3, $4, $5 FROM n
+  ON CONFLICT (node_run_id, attempt) DO UPDATE
+  SET status = 'succeeded', worker_id = EXCLUDED.worker_id, started_at = EXCLUDED.started_at, finished_at = EXCLUDED.finished_at
+)
+SELECT run_id, module_key, successors FROM n";
+
+/// Decrements the counters of successors; those reaching zero become queued.
+/// $1 successor ids. Returns the ones now queued.
+pub const RELEASE: &str = "
+UPDATE node_runs SET unmet_deps = unmet_deps - 1,
+       status = CASE WHEN unmet_deps = 1 THEN 'queued' ELSE status END,
+       queued_at = CASE WHEN unmet_deps = 1 THEN now() ELSE queued_at END
+WHERE id = ANY($1) AND status = 'pending'
+RETURNING id, run_id, node_id, module_key, params, attempt, timeout_ms, status = 'queued'";
+
+/// Counts $2 more finished nodes of run $1 and succeeds it when all are done.
+/// Returns the status before and after.
+pub const RUN_PROGRESS: &str = "
+UPDATE runs r SET nodes_done = r.nodes_done + $2,
+       status = CASE WHEN r.status = 'running' AND r.nodes_done + $2 >= r.nodes_total THEN 'succeeded' ELSE r.status END,
+       finished_at = CASE WHEN r.status = 'running' AND r.nodes_done + $2 >= r.nodes_total THEN now() ELSE r.finished_at END
+FROM (SELECT id, status FROM runs WHERE id = $1 FOR UPDATE) old
+WHERE r.id = old.id
+RETURNING old.status, r.status";
+
+/// Locks the node if ($1 node_run, $2 attempt) is its current, unfinished attempt.
+pub const LOCK_ATTEMPT: &str = "
+SELECT run_id, node_id, module_key, max_attempts, started_at FROM node_runs
+WHERE id = $1 AND attempt = $2 AND status IN ('queued', 'running') FOR UPDATE";
+
+/// Records how attempt $2 of node_run $1 ended. $3 status ('failed' | 'lost'), $4 worker,
+/// $5 started_at, $6 finished_at, $7 error.
+pub const ATTEMPT_ENDED: &str = "
+INSERT INTO node_attempts (node_run_id, attempt, status, worker_id, started_at, finished_at, error)
+VALUES ($1, $2, $3, $4, $5, $6, $7)
+ON CONFLICT (node_run_id, attempt) DO UPDATE
+SET status = EXCLUDED.status, worker_id = coalesce(EXCLUDED.worker_id, node_attempts.worker_id),
+    started_at = coalesce(EXCLUDED.started_at, node_attempts.started_at),
+    finished_at = EXCLUDED.finished_at, error = EXCLUDED.error";
+
+/// Starts the next attempt of node_run $1 after $4 seconds; $2 error, $3 log tail of the
+/// failed one. Returns what the task message needs.
+pub const RETRY: &str = "
+UPDATE node_runs SET attempt = attempt + 1, status = 'queued', worker_id = NULL, started_at = NULL,
+       finished_at = NULL, heartbeat_at = NULL, error = $2, log_tail = $3,
+       queued_at = now() + make_interval(secs => $4)
+WHERE id = $1
+RETURNING id, run_id, node_id, module_key, params, attempt, timeout_ms";
+
+/// Node_run $1 failed for good. $2 worker, $3 started_at, $4 finished_at, $5 error, $6 log tail.
+pub const FAIL_NODE: &str = "
+UPDATE node_runs SET status = 'failed', worker_id = $2, started_at = $3, finished_at = $4, error = $5,
+       log_tail = $6, heartbeat_at = NULL
+WHERE id = $1";
+
+/// Skips every pending descendant of node_run $1; $2 the reason shown. Returns the count.
+pub const SKIP_DESCENDANTS: &str = "
+WITH RECURSIVE d(id) AS (
+  SELECT unnest(successors) FROM node_runs WHERE id = $1
+  UNION
+  SELECT unnest(n.successors) FROM node_runs n JOIN d ON n.id = d.id
+)
+UPDATE node_runs SET status = 'skipped', error = jsonb_build_object('kind', 'upstream_failed', 'message', $2::text)
+WHERE id IN (SELECT id FROM d) AND status = 'pending'";
+
+/// Skips the other pending nodes of run $1 (not downstream of the failure); $2 the reason.
+pub const SKIP_PENDING: &str = "
+UPDATE node_runs SET status = 'skipped', error = jsonb_build_object('kind', 'run_failed', 'message', $2::text)
+WHERE run_id = $1 AND status = 'pending'";
+
+/// Fails run $1 with error $2. No row if it had already ended.
+pub const FAIL_RUN: &str = "
+UPDATE runs SET status = 'failed', finished_at = now(), error = $2 WHERE id = $1 AND status = 'running' RETURNING id";
+
+/// A worker's heartbeat. $1 id, $2 host, $3 version, $4 modules, $5 concurrency, $6 running, $7 status.
+pub const UPSERT_WORKER: &str = "
+INSERT INTO workers (id, host, version, modules, concurrency, running, status, last_seen)
+VALUES ($1, $2, $3, $4, $5, $6, $7, now())
+ON CONFLICT (id) DO UPDATE SET host = EXCLUDED.host, version = EXCLUDED.version, modules = EXCLUDED.modules,
+  concurrency = EXCLUDED.concurrency, running = EXCLUDED.running, status = EXCLUDED.status, last_seen = now()";
+
+/// Refreshes the heartbeat of attempts in hand. $1 node_run ids, $2 attempts.
+pub const TOUCH_RUNNING: &str = "
+UPDATE node_runs n SET heartbeat_at = now()
+FROM unnest($1::uuid[], $2::int4[]) AS t(id, attempt)
+WHERE n.id = t.id AND n.attempt = t.attempt AND n.status = 'running'";
+
+/// Running attempts whose worker went quiet for more than $1 seconds.
+pub const FIND_LOST: &str = "
+SELECT id, attempt, worker_id, started_at, extract(epoch FROM now() - heartbeat_at)::float8
+FROM node_runs WHERE status = 'running' AND heartbeat_at < now() - make_interval(secs => $1)
+ORDER BY heartbeat_at LIMIT 500";
+
+/// $1 run id.
+pub const GET_RUN: &str = "
+SELECT id, pipeline, role, status, subject, graph, nodes_total, nodes_done, error, created_at, finished_at
+FROM runs WHERE id = $1";
+
+/// $1 run id, in submission order.
+pub const GET_NODE_RUNS: &str = "
+SELECT id, node_id, module_key, status, attempt, max_attempts, worker_id, queued_at, started_at, finished_at,
+       outputs, error, log_tail, params
+FROM node_runs WHERE run_id = $1 ORDER BY id";
+
+/// $1 run id.
+pub const GET_ATTEMPTS: &str = "
+SELECT a.node_run_id, a.attempt, a.status, a.worker_id, a.started_at, a.finished_at, a.error
+FROM node_attempts a JOIN node_runs n ON n.id = a.node_run_id
+WHERE n.run_id = $1 ORDER BY a.node_run_id, a.attempt";
