@@ -9,7 +9,6 @@ pub mod dispatch;
 pub mod outbox;
 pub mod recovery;
 pub mod results;
-pub mod telemetry;
 
 use deadpool_postgres::Pool;
 use metrics_exporter_prometheus::PrometheusHandle;
@@ -39,7 +38,7 @@ pub enum StartupError {
     #[error(transparent)]
     Db(#[from] db::DbError),
     #[error(transparent)]
-    Broker(#[from] renderfleet_broker::Unreachable),
+    Broker(#[from] renderfleet_platform::broker::Unreachable),
     #[error("cannot listen on {addr}: {source}; free the port or set RENDERFLEET_HTTP_ADDR")]
     Listen { addr: String, source: std::io::Error },
 }
@@ -49,7 +48,7 @@ pub async fn run(config: CoordinatorConfig, metrics: PrometheusHandle, shutdown:
     let pool = db::connect(&config.database_url, config.db_pool_size, config.startup_timeout).await?;
     let applied = db::migrate(&pool).await?;
     tracing::info!(applied, "database ready");
-    let conn = renderfleet_broker::connect(&config.amqp_url, "renderfleet-coordinator", "coordinator", config.startup_timeout).await?;
+    let conn = renderfleet_platform::broker::connect(&config.amqp_url, "renderfleet-coordinator", "coordinator", config.startup_timeout).await?;
     let listener = tokio::net::TcpListener::bind(&config.http_addr)
         .await
         .map_err(|source| StartupError::Listen { addr: config.http_addr.clone(), source })?;

@@ -2,7 +2,7 @@
 
 use anyhow::Context;
 use clap::Parser;
-use renderfleet_coordinator::telemetry;
+use renderfleet_platform::telemetry;
 use renderfleet_shared::config::{self, CoordinatorConfig};
 use std::path::PathBuf;
 use tokio_util::sync::CancellationToken;

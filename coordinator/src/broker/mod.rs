@@ -6,7 +6,7 @@ use crate::results;
 use crate::AppState;
 use lapin::options::{BasicQosOptions, ConfirmSelectOptions};
 use lapin::Connection;
-use renderfleet_broker::{connect, declare, Topology};
+use renderfleet_platform::broker::{connect, declare, Topology};
 use renderfleet_shared::modules::{Builtins, NodeCatalog};
 use std::sync::atomic::Ordering;
 use std::time::Duration;

@@ -63,7 +63,7 @@ pub async fn consume_loop(
                     good.push(d);
                 }
                 Err(e) => {
-                    renderfleet_broker::dead_letter(&dead_channel, &dead_exchange, &d, &format!("undecodable result: {e}"), "coordinator").await?;
+                    renderfleet_platform::broker::dead_letter(&dead_channel, &dead_exchange, &d, &format!("undecodable result: {e}"), "coordinator").await?;
                 }
             }
         }

@@ -1,4 +1,4 @@
-//! RabbitMQ glue shared by the coordinator, the worker and the tests: connecting with an
+//! The RabbitMQ link: connecting with an
 //! error that names the URL and the fix, declaring the topology of DESIGN §4 from
 //! [`Topology::declarations`], and dead-lettering a message with its reason.
 //!

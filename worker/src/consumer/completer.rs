@@ -1,0 +1,46 @@
+//! Publishes what workers report to the results exchange. A result is published with a
+//! publisher confirm *before* its task is acked, so a crash in between redelivers the task
+//! rather than losing the result.
+
+use lapin::options::BasicPublishOptions;
+use lapin::{BasicProperties, Channel, Confirmation};
+use renderfleet_shared::wire::{self, ResultBody, ResultMessage, CONTENT_TYPE, WIRE_VERSION};
+
+#[derive(Clone)]
+pub(crate) struct Completer {
+    pub(crate) channel: Channel,
+    pub(crate) exchange: String,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum CompleteError {
+    #[error("broker: {0}")]
+    Broker(#[from] lapin::Error),
+    #[error("the broker did not take the result (nack or unroutable)")]
+    Refused,
+}
+
+impl Completer {
+    /// Publishes and waits for the broker's confirm.
+    pub(crate) async fn publish_confirmed(&self, body: ResultBody) -> Result<(), CompleteError> {
+        match self.publish(body).await?.await? {
+            Confirmation::Ack(None) | Confirmation::NotRequested => Ok(()),
+            _ => Err(CompleteError::Refused),
+        }
+    }
+
+    /// Publishes without waiting for the confirm (progress and heartbeats: the next one
+    /// supersedes a lost one).
+    pub(crate) async fn publish_unconfirmed(&self, body: ResultBody) -> Result<(), CompleteError> {
+        drop(self.publish(body).await?);
+        Ok(())
+    }
+
+    async fn publish(&self, body: ResultBody) -> Result<lapin::PublisherConfirm, lapin::Error> {
+        let payload = wire::encode(&ResultMessage { v: WIRE_VERSION, body });
+        let props = BasicProperties::default().with_delivery_mode(2).with_content_type(CONTENT_TYPE.into());
+        self.channel
+            .basic_publish(self.exchange.as_str().into(), "".into(), BasicPublishOptions { mandatory: true, immediate: false }, &payload, props)
+            .await
+    }
+}

@@ -1,0 +1,73 @@
+//! Runs one attempt of a module: enforces the node's timeout and stops the module when the
+//! attempt is cancelled. Knows nothing about the broker.
+
+use crate::modules::{Module, ModuleError};
+use renderfleet_shared::wire::{ErrorKind, Outcome, TaskError, TaskMessage};
+use std::time::Duration;
+use tokio_util::sync::CancellationToken;
+
+/// How an attempt ended on this worker.
+pub(crate) enum Executed {
+    /// A result to report (success, module error, timeout, run cancelled).
+    Report(Outcome),
+    /// Stopped for a reason that is not the task's fault (shutdown past the grace period,
+    /// lost broker link): hand the task back to the queue without a result.
+    Requeue,
+}
+
+/// Why a running attempt's token was cancelled.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum StopReason {
+    RunCancelled,
+    Requeue,
+}
+
+pub(crate) async fn execute(
+    module: &dyn Module,
+    task: &TaskMessage,
+    cancel: &CancellationToken,
+    reason: impl Fn() -> StopReason,
+) -> Executed {
+    let timeout = Duration::from_millis(task.timeout_ms.max(1));
+    let result = tokio::select! {
+        r = tokio::time::timeout(timeout, module.run(task)) => r,
+        _ = cancel.cancelled() => {
+            return match reason() {
+                StopReason::Requeue => Executed::Requeue,
+                StopReason::RunCancelled => Executed::Report(failed(ErrorKind::Cancelled, "the run was cancelled; the attempt was stopped".into(), false, None)),
+            };
+        }
+    };
+    Executed::Report(match result {
+        Ok(Ok(outputs)) => Outcome::Succeeded { outputs },
+        Ok(Err(e)) => {
+            let retryable = e.retryable();
+            let tail = e.log_tail();
+            let message = match &e {
+                ModuleError::Retryable { message, .. } | ModuleError::Fatal { message, .. } => message.clone(),
+            };
+            failed(ErrorKind::Module, message, retryable, tail)
+        }
+        Err(_) => failed(
+            ErrorKind::Timeout,
+            format!(
+                "the attempt ran past the node's timeout of {} and was stopped; raise the node's `timeout` if the work needs longer",
+                humantime_fmt(timeout)
+            ),
+            true,
+            None,
+        ),
+    })
+}
+
+fn failed(kind: ErrorKind, message: String, retryable: bool, log_tail: Option<String>) -> Outcome {
+    Outcome::Failed { error: TaskError { kind, message, retryable, log_tail } }
+}
+
+fn humantime_fmt(d: Duration) -> String {
+    if d.as_millis() % 1000 == 0 {
+        format!("{}s", d.as_secs())
+    } else {
+        format!("{}ms", d.as_millis())
+    }
+}

@@ -1,0 +1,276 @@
+//! The consumer: one supervised broker session at a time. It binds the queues of the
+//! modules this worker runs, never holds more tasks than it has free slots (prefetch =
+//! concurrency, shared across its queues), hands each task to the executor, and lets the
+//! completer publish the result before the task is acked. On SIGTERM it stops taking tasks,
+//! lets the ones in hand finish within the grace period, and requeues the rest.
+
+mod completer;
+mod executor;
+
+use crate::modules::Module;
+use crate::Worker;
+use completer::Completer;
+use executor::{execute, Executed, StopReason};
+use futures_util::stream::{select_all, StreamExt};
+use lapin::message::Delivery;
+use lapin::options::{BasicCancelOptions, BasicConsumeOptions, BasicNackOptions, BasicQosOptions, ConfirmSelectOptions, QueueBindOptions, QueueDeclareOptions};
+use lapin::types::FieldTable;
+use lapin::Connection;
+use renderfleet_platform::broker::{connect, dead_letter, declare};
+use renderfleet_shared::metrics as m;
+use renderfleet_shared::wire::{self, ControlBody, ControlMessage, Finished, ResultBody, Started, TaskMessage, TaskRef, WorkerHeartbeat, WorkerStatus};
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+use uuid::Uuid;
+
+/// An attempt in hand.
+struct InHand {
+    run_id: Uuid,
+    attempt: u32,
+    cancel: CancellationToken,
+    reason: Arc<Mutex<StopReason>>,
+}
+
+type Running = Arc<Mutex<HashMap<Uuid, InHand>>>;
+
+#[derive(Debug, thiserror::Error)]
+enum SessionError {
+    #[error("broker: {0}")]
+    Broker(#[from] lapin::Error),
+    #[error("the broker closed the consumer")]
+    Closed,
+}
+
+/// Runs sessions until `shutdown`, reconnecting with backoff when the link drops.
+pub(crate) async fn supervise(worker: Arc<Worker>, first: Connection, shutdown: CancellationToken) {
+    let mut conn = Some(first);
+    let mut delay = Duration::from_millis(200);
+    loop {
+        let c = match conn.take() {
+            Some(c) => c,
+            None => match connect(&worker.config.amqp_url, &worker.id, "worker", Duration::from_secs(5)).await {
+                Ok(c) => c,
+                Err(e) => {
+                    tracing::warn!(error = %e, "broker reconnect failed");
+                    tokio::select! { _ = tokio::time::sleep(delay) => {}, _ = shutdown.cancelled() => return }
+                    delay = (delay * 2).min(worker.config.reconnect_max);
+                    continue;
+                }
+            },
+        };
+        let began = Instant::now();
+        let result = session(&worker, &c, &shutdown).await;
+        let _ = c.close(200, "worker session ended".into()).await;
+        match result {
+            Ok(()) => return,
+            Err(e) => tracing::error!(error = %e, "broker session ended; reconnecting"),
+        }
+        if began.elapsed() > Duration::from_secs(30) {
+            delay = Duration::from_millis(200);
+        }
+        tokio::select! { _ = tokio::time::sleep(delay) => {}, _ = shutdown.cancelled() => return }
+        delay = (delay * 2).min(worker.config.reconnect_max);
+    }
+}
+
+async fn session(worker: &Arc<Worker>, conn: &Connection, shutdown: &CancellationToken) -> Result<(), SessionError> {
+    let topo = &worker.topology;
+    let keys: Vec<&str> = worker.modules.keys().map(String::as_str).collect();
+    let ch = conn.create_channel().await?;
+    declare(&ch, &topo.declarations(&keys)).await?;
+    // global = true: one limit for all of this channel's consumers, i.e. the worker's slots.
+    ch.basic_qos(worker.config.concurrency, BasicQosOptions { global: true }).await?;
+    let publish = conn.create_channel().await?;
+    publish.confirm_select(ConfirmSelectOptions::default()).await?;
+    let completer = Completer { channel: publish.clone(), exchange: topo.results_exchange() };
+
+    let control_queue = ch
+        .queue_declare("".into(), QueueDeclareOptions { exclusive: true, auto_delete: true, ..Default::default() }, FieldTable::default())
+        .await?;
+    ch.queue_bind(control_queue.name().clone(), topo.control_exchange().as_str().into(), "".into(), QueueBindOptions::default(), FieldTable::default())
+        .await?;
+    let mut control = ch
+        .basic_consume(control_queue.name().clone(), format!("{}.control", worker.id).as_str().into(), BasicConsumeOptions { no_ack: true, ..Default::default() }, FieldTable::default())
+        .await?;
+
+    let mut tags = Vec::new();
+    let mut consumers = Vec::new();
+    for key in &keys {
+        let tag = format!("{}.{key}", worker.id);
+        consumers.push(ch.basic_consume(topo.task_queue(key).as_str().into(), tag.as_str().into(), BasicConsumeOptions::default(), FieldTable::default()).await?);
+        tags.push(tag);
+    }
+    let mut deliveries = select_all(consumers);
+    tracing::info!(worker_id = %worker.id, modules = ?keys, concurrency = worker.config.concurrency, "consuming");
+
+    let running: Running = Arc::default();
+    let tasks = TaskTracker::new();
+    let mut beat = tokio::time::interval(worker.config.heartbeat_interval);
+    let ended: Result<(), SessionError> = loop {
+        tokio::select! {
+            d = deliveries.next() => match d {
+                Some(Ok(d)) => {
+                    tasks.spawn(handle(worker.clone(), completer.clone(), running.clone(), d));
+                }
+                Some(Err(e)) => break Err(e.into()),
+                None => break Err(SessionError::Closed),
+            },
+            c = control.next() => match c {
+                Some(Ok(d)) => on_control(&running, &d.data),
+                Some(Err(e)) => break Err(e.into()),
+                None => break Err(SessionError::Closed),
+            },
+            _ = beat.tick() => {
+                if let Err(e) = completer.publish_unconfirmed(heartbeat(worker, &running, WorkerStatus::Running)).await {
+                    tracing::warn!(error = %e, "heartbeat not sent");
+                }
+            }
+            _ = shutdown.cancelled() => break Ok(()),
+        }
+    };
+
+    if let Err(e) = ended {
+        // The link is gone: the broker requeues everything unacked; stop the work in hand.
+        stop_all(&running, StopReason::Requeue);
+        tasks.close();
+        tasks.wait().await;
+        return Err(e);
+    }
+
+    // Two-phase shutdown: stop fetching, then wait for the work in hand up to the grace period.
+    for tag in &tags {
+        let _ = ch.basic_cancel(tag.as_str().into(), BasicCancelOptions::default()).await;
+    }
+    drop(deliveries);
+    let in_hand = running.lock().expect("running map").len();
+    tracing::info!(in_hand, grace = ?worker.config.shutdown_grace, "draining");
+    let _ = completer.publish_unconfirmed(heartbeat(worker, &running, WorkerStatus::Draining)).await;
+    tasks.close();
+    if tokio::time::timeout(worker.config.shutdown_grace, tasks.wait()).await.is_err() {
+        let n = stop_all(&running, StopReason::Requeue);
+        tracing::warn!(requeued = n, "grace period over; requeueing the tasks still in hand");
+        tasks.wait().await;
+    }
+    let _ = completer.publish_confirmed(heartbeat(worker, &running, WorkerStatus::Stopped)).await;
+    Ok(())
+}
+
+/// Cancels every attempt in hand for `reason`; returns how many.
+fn stop_all(running: &Running, reason: StopReason) -> usize {
+    let map = running.lock().expect("running map");
+    for t in map.values() {
+        *t.reason.lock().expect("reason") = reason;
+        t.cancel.cancel();
+    }
+    map.len()
+}
+
+fn on_control(running: &Running, data: &[u8]) {
+    match wire::decode::<ControlMessage>(data) {
+        Ok(ControlMessage { body: ControlBody::CancelRun { run_id }, .. }) => {
+            let map = running.lock().expect("running map");
+            for t in map.values().filter(|t| t.run_id == run_id) {
+                *t.reason.lock().expect("reason") = StopReason::RunCancelled;
+                t.cancel.cancel();
+            }
+        }
+        Err(e) => tracing::warn!(error = %e, "ignoring an undecodable control message"),
+    }
+}
+
+fn heartbeat(worker: &Worker, running: &Running, status: WorkerStatus) -> ResultBody {
+    let running: Vec<TaskRef> =
+        running.lock().expect("running map").iter().map(|(id, t)| TaskRef { node_run_id: *id, attempt: t.attempt }).collect();
+    ResultBody::Heartbeat(WorkerHeartbeat {
+        worker_id: worker.id.clone(),
+        host: worker.host.clone(),
+        version: env!("CARGO_PKG_VERSION").into(),
+        modules: worker.modules.keys().cloned().collect(),
+        concurrency: u32::from(worker.config.concurrency),
+        running,
+        status,
+        at_us: now_us(),
+    })
+}
+
+fn now_us() -> i64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_micros() as i64).unwrap_or(0)
+}
+
+/// One delivery: decode, run, report, ack.
+async fn handle(worker: Arc<Worker>, completer: Completer, running: Running, d: Delivery) {
+    let task = match wire::decode::<TaskMessage>(&d.data) {
+        Ok(t) => t,
+        Err(e) => return reject(&worker, &completer, &d, &format!("undecodable task: {e}")).await,
+    };
+    let Some(module) = worker.modules.get(&task.module_key).cloned() else {
+        let reason = format!("task for module `{}` arrived on queue `{}`, which this worker does not serve", task.module_key, d.routing_key);
+        return reject(&worker, &completer, &d, &reason).await;
+    };
+    let span = tracing::info_span!("task", run_id = %task.run_id, node_id = %task.node_id, attempt = task.attempt);
+
+    let cancel = CancellationToken::new();
+    let reason = Arc::new(Mutex::new(StopReason::Requeue));
+    running.lock().expect("running map").insert(
+        task.node_run_id,
+        InHand { run_id: task.run_id, attempt: task.attempt, cancel: cancel.clone(), reason: reason.clone() },
+    );
+    metrics::gauge!(m::WORKER_BUSY_SLOTS).increment(1.0);
+    let started_at_us = now_us();
+    let started = Started { node_run_id: task.node_run_id, attempt: task.attempt, worker_id: worker.id.clone(), at_us: started_at_us };
+    if let Err(e) = completer.publish_unconfirmed(ResultBody::Started(started)).await {
+        tracing::warn!(parent: &span, error = %e, "start not reported");
+    }
+
+    let clock = Instant::now();
+    let executed = execute(module.as_ref(), &task, &cancel, || *reason.lock().expect("reason")).await;
+    let secs = clock.elapsed().as_secs_f64();
+    running.lock().expect("running map").remove(&task.node_run_id);
+    metrics::gauge!(m::WORKER_BUSY_SLOTS).decrement(1.0);
+
+    let outcome = match executed {
+        Executed::Requeue => {
+            metrics::counter!(m::WORKER_TASKS_TOTAL, "module" => module.key(), "outcome" => "requeued").increment(1);
+            tracing::info!(parent: &span, "task handed back to the queue");
+            let _ = d.acker.nack(BasicNackOptions { requeue: true, multiple: false }).await;
+            return;
+        }
+        Executed::Report(o) => o,
+    };
+    let label = match &outcome {
+        wire::Outcome::Succeeded { .. } => "succeeded",
+        wire::Outcome::Failed { error } => error.kind.as_str(),
+    };
+    metrics::counter!(m::WORKER_TASKS_TOTAL, "module" => module.key(), "outcome" => label).increment(1);
+    metrics::histogram!(m::WORKER_TASK_SECONDS, "module" => module.key()).record(secs);
+    let finished = Finished {
+        node_run_id: task.node_run_id,
+        attempt: task.attempt,
+        worker_id: worker.id.clone(),
+        started_at_us,
+        finished_at_us: now_us(),
+        outcome,
+    };
+    match completer.publish_confirmed(ResultBody::Finished(finished)).await {
+        Ok(()) => {
+            if let Err(e) = d.acker.ack(Default::default()).await {
+                tracing::warn!(parent: &span, error = %e, "result sent but ack failed; the task will be redelivered and its result ignored");
+            }
+            tracing::debug!(parent: &span, outcome = label, secs, "task done");
+        }
+        // Not acked: the task is redelivered and runs again; better twice than lost.
+        Err(e) => tracing::error!(parent: &span, error = %e, "result not confirmed; leaving the task unacked"),
+    }
+}
+
+async fn reject(worker: &Worker, completer: &Completer, d: &Delivery, reason: &str) {
+    if let Err(e) = dead_letter(&completer.channel, &worker.topology.dead_exchange(), d, reason, "worker").await {
+        tracing::error!(error = %e, reason, "could not dead-letter a message; it stays unacked");
+    }
+}
+
+/// Modules keyed for lookups; re-exported for `lib.rs`.
+pub(crate) type Modules = std::collections::BTreeMap<String, Arc<dyn Module>>;
