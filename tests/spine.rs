@@ -1,1 +1,395 @@
+//! The spine's promises, against the real RabbitMQ and PostgreSQL and the real binaries:
+//! dependency order, retries, at-least-once delivery with exactly-once effects under
+//! SIGKILL / SIGSTOP / SIGTERM, duplicate results, competing coordinators, dead-lettering,
+//! and refusal of invalid graphs.
 
+use chrono::{DateTime, Utc};
+use nix::sys::signal::Signal;
+use renderfleet_shared::wire::{self, Finished, Outcome, ResultBody, ResultMessage, WIRE_VERSION};
+use renderfleet_tests::{metric, node, wait_until, World};
+use serde_json::{json, Value};
+use std::time::Duration;
+use uuid::Uuid;
+
+const LONG: Duration = Duration::from_secs(60);
+
+fn time(v: &Value) -> DateTime<Utc> {
+    v.as_str().unwrap_or_else(|| panic!("not a timestamp: {v}")).parse().unwrap()
+}
+
+fn chain(n: usize, node: Value) -> Value {
+    let nodes: Vec<Value> = (0..n)
+        .map(|i| {
+            let mut v = node.clone();
+            v["id"] = json!(format!("n{i}"));
+            v
+        })
+        .collect();
+    let edges: Vec<Value> = (1..n).map(|i| json!({"from": format!("n{}", i - 1), "to": format!("n{i}")})).collect();
+    json!({"nodes": nodes, "edges": edges})
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn diamond_runs_in_dependency_order() {
+    let mut w = World::new("diamond").await;
+    let c = w.start_coordinator("coordinator", &[]).await;
+    w.start_worker("w1", &[]);
+    w.start_worker("w2", &[]);
+    let graph = json!({
+        "nodes": [{"id":"a","type":"noop"},{"id":"b","type":"sleep","params":{"ms":300}},
+                  {"id":"c","type":"sleep","params":{"ms":150}},{"id":"d","type":"noop"}],
+        "edges": [{"from":"a","to":"b"},{"from":"a","to":"c"},{"from":"b","to":"d"},{"from":"c","to":"d"}]
+    });
+    let id = w.submit(&c, graph).await;
+    let run = w.wait_run(&c, id, LONG).await;
+    assert_eq!(run["status"], "succeeded", "{run:#}");
+    let [a, b, cc, d] = ["a", "b", "c", "d"].map(|n| node(&run, n).unwrap().clone());
+    for n in [&a, &b, &cc, &d] {
+        assert_eq!(n["status"], "succeeded");
+        assert_eq!(n["attempt"], 1);
+    }
+    assert!(time(&b["started_at"]) >= time(&a["finished_at"]));
+    assert!(time(&cc["started_at"]) >= time(&a["finished_at"]));
+    let both_done = time(&b["finished_at"]).max(time(&cc["finished_at"]));
+    assert!(time(&d["started_at"]) >= both_done, "d started before b and c finished: {run:#}");
+    assert!(time(&d["queued_at"]) >= time(&b["finished_at"]), "d was queued before b finished");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn failing_node_is_retried_then_fails_with_descendants_skipped() {
+    let mut w = World::new("retries").await;
+    let c = w.start_coordinator("coordinator", &[]).await;
+    w.start_worker("w1", &[]);
+
+    let ok = json!({"nodes":[{"id":"f","type":"fail","params":{"times":2},"max_attempts":3},{"id":"after","type":"noop"}],
+                    "edges":[{"from":"f","to":"after"}]});
+    let bad = json!({"nodes":[{"id":"f","type":"fail","params":{"times":2},"max_attempts":2},
+                              {"id":"child","type":"noop"},{"id":"grandchild","type":"noop"}],
+                     "edges":[{"from":"f","to":"child"},{"from":"child","to":"grandchild"}]});
+    let ok_id = w.submit(&c, ok).await;
+    let bad_id = w.submit(&c, bad).await;
+
+    let run = w.wait_run(&c, ok_id, LONG).await;
+    assert_eq!(run["status"], "succeeded", "{run:#}");
+    let f = node(&run, "f").unwrap();
+    assert_eq!(f["attempt"], 3);
+    assert_eq!(f["outputs"]["succeeded_on_attempt"], 3);
+    let statuses: Vec<&str> = f["attempts"].as_array().unwrap().iter().map(|a| a["status"].as_str().unwrap()).collect();
+    assert_eq!(statuses, ["failed", "failed", "succeeded"]);
+    // Backoff: each retry waited at least the configured base delay (50ms, doubling).
+    let attempts = f["attempts"].as_array().unwrap();
+    let gap = time(&attempts[1]["started_at"]) - time(&attempts[0]["finished_at"]);
+    assert!(gap >= chrono::Duration::milliseconds(45), "retry came after only {gap}");
+
+    let run = w.wait_run(&c, bad_id, LONG).await;
+    assert_eq!(run["status"], "failed", "{run:#}");
+    let f = node(&run, "f").unwrap();
+    assert_eq!(f["status"], "failed");
+    assert_eq!(f["attempt"], 2);
+    let msg = f["error"]["message"].as_str().unwrap();
+    assert!(msg.contains("attempt 2 fails on purpose"), "{msg}");
+    assert_eq!(f["log_tail"], "fail: attempt 2/2 -> error");
+    for n in ["child", "grandchild"] {
+        let n = node(&run, n).unwrap();
+        assert_eq!(n["status"], "skipped");
+        assert!(n["error"]["message"].as_str().unwrap().contains("upstream node `f` failed"));
+        assert!(n["started_at"].is_null());
+    }
+    let run_msg = run["error"]["message"].as_str().unwrap();
+    assert!(run_msg.contains("node `f` failed (attempt 2 of 2)"), "{run_msg}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn worker_killed_mid_task_is_redelivered_and_runs_once_to_effect() {
+    let mut w = World::new("sigkill_worker").await;
+    let c = w.start_coordinator("coordinator", &[]).await;
+    w.start_worker("w1", &[]);
+    let id = w.submit(&c, json!({"nodes":[{"id":"s","type":"sleep","params":{"ms":1500}},{"id":"next","type":"noop"}],
+                                  "edges":[{"from":"s","to":"next"}]})).await;
+    let s = w.wait_node(&c, id, "s", "running", LONG).await;
+    assert_eq!(s["worker_id"], "w1");
+    w.kill("w1");
+    let w2 = w.start_worker("w2", &[]);
+
+    let run = w.wait_run(&c, id, LONG).await;
+    assert_eq!(run["status"], "succeeded", "{run:#}");
+    let s = node(&run, "s").unwrap();
+    assert_eq!(s["worker_id"], "w2", "the task was redelivered to the second worker");
+    assert_eq!(s["attempt"], 1, "redelivery is the same attempt, not a retry");
+    let succeeded: Vec<&Value> = s["attempts"].as_array().unwrap().iter().filter(|a| a["status"] == "succeeded").collect();
+    assert_eq!(succeeded.len(), 1, "{s:#}");
+    assert_eq!(succeeded[0]["worker_id"], "w2");
+
+    let next: Uuid = node(&run, "next").unwrap()["node_run_id"].as_str().unwrap().parse().unwrap();
+    let queued = w.count(&format!("SELECT count(*) FROM outbox WHERE node_run_id = '{next}'")).await;
+    assert_eq!(queued, 1, "the successor was queued exactly once");
+    let ran = metric(&w.http, &w2, "renderfleet_worker_tasks_total", &[("module", "noop")]).await;
+    assert_eq!(ran, 1.0, "the successor ran exactly once");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn duplicate_result_changes_nothing() {
+    let mut w = World::new("duplicate").await;
+    let c = w.start_coordinator("coordinator", &[]).await;
+    let w1 = w.start_worker("w1", &[]);
+    let id = w.submit(&c, json!({"nodes":[{"id":"a","type":"noop"},{"id":"b","type":"sleep","params":{"ms":1000}}],
+                                  "edges":[{"from":"a","to":"b"}]})).await;
+    w.wait_node(&c, id, "b", "running", LONG).await;
+    let before = w.get_run(&c, id).await;
+    let a = node(&before, "a").unwrap().clone();
+    let a_id: Uuid = a["node_run_id"].as_str().unwrap().parse().unwrap();
+
+    // Replay a's success while b is running: if it were applied again, b's dependency
+    // counter would be decremented twice or b queued again.
+    let ignored_before = metric(&w.http, &format!("{}/metrics", c.url), "renderfleet_results_total", &[("outcome", "ignored")]).await;
+    let dup = ResultMessage {
+        v: WIRE_VERSION,
+        body: ResultBody::Finished(Finished {
+            node_run_id: a_id,
+            attempt: 1,
+            worker_id: "impostor".into(),
+            started_at_us: 1,
+            finished_at_us: 2,
+            outcome: Outcome::Succeeded { outputs: json!({"dup": true}) },
+        }),
+    };
+    let bytes = wire::encode(&dup);
+    w.publish_raw(&w.topology.results_exchange(), "", &bytes).await;
+    w.publish_raw(&w.topology.results_exchange(), "", &bytes).await;
+    let url = format!("{}/metrics", c.url);
+    let http = w.http.clone();
+    wait_until("both duplicates to be consumed", LONG, || {
+        let (http, url) = (http.clone(), url.clone());
+        async move {
+            let n = metric(&http, &url, "renderfleet_results_total", &[("outcome", "ignored")]).await;
+            (n >= ignored_before + 2.0).then_some(())
+        }
+    })
+    .await;
+
+    let run = w.wait_run(&c, id, LONG).await;
+    assert_eq!(run["status"], "succeeded");
+    let a_after = node(&run, "a").unwrap();
+    assert_eq!(a_after["worker_id"], a["worker_id"], "the duplicate did not overwrite a");
+    assert_eq!(a_after["finished_at"], a["finished_at"]);
+    assert_eq!(a_after["outputs"], json!({}));
+    let b = node(&run, "b").unwrap();
+    assert_eq!(b["attempt"], 1);
+    assert_eq!(b["attempts"].as_array().unwrap().len(), 1);
+    let b_id = b["node_run_id"].as_str().unwrap();
+    assert_eq!(w.count(&format!("SELECT count(*) FROM outbox WHERE node_run_id = '{b_id}'")).await, 1);
+    assert_eq!(metric(&w.http, &w1, "renderfleet_worker_tasks_total", &[("module", "sleep")]).await, 1.0);
+    assert_eq!(run["nodes_done"], 2);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn coordinator_killed_in_flight_resumes_from_postgres() {
+    let mut w = World::new("sigkill_coordinator").await;
+    let c = w.start_coordinator("coordinator", &[]).await;
+    let w1 = w.start_worker("w1", &[]);
+    let id = w.submit(&c, chain(6, json!({"type":"sleep","params":{"ms":250}}))).await;
+    w.wait_node(&c, id, "n1", "running", LONG).await;
+    w.kill("coordinator");
+    // Results pile up in the queue while no coordinator runs.
+    tokio::time::sleep(Duration::from_millis(600)).await;
+    let c2 = w.start_coordinator("coordinator-restarted", &[]).await;
+
+    let run = w.wait_run(&c2, id, LONG).await;
+    assert_eq!(run["status"], "succeeded", "{run:#}");
+    for i in 0..6 {
+        let n = node(&run, &format!("n{i}")).unwrap();
+        assert_eq!(n["status"], "succeeded");
+        assert_eq!(n["attempt"], 1, "{n:#}");
+        let attempts = n["attempts"].as_array().unwrap();
+        assert_eq!(attempts.len(), 1, "{n:#}");
+        assert_eq!(attempts[0]["status"], "succeeded");
+    }
+    assert_eq!(run["nodes_done"], 6);
+    assert_eq!(w.count("SELECT count(*) FROM outbox").await, 6);
+    // A task published just before the kill may run again, but never more than once more.
+    let ran = metric(&w.http, &w1, "renderfleet_worker_tasks_total", &[("module", "sleep")]).await;
+    assert!((6.0..=7.0).contains(&ran), "ran {ran} sleep tasks");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_coordinators_share_200_runs_and_dispatch_each_node_once() {
+    let mut w = World::new("two_coordinators").await;
+    // Both start at once against the empty database: migrations must not race.
+    let c1 = w.spawn_coordinator("c1", &[]);
+    let c2 = w.spawn_coordinator("c2", &[]);
+    w.wait_ready(&c1).await;
+    w.wait_ready(&c2).await;
+    let m1 = w.start_worker("w1", &[("RENDERFLEET_CONCURRENCY", "4")]);
+    let m2 = w.start_worker("w2", &[("RENDERFLEET_CONCURRENCY", "4")]);
+    let graph = json!({"nodes":[{"id":"x","type":"noop"},{"id":"y","type":"noop"}],"edges":[{"from":"x","to":"y"}]});
+    let mut ids = Vec::new();
+    for i in 0..200 {
+        let c = if i % 2 == 0 { &c1 } else { &c2 };
+        ids.push(w.submit(c, graph.clone()).await);
+    }
+    wait_until("200 runs to succeed", LONG, || async {
+        (w.count("SELECT count(*) FROM runs WHERE status = 'succeeded'").await == 200).then_some(())
+    })
+    .await;
+    assert_eq!(w.count("SELECT count(*) FROM runs WHERE status <> 'succeeded'").await, 0);
+    assert_eq!(w.count("SELECT count(*) FROM node_runs WHERE status = 'succeeded' AND attempt = 1").await, 400);
+    assert_eq!(w.count("SELECT count(*) FROM node_attempts").await, 400);
+    assert_eq!(w.count("SELECT count(*) FROM outbox WHERE sent_at IS NOT NULL").await, 400);
+    let ran = metric(&w.http, &m1, "renderfleet_worker_tasks_total", &[]).await + metric(&w.http, &m2, "renderfleet_worker_tasks_total", &[]).await;
+    assert_eq!(ran, 400.0, "every node was dispatched and run exactly once");
+    // Both coordinators took part.
+    for c in [&c1, &c2] {
+        let applied = metric(&w.http, &format!("{}/metrics", c.url), "renderfleet_results_total", &[("outcome", "applied")]).await;
+        assert!(applied > 0.0, "{} applied no results", c.name);
+    }
+    assert_eq!(w.count("SELECT count(*) FROM refinery_schema_history").await, 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn undecodable_task_is_dead_lettered_and_the_worker_lives_on() {
+    let mut w = World::new("dead_letter").await;
+    let c = w.start_coordinator("coordinator", &[]).await;
+    w.start_worker("w1", &[]);
+    w.publish_raw(&w.topology.tasks_exchange(), "noop", b"\xc1 this is not msgpack").await;
+    let dead = w.topology.dead_queue();
+    wait_until("the message to reach the dead-letter queue", LONG, || async { (w.queue_depth(&dead).await == 1).then_some(()) }).await;
+
+    let conn = w.amqp().await;
+    let ch = conn.create_channel().await.unwrap();
+    let got = ch.basic_get(dead.as_str().into(), lapin::options::BasicGetOptions { no_ack: true }).await.unwrap().expect("a dead letter");
+    assert_eq!(got.delivery.data, b"\xc1 this is not msgpack");
+    let headers = got.delivery.properties.headers().clone().expect("headers");
+    let reason = match headers.inner().get(renderfleet_shared::topology::REASON_HEADER) {
+        Some(lapin::types::AMQPValue::LongString(s)) => String::from_utf8_lossy(s.as_bytes()).into_owned(),
+        other => panic!("reason header missing: {other:?}"),
+    };
+    assert!(reason.contains("undecodable task"), "{reason}");
+    let _ = conn.close(200, "done".into()).await;
+
+    assert!(w.alive("w1"), "the worker survived the poison message");
+    let id = w.submit(&c, json!({"nodes":[{"id":"a","type":"noop"}]})).await;
+    assert_eq!(w.wait_run(&c, id, LONG).await["status"], "succeeded");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn invalid_graphs_get_422_with_every_problem_and_write_nothing() {
+    let mut w = World::new("invalid").await;
+    let c = w.start_coordinator("coordinator", &[]).await;
+    let graph = json!({
+        "nodes": [{"id":"a","type":"noop"},{"id":"b","type":"noop"},{"id":"r","type":"render_magic"}],
+        "edges": [{"from":"a","to":"b"},{"from":"b","to":"a"},{"from":"r","to":"ghost"}]
+    });
+    let resp = w.http.post(format!("{}/v1/runs", c.url)).json(&json!({"subject": {}, "graph": graph})).send().await.unwrap();
+    assert_eq!(resp.status(), 422);
+    let body: Value = resp.json().await.unwrap();
+    assert_eq!(body["error"], "invalid_graph");
+    let problems = body["problems"].as_array().unwrap();
+    let find = |code: &str| problems.iter().find(|p| p["code"] == code).unwrap_or_else(|| panic!("no {code} in {body:#}"));
+    assert!(find("cycle")["message"].as_str().unwrap().contains("a, b"));
+    let unknown = find("unknown_node_type");
+    assert_eq!(unknown["node_id"], "r");
+    assert!(unknown["message"].as_str().unwrap().contains("known types: noop, sleep, fail"));
+    assert_eq!(find("dangling_edge")["edge"], 2);
+
+    let cyclic = json!({"nodes":[{"id":"x","type":"noop"}],"edges":[{"from":"x","to":"x"}]});
+    let resp = w.http.post(format!("{}/v1/runs", c.url)).json(&json!({"subject": {}, "graph": cyclic})).send().await.unwrap();
+    assert_eq!(resp.status(), 422);
+
+    let resp = w.http.post(format!("{}/v1/runs", c.url)).header("content-type", "application/json").body("{not json").send().await.unwrap();
+    assert_eq!(resp.status(), 400);
+    let body: Value = resp.json().await.unwrap();
+    assert!(body["message"].as_str().unwrap().contains("not a valid run request"));
+
+    for table in ["runs", "node_runs", "node_attempts", "outbox"] {
+        assert_eq!(w.count(&format!("SELECT count(*) FROM {table}")).await, 0, "{table} was written");
+    }
+    let resp = w.http.get(format!("{}/v1/runs/{}", c.url, Uuid::now_v7())).send().await.unwrap();
+    assert_eq!(resp.status(), 404);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hung_worker_is_detected_by_heartbeat_and_its_late_result_ignored() {
+    let mut w = World::new("hung_worker").await;
+    let c = w.start_coordinator("coordinator", &[("RENDERFLEET_RECOVERY__HEARTBEAT_TIMEOUT", "2s")]).await;
+    // One slot, so the frozen worker cannot also swallow the retry (a free prefetch slot on
+    // a frozen process holds a task until the broker's AMQP heartbeat gives up on it).
+    w.start_worker("w1", &[("RENDERFLEET_CONCURRENCY", "1")]);
+    let id = w.submit(&c, json!({"nodes":[{"id":"s","type":"sleep","params":{"ms":800}},{"id":"t","type":"noop"}],
+                                  "edges":[{"from":"s","to":"t"}]})).await;
+    w.wait_node(&c, id, "s", "running", LONG).await;
+    // Frozen, not dead: the broker keeps the task with w1, only the heartbeats stop.
+    w.signal("w1", Signal::SIGSTOP);
+    w.start_worker("w2", &[]);
+    let run = w.wait_run(&c, id, LONG).await;
+    assert_eq!(run["status"], "succeeded", "{run:#}");
+    let s = node(&run, "s").unwrap();
+    assert_eq!(s["attempt"], 2);
+    assert_eq!(s["worker_id"], "w2");
+    let attempts = s["attempts"].as_array().unwrap();
+    assert_eq!(attempts[0]["status"], "lost");
+    assert_eq!(attempts[0]["worker_id"], "w1");
+    assert!(attempts[0]["error"]["message"].as_str().unwrap().contains("stopped heartbeating"));
+    assert_eq!(attempts[1]["status"], "succeeded");
+
+    // Thawed, w1 finishes attempt 1 and reports it: the stale result changes nothing.
+    let url = format!("{}/metrics", c.url);
+    let ignored = metric(&w.http, &url, "renderfleet_results_total", &[("outcome", "ignored")]).await;
+    w.signal("w1", Signal::SIGCONT);
+    let http = w.http.clone();
+    wait_until("the stale result to be ignored", LONG, || {
+        let (http, url) = (http.clone(), url.clone());
+        async move { (metric(&http, &url, "renderfleet_results_total", &[("outcome", "ignored")]).await > ignored).then_some(()) }
+    })
+    .await;
+    let after = w.get_run(&c, id).await;
+    assert_eq!(node(&after, "s").unwrap(), s, "the late result of attempt 1 changed the node");
+    assert_eq!(node(&after, "t").unwrap()["attempt"], 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_drains_within_grace_and_requeues_past_it() {
+    let mut w = World::new("sigterm").await;
+    let c = w.start_coordinator("coordinator", &[]).await;
+
+    // Within the grace period: the task in hand finishes, then the worker exits cleanly.
+    w.start_worker("patient", &[("RENDERFLEET_SHUTDOWN_GRACE", "10s")]);
+    let id = w.submit(&c, json!({"nodes":[{"id":"s","type":"sleep","params":{"ms":700}}]})).await;
+    w.wait_node(&c, id, "s", "running", LONG).await;
+    w.signal("patient", Signal::SIGTERM);
+    let status = w.wait_exit("patient", LONG).await;
+    assert!(status.success(), "worker exit: {status}");
+    let run = w.get_run(&c, id).await;
+    let run = if run["status"] == "running" { w.wait_run(&c, id, LONG).await } else { run };
+    assert_eq!(run["status"], "succeeded");
+    assert_eq!(node(&run, "s").unwrap()["worker_id"], "patient");
+
+    // Past the grace period: the task goes back to the queue and another worker runs it.
+    w.start_worker("hasty", &[("RENDERFLEET_SHUTDOWN_GRACE", "200ms")]);
+    let id = w.submit(&c, json!({"nodes":[{"id":"s","type":"sleep","params":{"ms":3000}}]})).await;
+    w.wait_node(&c, id, "s", "running", LONG).await;
+    w.signal("hasty", Signal::SIGTERM);
+    let status = w.wait_exit("hasty", LONG).await;
+    assert!(status.success(), "worker exit: {status}");
+    assert!(w.log("hasty").contains("requeueing the tasks still in hand"));
+    w.start_worker("next", &[]);
+    let run = w.wait_run(&c, id, LONG).await;
+    assert_eq!(run["status"], "succeeded");
+    let s = node(&run, "s").unwrap();
+    assert_eq!(s["worker_id"], "next");
+    assert_eq!(s["attempt"], 1, "a requeue after SIGTERM is not a failed attempt");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unreachable_database_fails_start_up_with_the_url_and_the_fix() {
+    let mut w = World::new("unreachable").await;
+    let port = renderfleet_tests::free_port();
+    let url = format!("postgres://postgres:secret@127.0.0.1:{port}/nowhere");
+    w.spawn_coordinator("coordinator", &[("DATABASE_URL", &url), ("RENDERFLEET_STARTUP_TIMEOUT", "1s")]);
+    let status = w.wait_exit("coordinator", LONG).await;
+    assert!(!status.success());
+    let log = w.log("coordinator");
+    assert!(log.contains(&format!("cannot reach PostgreSQL at postgres://postgres:***@127.0.0.1:{port}/nowhere")), "{log}");
+    assert!(log.contains("set DATABASE_URL"), "{log}");
+    assert!(!log.contains("secret"), "the password leaked into the log");
+    assert!(!log.contains("panicked"), "{log}");
+}

@@ -1,1 +1,373 @@
-pub fn x(){}
+//! The test world: one fresh PostgreSQL database and one broker prefix per test, the real
+//! `coordinator` and `worker` binaries started as child processes (so tests can SIGKILL,
+//! SIGSTOP and SIGTERM them), and helpers that wait on state rather than sleeping.
+//!
+//! Everything a world creates is removed when it is dropped, even when the test fails; on
+//! failure the tail of every process log is printed. Logs are kept under
+//! `target/test-logs/<test>-<id>/`.
+//!
+//! The binaries are looked up next to the test executable (`target/debug/`), so run
+//! `cargo build --bins` before `cargo test` (`ops/dev.sh test` does).
+
+use lapin::options::{BasicPublishOptions, ExchangeDeleteOptions, QueueDeclareOptions, QueueDeleteOptions};
+use lapin::types::FieldTable;
+use lapin::{BasicProperties, Connection, ConnectionProperties};
+use nix::sys::signal::{kill, Signal};
+use nix::unistd::Pid;
+use renderfleet_shared::modules::{Builtins, NodeCatalog};
+use renderfleet_shared::topology::{Declaration, Topology};
+use serde_json::Value;
+use std::future::Future;
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+use uuid::Uuid;
+
+/// Admin connection for creating and dropping test databases.
+pub const ADMIN_DB: &str = "postgres://postgres@127.0.0.1:5432/test";
+pub const AMQP: &str = "amqp://guest:guest@127.0.0.1:5672/%2f";
+
+pub struct World {
+    pub name: String,
+    pub database_url: String,
+    db_name: String,
+    pub topology: Topology,
+    log_dir: PathBuf,
+    procs: Vec<Proc>,
+    pub http: reqwest::Client,
+}
+
+struct Proc {
+    name: String,
+    child: Child,
+    log: PathBuf,
+}
+
+/// A started coordinator.
+#[derive(Debug, Clone)]
+pub struct Coord {
+    pub name: String,
+    pub url: String,
+}
+
+fn bin_dir() -> PathBuf {
+    let exe = std::env::current_exe().expect("test executable path");
+    exe.parent().and_then(|deps| deps.parent()).expect("target/<profile>/deps").to_path_buf()
+}
+
+fn bin(name: &str) -> PathBuf {
+    let p = bin_dir().join(name);
+    assert!(p.exists(), "{} not found: run `cargo build --bins` before the tests (ops/dev.sh test does)", p.display());
+    p
+}
+
+/// A free loopback port (bound, then released).
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+/// Polls `f` until it returns `Some`, or panics after `timeout` naming `what`.
+pub async fn wait_until<T, F, Fut>(what: &str, timeout: Duration, mut f: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Option<T>>,
+{
+    let deadline = Instant::now() + timeout;
+    loop {
+        if let Some(v) = f().await {
+            return v;
+        }
+        assert!(Instant::now() < deadline, "timed out after {timeout:?} waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+impl World {
+    /// A fresh database and broker prefix for the test `name`.
+    pub async fn new(name: &str) -> World {
+        let id = Uuid::now_v7().simple().to_string();
+        let short = &id[id.len() - 10..];
+        let db_name = format!("rf_{}_{short}", name.chars().take(30).collect::<String>());
+        let (admin, conn) = tokio_postgres::connect(ADMIN_DB, tokio_postgres::NoTls).await.expect("PostgreSQL at 127.0.0.1:5432 (ops/dev.sh services)");
+        tokio::spawn(conn);
+        admin.batch_execute(&format!("CREATE DATABASE {db_name}")).await.expect("create test database");
+        let log_dir = bin_dir().join("..").join("test-logs").join(format!("{name}-{short}"));
+        std::fs::create_dir_all(&log_dir).unwrap();
+        World {
+            name: name.into(),
+            database_url: format!("postgres://postgres@127.0.0.1:5432/{db_name}"),
+            db_name,
+            topology: Topology::new(format!("rf-{name}-{short}")),
+            log_dir,
+            procs: Vec::new(),
+            http: reqwest::Client::builder().timeout(Duration::from_secs(20)).build().unwrap(),
+        }
+    }
+
+    fn spawn(&mut self, name: &str, binary: &str, env: &[(String, String)]) -> usize {
+        let log = self.log_dir.join(format!("{name}.log"));
+        let out = std::fs::OpenOptions::new().create(true).append(true).open(&log).unwrap();
+        let mut cmd = Command::new(bin(binary));
+        cmd.env_clear().env("PATH", std::env::var("PATH").unwrap_or_default()).env("RUST_LOG", "info,renderfleet_coordinator=debug,renderfleet_worker=debug");
+        for (k, v) in env {
+            cmd.env(k, v);
+        }
+        let child = cmd.stdin(Stdio::null()).stdout(out.try_clone().unwrap()).stderr(out).spawn().expect("spawn binary");
+        self.procs.push(Proc { name: name.into(), child, log });
+        self.procs.len() - 1
+    }
+
+    /// Settings for fast tests; `extra` overrides them.
+    fn coordinator_env(&self, port: u16, extra: &[(&str, &str)]) -> Vec<(String, String)> {
+        let mut env: Vec<(String, String)> = [
+            ("DATABASE_URL", self.database_url.as_str()),
+            ("AMQP_URL", AMQP),
+            ("RENDERFLEET_BROKER_PREFIX", self.topology.prefix()),
+            ("RENDERFLEET_STARTUP_TIMEOUT", "15s"),
+            ("RENDERFLEET_RETRY__BASE", "50ms"),
+            ("RENDERFLEET_RETRY__MAX", "500ms"),
+            ("RENDERFLEET_RECOVERY__HEARTBEAT_TIMEOUT", "30s"),
+            ("RENDERFLEET_RECOVERY__SWEEP_INTERVAL", "300ms"),
+            ("RENDERFLEET_OUTBOX__IDLE_POLL", "200ms"),
+        ]
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect();
+        env.push(("RENDERFLEET_HTTP_ADDR".into(), format!("127.0.0.1:{port}")));
+        for (k, v) in extra {
+            env.retain(|(ek, _)| ek != k);
+            env.push((k.to_string(), v.to_string()));
+        }
+        env
+    }
+
+    /// Starts a coordinator and waits until `/readyz` answers 200.
+    pub async fn start_coordinator(&mut self, name: &str, extra: &[(&str, &str)]) -> Coord {
+        let port = free_port();
+        let env = self.coordinator_env(port, extra);
+        self.spawn(name, "coordinator", &env);
+        let coord = Coord { name: name.into(), url: format!("http://127.0.0.1:{port}") };
+        self.wait_ready(&coord).await;
+        coord
+    }
+
+    /// Starts a coordinator without waiting (to race two start-ups).
+    pub fn spawn_coordinator(&mut self, name: &str, extra: &[(&str, &str)]) -> Coord {
+        let port = free_port();
+        let env = self.coordinator_env(port, extra);
+        self.spawn(name, "coordinator", &env);
+        Coord { name: name.into(), url: format!("http://127.0.0.1:{port}") }
+    }
+
+    pub async fn wait_ready(&self, coord: &Coord) {
+        let url = format!("{}/readyz", coord.url);
+        let http = self.http.clone();
+        wait_until(&format!("{} to be ready", coord.name), Duration::from_secs(30), || {
+            let (http, url) = (http.clone(), url.clone());
+            async move { http.get(&url).send().await.ok().filter(|r| r.status().is_success()).map(|_| ()) }
+        })
+        .await;
+    }
+
+    /// Starts a worker with id `name`; returns its metrics URL.
+    pub fn start_worker(&mut self, name: &str, extra: &[(&str, &str)]) -> String {
+        let port = free_port();
+        let mut env: Vec<(String, String)> = [
+            ("AMQP_URL", AMQP),
+            ("RENDERFLEET_BROKER_PREFIX", self.topology.prefix()),
+            ("RENDERFLEET_WORKER_ID", name),
+            ("RENDERFLEET_HEARTBEAT_INTERVAL", "300ms"),
+            ("RENDERFLEET_SHUTDOWN_GRACE", "10s"),
+        ]
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect();
+        env.push(("RENDERFLEET_METRICS_ADDR".into(), format!("127.0.0.1:{port}")));
+        for (k, v) in extra {
+            env.retain(|(ek, _)| ek != k);
+            env.push((k.to_string(), v.to_string()));
+        }
+        self.spawn(name, "worker", &env);
+        format!("http://127.0.0.1:{port}/metrics")
+    }
+
+    fn proc(&mut self, name: &str) -> &mut Proc {
+        self.procs.iter_mut().rev().find(|p| p.name == name).unwrap_or_else(|| panic!("no process {name}"))
+    }
+
+    /// Sends `signal` to the process `name`.
+    pub fn signal(&mut self, name: &str, signal: Signal) {
+        let pid = self.proc(name).child.id() as i32;
+        kill(Pid::from_raw(pid), signal).expect("send signal");
+    }
+
+    /// SIGKILLs `name` and reaps it.
+    pub fn kill(&mut self, name: &str) {
+        let p = self.proc(name);
+        p.child.kill().expect("SIGKILL");
+        p.child.wait().expect("reap");
+    }
+
+    /// Waits for `name` to exit; returns its exit status.
+    pub async fn wait_exit(&mut self, name: &str, timeout: Duration) -> std::process::ExitStatus {
+        let deadline = Instant::now() + timeout;
+        loop {
+            if let Some(status) = self.proc(name).child.try_wait().expect("try_wait") {
+                return status;
+            }
+            assert!(Instant::now() < deadline, "{name} did not exit within {timeout:?}");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    /// True while `name` is running.
+    pub fn alive(&mut self, name: &str) -> bool {
+        self.proc(name).child.try_wait().expect("try_wait").is_none()
+    }
+
+    /// The process's log so far.
+    pub fn log(&mut self, name: &str) -> String {
+        std::fs::read_to_string(&self.proc(name).log).unwrap_or_default()
+    }
+
+    /// Submits `graph`; panics unless the coordinator answers 201.
+    pub async fn submit(&self, coord: &Coord, graph: Value) -> Uuid {
+        let body = serde_json::json!({"subject": {"kind": "test", "test": self.name}, "graph": graph});
+        let resp = self.http.post(format!("{}/v1/runs", coord.url)).json(&body).send().await.expect("POST /v1/runs");
+        let status = resp.status();
+        let body: Value = resp.json().await.unwrap_or(Value::Null);
+        assert_eq!(status, 201, "POST /v1/runs: {body}");
+        body["run_id"].as_str().unwrap().parse().unwrap()
+    }
+
+    pub async fn get_run(&self, coord: &Coord, id: Uuid) -> Value {
+        let resp = self.http.get(format!("{}/v1/runs/{id}", coord.url)).send().await.expect("GET run");
+        assert_eq!(resp.status(), 200);
+        resp.json().await.unwrap()
+    }
+
+    /// Waits until the run is no longer `running` and returns it.
+    pub async fn wait_run(&self, coord: &Coord, id: Uuid, timeout: Duration) -> Value {
+        wait_until(&format!("run {id} to finish"), timeout, || async move {
+            let run = self.get_run(coord, id).await;
+            (run["status"] != "running").then_some(run)
+        })
+        .await
+    }
+
+    /// Waits until node `node_id` of the run has `status`, and returns the node.
+    pub async fn wait_node(&self, coord: &Coord, id: Uuid, node_id: &str, status: &str, timeout: Duration) -> Value {
+        wait_until(&format!("node {node_id} to be {status}"), timeout, || async move {
+            let run = self.get_run(coord, id).await;
+            node(&run, node_id).filter(|n| n["status"] == status).cloned()
+        })
+        .await
+    }
+
+    /// A client on the test database.
+    pub async fn db(&self) -> tokio_postgres::Client {
+        let (client, conn) = tokio_postgres::connect(&self.database_url, tokio_postgres::NoTls).await.expect("test database");
+        tokio::spawn(conn);
+        client
+    }
+
+    pub async fn amqp(&self) -> Connection {
+        Connection::connect(AMQP, ConnectionProperties::default()).await.expect("RabbitMQ at 127.0.0.1:5672")
+    }
+
+    /// Publishes raw bytes to an exchange of this world, persistent, and waits for the confirm.
+    pub async fn publish_raw(&self, exchange: &str, routing_key: &str, payload: &[u8]) {
+        let conn = self.amqp().await;
+        let ch = conn.create_channel().await.unwrap();
+        ch.confirm_select(Default::default()).await.unwrap();
+        ch.basic_publish(exchange.into(), routing_key.into(), BasicPublishOptions::default(), payload, BasicProperties::default().with_delivery_mode(2))
+            .await
+            .unwrap()
+            .await
+            .unwrap();
+        let _ = conn.close(200, "done".into()).await;
+    }
+
+    /// Messages ready in a queue of this world.
+    pub async fn queue_depth(&self, queue: &str) -> u32 {
+        let conn = self.amqp().await;
+        let ch = conn.create_channel().await.unwrap();
+        let q = ch.queue_declare(queue.into(), QueueDeclareOptions { passive: true, ..Default::default() }, FieldTable::default()).await.unwrap();
+        let _ = conn.close(200, "done".into()).await;
+        q.message_count()
+    }
+
+    /// Counts rows: `sql` must be a `SELECT count(*) ...`.
+    pub async fn count(&self, sql: &str) -> i64 {
+        self.db().await.query_one(sql, &[]).await.unwrap_or_else(|e| panic!("{sql}: {e}")).get(0)
+    }
+}
+
+/// The node `node_id` of a run answer.
+pub fn node<'a>(run: &'a Value, node_id: &str) -> Option<&'a Value> {
+    run["nodes"].as_array()?.iter().find(|n| n["node_id"] == node_id)
+}
+
+/// Sum of a Prometheus metric's samples whose labels contain every `labels` pair.
+pub async fn metric(http: &reqwest::Client, url: &str, name: &str, labels: &[(&str, &str)]) -> f64 {
+    let text = http.get(url).send().await.expect("GET /metrics").text().await.unwrap();
+    sum_metric(&text, name, labels)
+}
+
+pub fn sum_metric(text: &str, name: &str, labels: &[(&str, &str)]) -> f64 {
+    text.lines()
+        .filter(|l| !l.starts_with('#'))
+        .filter(|l| l.starts_with(name) && matches!(l.as_bytes().get(name.len()), Some(b'{' | b' ')))
+        .filter(|l| labels.iter().all(|(k, v)| l.contains(&format!("{k}=\"{v}\""))))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum()
+}
+
+impl Drop for World {
+    fn drop(&mut self) {
+        for p in &mut self.procs {
+            let _ = p.child.kill();
+            let _ = p.child.wait();
+        }
+        if std::thread::panicking() {
+            for p in &self.procs {
+                let log = std::fs::read_to_string(&p.log).unwrap_or_default();
+                let tail: Vec<&str> = log.lines().rev().take(40).collect();
+                eprintln!("---- {} ({}) last lines ----", p.name, p.log.display());
+                for l in tail.iter().rev() {
+                    eprintln!("{l}");
+                }
+            }
+        }
+        let db_name = self.db_name.clone();
+        let topology = self.topology.clone();
+        // Clean-up runs on its own runtime: Drop cannot await, and the test's runtime may be
+        // shutting down.
+        let cleaner = std::thread::spawn(move || {
+            let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+            rt.block_on(async move {
+                if let Ok((admin, conn)) = tokio_postgres::connect(ADMIN_DB, tokio_postgres::NoTls).await {
+                    tokio::spawn(conn);
+                    let _ = admin.batch_execute(&format!("DROP DATABASE IF EXISTS {db_name} WITH (FORCE)")).await;
+                }
+                if let Ok(conn) = Connection::connect(AMQP, ConnectionProperties::default()).await {
+                    if let Ok(ch) = conn.create_channel().await {
+                        for d in topology.declarations(&Builtins.node_types()) {
+                            match d {
+                                Declaration::Queue { name, .. } => {
+                                    let _ = ch.queue_delete(name.as_str().into(), QueueDeleteOptions::default()).await;
+                                }
+                                Declaration::Exchange { name, .. } => {
+                                    let _ = ch.exchange_delete(name.as_str().into(), ExchangeDeleteOptions::default()).await;
+                                }
+                                Declaration::Bind { .. } => {}
+                            }
+                        }
+                    }
+                    let _ = conn.close(200, "cleanup".into()).await;
+                }
+            });
+        });
+        let _ = cleaner.join();
+    }
+}
