@@ -23,8 +23,10 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 use uuid::Uuid;
 
-/// Admin connection for creating and dropping test databases.
-pub const ADMIN_DB: &str = "postgres://postgres@127.0.0.1:5432/test";
+/// Where test databases are created: `RENDERFLEET_TEST_ADMIN_URL`, set by `ops/dev.sh`.
+pub fn admin_url() -> String {
+    std::env::var("RENDERFLEET_TEST_ADMIN_URL").unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".into())
+}
 pub const AMQP: &str = "amqp://guest:guest@127.0.0.1:5672/%2f";
 
 pub struct World {
@@ -88,14 +90,14 @@ impl World {
         let id = Uuid::now_v7().simple().to_string();
         let short = &id[id.len() - 10..];
         let db_name = format!("rf_{}_{short}", name.chars().take(30).collect::<String>());
-        let (admin, conn) = tokio_postgres::connect(ADMIN_DB, tokio_postgres::NoTls).await.expect("PostgreSQL at 127.0.0.1:5432 (ops/dev.sh services)");
+        let (admin, conn) = tokio_postgres::connect(&admin_url(), tokio_postgres::NoTls).await.expect("PostgreSQL at 127.0.0.1:5432 (ops/dev.sh services)");
         tokio::spawn(conn);
         admin.batch_execute(&format!("CREATE DATABASE {db_name}")).await.expect("create test database");
         let log_dir = bin_dir().join("..").join("test-logs").join(format!("{name}-{short}"));
         std::fs::create_dir_all(&log_dir).unwrap();
         World {
             name: name.into(),
-            database_url: format!("postgres://postgres@127.0.0.1:5432/{db_name}"),
+            database_url: format!("{}/{db_name}", admin_url().rsplit_once('/').expect("URL with a database").0),
             db_name,
             topology: Topology::new(format!("rf-{name}-{short}")),
             log_dir,
@@ -346,7 +348,7 @@ impl Drop for World {
         let cleaner = std::thread::spawn(move || {
             let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
             rt.block_on(async move {
-                if let Ok((admin, conn)) = tokio_postgres::connect(ADMIN_DB, tokio_postgres::NoTls).await {
+                if let Ok((admin, conn)) = tokio_postgres::connect(&admin_url(), tokio_postgres::NoTls).await {
                     tokio::spawn(conn);
                     let _ = admin.batch_execute(&format!("DROP DATABASE IF EXISTS {db_name} WITH (FORCE)")).await;
                 }

@@ -1,0 +1,164 @@
+#!/usr/bin/env bash
+# renderfleet developer bring-up.
+#
+#   ops/dev.sh demo       install/start PostgreSQL and RabbitMQ if needed, build, start a
+#                         coordinator and two workers, run the sample diamond graph, print it,
+#                         then stop what this script started.
+#   ops/dev.sh test       make sure the services are up, build, run the whole test suite.
+#   ops/dev.sh services   only install and start PostgreSQL and RabbitMQ.
+#
+# Works on a fresh Debian or Ubuntu machine as root (or with sudo). Services that were
+# already running are left as they were.
+set -euo pipefail
+
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+cd "$ROOT"
+
+PG_HOST=127.0.0.1
+PG_PORT=5432
+export PGUSER="${PGUSER:-postgres}"
+SUDO=""
+if [ "$(id -u)" -ne 0 ]; then SUDO="sudo"; fi
+STARTED_SERVICES=()
+
+log() { printf '\033[1m[dev.sh]\033[0m %s\n' "$*" >&2; }
+die() { printf '\033[1;31m[dev.sh] error:\033[0m %s\n' "$*" >&2; exit 1; }
+
+apt_install() {
+  log "installing $* (apt-get)"
+  $SUDO apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq "$@" >/dev/null
+}
+
+pg_up() { pg_isready -q -h "$PG_HOST" -p "$PG_PORT" 2>/dev/null; }
+rabbit_up() { timeout 5 bash -c "exec 3<>/dev/tcp/127.0.0.1/5672" 2>/dev/null; }
+
+ensure_postgres() {
+  if ! command -v pg_ctlcluster >/dev/null; then apt_install postgresql postgresql-client; fi
+  if ! pg_up; then
+    local version
+    version="$(ls /etc/postgresql | sort -V | tail -n1)"
+    [ -n "$version" ] || die "PostgreSQL is installed but has no cluster in /etc/postgresql; create one with pg_createcluster"
+    log "starting PostgreSQL $version"
+    $SUDO pg_ctlcluster --skip-systemctl-redirect "$version" main start
+    STARTED_SERVICES+=("postgres:$version")
+    for _ in $(seq 1 60); do pg_up && break; sleep 0.5; done
+    pg_up || die "PostgreSQL did not come up on $PG_HOST:$PG_PORT; see /var/log/postgresql/"
+  fi
+  # Debian's default asks for a password over TCP; the tests and the demo connect as
+  # postgres over TCP, so give that user a known password when needed.
+  if ! psql -h "$PG_HOST" -p "$PG_PORT" -d postgres -Atqc 'SELECT 1' >/dev/null 2>&1; then
+    export PGPASSWORD="${PGPASSWORD:-renderfleet}"
+    if ! psql -h "$PG_HOST" -p "$PG_PORT" -d postgres -Atqc 'SELECT 1' >/dev/null 2>&1; then
+      log "setting a password for the postgres user (TCP logins need one on this machine)"
+      $SUDO runuser -u postgres -- psql -qc "ALTER USER postgres PASSWORD '$PGPASSWORD'" >/dev/null
+    fi
+  fi
+  local auth="$PGUSER"
+  if [ -n "${PGPASSWORD:-}" ]; then auth="$PGUSER:$PGPASSWORD"; fi
+  export RENDERFLEET_TEST_ADMIN_URL="postgres://$auth@$PG_HOST:$PG_PORT/postgres"
+  export PG_BASE_URL="postgres://$auth@$PG_HOST:$PG_PORT"
+}
+
+ensure_rabbitmq() {
+  if ! command -v rabbitmq-server >/dev/null; then apt_install rabbitmq-server; fi
+  if ! rabbit_up; then
+    log "starting RabbitMQ"
+    $SUDO rabbitmq-server -detached
+    STARTED_SERVICES+=("rabbitmq")
+    for _ in $(seq 1 120); do rabbit_up && break; sleep 0.5; done
+    rabbit_up || die "RabbitMQ did not come up on 127.0.0.1:5672; see /var/log/rabbitmq/"
+    $SUDO rabbitmqctl await_startup >/dev/null 2>&1 || true
+  fi
+}
+
+ensure_rust() {
+  if command -v cargo >/dev/null; then return; fi
+  if [ -x "$HOME/.cargo/bin/cargo" ]; then export PATH="$HOME/.cargo/bin:$PATH"; return; fi
+  log "installing Rust with rustup (renderfleet needs Rust 1.88 or newer)"
+  command -v curl >/dev/null || apt_install curl ca-certificates
+  curl --proto '=https' --tlsv1.2 -sSf https://sh.rustup.rs | sh -s -- -y --profile minimal \
+    || die "could not install Rust; install Rust 1.88+ from https://rustup.rs and run this again"
+  export PATH="$HOME/.cargo/bin:$PATH"
+}
+
+ensure_build_tools() {
+  command -v cc >/dev/null || apt_install build-essential
+  command -v pg_isready >/dev/null || apt_install postgresql-client
+}
+
+services() {
+  ensure_build_tools
+  ensure_postgres
+  ensure_rabbitmq
+  log "PostgreSQL and RabbitMQ are up"
+}
+
+stop_started_services() {
+  local s
+  for s in "${STARTED_SERVICES[@]+"${STARTED_SERVICES[@]}"}"; do
+    case "$s" in
+      postgres:*) log "stopping PostgreSQL (this script started it)"; $SUDO pg_ctlcluster --skip-systemctl-redirect "${s#postgres:}" main stop || true ;;
+      rabbitmq) log "stopping RabbitMQ (this script started it)"; $SUDO rabbitmqctl stop >/dev/null 2>&1 || true ;;
+    esac
+  done
+}
+
+PIDS=()
+cleanup_demo() {
+  local pid
+  for pid in "${PIDS[@]+"${PIDS[@]}"}"; do kill -TERM "$pid" 2>/dev/null || true; done
+  for pid in "${PIDS[@]+"${PIDS[@]}"}"; do wait "$pid" 2>/dev/null || true; done
+  stop_started_services
+}
+
+demo() {
+  services
+  ensure_rust
+  log "building"
+  cargo build --quiet --bins
+  local db="${RENDERFLEET_DEMO_DB:-renderfleet}"
+  psql -h "$PG_HOST" -p "$PG_PORT" -d postgres -Atqc "SELECT 1 FROM pg_database WHERE datname = '$db'" | grep -q 1 \
+    || psql -h "$PG_HOST" -p "$PG_PORT" -d postgres -qc "CREATE DATABASE $db"
+  export DATABASE_URL="$PG_BASE_URL/$db"
+  export RENDERFLEET_HTTP_ADDR="${RENDERFLEET_HTTP_ADDR:-127.0.0.1:8080}"
+  local logs="$ROOT/target/demo-logs"
+  mkdir -p "$logs"
+  trap cleanup_demo EXIT
+  log "starting the coordinator on $RENDERFLEET_HTTP_ADDR (logs in target/demo-logs/)"
+  target/debug/coordinator >"$logs/coordinator.log" 2>&1 & PIDS+=($!)
+  local i
+  for i in 1 2; do
+    RENDERFLEET_WORKER_ID="demo-worker-$i" RENDERFLEET_METRICS_ADDR="127.0.0.1:$((9463 + i))" \
+      target/debug/worker >"$logs/worker-$i.log" 2>&1 & PIDS+=($!)
+  done
+  local url="http://$RENDERFLEET_HTTP_ADDR"
+  for _ in $(seq 1 100); do
+    curl -fsS "$url/readyz" >/dev/null 2>&1 && break
+    kill -0 "${PIDS[0]}" 2>/dev/null || { tail -n 20 "$logs/coordinator.log" >&2; die "the coordinator exited; see target/demo-logs/coordinator.log"; }
+    sleep 0.2
+  done
+  curl -fsS "$url/readyz" >/dev/null || die "the coordinator is not ready; see target/demo-logs/coordinator.log"
+  log "submitting ops/examples/diamond.json (A → B, A → C, B+C → D)"
+  local started=$SECONDS
+  target/debug/renderctl --coordinator "$url" submit ops/examples/diamond.json --wait
+  log "done in $((SECONDS - started))s wall clock (including the CLI's polling)"
+}
+
+run_tests() {
+  services
+  ensure_rust
+  log "building"
+  cargo build --workspace --bins --tests
+  log "running the test suite"
+  cargo test --workspace -- --test-threads="${RENDERFLEET_TEST_THREADS:-3}"
+}
+
+command -v curl >/dev/null || apt_install curl ca-certificates
+
+case "${1:-}" in
+  demo) demo ;;
+  test) run_tests ;;
+  services) services ;;
+  *) sed -n '2,12p' "$0" | sed 's/^# \{0,1\}//'; exit 2 ;;
+esac
