@@ -15,7 +15,8 @@ pub const DISPATCH_LATENCY_SECONDS: &str = "renderfleet_dispatch_latency_seconds
 pub const OUTBOX_LAG_SECONDS: &str = "renderfleet_outbox_lag_seconds";
 /// Counter: outbox rows published and confirmed by the broker.
 pub const OUTBOX_PUBLISHED_TOTAL: &str = "renderfleet_outbox_published_total";
-/// Counter, label `outcome` (`applied|duplicate|stale`): result messages by effect.
+/// Counter, label `outcome` (`applied|ignored`): result messages by effect; `ignored` are
+/// duplicates and results of attempts that are no longer current.
 pub const RESULTS_TOTAL: &str = "renderfleet_results_total";
 /// Histogram: result messages per applied batch.
 pub const RESULT_BATCH_SIZE: &str = "renderfleet_result_batch_size";

@@ -4,7 +4,7 @@
 //! a late result from the lost attempt is then stale and ignored.
 
 use crate::db::{sql, DbError};
-use crate::results::apply;
+use crate::results::{apply, record_effects};
 use crate::AppState;
 use chrono::{DateTime, Utc};
 use renderfleet_shared::wire::{ErrorKind, Finished, Outcome, ResultBody, TaskError};
@@ -78,6 +78,7 @@ pub async fn sweep(state: &AppState) -> Result<usize, DbError> {
     if fx.enqueued > 0 {
         state.kick.notify_one();
     }
+    record_effects(&fx);
     Ok(fx.lost.len())
 }
 

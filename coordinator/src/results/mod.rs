@@ -120,6 +120,11 @@ fn record(fx: &Effects, batch: usize) {
     let applied = (batch as u64).saturating_sub(fx.ignored);
     metrics::counter!(m::RESULTS_TOTAL, "outcome" => "applied").increment(applied);
     metrics::counter!(m::RESULTS_TOTAL, "outcome" => "ignored").increment(fx.ignored);
+    record_effects(fx);
+}
+
+/// Node and run counters and histograms for what a committed batch did.
+pub fn record_effects(fx: &Effects) {
     for (module, wait) in &fx.started {
         metrics::counter!(m::NODE_TASKS_TOTAL, "module" => module.clone(), "status" => "started").increment(1);
         if let Some(w) = wait {

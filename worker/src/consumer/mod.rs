@@ -147,12 +147,25 @@ async fn session(worker: &Arc<Worker>, conn: &Connection, shutdown: &Cancellatio
     drop(deliveries);
     let in_hand = running.lock().expect("running map").len();
     tracing::info!(in_hand, grace = ?worker.config.shutdown_grace, "draining");
-    let _ = completer.publish_unconfirmed(heartbeat(worker, &running, WorkerStatus::Draining)).await;
     tasks.close();
-    if tokio::time::timeout(worker.config.shutdown_grace, tasks.wait()).await.is_err() {
-        let n = stop_all(&running, StopReason::Requeue);
-        tracing::warn!(requeued = n, "grace period over; requeueing the tasks still in hand");
-        tasks.wait().await;
+    // Keep heartbeating while draining, or a grace period longer than the coordinator's
+    // heartbeat timeout would get the tasks in hand declared lost.
+    let grace = tokio::time::sleep(worker.config.shutdown_grace);
+    tokio::pin!(grace);
+    beat.reset_immediately();
+    loop {
+        tokio::select! {
+            _ = tasks.wait() => break,
+            _ = beat.tick() => {
+                let _ = completer.publish_unconfirmed(heartbeat(worker, &running, WorkerStatus::Draining)).await;
+            }
+            _ = &mut grace => {
+                let n = stop_all(&running, StopReason::Requeue);
+                tracing::warn!(requeued = n, "grace period over; requeueing the tasks still in hand");
+                tasks.wait().await;
+                break;
+            }
+        }
     }
     let _ = completer.publish_confirmed(heartbeat(worker, &running, WorkerStatus::Stopped)).await;
     Ok(())
