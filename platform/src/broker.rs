@@ -2,8 +2,8 @@
 //! error that names the URL and the fix, declaring the topology of DESIGN §4 from
 //! [`Topology::declarations`], and dead-lettering a message with its reason.
 //!
-//! Reconnection is not here: each binary runs its own supervised loop (lapin's automatic
-//! recovery is not relied on).
+//! Reconnection is a supervised loop ([`supervise`]) around each binary's session; lapin's
+//! automatic recovery is not relied on.
 
 use lapin::options::{BasicPublishOptions, ExchangeDeclareOptions, QueueBindOptions, QueueDeclareOptions};
 use lapin::types::{AMQPValue, FieldTable};
@@ -11,7 +11,10 @@ use lapin::{Channel, Connection, ConnectionProperties, ExchangeKind};
 use renderfleet_shared::config::redact_url;
 use renderfleet_shared::metrics as m;
 use renderfleet_shared::topology::{self, Declaration};
+use std::future::Future;
+use std::sync::Arc;
 use std::time::Duration;
+use tokio_util::sync::CancellationToken;
 
 pub use renderfleet_shared::topology::Topology;
 
@@ -109,4 +112,69 @@ pub async fn dead_letter(
     metrics::counter!(m::DEAD_LETTERED_TOTAL, "source" => source).increment(1);
     tracing::warn!(reason, routing_key = %delivery.routing_key, "message dead-lettered");
     Ok(())
+}
+
+/// First pause before reconnecting; doubles up to the caller's maximum.
+const RECONNECT_MIN: Duration = Duration::from_millis(200);
+/// A session that lasted this long resets the backoff.
+const HEALTHY_SESSION: Duration = Duration::from_secs(30);
+
+/// Runs `session` on `first`, then on new connections whenever a session fails, with
+/// exponential backoff up to `max_delay`, until `cancel` or until a session returns `Ok`
+/// (a clean shutdown). Each connection is closed after its session. Topology and QoS are the
+/// session's to declare, so every reconnect redeclares them.
+pub async fn supervise<F, Fut, E>(
+    url: &str,
+    name: &str,
+    component: &'static str,
+    first: Connection,
+    max_delay: Duration,
+    cancel: CancellationToken,
+    mut session: F,
+) where
+    F: FnMut(Arc<Connection>) -> Fut,
+    Fut: Future<Output = Result<(), E>>,
+    E: std::fmt::Display,
+{
+    let mut next = Some(first);
+    let mut delay = RECONNECT_MIN;
+    loop {
+        let conn = match next.take() {
+            Some(c) => c,
+            None => match connect(url, name, component, Duration::from_secs(5)).await {
+                Ok(c) => c,
+                Err(e) => {
+                    tracing::warn!(error = %e, "broker reconnect failed");
+                    if !pause(delay, &cancel).await {
+                        return;
+                    }
+                    delay = (delay * 2).min(max_delay);
+                    continue;
+                }
+            },
+        };
+        let conn = Arc::new(conn);
+        let began = tokio::time::Instant::now();
+        let result = session(conn.clone()).await;
+        let _ = conn.close(200, "session ended".into()).await;
+        match result {
+            Ok(()) => return,
+            Err(e) => tracing::error!(error = %e, "broker session ended; reconnecting"),
+        }
+        if began.elapsed() > HEALTHY_SESSION {
+            delay = RECONNECT_MIN;
+        }
+        if !pause(delay, &cancel).await {
+            return;
+        }
+        delay = (delay * 2).min(max_delay);
+    }
+}
+
+/// Sleeps `d`; false when cancelled first.
+async fn pause(d: Duration, cancel: &CancellationToken) -> bool {
+    tokio::select! {
+        _ = tokio::time::sleep(d) => true,
+        _ = cancel.cancelled() => false,
+    }
 }

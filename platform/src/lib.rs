@@ -2,5 +2,6 @@
 //! (which does no I/O): the RabbitMQ link ([`broker`]) and logging and metrics set-up
 //! ([`telemetry`]).
 
+pub mod boot;
 pub mod broker;
 pub mod telemetry;

@@ -6,7 +6,7 @@ use crate::results;
 use crate::AppState;
 use lapin::options::{BasicQosOptions, ConfirmSelectOptions};
 use lapin::Connection;
-use renderfleet_platform::broker::{connect, declare, Topology};
+use renderfleet_platform::broker::{declare, Topology};
 use renderfleet_shared::modules::{Builtins, NodeCatalog};
 use std::sync::atomic::Ordering;
 use std::time::Duration;
@@ -24,35 +24,17 @@ pub enum SessionError {
 
 /// Runs broker sessions until `cancel`, reconnecting with backoff.
 pub async fn supervise(state: AppState, first: Connection, cancel: CancellationToken) {
-    let mut conn = Some(first);
-    let mut delay = Duration::from_millis(200);
-    loop {
-        let c = match conn.take() {
-            Some(c) => c,
-            None => match connect(&state.config.amqp_url, "renderfleet-coordinator", "coordinator", Duration::from_secs(5)).await {
-                Ok(c) => c,
-                Err(e) => {
-                    tracing::warn!(error = %e, "broker reconnect failed");
-                    tokio::select! { _ = tokio::time::sleep(delay) => {}, _ = cancel.cancelled() => return }
-                    delay = (delay * 2).min(Duration::from_secs(30));
-                    continue;
-                }
-            },
-        };
-        let started = tokio::time::Instant::now();
-        let result = session(&state, &c, &cancel).await;
-        state.broker_up.store(false, Ordering::Relaxed);
-        let _ = c.close(200, "coordinator session ended".into()).await;
-        match result {
-            Ok(()) => return,
-            Err(e) => tracing::error!(error = %e, "broker session ended; reconnecting"),
+    let url = state.config.amqp_url.clone();
+    let max = Duration::from_secs(30);
+    renderfleet_platform::broker::supervise(&url, "renderfleet-coordinator", "coordinator", first, max, cancel.clone(), |conn| {
+        let (state, cancel) = (state.clone(), cancel.clone());
+        async move {
+            let result = session(&state, &conn, &cancel).await;
+            state.broker_up.store(false, Ordering::Relaxed);
+            result
         }
-        if started.elapsed() > Duration::from_secs(30) {
-            delay = Duration::from_millis(200);
-        }
-        tokio::select! { _ = tokio::time::sleep(delay) => {}, _ = cancel.cancelled() => return }
-        delay = (delay * 2).min(Duration::from_secs(30));
-    }
+    })
+    .await;
 }
 
 /// One connection's life: declare, then publish and consume until either fails.

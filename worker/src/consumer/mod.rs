@@ -16,12 +16,12 @@ use lapin::message::Delivery;
 use lapin::options::{BasicCancelOptions, BasicConsumeOptions, BasicNackOptions, BasicQosOptions, ConfirmSelectOptions, QueueBindOptions, QueueDeclareOptions};
 use lapin::types::FieldTable;
 use lapin::Connection;
-use renderfleet_platform::broker::{connect, dead_letter, declare};
+use renderfleet_platform::broker::{dead_letter, declare};
 use renderfleet_shared::metrics as m;
 use renderfleet_shared::wire::{self, ControlBody, ControlMessage, Finished, ResultBody, Started, TaskMessage, TaskRef, WorkerHeartbeat, WorkerStatus};
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use uuid::Uuid;
@@ -46,34 +46,13 @@ enum SessionError {
 
 /// Runs sessions until `shutdown`, reconnecting with backoff when the link drops.
 pub(crate) async fn supervise(worker: Arc<Worker>, first: Connection, shutdown: CancellationToken) {
-    let mut conn = Some(first);
-    let mut delay = Duration::from_millis(200);
-    loop {
-        let c = match conn.take() {
-            Some(c) => c,
-            None => match connect(&worker.config.amqp_url, &worker.id, "worker", Duration::from_secs(5)).await {
-                Ok(c) => c,
-                Err(e) => {
-                    tracing::warn!(error = %e, "broker reconnect failed");
-                    tokio::select! { _ = tokio::time::sleep(delay) => {}, _ = shutdown.cancelled() => return }
-                    delay = (delay * 2).min(worker.config.reconnect_max);
-                    continue;
-                }
-            },
-        };
-        let began = Instant::now();
-        let result = session(&worker, &c, &shutdown).await;
-        let _ = c.close(200, "worker session ended".into()).await;
-        match result {
-            Ok(()) => return,
-            Err(e) => tracing::error!(error = %e, "broker session ended; reconnecting"),
-        }
-        if began.elapsed() > Duration::from_secs(30) {
-            delay = Duration::from_millis(200);
-        }
-        tokio::select! { _ = tokio::time::sleep(delay) => {}, _ = shutdown.cancelled() => return }
-        delay = (delay * 2).min(worker.config.reconnect_max);
-    }
+    let (url, max) = (worker.config.amqp_url.clone(), worker.config.reconnect_max);
+    let name = worker.id.clone();
+    renderfleet_platform::broker::supervise(&url, &name, "worker", first, max, shutdown.clone(), |conn| {
+        let (worker, shutdown) = (worker.clone(), shutdown.clone());
+        async move { session(&worker, &conn, &shutdown).await }
+    })
+    .await;
 }
 
 async fn session(worker: &Arc<Worker>, conn: &Connection, shutdown: &CancellationToken) -> Result<(), SessionError> {
@@ -168,6 +147,9 @@ async fn session(worker: &Arc<Worker>, conn: &Connection, shutdown: &Cancellatio
         }
     }
     let _ = completer.publish_confirmed(heartbeat(worker, &running, WorkerStatus::Stopped)).await;
+    // Closing the channels first keeps lapin from logging their forced close as an error.
+    let _ = ch.close(200, "worker stopped".into()).await;
+    let _ = publish.close(200, "worker stopped".into()).await;
     Ok(())
 }
 
