@@ -53,6 +53,68 @@ async fn diamond_runs_in_dependency_order() {
     let both_done = time(&b["finished_at"]).max(time(&cc["finished_at"]));
     assert!(time(&d["started_at"]) >= both_done, "d started before b and c finished: {run:#}");
     assert!(time(&d["queued_at"]) >= time(&b["finished_at"]), "d was queued before b finished");
+
+    // The CLI reads the same run.
+    let out = renderfleet_tests::renderctl(&["--coordinator", &c.url, "runs", "show", &id.to_string()]);
+    assert!(out.status.success(), "{out:?}");
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains(&format!("run {id}  succeeded  4 of 4 nodes done")), "{text}");
+    for n in ["a", "b", "c", "d"] {
+        assert!(text.lines().any(|l| l.contains(&format!("─ {n} ")) && l.contains("succeeded")), "{text}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn renderctl_submit_waits_and_reports_failure_in_its_exit_code() {
+    let mut w = World::new("renderctl").await;
+    let c = w.start_coordinator("coordinator", &[]).await;
+    w.start_worker("w1", &[]);
+    let dir = std::env::temp_dir().join(format!("rf-renderctl-{}", Uuid::now_v7()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let good = dir.join("good.json");
+    std::fs::write(&good, r#"{"nodes":[{"id":"x","type":"noop"},{"id":"y","type":"noop"}],"edges":[{"from":"x","to":"y"}]}"#).unwrap();
+    let out = renderfleet_tests::renderctl(&["--coordinator", &c.url, "submit", good.to_str().unwrap(), "--wait"]);
+    assert!(out.status.success(), "{out:?}");
+    assert!(String::from_utf8_lossy(&out.stdout).contains("succeeded  2 of 2 nodes done"));
+
+    let bad = dir.join("bad.json");
+    std::fs::write(&bad, r#"{"nodes":[{"id":"x","type":"fail","params":{"times":5},"max_attempts":1}]}"#).unwrap();
+    let out = renderfleet_tests::renderctl(&["--coordinator", &c.url, "submit", bad.to_str().unwrap(), "--wait"]);
+    assert_eq!(out.status.code(), Some(1), "{out:?}");
+    assert!(String::from_utf8_lossy(&out.stdout).contains("fails on purpose"));
+
+    let cyclic = dir.join("cyclic.json");
+    std::fs::write(&cyclic, r#"{"nodes":[{"id":"x","type":"noop"}],"edges":[{"from":"x","to":"x"}]}"#).unwrap();
+    let out = renderfleet_tests::renderctl(&["--coordinator", &c.url, "submit", cyclic.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("422") && err.contains("[cycle]"), "{err}");
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn both_binaries_reconnect_after_the_broker_drops_them() {
+    let mut w = World::new("reconnect").await;
+    let c = w.start_coordinator("coordinator", &[]).await;
+    w.start_worker("w1", &[]);
+    let id = w.submit(&c, json!({"nodes":[{"id":"a","type":"noop"}]})).await;
+    assert_eq!(w.wait_run(&c, id, LONG).await["status"], "succeeded");
+
+    // The broker closes every connection of this world (as on a broker restart).
+    let closed = renderfleet_tests::close_broker_connections(&format!(" {} ", w.topology.prefix()));
+    assert_eq!(closed, 2, "the coordinator's and the worker's connections");
+    let url = format!("{}/metrics", c.url);
+    let http = w.http.clone();
+    wait_until("the coordinator to reconnect", LONG, || {
+        let (http, url) = (http.clone(), url.clone());
+        async move { (metric(&http, &url, "renderfleet_broker_connects_total", &[]).await >= 2.0).then_some(()) }
+    })
+    .await;
+    w.wait_ready(&c).await;
+    let id = w.submit(&c, json!({"nodes":[{"id":"a","type":"noop"},{"id":"b","type":"noop"}],"edges":[{"from":"a","to":"b"}]})).await;
+    assert_eq!(w.wait_run(&c, id, LONG).await["status"], "succeeded");
+    assert!(w.alive("w1") && w.alive("coordinator"));
+    assert!(w.log("w1").contains("broker session ended; reconnecting"));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -396,4 +458,13 @@ async fn unreachable_database_fails_start_up_with_the_url_and_the_fix() {
     assert!(log.contains("set DATABASE_URL"), "{log}");
     assert!(!log.contains("secret"), "the password leaked into the log");
     assert!(!log.contains("panicked"), "{log}");
+
+    let port = renderfleet_tests::free_port();
+    let amqp = format!("amqp://guest:guest@127.0.0.1:{port}/%2f");
+    w.start_worker("worker", &[("AMQP_URL", &amqp), ("RENDERFLEET_STARTUP_TIMEOUT", "1s")]);
+    let status = w.wait_exit("worker", LONG).await;
+    assert!(!status.success());
+    let log = w.log("worker");
+    assert!(log.contains(&format!("cannot reach RabbitMQ at amqp://guest:***@127.0.0.1:{port}/%2f")), "{log}");
+    assert!(log.contains("set AMQP_URL"), "{log}");
 }

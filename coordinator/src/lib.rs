@@ -48,7 +48,9 @@ pub async fn run(config: CoordinatorConfig, metrics: PrometheusHandle, shutdown:
     let pool = db::connect(&config.database_url, config.db_pool_size, config.startup_timeout).await?;
     let applied = db::migrate(&pool).await?;
     tracing::info!(applied, "database ready");
-    let conn = renderfleet_platform::broker::connect(&config.amqp_url, "renderfleet-coordinator", "coordinator", config.startup_timeout).await?;
+    let instance = format!("{}-{}", gethost(), std::process::id());
+    let conn_name = connection_name(&config.broker_prefix, &instance);
+    let conn = renderfleet_platform::broker::connect(&config.amqp_url, &conn_name, "coordinator", config.startup_timeout).await?;
     let listener = tokio::net::TcpListener::bind(&config.http_addr)
         .await
         .map_err(|source| StartupError::Listen { addr: config.http_addr.clone(), source })?;
@@ -60,7 +62,7 @@ pub async fn run(config: CoordinatorConfig, metrics: PrometheusHandle, shutdown:
         kick: Arc::new(Notify::new()),
         broker_up: Arc::new(AtomicBool::new(false)),
         metrics,
-        instance: format!("{}-{}", gethost(), std::process::id()),
+        instance,
     };
     let tasks = TaskTracker::new();
     let background = shutdown.child_token();
@@ -78,6 +80,11 @@ pub async fn run(config: CoordinatorConfig, metrics: PrometheusHandle, shutdown:
     tasks.wait().await;
     tracing::info!("coordinator stopped");
     Ok(())
+}
+
+/// How this coordinator's broker connection is named (management UI, `rabbitmqctl`).
+pub fn connection_name(prefix: &str, instance: &str) -> String {
+    format!("coordinator {prefix} {instance}")
 }
 
 fn gethost() -> String {

@@ -393,6 +393,30 @@ mod tests {
     }
 
     #[test]
+    fn the_example_files_document_exactly_the_defaults() {
+        let c: Loaded<CoordinatorConfig> =
+            load(Some(("coordinator.example.toml", include_str!("../../ops/coordinator.example.toml"))), env(&[])).unwrap();
+        assert_eq!(c.config, CoordinatorConfig::default());
+        let w: Loaded<WorkerConfig> = load(Some(("worker.example.toml", include_str!("../../ops/worker.example.toml"))), env(&[])).unwrap();
+        assert_eq!(w.config, WorkerConfig::default());
+        // Every setting appears in the examples (not merely defaulted).
+        for (text, table) in [
+            (include_str!("../../ops/coordinator.example.toml"), Table::try_from(CoordinatorConfig::default()).unwrap()),
+            (include_str!("../../ops/worker.example.toml"), Table::try_from(WorkerConfig::default()).unwrap()),
+        ] {
+            let file: Table = text.parse().unwrap();
+            for (k, v) in &table {
+                let f = file.get(k).unwrap_or_else(|| panic!("`{k}` is not documented"));
+                if let (Value::Table(t), Value::Table(ft)) = (v, f) {
+                    for sub in t.keys() {
+                        assert!(ft.contains_key(sub), "`{k}.{sub}` is not documented");
+                    }
+                }
+            }
+        }
+    }
+
+    #[test]
     fn passwords_are_redacted() {
         assert_eq!(redact_url("amqp://guest:guest@127.0.0.1:5672/%2f"), "amqp://guest:***@127.0.0.1:5672/%2f");
         assert_eq!(redact_url("postgres://postgres@127.0.0.1/test"), "postgres://postgres@127.0.0.1/test");

@@ -305,6 +305,29 @@ impl World {
     }
 }
 
+/// Runs `renderctl` with `args` and returns its output.
+pub fn renderctl(args: &[&str]) -> std::process::Output {
+    Command::new(bin("renderctl")).args(args).env_remove("RENDERFLEET_COORDINATOR_URL").output().expect("run renderctl")
+}
+
+/// Has the broker close every connection whose client-given name contains `needle`
+/// (`rabbitmqctl close_connection`); returns how many were closed.
+pub fn close_broker_connections(needle: &str) -> usize {
+    let out = Command::new("rabbitmqctl").args(["-q", "list_connections", "pid", "client_properties"]).output().expect("rabbitmqctl");
+    let text = String::from_utf8_lossy(&out.stdout);
+    let mut closed = 0;
+    for line in text.lines() {
+        let Some((pid, props)) = line.split_once('\t') else { continue };
+        // client_properties look like [..., {"connection_name","worker rf-x w1"}, ...]
+        let named = props.split("{\"connection_name\",\"").nth(1).and_then(|r| r.split("\"}").next()).unwrap_or("");
+        if named.contains(needle) {
+            let ok = Command::new("rabbitmqctl").args(["-q", "close_connection", pid, "test: simulated broker restart"]).status().expect("rabbitmqctl");
+            closed += usize::from(ok.success());
+        }
+    }
+    closed
+}
+
 /// The node `node_id` of a run answer.
 pub fn node<'a>(run: &'a Value, node_id: &str) -> Option<&'a Value> {
     run["nodes"].as_array()?.iter().find(|n| n["node_id"] == node_id)

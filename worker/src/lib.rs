@@ -35,6 +35,11 @@ pub enum StartupError {
     Listen { addr: String, source: std::io::Error },
 }
 
+/// How a worker's broker connection is named (management UI, `rabbitmqctl`).
+pub(crate) fn connection_name(prefix: &str, worker_id: &str) -> String {
+    format!("worker {prefix} {worker_id}")
+}
+
 /// Runs the worker until `shutdown` is cancelled and the tasks in hand are drained.
 pub async fn run(config: WorkerConfig, metrics: PrometheusHandle, shutdown: CancellationToken) -> Result<(), StartupError> {
     if config.concurrency == 0 {
@@ -58,7 +63,7 @@ pub async fn run(config: WorkerConfig, metrics: PrometheusHandle, shutdown: Canc
         let stop = shutdown.clone();
         Some(tokio::spawn(async move { axum::serve(listener, app).with_graceful_shutdown(stop.cancelled_owned()).await }))
     };
-    let conn = broker::connect(&config.amqp_url, &id, "worker", config.startup_timeout).await?;
+    let conn = broker::connect(&config.amqp_url, &connection_name(&config.broker_prefix, &id), "worker", config.startup_timeout).await?;
     metrics::gauge!(m::WORKER_SLOTS).set(f64::from(config.concurrency));
     let worker = Arc::new(Worker { topology: Topology::new(config.broker_prefix.clone()), config, id, host, modules });
     tracing::info!(worker_id = %worker.id, "worker started");

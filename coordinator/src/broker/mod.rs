@@ -26,7 +26,8 @@ pub enum SessionError {
 pub async fn supervise(state: AppState, first: Connection, cancel: CancellationToken) {
     let url = state.config.amqp_url.clone();
     let max = Duration::from_secs(30);
-    renderfleet_platform::broker::supervise(&url, "renderfleet-coordinator", "coordinator", first, max, cancel.clone(), |conn| {
+    let name = crate::connection_name(&state.config.broker_prefix, &state.instance);
+    renderfleet_platform::broker::supervise(&url, &name, "coordinator", first, max, cancel.clone(), |conn| {
         let (state, cancel) = (state.clone(), cancel.clone());
         async move {
             let result = session(&state, &conn, &cancel).await;

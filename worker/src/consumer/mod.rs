@@ -47,7 +47,7 @@ enum SessionError {
 /// Runs sessions until `shutdown`, reconnecting with backoff when the link drops.
 pub(crate) async fn supervise(worker: Arc<Worker>, first: Connection, shutdown: CancellationToken) {
     let (url, max) = (worker.config.amqp_url.clone(), worker.config.reconnect_max);
-    let name = worker.id.clone();
+    let name = crate::connection_name(worker.topology.prefix(), &worker.id);
     renderfleet_platform::broker::supervise(&url, &name, "worker", first, max, shutdown.clone(), |conn| {
         let (worker, shutdown) = (worker.clone(), shutdown.clone());
         async move { session(&worker, &conn, &shutdown).await }
