@@ -274,6 +274,32 @@ async fn coordinator_killed_in_flight_resumes_from_postgres() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn database_outage_is_waited_out_and_results_are_kept_until_committed() {
+    let mut w = World::new("db_outage").await;
+    let c = w.start_coordinator("coordinator", &[]).await;
+    w.start_worker("w1", &[]);
+    let id = w.submit(&c, chain(4, json!({"type":"sleep","params":{"ms":300}}))).await;
+    w.wait_node(&c, id, "n1", "running", LONG).await;
+    w.database_outage().await;
+    let ready = w.http.get(format!("{}/readyz", c.url)).send().await.unwrap();
+    assert_eq!(ready.status(), 503, "readyz must report the database outage");
+    let body: Value = ready.json().await.unwrap();
+    assert!(body["database"].as_str().unwrap().starts_with("unreachable"), "{body}");
+    // n1 finishes during the outage; its result must wait in the queue, unacked.
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    w.database_back().await;
+
+    let run = w.wait_run(&c, id, LONG).await;
+    assert_eq!(run["status"], "succeeded", "{run:#}");
+    for i in 0..4 {
+        let n = node(&run, &format!("n{i}")).unwrap();
+        assert_eq!(n["attempt"], 1, "{n:#}");
+        assert_eq!(n["attempts"].as_array().unwrap().len(), 1, "{n:#}");
+    }
+    assert!(w.alive("coordinator"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_coordinators_share_200_runs_and_dispatch_each_node_once() {
     let mut w = World::new("two_coordinators").await;
     // Both start at once against the empty database: migrations must not race.

@@ -299,6 +299,21 @@ impl World {
         q.message_count()
     }
 
+    /// Takes this world's database away: refuses new connections and ends the existing ones
+    /// (other tests' databases are untouched). Undo with [`World::database_back`].
+    pub async fn database_outage(&self) {
+        let (admin, conn) = tokio_postgres::connect(&admin_url(), tokio_postgres::NoTls).await.unwrap();
+        tokio::spawn(conn);
+        admin.batch_execute(&format!("ALTER DATABASE {} ALLOW_CONNECTIONS false", self.db_name)).await.unwrap();
+        admin.execute("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = $1", &[&self.db_name]).await.unwrap();
+    }
+
+    pub async fn database_back(&self) {
+        let (admin, conn) = tokio_postgres::connect(&admin_url(), tokio_postgres::NoTls).await.unwrap();
+        tokio::spawn(conn);
+        admin.batch_execute(&format!("ALTER DATABASE {} ALLOW_CONNECTIONS true", self.db_name)).await.unwrap();
+    }
+
     /// Counts rows: `sql` must be a `SELECT count(*) ...`.
     pub async fn count(&self, sql: &str) -> i64 {
         self.db().await.query_one(sql, &[]).await.unwrap_or_else(|e| panic!("{sql}: {e}")).get(0)

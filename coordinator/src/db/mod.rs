@@ -26,9 +26,9 @@ pub enum DbError {
     NoDatabase { url: String },
     #[error("applying migrations failed: {0}; the schema was left as the last successful migration")]
     Migrate(String),
-    #[error("database pool: {0}")]
+    #[error("database pool: {}", root_cause(.0))]
     Pool(#[from] deadpool_postgres::PoolError),
-    #[error("database: {0}")]
+    #[error("database: {}", root_cause(.0))]
     Query(#[from] tokio_postgres::Error),
 }
 
@@ -79,6 +79,7 @@ fn db_code(e: &DbError) -> Option<&str> {
     }
 }
 
+/// The innermost error's message: tokio-postgres's own Display is only "db error".
 fn root_cause(e: &(dyn std::error::Error + 'static)) -> String {
     let mut cur = e;
     while let Some(next) = cur.source() {
