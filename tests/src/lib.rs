@@ -37,6 +37,8 @@ pub struct World {
     log_dir: PathBuf,
     procs: Vec<Proc>,
     pub http: reqwest::Client,
+    /// `RUST_LOG` of the processes this world starts (the bench turns debug logs off).
+    pub rust_log: String,
 }
 
 struct Proc {
@@ -52,9 +54,11 @@ pub struct Coord {
     pub url: String,
 }
 
+/// `target/<profile>/`: tests run from its `deps/`, the bench binary from it directly.
 fn bin_dir() -> PathBuf {
-    let exe = std::env::current_exe().expect("test executable path");
-    exe.parent().and_then(|deps| deps.parent()).expect("target/<profile>/deps").to_path_buf()
+    let exe = std::env::current_exe().expect("executable path");
+    let dir = exe.parent().expect("executable directory");
+    if dir.ends_with("deps") { dir.parent().expect("target/<profile>").to_path_buf() } else { dir.to_path_buf() }
 }
 
 fn bin(name: &str) -> PathBuf {
@@ -103,6 +107,7 @@ impl World {
             log_dir,
             procs: Vec::new(),
             http: reqwest::Client::builder().timeout(Duration::from_secs(20)).build().unwrap(),
+            rust_log: "info,renderfleet_coordinator=debug,renderfleet_worker=debug".into(),
         }
     }
 
@@ -110,7 +115,7 @@ impl World {
         let log = self.log_dir.join(format!("{name}.log"));
         let out = std::fs::OpenOptions::new().create(true).append(true).open(&log).unwrap();
         let mut cmd = Command::new(bin(binary));
-        cmd.env_clear().env("PATH", std::env::var("PATH").unwrap_or_default()).env("RUST_LOG", "info,renderfleet_coordinator=debug,renderfleet_worker=debug");
+        cmd.env_clear().env("PATH", std::env::var("PATH").unwrap_or_default()).env("RUST_LOG", &self.rust_log);
         for (k, v) in env {
             cmd.env(k, v);
         }
@@ -201,6 +206,11 @@ impl World {
     pub fn signal(&mut self, name: &str, signal: Signal) {
         let pid = self.proc(name).child.id() as i32;
         kill(Pid::from_raw(pid), signal).expect("send signal");
+    }
+
+    /// The process id of `name`.
+    pub fn pid(&mut self, name: &str) -> u32 {
+        self.proc(name).child.id()
     }
 
     /// SIGKILLs `name` and reaps it.

@@ -1,0 +1,254 @@
+//! `bench`: the orchestration benchmark. Runs renderfleet's workloads on the real binaries
+//! (release build), the broker and the database alone as limits, and Celery on the same
+//! RabbitMQ and PostgreSQL as the peer, all in one run, and prints one table (and JSON).
+//! Every figure is a median over `--repeats`.
+//!
+//!   cargo build --release --bins && target/release/bench            # the full run
+//!   target/release/bench --quick                                     # seconds: CI's smoke run
+
+mod limits;
+mod peer;
+mod system;
+
+use clap::Parser;
+use serde_json::{json, Value};
+use std::path::PathBuf;
+
+#[derive(Parser, Clone)]
+#[command(about = "renderfleet orchestration benchmark")]
+pub(crate) struct Args {
+    /// Tiny sizes and one repeat: checks that every row is produced, in seconds.
+    #[arg(long)]
+    quick: bool,
+    /// Repeats per figure (the median is reported).
+    #[arg(long, default_value_t = 3)]
+    repeats: usize,
+    /// Skip the Celery peer.
+    #[arg(long)]
+    no_celery: bool,
+    /// Where to write the JSON report.
+    #[arg(long, default_value = "target/bench/report.json")]
+    out: PathBuf,
+}
+
+/// Sizes of every workload.
+#[derive(Clone, Copy)]
+pub(crate) struct Sizes {
+    pub independent_runs: usize,
+    pub wide: usize,
+    pub chain: usize,
+    pub scaling: &'static [usize],
+    pub worker_counts: &'static [usize],
+    pub limit_iterations: usize,
+    pub repeats: usize,
+}
+
+impl Sizes {
+    fn of(args: &Args) -> Sizes {
+        if args.quick {
+            Sizes { independent_runs: 200, wide: 50, chain: 10, scaling: &[10, 100], worker_counts: &[1, 2], limit_iterations: 200, repeats: 1 }
+        } else {
+            Sizes {
+                independent_runs: 10_000,
+                wide: 1_000,
+                chain: 50,
+                scaling: &[10, 100, 1_000, 10_000],
+                worker_counts: &[1, 2, 4, 8],
+                limit_iterations: 3_000,
+                repeats: args.repeats.max(1),
+            }
+        }
+    }
+}
+
+/// Median of a list (NaN when empty).
+pub(crate) fn median(mut xs: Vec<f64>) -> f64 {
+    if xs.is_empty() {
+        return f64::NAN;
+    }
+    xs.sort_by(|a, b| a.total_cmp(b));
+    let n = xs.len();
+    if n % 2 == 1 { xs[n / 2] } else { (xs[n / 2 - 1] + xs[n / 2]) / 2.0 }
+}
+
+/// The `q` quantile (0..=1) of a list, nearest rank.
+pub(crate) fn quantile(mut xs: Vec<f64>, q: f64) -> f64 {
+    if xs.is_empty() {
+        return f64::NAN;
+    }
+    xs.sort_by(|a, b| a.total_cmp(b));
+    let i = ((q * xs.len() as f64).ceil() as usize).clamp(1, xs.len()) - 1;
+    xs[i]
+}
+
+/// One line of the table.
+#[derive(Clone, Debug, serde::Serialize)]
+pub(crate) struct Row {
+    pub group: &'static str,
+    pub name: String,
+    pub value: f64,
+    pub unit: &'static str,
+    /// Ratio to the peer's figure of the same workload (ours / theirs, or theirs / ours
+    /// for latencies, so > 1 always means we are better).
+    pub vs_celery: Option<f64>,
+    /// Ratio to the matching limit (ours / limit for rates, limit / ours for latencies:
+    /// the share of the limit we reach).
+    pub vs_limit: Option<f64>,
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let args = Args::parse();
+    let sizes = Sizes::of(&args);
+    let started = chrono::Utc::now();
+    eprintln!("bench: limits");
+    let limits = limits::measure(sizes).await?;
+    eprintln!("bench: renderfleet");
+    let ours = system::measure(sizes).await?;
+    let celery = if args.no_celery {
+        None
+    } else {
+        eprintln!("bench: celery");
+        match peer::measure(sizes).await {
+            Ok(c) => Some(c),
+            Err(e) => {
+                eprintln!("bench: the Celery peer failed: {e:#}");
+                None
+            }
+        }
+    };
+    let rows = table(&limits, &ours, celery.as_ref());
+    print_table(&rows);
+    let report = json!({
+        "date": started.to_rfc3339(),
+        "machine": machine(),
+        "quick": args.quick,
+        "repeats": sizes.repeats,
+        "rows": rows,
+        "limits": limits,
+        "renderfleet": ours,
+        "celery": celery,
+    });
+    if let Some(dir) = args.out.parent() {
+        std::fs::create_dir_all(dir)?;
+    }
+    std::fs::write(&args.out, serde_json::to_string_pretty(&report)?)?;
+    eprintln!("bench: wrote {}", args.out.display());
+    Ok(())
+}
+
+fn machine() -> Value {
+    let cpu = std::fs::read_to_string("/proc/cpuinfo")
+        .ok()
+        .and_then(|s| s.lines().find(|l| l.starts_with("model name")).map(|l| l.split(':').nth(1).unwrap_or("").trim().to_string()))
+        .unwrap_or_default();
+    let mem_kb: u64 = std::fs::read_to_string("/proc/meminfo")
+        .ok()
+        .and_then(|s| s.lines().next().and_then(|l| l.split_whitespace().nth(1)).and_then(|v| v.parse().ok()))
+        .unwrap_or(0);
+    json!({
+        "cores": std::thread::available_parallelism().map(|n| n.get()).unwrap_or(0),
+        "cpu": cpu,
+        "memory_gib": (mem_kb as f64 / 1024.0 / 1024.0).round(),
+    })
+}
+
+fn table(limits: &limits::Limits, ours: &system::Ours, celery: Option<&peer::Celery>) -> Vec<Row> {
+    let mut rows = Vec::new();
+    let ratio = |a: Option<f64>, b: Option<f64>| match (a, b) {
+        (Some(a), Some(b)) if b > 0.0 && a.is_finite() && b.is_finite() => Some(a / b),
+        _ => None,
+    };
+    for (workers, rate) in &ours.independent {
+        let peer = celery.and_then(|c| c.independent_per_s);
+        rows.push(Row {
+            group: "throughput",
+            name: format!("{} independent noop runs, {workers} worker process(es)", ours.independent_runs),
+            value: *rate,
+            unit: "nodes/s",
+            vs_celery: ratio(Some(*rate), peer),
+            vs_limit: ratio(Some(*rate), Some(limits.broker_pipelined_per_s)),
+        });
+    }
+    for (workers, rate) in &ours.wide {
+        let peer = celery.and_then(|c| c.chord_per_s);
+        rows.push(Row {
+            group: "throughput",
+            name: format!("wide graph 1 → {} → 1, {workers} worker process(es)", ours.wide_nodes),
+            value: *rate,
+            unit: "nodes/s",
+            vs_celery: ratio(Some(*rate), peer),
+            vs_limit: ratio(Some(*rate), Some(limits.broker_pipelined_per_s)),
+        });
+    }
+    let peer_hop = celery.map(|c| (c.hop_p50_ms, c.hop_p99_ms));
+    rows.push(Row {
+        group: "latency",
+        name: format!("hop p50, {}-node noop chain", ours.chain_nodes),
+        value: ours.hop_p50_ms,
+        unit: "ms",
+        vs_celery: ratio(peer_hop.map(|p| p.0), Some(ours.hop_p50_ms)),
+        vs_limit: ratio(Some(limits.hop_floor_p50_ms), Some(ours.hop_p50_ms)),
+    });
+    rows.push(Row {
+        group: "latency",
+        name: format!("hop p99, {}-node noop chain", ours.chain_nodes),
+        value: ours.hop_p99_ms,
+        unit: "ms",
+        vs_celery: ratio(peer_hop.map(|p| p.1), Some(ours.hop_p99_ms)),
+        vs_limit: ratio(Some(limits.hop_floor_p99_ms), Some(ours.hop_p99_ms)),
+    });
+    for (shape, nodes, per_node_ms) in &ours.scaling {
+        rows.push(Row {
+            group: "scaling",
+            name: format!("{shape} of {nodes} nodes: wall time per node"),
+            value: *per_node_ms,
+            unit: "ms/node",
+            vs_celery: None,
+            vs_limit: None,
+        });
+    }
+    rows.push(Row {
+        group: "memory",
+        name: format!("coordinator peak RSS, {} independent runs", ours.independent_runs),
+        value: ours.coordinator_peak_rss_mib,
+        unit: "MiB",
+        vs_celery: None,
+        vs_limit: None,
+    });
+    rows.push(Row { group: "limit", name: "broker alone: publish+confirm → consume → ack, sequential p50".into(), value: limits.broker_p50_ms, unit: "ms", vs_celery: None, vs_limit: None });
+    rows.push(Row { group: "limit", name: "broker alone: publish+confirm → consume → ack, sequential p99".into(), value: limits.broker_p99_ms, unit: "ms", vs_celery: None, vs_limit: None });
+    rows.push(Row { group: "limit", name: "broker alone: pipelined persistent messages".into(), value: limits.broker_pipelined_per_s, unit: "msgs/s", vs_celery: None, vs_limit: None });
+    rows.push(Row { group: "limit", name: "database alone: one hop's transaction, p50".into(), value: limits.db_p50_ms, unit: "ms", vs_celery: None, vs_limit: None });
+    rows.push(Row { group: "limit", name: "database alone: one hop's transaction, p99".into(), value: limits.db_p99_ms, unit: "ms", vs_celery: None, vs_limit: None });
+    rows.push(Row { group: "limit", name: "database alone: hop transactions, one connection".into(), value: limits.db_per_s, unit: "tx/s", vs_celery: None, vs_limit: None });
+    if let Some(c) = celery {
+        for (name, v, unit) in [
+            (format!("celery: {} independent noop tasks", c.independent_tasks), c.independent_per_s, "tasks/s"),
+            (format!("celery: group of {} + chord callback", c.chord_size), c.chord_per_s, "tasks/s"),
+            (format!("celery: hop p50, chain of {}", c.chain_len), Some(c.hop_p50_ms), "ms"),
+            (format!("celery: hop p99, chain of {}", c.chain_len), Some(c.hop_p99_ms), "ms"),
+        ] {
+            rows.push(Row { group: "peer", name, value: v.unwrap_or(f64::NAN), unit, vs_celery: None, vs_limit: None });
+        }
+    }
+    rows
+}
+
+fn print_table(rows: &[Row]) {
+    let fmt = |v: f64| {
+        if !v.is_finite() {
+            "-".to_string()
+        } else if v >= 100.0 {
+            format!("{v:.0}")
+        } else {
+            format!("{v:.2}")
+        }
+    };
+    let ratio = |r: Option<f64>| r.map(|r| format!("{r:.2}×")).unwrap_or_else(|| "".into());
+    println!("| group | workload | value | unit | vs Celery | vs limit |");
+    println!("| --- | --- | ---: | --- | ---: | ---: |");
+    for r in rows {
+        println!("| {} | {} | {} | {} | {} | {} |", r.group, r.name, fmt(r.value), r.unit, ratio(r.vs_celery), ratio(r.vs_limit));
+    }
+}
