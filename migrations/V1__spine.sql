@@ -11,6 +11,8 @@ CREATE TABLE runs (
     nodes_total  integer NOT NULL,
     nodes_done   integer NOT NULL DEFAULT 0,
     error        jsonb,
+    -- a client's Idempotency-Key: the same key again returns this run instead of a new one
+    idempotency_key text UNIQUE,
     created_at   timestamptz NOT NULL DEFAULT now(),
     finished_at  timestamptz
 );

@@ -5,7 +5,7 @@
 
 use chrono::{DateTime, Utc};
 use nix::sys::signal::Signal;
-use renderfleet_shared::wire::{self, Finished, Outcome, ResultBody, ResultMessage, WIRE_VERSION};
+use renderfleet_shared::wire::{self, Finished, Outcome, ResultBody, ResultMessage, TaskMessage, WIRE_VERSION};
 use renderfleet_tests::{metric, node, wait_until, World};
 use serde_json::{json, Value};
 use std::time::Duration;
@@ -360,6 +360,71 @@ async fn undecodable_task_is_dead_lettered_and_the_worker_lives_on() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_task_from_a_newer_version_fails_its_node_instead_of_hanging() {
+    let mut w = World::new("future_task").await;
+    let c = w.start_coordinator("coordinator", &[]).await;
+    let id = w.submit(&c, json!({"nodes":[{"id":"a","type":"noop"},{"id":"b","type":"noop"}],"edges":[{"from":"a","to":"b"}]})).await;
+    let run = w.get_run(&c, id).await;
+    let a: Uuid = node(&run, "a").unwrap()["node_run_id"].as_str().unwrap().parse().unwrap();
+    // Replace the real task with one a newer coordinator might write (schema version 99).
+    let queue = w.topology.task_queue("noop");
+    wait_until("the task to be published", LONG, || async { (w.queue_depth(&queue).await == 1).then_some(()) }).await;
+    let conn = w.amqp().await;
+    conn.create_channel().await.unwrap().queue_purge(queue.as_str().into(), Default::default()).await.unwrap();
+    let _ = conn.close(200, "done".into()).await;
+    let future = TaskMessage {
+        v: 99,
+        run_id: id,
+        node_run_id: a,
+        node_id: "a".into(),
+        module_key: "noop".into(),
+        attempt: 1,
+        params: json!({}),
+        timeout_ms: 1000,
+    };
+    w.publish_raw(&w.topology.tasks_exchange(), "noop", &wire::encode(&future)).await;
+    w.start_worker("w1", &[]);
+
+    let run = w.wait_run(&c, id, LONG).await;
+    assert_eq!(run["status"], "failed", "{run:#}");
+    let a = node(&run, "a").unwrap();
+    assert_eq!(a["status"], "failed");
+    assert_eq!(a["error"]["kind"], "unsupported");
+    let msg = a["error"]["message"].as_str().unwrap();
+    assert!(msg.contains("cannot run this task") && msg.contains("version 99"), "{msg}");
+    assert_eq!(node(&run, "b").unwrap()["status"], "skipped");
+    assert_eq!(w.queue_depth(&w.topology.dead_queue()).await, 1, "the message is kept for inspection");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_result_the_database_refuses_is_dead_lettered_without_blocking_the_others() {
+    let mut w = World::new("refused_result").await;
+    let c = w.start_coordinator("coordinator", &[]).await;
+    let id = w.submit(&c, json!({"nodes":[{"id":"a","type":"noop"}]})).await;
+    let run = w.get_run(&c, id).await;
+    let a: Uuid = node(&run, "a").unwrap()["node_run_id"].as_str().unwrap().parse().unwrap();
+    // PostgreSQL refuses a NUL character in jsonb text: no retry can store this result.
+    let poison = ResultMessage {
+        v: WIRE_VERSION,
+        body: ResultBody::Finished(Finished {
+            node_run_id: a,
+            attempt: 1,
+            worker_id: "impostor".into(),
+            started_at_us: 1,
+            finished_at_us: 2,
+            outcome: Outcome::Succeeded { outputs: json!({"text": "nul\u{0}here"}) },
+        }),
+    };
+    w.publish_raw(&w.topology.results_exchange(), "", &wire::encode(&poison)).await;
+    let dead = w.topology.dead_queue();
+    wait_until("the refused result to be dead-lettered", LONG, || async { (w.queue_depth(&dead).await == 1).then_some(()) }).await;
+    w.start_worker("w1", &[]);
+    let run = w.wait_run(&c, id, LONG).await;
+    assert_eq!(run["status"], "succeeded", "the real result still applies: {run:#}");
+    assert_eq!(node(&run, "a").unwrap()["worker_id"], "w1");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn invalid_graphs_get_422_with_every_problem_and_write_nothing() {
     let mut w = World::new("invalid").await;
     let c = w.start_coordinator("coordinator", &[]).await;
@@ -397,6 +462,27 @@ async fn invalid_graphs_get_422_with_every_problem_and_write_nothing() {
     for path in ["/v1/runs:", "/v1/runs/{id}:", "/readyz:", "unknown_node_type"] {
         assert!(doc.contains(path), "the OpenAPI document lacks {path}");
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn idempotency_key_returns_the_first_run() {
+    let mut w = World::new("idempotency").await;
+    let c = w.start_coordinator("coordinator", &[]).await;
+    let body = json!({"subject": {"order_line": 7}, "graph": {"nodes": [{"id": "a", "type": "noop"}]}});
+    let post = |body: Value| w.http.post(format!("{}/v1/runs", c.url)).header("Idempotency-Key", "order-7-still").json(&body).send();
+    let first = post(body.clone()).await.unwrap();
+    assert_eq!(first.status(), 201);
+    let first: Value = first.json().await.unwrap();
+    let again = post(body.clone()).await.unwrap();
+    assert_eq!(again.status(), 200, "a retried request returns the first run");
+    let again: Value = again.json().await.unwrap();
+    assert_eq!(again["run_id"], first["run_id"]);
+    let other = post(json!({"subject": {"order_line": 8}, "graph": body["graph"]})).await.unwrap();
+    assert_eq!(other.status(), 422);
+    let other: Value = other.json().await.unwrap();
+    assert_eq!(other["error"], "idempotency_key_reused");
+    assert_eq!(w.count("SELECT count(*) FROM runs").await, 1);
+    assert_eq!(w.count("SELECT count(*) FROM outbox").await, 1);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -31,6 +31,16 @@ pub struct AppState {
     pub metrics: PrometheusHandle,
     /// Distinguishes coordinators sharing a broker (consumer tags, logs).
     pub instance: String,
+    /// True while the result consumer has a backlog: heartbeats may be waiting in the
+    /// queue, so the recovery sweeper must not judge attempts lost.
+    pub results_behind: Arc<AtomicBool>,
+}
+
+impl AppState {
+    /// How results and losses are applied.
+    pub fn policy(&self) -> results::apply::Policy<'_> {
+        results::apply::Policy { retry: &self.config.retry, heartbeat_timeout: self.config.recovery.heartbeat_timeout }
+    }
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -63,6 +73,7 @@ pub async fn run(config: CoordinatorConfig, metrics: PrometheusHandle, shutdown:
         broker_up: Arc::new(AtomicBool::new(false)),
         metrics,
         instance,
+        results_behind: Arc::new(AtomicBool::new(false)),
     };
     let tasks = TaskTracker::new();
     let background = shutdown.child_token();

@@ -135,18 +135,22 @@ impl RetryConfig {
     }
 }
 
-/// Defaults for graph nodes that do not set their own.
+/// Defaults for graph nodes that do not set their own, and the ceiling on timeouts.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct NodeDefaultsConfig {
     pub max_attempts: u32,
     #[serde(with = "humantime_serde")]
     pub timeout: Duration,
+    /// Largest `timeout` a node may ask for. Keep RabbitMQ's `consumer_timeout` above it
+    /// (ops/rabbitmq/rabbitmq.conf: 3h), or the broker reclaims long tasks mid-run.
+    #[serde(with = "humantime_serde")]
+    pub max_timeout: Duration,
 }
 
 impl Default for NodeDefaultsConfig {
     fn default() -> Self {
-        Self { max_attempts: 3, timeout: Duration::from_secs(3600) }
+        Self { max_attempts: 3, timeout: Duration::from_secs(3600), max_timeout: Duration::from_secs(7200) }
     }
 }
 

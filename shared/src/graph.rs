@@ -83,11 +83,14 @@ pub enum ProblemCode {
     Cycle,
 }
 
-/// Defaults applied to nodes that do not set them.
+/// Defaults applied to nodes that do not set them, and the fleet's ceiling on timeouts.
 #[derive(Debug, Clone, Copy)]
 pub struct NodeDefaults {
     pub max_attempts: u32,
     pub timeout: Duration,
+    /// No node may ask for more (RabbitMQ's `consumer_timeout` must stay above it, or the
+    /// broker would take a long task away from its worker mid-run).
+    pub max_timeout: Duration,
 }
 
 /// A validated graph, ready to become node_runs.
@@ -160,8 +163,20 @@ pub fn plan(graph: &GraphSpec, catalog: &dyn NodeCatalog, defaults: NodeDefaults
                 problems.push(at(ProblemCode::InvalidField, format!("node `{}`: `max_attempts` must be 1 to {MAX_ATTEMPTS_LIMIT}, got {n}", node.id)));
             }
         }
-        if node.timeout == Some(Duration::ZERO) {
-            problems.push(at(ProblemCode::InvalidField, format!("node `{}`: `timeout` must be positive, e.g. \"30s\"", node.id)));
+        match node.timeout {
+            Some(Duration::ZERO) => {
+                problems.push(at(ProblemCode::InvalidField, format!("node `{}`: `timeout` must be positive, e.g. \"30s\"", node.id)));
+            }
+            Some(t) if t > defaults.max_timeout => problems.push(at(
+                ProblemCode::InvalidField,
+                format!(
+                    "node `{}`: `timeout` {} is above this fleet's limit of {}; split the work, or raise `nodes.max_timeout` (and RabbitMQ's consumer_timeout with it)",
+                    node.id,
+                    humantime_serde::re::humantime::format_duration(t),
+                    humantime_serde::re::humantime::format_duration(defaults.max_timeout)
+                ),
+            )),
+            _ => {}
         }
         modules.push(module);
     }
@@ -270,7 +285,8 @@ mod tests {
     use crate::modules::Builtins;
     use serde_json::json;
 
-    const DEFAULTS: NodeDefaults = NodeDefaults { max_attempts: 3, timeout: Duration::from_secs(60) };
+    const DEFAULTS: NodeDefaults =
+        NodeDefaults { max_attempts: 3, timeout: Duration::from_secs(60), max_timeout: Duration::from_secs(7200) };
 
     fn graph(v: Value) -> GraphSpec {
         serde_json::from_value(v).unwrap()
@@ -332,6 +348,14 @@ mod tests {
     fn self_loop_is_a_cycle() {
         let g = graph(json!({"nodes":[{"id":"a","type":"noop"}],"edges":[{"from":"a","to":"a"}]}));
         assert_eq!(codes(plan(&g, &Builtins, DEFAULTS)), vec![ProblemCode::Cycle]);
+    }
+
+    #[test]
+    fn timeouts_above_the_fleet_limit_are_refused() {
+        let g = graph(json!({"nodes":[{"id":"a","type":"noop","timeout":"3h"}]}));
+        let problems = plan(&g, &Builtins, DEFAULTS).unwrap_err();
+        assert_eq!(problems[0].code, ProblemCode::InvalidField);
+        assert!(problems[0].message.contains("above this fleet's limit of 2h"), "{}", problems[0].message);
     }
 
     #[test]

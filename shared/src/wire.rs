@@ -195,6 +195,13 @@ impl Versioned for ControlMessage {
     }
 }
 
+/// The attempt a task message is about, read leniently (any version, extra fields ignored),
+/// so that a worker that cannot run a task can still fail its attempt instead of leaving the
+/// node waiting. `None` for bytes that are not a task at all.
+pub fn peek_task_ref(bytes: &[u8]) -> Option<TaskRef> {
+    rmp_serde::from_slice(bytes).ok()
+}
+
 /// Decodes and checks the schema version.
 pub fn decode<T: DeserializeOwned + Versioned>(bytes: &[u8]) -> Result<T, WireError> {
     let msg: T = rmp_serde::from_slice(bytes)?;
@@ -240,6 +247,22 @@ mod tests {
             }),
         };
         assert_eq!(decode::<ResultMessage>(&encode(&m)).unwrap(), m);
+    }
+
+    #[test]
+    fn a_future_task_still_names_its_attempt() {
+        #[derive(Serialize)]
+        struct FutureTask {
+            v: u16,
+            node_run_id: Uuid,
+            attempt: u32,
+            new_field: Vec<u8>,
+        }
+        let id = Uuid::now_v7();
+        let future = encode(&FutureTask { v: 9, node_run_id: id, attempt: 2, new_field: vec![1] });
+        assert!(decode::<TaskMessage>(&future).is_err());
+        assert_eq!(peek_task_ref(&future), Some(TaskRef { node_run_id: id, attempt: 2 }));
+        assert_eq!(peek_task_ref(b"\xc1garbage"), None);
     }
 
     #[test]

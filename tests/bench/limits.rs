@@ -130,9 +130,11 @@ async fn database(n: usize) -> anyhow::Result<(f64, f64, f64)> {
     let nodes: Vec<_> = (0..n).map(|i| json!({"id": format!("n{i}"), "type": "noop"})).collect();
     let edges: Vec<_> = (1..n).map(|i| json!({"from": format!("n{}", i - 1), "to": format!("n{i}")})).collect();
     let spec: GraphSpec = serde_json::from_value(json!({"nodes": nodes, "edges": edges}))?;
-    let plan = graph::plan(&spec, &Builtins, NodeDefaults { max_attempts: 1, timeout: Duration::from_secs(60) })
+    let plan = graph::plan(&spec, &Builtins, NodeDefaults { max_attempts: 1, timeout: Duration::from_secs(60), max_timeout: Duration::from_secs(60) })
         .map_err(|p| anyhow::anyhow!("{p:?}"))?;
-    let run = dispatch::create_run(&pool, &plan, &serde_json::to_value(&spec)?, &json!({})).await?;
+    let dispatch::Created::New(run) = dispatch::create_run(&pool, &plan, &serde_json::to_value(&spec)?, &json!({}), None).await? else {
+        anyhow::bail!("a run without an idempotency key is always new");
+    };
     let client = pool.get().await?;
     let ids: Vec<Uuid> = client.query("SELECT id FROM node_runs WHERE run_id = $1 ORDER BY id", &[&run]).await?.iter().map(|r| r.get(0)).collect();
     drop(client);
@@ -152,7 +154,8 @@ async fn database(n: usize) -> anyhow::Result<(f64, f64, f64)> {
             outcome: Outcome::Succeeded { outputs: json!({}) },
         });
         let tx = client.transaction().await?;
-        let fx = apply::apply(&tx, &[msg], &retry).await?;
+        let policy = apply::Policy { retry: &retry, heartbeat_timeout: Duration::from_secs(30) };
+        let fx = apply::apply(&tx, &[msg], policy).await?;
         tx.commit().await?;
         anyhow::ensure!(fx.succeeded.len() == 1, "the hop transaction did not apply");
         lat.push(s.elapsed().as_secs_f64() * 1e3);

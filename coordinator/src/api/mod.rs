@@ -91,7 +91,6 @@ struct CreateRun {
 #[derive(Debug, Serialize)]
 struct Created {
     run_id: Uuid,
-    status: &'static str,
 }
 
 async fn create_run(State(state): State<AppState>, headers: HeaderMap, body: Bytes) -> Result<Response, ApiError> {
@@ -113,19 +112,39 @@ async fn create_run(State(state): State<AppState>, headers: HeaderMap, body: Byt
             format!("the body is not a valid run request: {e}; expected {{\"subject\": {{...}}, \"graph\": {{\"nodes\": [...], \"edges\": [...]}}}}"),
         )
     })?;
-    let defaults = NodeDefaults { max_attempts: state.config.nodes.max_attempts, timeout: state.config.nodes.timeout };
+    let n = &state.config.nodes;
+    let defaults = NodeDefaults { max_attempts: n.max_attempts, timeout: n.timeout, max_timeout: n.max_timeout };
     let plan = graph::plan(&req.graph, &Builtins, defaults).map_err(|problems| ApiError {
         status: StatusCode::UNPROCESSABLE_ENTITY,
         code: "invalid_graph",
         message: format!("the graph has {} problem(s); nothing was created", problems.len()),
         problems,
     })?;
+    let key = match headers.get("idempotency-key").map(|v| v.to_str()) {
+        None => None,
+        Some(Ok(k)) if !k.is_empty() && k.len() <= 255 => Some(k),
+        Some(_) => {
+            return Err(ApiError::new(StatusCode::BAD_REQUEST, "invalid_idempotency_key", "`Idempotency-Key` must be 1 to 255 visible ASCII characters, e.g. a UUID"));
+        }
+    };
     let graph_json = serde_json::to_value(&req.graph).expect("graph serializes");
-    let run_id = dispatch::create_run(&state.pool, &plan, &graph_json, &req.subject).await?;
-    state.kick.notify_one();
-    tracing::info!(%run_id, nodes = plan.nodes.len(), "run created");
+    let (status, run_id) = match dispatch::create_run(&state.pool, &plan, &graph_json, &req.subject, key).await? {
+        dispatch::Created::New(id) => {
+            state.kick.notify_one();
+            tracing::info!(run_id = %id, nodes = plan.nodes.len(), "run created");
+            (StatusCode::CREATED, id)
+        }
+        dispatch::Created::Existing(id) => (StatusCode::OK, id),
+        dispatch::Created::KeyReused(id) => {
+            return Err(ApiError::new(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "idempotency_key_reused",
+                format!("this Idempotency-Key already created run {id} from a different request; use a new key for a new run"),
+            ));
+        }
+    };
     let location = format!("/v1/runs/{run_id}");
-    Ok((StatusCode::CREATED, [(header::LOCATION, location)], Json(Created { run_id, status: "running" })).into_response())
+    Ok((status, [(header::LOCATION, location)], Json(Created { run_id })).into_response())
 }
 
 #[derive(Debug, Serialize)]

@@ -61,15 +61,11 @@ async fn session(state: &AppState, conn: &Connection, cancel: &CancellationToken
         session_cancel.clone(),
     );
     let consumer = results::consume_loop(
-        state.pool.clone(),
+        state.clone(),
         consume,
         dead,
         topo.results_queue(),
         topo.dead_exchange(),
-        format!("coordinator-{}", state.instance),
-        state.kick.clone(),
-        state.config.results.clone(),
-        state.config.retry.clone(),
         session_cancel.clone(),
     );
     // Whichever ends first ends the session; the other is stopped with it.

@@ -42,6 +42,12 @@ impl DbError {
         };
         matches!(code.map(|c| c.code()), Some("40P01" | "40001"))
     }
+
+    /// The database refuses the data itself (SQLSTATE classes 22 data exception and 23
+    /// integrity violation): running the same statement again cannot succeed.
+    pub fn is_refused_data(&self) -> bool {
+        db_code(self).is_some_and(|c| c.starts_with("22") || c.starts_with("23"))
+    }
 }
 
 /// Builds the pool and waits until PostgreSQL answers, up to `startup_timeout`.

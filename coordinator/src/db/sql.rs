@@ -1,7 +1,13 @@
 //! Every SQL statement of the coordinator, named. Parameters are listed in each doc comment.
 
-/// $1 id, $2 subject, $3 graph, $4 nodes_total.
-pub const INSERT_RUN: &str = "INSERT INTO runs (id, subject, graph, nodes_total) VALUES ($1, $2, $3, $4)";
+/// $1 id, $2 subject, $3 graph, $4 nodes_total, $5 idempotency key (nullable).
+/// No row when a run with the same key exists.
+pub const INSERT_RUN: &str = "
+INSERT INTO runs (id, subject, graph, nodes_total, idempotency_key) VALUES ($1, $2, $3, $4, $5)
+ON CONFLICT (idempotency_key) DO NOTHING RETURNING id";
+
+/// The run created earlier with key $1, and whether it was for the same subject $2 and graph $3.
+pub const RUN_BY_KEY: &str = "SELECT id, subject = $2 AND graph = $3 FROM runs WHERE idempotency_key = $1";
 
 /// All node_runs of a run in one statement. $1 run_id, then parallel arrays:
 /// $2 ids, $3 node ids, $4 module keys, $5 params, $6 successors (as '{..}' literals),
@@ -30,6 +36,9 @@ ORDER BY not_before, id LIMIT $1 FOR UPDATE SKIP LOCKED";
 
 /// $1 ids.
 pub const MARK_SENT: &str = "UPDATE outbox SET sent_at = now() WHERE id = ANY($1)";
+
+/// Holds rows $1 back for $2 seconds (the broker refused them).
+pub const DEFER: &str = "UPDATE outbox SET not_before = now() + make_interval(secs => $2) WHERE id = ANY($1)";
 
 /// Seconds until the next unsent row is due (negative when overdue), or NULL.
 pub const NEXT_DUE: &str = "SELECT extract(epoch FROM min(not_before) - now())::float8 FROM outbox WHERE sent_at IS NULL";
@@ -87,10 +96,20 @@ FROM (SELECT id, status FROM runs WHERE id = $1 FOR UPDATE) old
 WHERE r.id = old.id
 RETURNING old.status, r.status";
 
-/// Locks the node if ($1 node_run, $2 attempt) is its current, unfinished attempt.
+/// Locks the runs of the node_runs $1, in id order. Every batch takes its run locks first and
+/// in the same order, so concurrent batches (several coordinators, the recovery sweeper)
+/// queue behind each other instead of deadlocking on node and run rows.
+pub const LOCK_RUNS: &str = "
+SELECT id FROM runs WHERE id IN (SELECT run_id FROM node_runs WHERE id = ANY($1)) ORDER BY id FOR UPDATE";
+
+/// Locks the node if ($1 node_run, $2 attempt) is its current, unfinished attempt. Also
+/// returns whether its run still runs, and whether it has been quiet for more than $3
+/// seconds (re-checked under the lock before an attempt is declared lost).
 pub const LOCK_ATTEMPT: &str = "
-SELECT run_id, node_id, module_key, max_attempts, started_at FROM node_runs
-WHERE id = $1 AND attempt = $2 AND status IN ('queued', 'running') FOR UPDATE";
+SELECT n.run_id, n.node_id, n.module_key, n.max_attempts, n.started_at, r.status = 'running',
+       coalesce(n.heartbeat_at < now() - make_interval(secs => $3), false)
+FROM node_runs n JOIN runs r ON r.id = n.run_id
+WHERE n.id = $1 AND n.attempt = $2 AND n.status IN ('queued', 'running') FOR UPDATE OF n";
 
 /// Records how attempt $2 of node_run $1 ended. $3 status ('failed' | 'lost'), $4 worker,
 /// $5 started_at, $6 finished_at, $7 error.

@@ -12,8 +12,18 @@ use serde_json::Value;
 use std::time::Duration;
 use uuid::Uuid;
 
-/// Creates the run; returns its id.
-pub async fn create_run(pool: &Pool, plan: &Plan, graph: &Value, subject: &Value) -> Result<Uuid, DbError> {
+/// What [`create_run`] did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Created {
+    New(Uuid),
+    /// The idempotency key was used before for the same request: that run.
+    Existing(Uuid),
+    /// The idempotency key was used before for a different request.
+    KeyReused(Uuid),
+}
+
+/// Creates the run. With an idempotency key, a repeated request returns the first run.
+pub async fn create_run(pool: &Pool, plan: &Plan, graph: &Value, subject: &Value, key: Option<&str>) -> Result<Created, DbError> {
     let run_id = Uuid::now_v7();
     let ids: Vec<Uuid> = plan.nodes.iter().map(|_| Uuid::now_v7()).collect();
     let node_ids: Vec<&str> = plan.nodes.iter().map(|n| n.id.as_str()).collect();
@@ -44,7 +54,11 @@ pub async fn create_run(pool: &Pool, plan: &Plan, graph: &Value, subject: &Value
     let mut client = pool.get().await?;
     let tx = client.transaction().await?;
     let nodes_total = plan.nodes.len() as i32;
-    tx.execute(sql::INSERT_RUN, &[&run_id, subject, graph, &nodes_total]).await?;
+    if tx.query_opt(sql::INSERT_RUN, &[&run_id, subject, graph, &nodes_total, &key]).await?.is_none() {
+        let row = tx.query_one(sql::RUN_BY_KEY, &[&key, subject, graph]).await?;
+        let (id, same): (Uuid, bool) = (row.get(0), row.get(1));
+        return Ok(if same { Created::Existing(id) } else { Created::KeyReused(id) });
+    }
     tx.execute(
         sql::INSERT_NODE_RUNS,
         &[&run_id, &ids, &node_ids, &modules, &params, &successors, &max_attempts, &timeouts, &deps],
@@ -53,5 +67,5 @@ pub async fn create_run(pool: &Pool, plan: &Plan, graph: &Value, subject: &Value
     outbox::enqueue(&tx, &ready, Duration::ZERO).await?;
     tx.commit().await?;
     metrics::counter!(m::RUNS_TOTAL, "status" => "created").increment(1);
-    Ok(run_id)
+    Ok(Created::New(run_id))
 }

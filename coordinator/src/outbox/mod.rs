@@ -38,11 +38,14 @@ pub enum PublishError {
     Db(#[from] DbError),
     #[error("broker: {0}")]
     Broker(#[from] lapin::Error),
-    #[error("the broker refused task {message_id} (nack); it stays in the outbox and is retried")]
-    Nacked { message_id: String },
-    #[error("task {message_id} is unroutable: no queue is bound for module `{module}`; it stays in the outbox and is retried")]
-    Unroutable { message_id: String, module: String },
+    #[error("the broker did not confirm {count} task(s) within {CONFIRM_TIMEOUT:?} (a memory or disk alarm?); they stay in the outbox")]
+    ConfirmTimeout { count: usize },
 }
+
+/// Longest wait for publisher confirms while the batch's rows are locked.
+const CONFIRM_TIMEOUT: Duration = Duration::from_secs(30);
+/// A row the broker refused is tried again after this long, without holding back the others.
+const REFUSED_RETRY: Duration = Duration::from_secs(30);
 
 impl From<tokio_postgres::Error> for PublishError {
     fn from(e: tokio_postgres::Error) -> Self {
@@ -76,10 +79,6 @@ pub async fn publish_loop(
             Err(PublishError::Db(e)) => {
                 tracing::warn!(error = %e, "outbox: database error; retrying");
                 Duration::from_millis(500)
-            }
-            Err(e @ (PublishError::Nacked { .. } | PublishError::Unroutable { .. })) => {
-                tracing::error!(error = %e, "outbox: publish refused");
-                Duration::from_secs(1)
             }
             Err(e) => return Err(e),
         };
@@ -125,21 +124,37 @@ async fn publish_batch(pool: &Pool, channel: &Channel, exchange: &str, limit: i6
         let confirm = channel
             .basic_publish(exchange.into(), routing_key.into(), BasicPublishOptions { mandatory: true, immediate: false }, payload, props)
             .await?;
-        pending.push((confirm, message_id, routing_key.to_string()));
+        pending.push((row.get::<_, i64>(0), confirm, message_id, routing_key.to_string()));
     }
-    for (confirm, message_id, module) in pending {
-        match confirm.await? {
+    let mut sent = Vec::with_capacity(rows.len());
+    let mut refused = Vec::new();
+    let confirms = futures_util::future::join_all(pending.into_iter().map(|(id, confirm, message_id, module)| async move {
+        (id, confirm.await, message_id, module)
+    }));
+    let confirmed = tokio::time::timeout(CONFIRM_TIMEOUT, confirms).await.map_err(|_| PublishError::ConfirmTimeout { count: rows.len() })?;
+    for (id, confirmation, message_id, module) in confirmed {
+        match confirmation? {
             Confirmation::Ack(None) | Confirmation::NotRequested => {
                 metrics::counter!(m::NODE_TASKS_TOTAL, "module" => module, "status" => "dispatched").increment(1);
+                sent.push(id);
             }
-            Confirmation::Ack(Some(_)) => return Err(PublishError::Unroutable { message_id, module }),
-            Confirmation::Nack(_) => return Err(PublishError::Nacked { message_id }),
+            Confirmation::Ack(Some(_)) => {
+                tracing::error!(%message_id, %module, "task unroutable: no queue is bound for module `{module}`; retrying in {REFUSED_RETRY:?}");
+                refused.push(id);
+            }
+            Confirmation::Nack(_) => {
+                tracing::error!(%message_id, "the broker refused the task (nack); retrying in {REFUSED_RETRY:?}");
+                refused.push(id);
+            }
         }
     }
-    let ids: Vec<i64> = rows.iter().map(|r| r.get(0)).collect();
     let mark = tx.prepare_cached(sql::MARK_SENT).await?;
-    tx.execute(&mark, &[&ids]).await?;
+    tx.execute(&mark, &[&sent]).await?;
+    if !refused.is_empty() {
+        tx.execute(sql::DEFER, &[&refused, &REFUSED_RETRY.as_secs_f64()]).await?;
+    }
     tx.commit().await?;
+    let ids = sent;
     metrics::counter!(m::OUTBOX_PUBLISHED_TOTAL).increment(ids.len() as u64);
     Ok(ids.len())
 }

@@ -38,6 +38,10 @@ pub async fn run(state: AppState, cancel: CancellationToken) {
 
 /// One pass; returns how many attempts were declared lost.
 pub async fn sweep(state: &AppState) -> Result<usize, DbError> {
+    if state.results_behind.load(std::sync::atomic::Ordering::Relaxed) {
+        tracing::debug!("results backlog: not judging heartbeats this round");
+        return Ok(0);
+    }
     let timeout = state.config.recovery.heartbeat_timeout;
     let mut client = state.pool.get().await?;
     let tx = client.transaction().await?;
@@ -73,7 +77,7 @@ pub async fn sweep(state: &AppState) -> Result<usize, DbError> {
     if lost.is_empty() {
         return Ok(0);
     }
-    let fx = apply::apply(&tx, &lost, &state.config.retry).await?;
+    let fx = apply::apply(&tx, &lost, state.policy()).await?;
     tx.commit().await?;
     if fx.enqueued > 0 {
         state.kick.notify_one();

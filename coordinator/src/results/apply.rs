@@ -9,6 +9,7 @@ use deadpool_postgres::Transaction;
 use renderfleet_shared::config::RetryConfig;
 use renderfleet_shared::wire::{ErrorKind, Finished, Outcome, ResultBody, Started, TaskError, TaskMessage, WorkerHeartbeat, WIRE_VERSION};
 use serde_json::{json, Value};
+use std::collections::BTreeMap;
 use std::time::Duration;
 use tokio_postgres::Row;
 use uuid::Uuid;
@@ -30,19 +31,46 @@ pub struct Effects {
     pub enqueued: usize,
 }
 
-/// Applies `messages` in order inside `tx`.
-pub async fn apply(tx: &Transaction<'_>, messages: &[ResultBody], retry: &RetryConfig) -> Result<Effects, DbError> {
+/// How failures are handled.
+#[derive(Debug, Clone, Copy)]
+pub struct Policy<'a> {
+    pub retry: &'a RetryConfig,
+    /// An attempt reported `lost` is only declared lost if its node is still this quiet.
+    pub heartbeat_timeout: Duration,
+}
+
+/// Applies `messages` inside `tx`: starts and finishes in order, then the latest heartbeat
+/// of each worker (a later one supersedes an earlier one).
+pub async fn apply(tx: &Transaction<'_>, messages: &[ResultBody], policy: Policy<'_>) -> Result<Effects, DbError> {
+    let mut touched: Vec<Uuid> = Vec::with_capacity(messages.len());
+    let mut heartbeats: BTreeMap<&str, &WorkerHeartbeat> = BTreeMap::new();
+    for msg in messages {
+        match msg {
+            ResultBody::Started(s) => touched.push(s.node_run_id),
+            ResultBody::Finished(f) => touched.push(f.node_run_id),
+            ResultBody::Heartbeat(h) => {
+                touched.extend(h.running.iter().map(|t| t.node_run_id));
+                heartbeats.insert(h.worker_id.as_str(), h);
+            }
+        }
+    }
+    let stmt = tx.prepare_cached(sql::LOCK_RUNS).await?;
+    tx.query(&stmt, &[&touched]).await?;
+
     let mut fx = Effects::default();
     let mut ready = Vec::new();
     for msg in messages {
         match msg {
             ResultBody::Started(s) => started(tx, s, &mut fx).await?,
-            ResultBody::Heartbeat(h) => heartbeat(tx, h).await?,
+            ResultBody::Heartbeat(_) => {}
             ResultBody::Finished(f) => match &f.outcome {
                 Outcome::Succeeded { outputs } => succeeded(tx, f, outputs, &mut ready, &mut fx).await?,
-                Outcome::Failed { error } => failed(tx, f, error, retry, &mut fx).await?,
+                Outcome::Failed { error } => failed(tx, f, error, policy, &mut fx).await?,
             },
         }
+    }
+    for h in heartbeats.values() {
+        heartbeat(tx, h).await?;
     }
     outbox::enqueue(tx, &ready, Duration::ZERO).await?;
     fx.enqueued += ready.len();
@@ -139,10 +167,11 @@ fn error_json(error: &TaskError, attempt: u32, worker_id: &str) -> Value {
     })
 }
 
-async fn failed(tx: &Transaction<'_>, f: &Finished, error: &TaskError, retry: &RetryConfig, fx: &mut Effects) -> Result<(), DbError> {
+async fn failed(tx: &Transaction<'_>, f: &Finished, error: &TaskError, policy: Policy<'_>, fx: &mut Effects) -> Result<(), DbError> {
     let stmt = tx.prepare_cached(sql::LOCK_ATTEMPT).await?;
     let attempt = f.attempt as i32;
-    let Some(row) = tx.query_opt(&stmt, &[&f.node_run_id, &attempt]).await? else {
+    let quiet_for = policy.heartbeat_timeout.as_secs_f64();
+    let Some(row) = tx.query_opt(&stmt, &[&f.node_run_id, &attempt, &quiet_for]).await? else {
         fx.ignored += 1;
         return Ok(());
     };
@@ -151,6 +180,13 @@ async fn failed(tx: &Transaction<'_>, f: &Finished, error: &TaskError, retry: &R
     let module: String = row.get(2);
     let max_attempts: i32 = row.get(3);
     let known_start: Option<DateTime<Utc>> = row.get(4);
+    let run_active: bool = row.get(5);
+    let quiet: bool = row.get(6);
+    if error.kind == ErrorKind::Lost && !quiet {
+        // A heartbeat arrived after the sweeper looked: the attempt is alive.
+        fx.ignored += 1;
+        return Ok(());
+    }
     let started_at = if f.started_at_us > 0 { Some(ts(f.started_at_us)) } else { known_start };
     let finished_at = ts(f.finished_at_us);
     let err = error_json(error, f.attempt, &f.worker_id);
@@ -164,8 +200,8 @@ async fn failed(tx: &Transaction<'_>, f: &Finished, error: &TaskError, retry: &R
         fx.lost.push(module.clone());
     }
 
-    if error.retryable && attempt < max_attempts {
-        let delay = retry.delay(f.attempt);
+    if error.retryable && attempt < max_attempts && run_active {
+        let delay = policy.retry.delay(f.attempt);
         let stmt = tx.prepare_cached(sql::RETRY).await?;
         let row = tx.query_one(&stmt, &[&f.node_run_id, &err, &error.log_tail, &delay.as_secs_f64()]).await?;
         outbox::enqueue(tx, &[task_from_row(&row)], delay).await?;
@@ -177,6 +213,9 @@ async fn failed(tx: &Transaction<'_>, f: &Finished, error: &TaskError, retry: &R
     let stmt = tx.prepare_cached(sql::FAIL_NODE).await?;
     tx.execute(&stmt, &[&f.node_run_id, &worker, &started_at, &finished_at, &err, &error.log_tail]).await?;
     fx.failed.push(module);
+    if !run_active {
+        return Ok(()); // the run had already ended; nothing more to skip or fail
+    }
     let why = if error.retryable {
         format!("attempt {} of {max_attempts}", f.attempt)
     } else {

@@ -7,39 +7,35 @@ pub mod apply;
 
 use crate::broker::SessionError;
 use crate::db::DbError;
-use deadpool_postgres::Pool;
+use crate::AppState;
 use futures_util::{FutureExt, StreamExt};
 use lapin::message::Delivery;
 use lapin::options::{BasicAckOptions, BasicConsumeOptions};
 use lapin::types::FieldTable;
 use lapin::Channel;
-use renderfleet_shared::config::{ResultsConfig, RetryConfig};
+use renderfleet_platform::broker::dead_letter;
 use renderfleet_shared::metrics as m;
 use renderfleet_shared::wire::{self, ResultBody, ResultMessage};
-use std::sync::Arc;
+use std::sync::atomic::Ordering;
 use std::time::Duration;
-use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
 pub use apply::Effects;
 
 /// Consumes `queue` until `cancel` or a broker error.
-#[allow(clippy::too_many_arguments)]
 pub async fn consume_loop(
-    pool: Pool,
+    state: AppState,
     channel: Channel,
     dead_channel: Channel,
     queue: String,
     dead_exchange: String,
-    consumer_tag: String,
-    kick: Arc<Notify>,
-    cfg: ResultsConfig,
-    retry: RetryConfig,
     cancel: CancellationToken,
 ) -> Result<(), SessionError> {
+    let tag = format!("coordinator-{}", state.instance);
     let mut consumer = channel
-        .basic_consume(queue.as_str().into(), consumer_tag.as_str().into(), BasicConsumeOptions::default(), FieldTable::default())
+        .basic_consume(queue.as_str().into(), tag.as_str().into(), BasicConsumeOptions::default(), FieldTable::default())
         .await?;
+    let batch_max = state.config.results.batch_max;
     loop {
         let first = tokio::select! {
             d = consumer.next() => d,
@@ -47,12 +43,14 @@ pub async fn consume_loop(
         };
         let Some(first) = first else { return Err(SessionError::Closed("the results consumer was cancelled by the broker")) };
         let mut deliveries = vec![first?];
-        while deliveries.len() < cfg.batch_max {
+        while deliveries.len() < batch_max {
             match consumer.next().now_or_never() {
                 Some(Some(d)) => deliveries.push(d?),
                 _ => break,
             }
         }
+        // A full batch means more are waiting: the sweeper must not judge heartbeats yet.
+        state.results_behind.store(deliveries.len() >= batch_max, Ordering::Relaxed);
 
         let mut bodies = Vec::with_capacity(deliveries.len());
         let mut good = Vec::with_capacity(deliveries.len());
@@ -62,32 +60,54 @@ pub async fn consume_loop(
                     bodies.push(msg.body);
                     good.push(d);
                 }
-                Err(e) => {
-                    renderfleet_platform::broker::dead_letter(&dead_channel, &dead_exchange, &d, &format!("undecodable result: {e}"), "coordinator").await?;
-                }
+                Err(e) => dead_letter(&dead_channel, &dead_exchange, &d, &format!("undecodable result: {e}"), "coordinator").await?,
             }
         }
         if bodies.is_empty() {
             continue;
         }
-        let fx = apply_until_committed(&pool, &bodies, &retry, &cancel).await;
-        let Some(fx) = fx else { return Ok(()) }; // cancelled: unacked results are redelivered
-        ack_all(&good).await?;
-        if fx.enqueued > 0 {
-            kick.notify_one();
+        match apply_until_committed(&state, &bodies, &cancel).await {
+            None => return Ok(()), // cancelled: unacked results are redelivered
+            Some(Ok(fx)) => {
+                ack_all(&good).await?;
+                finish(&state, &fx, bodies.len());
+            }
+            // One result the database refuses (say, a NUL byte in its text) must not hold back
+            // the others: apply them one by one and dead-letter the refused ones.
+            Some(Err(e)) => {
+                tracing::warn!(error = %e, batch = bodies.len(), "the database refused a result batch; applying its results one by one");
+                for (body, d) in bodies.into_iter().zip(good) {
+                    match apply_until_committed(&state, std::slice::from_ref(&body), &cancel).await {
+                        None => return Ok(()),
+                        Some(Ok(fx)) => {
+                            d.acker.ack(BasicAckOptions::default()).await?;
+                            finish(&state, &fx, 1);
+                        }
+                        Some(Err(e)) => dead_letter(&dead_channel, &dead_exchange, &d, &format!("result refused by the database: {e}"), "coordinator").await?,
+                    }
+                }
+            }
         }
-        record(&fx, bodies.len());
     }
 }
 
+fn finish(state: &AppState, fx: &Effects, batch: usize) {
+    if fx.enqueued > 0 {
+        state.kick.notify_one();
+    }
+    record(fx, batch);
+}
+
 /// Runs the batch's transaction until it commits; database outages are waited out (the
-/// results stay unacked meanwhile). `None` when cancelled first.
-async fn apply_until_committed(pool: &Pool, bodies: &[ResultBody], retry: &RetryConfig, cancel: &CancellationToken) -> Option<Effects> {
+/// results stay unacked meanwhile). `None` when cancelled first; `Some(Err)` when the
+/// database refuses the data itself, which no retry can fix.
+async fn apply_until_committed(state: &AppState, bodies: &[ResultBody], cancel: &CancellationToken) -> Option<Result<Effects, DbError>> {
     let mut delay = Duration::from_millis(50);
     loop {
-        match apply_once(pool, bodies, retry).await {
-            Ok(fx) => return Some(fx),
+        match apply_once(state, bodies).await {
+            Ok(fx) => return Some(Ok(fx)),
             Err(e) if e.is_transient() => tracing::debug!(error = %e, "result batch conflicted; retrying"),
+            Err(e) if e.is_refused_data() => return Some(Err(e)),
             Err(e) => {
                 tracing::warn!(error = %e, batch = bodies.len(), "applying results failed; retrying");
                 tokio::select! {
@@ -100,10 +120,10 @@ async fn apply_until_committed(pool: &Pool, bodies: &[ResultBody], retry: &Retry
     }
 }
 
-async fn apply_once(pool: &Pool, bodies: &[ResultBody], retry: &RetryConfig) -> Result<Effects, DbError> {
-    let mut client = pool.get().await?;
+async fn apply_once(state: &AppState, bodies: &[ResultBody]) -> Result<Effects, DbError> {
+    let mut client = state.pool.get().await?;
     let tx = client.transaction().await?;
-    let fx = apply::apply(&tx, bodies, retry).await?;
+    let fx = apply::apply(&tx, bodies, state.policy()).await?;
     tx.commit().await?;
     Ok(fx)
 }

@@ -8,7 +8,11 @@ use renderfleet_shared::wire::{self, ResultBody, ResultMessage, CONTENT_TYPE, WI
 
 #[derive(Clone)]
 pub(crate) struct Completer {
+    /// In confirm mode: results and dead letters.
     pub(crate) channel: Channel,
+    /// Not in confirm mode: starts and heartbeats. (A confirm-mode channel keeps every
+    /// confirm nobody awaits until the connection closes.)
+    pub(crate) unconfirmed: Channel,
     pub(crate) exchange: String,
 }
 
@@ -23,7 +27,7 @@ pub(crate) enum CompleteError {
 impl Completer {
     /// Publishes and waits for the broker's confirm.
     pub(crate) async fn publish_confirmed(&self, body: ResultBody) -> Result<(), CompleteError> {
-        match self.publish(body).await?.await? {
+        match self.publish(&self.channel, body).await?.await? {
             Confirmation::Ack(None) | Confirmation::NotRequested => Ok(()),
             _ => Err(CompleteError::Refused),
         }
@@ -32,14 +36,14 @@ impl Completer {
     /// Publishes without waiting for the confirm (progress and heartbeats: the next one
     /// supersedes a lost one).
     pub(crate) async fn publish_unconfirmed(&self, body: ResultBody) -> Result<(), CompleteError> {
-        drop(self.publish(body).await?);
+        drop(self.publish(&self.unconfirmed, body).await?);
         Ok(())
     }
 
-    async fn publish(&self, body: ResultBody) -> Result<lapin::PublisherConfirm, lapin::Error> {
+    async fn publish(&self, channel: &Channel, body: ResultBody) -> Result<lapin::PublisherConfirm, lapin::Error> {
         let payload = wire::encode(&ResultMessage { v: WIRE_VERSION, body });
         let props = BasicProperties::default().with_delivery_mode(2).with_content_type(CONTENT_TYPE.into());
-        self.channel
+        channel
             .basic_publish(self.exchange.as_str().into(), "".into(), BasicPublishOptions { mandatory: true, immediate: false }, &payload, props)
             .await
     }

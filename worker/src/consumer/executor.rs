@@ -2,6 +2,7 @@
 //! attempt is cancelled. Knows nothing about the broker.
 
 use crate::modules::{Module, ModuleError};
+use futures_util::FutureExt;
 use renderfleet_shared::wire::{ErrorKind, Outcome, TaskError, TaskMessage};
 use std::time::Duration;
 use tokio_util::sync::CancellationToken;
@@ -29,8 +30,11 @@ pub(crate) async fn execute(
     reason: impl Fn() -> StopReason,
 ) -> Executed {
     let timeout = Duration::from_millis(task.timeout_ms.max(1));
+    // A panic in a module fails the attempt instead of unwinding through the consumer, which
+    // would leave the delivery unacked and the node running forever.
+    let run = std::panic::AssertUnwindSafe(module.run(task)).catch_unwind();
     let result = tokio::select! {
-        r = tokio::time::timeout(timeout, module.run(task)) => r,
+        r = tokio::time::timeout(timeout, run) => r.map(|r| r.unwrap_or_else(|panic| Err(panicked(&*panic)))),
         _ = cancel.cancelled() => {
             return match reason() {
                 StopReason::Requeue => Executed::Requeue,
@@ -58,6 +62,11 @@ pub(crate) async fn execute(
             None,
         ),
     })
+}
+
+fn panicked(panic: &(dyn std::any::Any + Send)) -> ModuleError {
+    let what = panic.downcast_ref::<&str>().map(|s| s.to_string()).or_else(|| panic.downcast_ref::<String>().cloned()).unwrap_or_default();
+    ModuleError::Fatal { message: format!("the module panicked: {what}; this is a bug in the module, please report it"), log_tail: None }
 }
 
 fn failed(kind: ErrorKind, message: String, retryable: bool, log_tail: Option<String>) -> Outcome {

@@ -18,7 +18,9 @@ use lapin::types::FieldTable;
 use lapin::Connection;
 use renderfleet_platform::broker::{dead_letter, declare};
 use renderfleet_shared::metrics as m;
-use renderfleet_shared::wire::{self, ControlBody, ControlMessage, Finished, ResultBody, Started, TaskMessage, TaskRef, WorkerHeartbeat, WorkerStatus};
+use renderfleet_shared::wire::{
+    self, ControlBody, ControlMessage, ErrorKind, Finished, ResultBody, Started, TaskError, TaskMessage, TaskRef, WorkerHeartbeat, WorkerStatus,
+};
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
@@ -64,7 +66,8 @@ async fn session(worker: &Arc<Worker>, conn: &Connection, shutdown: &Cancellatio
     ch.basic_qos(worker.config.concurrency, BasicQosOptions { global: true }).await?;
     let publish = conn.create_channel().await?;
     publish.confirm_select(ConfirmSelectOptions::default()).await?;
-    let completer = Completer { channel: publish.clone(), exchange: topo.results_exchange() };
+    let unconfirmed = conn.create_channel().await?;
+    let completer = Completer { channel: publish.clone(), unconfirmed: unconfirmed.clone(), exchange: topo.results_exchange() };
 
     let control_queue = ch
         .queue_declare("".into(), QueueDeclareOptions { exclusive: true, auto_delete: true, ..Default::default() }, FieldTable::default())
@@ -148,8 +151,9 @@ async fn session(worker: &Arc<Worker>, conn: &Connection, shutdown: &Cancellatio
     }
     let _ = completer.publish_confirmed(heartbeat(worker, &running, WorkerStatus::Stopped)).await;
     // Closing the channels first keeps lapin from logging their forced close as an error.
-    let _ = ch.close(200, "worker stopped".into()).await;
-    let _ = publish.close(200, "worker stopped".into()).await;
+    for c in [&ch, &publish, &unconfirmed] {
+        let _ = c.close(200, "worker stopped".into()).await;
+    }
     Ok(())
 }
 
@@ -199,11 +203,12 @@ fn now_us() -> i64 {
 async fn handle(worker: Arc<Worker>, completer: Completer, running: Running, d: Delivery) {
     let task = match wire::decode::<TaskMessage>(&d.data) {
         Ok(t) => t,
-        Err(e) => return reject(&worker, &completer, &d, &format!("undecodable task: {e}")).await,
+        Err(e) => return reject(&worker, &completer, &d, &format!("undecodable task: {e}"), wire::peek_task_ref(&d.data)).await,
     };
     let Some(module) = worker.modules.get(&task.module_key).cloned() else {
         let reason = format!("task for module `{}` arrived on queue `{}`, which this worker does not serve", task.module_key, d.routing_key);
-        return reject(&worker, &completer, &d, &reason).await;
+        let task_ref = TaskRef { node_run_id: task.node_run_id, attempt: task.attempt };
+        return reject(&worker, &completer, &d, &reason, Some(task_ref)).await;
     };
     let span = tracing::info_span!("task", run_id = %task.run_id, node_id = %task.node_id, attempt = task.attempt);
 
@@ -256,14 +261,42 @@ async fn handle(worker: Arc<Worker>, completer: Completer, running: Running, d: 
             }
             tracing::debug!(parent: &span, outcome = label, secs, "task done");
         }
-        // Not acked: the task is redelivered and runs again; better twice than lost.
-        Err(e) => tracing::error!(parent: &span, error = %e, "result not confirmed; leaving the task unacked"),
+        // Back to the queue: the task runs again; better twice than lost.
+        Err(e) => {
+            tracing::error!(parent: &span, error = %e, "result not confirmed; requeueing the task");
+            let _ = d.acker.nack(BasicNackOptions { requeue: true, multiple: false }).await;
+        }
     }
 }
 
-async fn reject(worker: &Worker, completer: &Completer, d: &Delivery, reason: &str) {
+/// A task this worker cannot run: fail its attempt (when the message names one), so the
+/// node does not wait forever, then keep the message in the dead-letter queue.
+async fn reject(worker: &Worker, completer: &Completer, d: &Delivery, reason: &str, task: Option<TaskRef>) {
+    if let Some(task) = task {
+        let finished = Finished {
+            node_run_id: task.node_run_id,
+            attempt: task.attempt,
+            worker_id: worker.id.clone(),
+            started_at_us: 0,
+            finished_at_us: now_us(),
+            outcome: wire::Outcome::Failed {
+                error: TaskError {
+                    kind: ErrorKind::Unsupported,
+                    message: format!("worker `{}` (version {}) cannot run this task: {reason}", worker.id, env!("CARGO_PKG_VERSION")),
+                    retryable: false,
+                    log_tail: None,
+                },
+            },
+        };
+        if let Err(e) = completer.publish_confirmed(ResultBody::Finished(finished)).await {
+            tracing::error!(error = %e, reason, "could not report an unrunnable task; requeueing it");
+            let _ = d.acker.nack(BasicNackOptions { requeue: true, multiple: false }).await;
+            return;
+        }
+    }
     if let Err(e) = dead_letter(&completer.channel, &worker.topology.dead_exchange(), d, reason, "worker").await {
-        tracing::error!(error = %e, reason, "could not dead-letter a message; it stays unacked");
+        tracing::error!(error = %e, reason, "could not dead-letter a message; requeueing it");
+        let _ = d.acker.nack(BasicNackOptions { requeue: true, multiple: false }).await;
     }
 }
 
