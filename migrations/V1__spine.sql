@@ -58,17 +58,21 @@ CREATE TABLE node_attempts (
     PRIMARY KEY (node_run_id, attempt)
 );
 
--- Task messages to publish. Written in the same transaction as the state change that makes
--- a node ready; the unique key makes enqueuing the same attempt twice impossible.
+-- Tasks to publish. Written in the same transaction as the state change that makes a node
+-- ready; the unique key makes enqueuing the same attempt twice impossible. The message is
+-- built from node_runs at publish time. A row written by a coordinator that publishes it
+-- itself right after its commit carries a short lease (claimed_until) that keeps the other
+-- publishers off it; if that coordinator dies first, the lease runs out and any publisher
+-- sends the row.
 CREATE TABLE outbox (
-    id           bigserial PRIMARY KEY,
-    node_run_id  uuid NOT NULL,
-    attempt      integer NOT NULL,
-    routing_key  text NOT NULL,
-    payload      bytea NOT NULL,
-    not_before   timestamptz NOT NULL DEFAULT now(),
-    created_at   timestamptz NOT NULL DEFAULT now(),
-    sent_at      timestamptz,
+    id             bigserial PRIMARY KEY,
+    node_run_id    uuid NOT NULL,
+    attempt        integer NOT NULL,
+    routing_key    text NOT NULL,
+    not_before     timestamptz NOT NULL DEFAULT now(),
+    claimed_until  timestamptz,
+    created_at     timestamptz NOT NULL DEFAULT now(),
+    sent_at        timestamptz,
     UNIQUE (node_run_id, attempt)
 );
 CREATE INDEX outbox_due ON outbox (not_before) WHERE sent_at IS NULL;

@@ -300,6 +300,27 @@ async fn database_outage_is_waited_out_and_results_are_kept_until_committed() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_leased_task_whose_publisher_died_goes_out_when_the_lease_ends() {
+    let mut w = World::new("lease").await;
+    let c = w.start_coordinator("coordinator", &[]).await;
+    let id = w.submit(&c, json!({"nodes":[{"id":"a","type":"noop"}]})).await;
+    let queue = w.topology.task_queue("noop");
+    wait_until("the task to be published", LONG, || async { (w.queue_depth(&queue).await == 1).then_some(()) }).await;
+    // As if the coordinator that committed the task died before publishing it: the message
+    // never reached the broker and the outbox row is unsent, leased for two more seconds.
+    let conn = w.amqp().await;
+    conn.create_channel().await.unwrap().queue_purge(queue.as_str().into(), Default::default()).await.unwrap();
+    let _ = conn.close(200, "done".into()).await;
+    let leased = w.db().await.execute("UPDATE outbox SET sent_at = NULL, claimed_until = now() + interval '2 s'", &[]).await.unwrap();
+    assert_eq!(leased, 1);
+    let t = std::time::Instant::now();
+    wait_until("the safety net to publish the task", LONG, || async { (w.queue_depth(&queue).await == 1).then_some(()) }).await;
+    assert!(t.elapsed() >= Duration::from_millis(1500), "published during the lease");
+    w.start_worker("w1", &[]);
+    assert_eq!(w.wait_run(&c, id, LONG).await["status"], "succeeded");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_coordinators_share_200_runs_and_dispatch_each_node_once() {
     let mut w = World::new("two_coordinators").await;
     // Both start at once against the empty database: migrations must not race.

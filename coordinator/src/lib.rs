@@ -15,7 +15,6 @@ use metrics_exporter_prometheus::PrometheusHandle;
 use renderfleet_shared::config::CoordinatorConfig;
 use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
-use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
@@ -24,8 +23,8 @@ use tokio_util::task::TaskTracker;
 pub struct AppState {
     pub config: Arc<CoordinatorConfig>,
     pub pool: Pool,
-    /// Wakes the outbox publisher after a commit that enqueued tasks.
-    pub kick: Arc<Notify>,
+    /// Hands tasks queued by a committed transaction to this coordinator's publisher.
+    pub hot: outbox::Hot,
     /// True while a broker session is up (for `/readyz`).
     pub broker_up: Arc<AtomicBool>,
     pub metrics: PrometheusHandle,
@@ -69,7 +68,7 @@ pub async fn run(config: CoordinatorConfig, metrics: PrometheusHandle, shutdown:
     let state = AppState {
         config: Arc::new(config),
         pool,
-        kick: Arc::new(Notify::new()),
+        hot: outbox::Hot::default(),
         broker_up: Arc::new(AtomicBool::new(false)),
         metrics,
         instance,

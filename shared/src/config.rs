@@ -192,6 +192,10 @@ pub struct WorkerConfig {
     pub concurrency: u16,
     #[serde(with = "humantime_serde")]
     pub heartbeat_interval: Duration,
+    /// A task still running after this long is reported as started (status `running`,
+    /// covered by heartbeats); shorter tasks only report their end, which carries the start.
+    #[serde(with = "humantime_serde")]
+    pub report_start_after: Duration,
     /// On SIGTERM, how long tasks in hand may run before they are stopped and requeued.
     #[serde(with = "humantime_serde")]
     pub shutdown_grace: Duration,
@@ -218,6 +222,7 @@ impl Default for WorkerConfig {
                 .collect(),
             concurrency: 2,
             heartbeat_interval: Duration::from_secs(5),
+            report_start_after: Duration::from_millis(50),
             shutdown_grace: Duration::from_secs(30),
             metrics_addr: "127.0.0.1:9464".into(),
             startup_timeout: Duration::from_secs(60),

@@ -129,8 +129,8 @@ async fn create_run(State(state): State<AppState>, headers: HeaderMap, body: Byt
     };
     let graph_json = serde_json::to_value(&req.graph).expect("graph serializes");
     let (status, run_id) = match dispatch::create_run(&state.pool, &plan, &graph_json, &req.subject, key).await? {
-        dispatch::Created::New(id) => {
-            state.kick.notify_one();
+        dispatch::Created::New(id, ready) => {
+            state.hot.send(ready);
             tracing::info!(run_id = %id, nodes = plan.nodes.len(), "run created");
             (StatusCode::CREATED, id)
         }

@@ -56,7 +56,7 @@ async fn session(state: &AppState, conn: &Connection, cancel: &CancellationToken
         state.pool.clone(),
         publish,
         topo.tasks_exchange(),
-        state.kick.clone(),
+        state.hot.clone(),
         state.config.outbox.clone(),
         session_cancel.clone(),
     );

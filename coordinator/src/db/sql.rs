@@ -20,34 +20,42 @@ SELECT t.id, $1, t.node_id, t.module_key, t.params, t.successors::uuid[],
 FROM unnest($2::uuid[], $3::text[], $4::text[], $5::jsonb[], $6::text[], $7::int4[], $8::int8[], $9::int4[])
      AS t(id, node_id, module_key, params, successors, max_attempts, timeout_ms, deps)";
 
-/// Task messages for the outbox. Parallel arrays: $1 node_run ids, $2 attempts,
-/// $3 routing keys, $4 payloads, $5 delay in seconds before publishing.
+/// Tasks for the outbox. Parallel arrays: $1 node_run ids, $2 attempts, $3 routing keys,
+/// $4 delay in seconds before publishing; $5 lease in seconds (0: none) for a publisher that
+/// sends them itself right after the commit. Returns the ids of the rows written.
 pub const ENQUEUE: &str = "
-INSERT INTO outbox (node_run_id, attempt, routing_key, payload, not_before)
-SELECT t.id, t.attempt, t.rk, t.payload, now() + make_interval(secs => t.delay)
-FROM unnest($1::uuid[], $2::int4[], $3::text[], $4::bytea[], $5::float8[]) AS t(id, attempt, rk, payload, delay)
-ON CONFLICT (node_run_id, attempt) DO NOTHING";
+INSERT INTO outbox (node_run_id, attempt, routing_key, not_before, claimed_until)
+SELECT t.id, t.attempt, t.rk, now() + make_interval(secs => t.delay),
+       CASE WHEN $5::float8 > 0 THEN now() + make_interval(secs => $5::float8) END
+FROM unnest($1::uuid[], $2::int4[], $3::text[], $4::float8[]) AS t(id, attempt, rk, delay)
+ON CONFLICT (node_run_id, attempt) DO NOTHING
+RETURNING id, node_run_id";
 
-/// Claims due rows for publishing; other coordinators skip them. $1 limit.
+/// Claims due, unleased rows for publishing, with what their messages need; other
+/// coordinators skip them. $1 limit.
 pub const CLAIM_DUE: &str = "
-SELECT id, routing_key, payload, node_run_id, attempt, extract(epoch FROM now() - not_before)::float8 AS lag
-FROM outbox WHERE sent_at IS NULL AND not_before <= now()
-ORDER BY not_before, id LIMIT $1 FOR UPDATE SKIP LOCKED";
+SELECT o.id, o.node_run_id, n.run_id, n.node_id, o.routing_key, n.params, o.attempt, n.timeout_ms,
+       extract(epoch FROM now() - greatest(o.not_before, coalesce(o.claimed_until, o.not_before)))::float8 AS lag
+FROM outbox o JOIN node_runs n ON n.id = o.node_run_id
+WHERE o.sent_at IS NULL AND o.not_before <= now() AND (o.claimed_until IS NULL OR o.claimed_until < now())
+ORDER BY o.not_before, o.id LIMIT $1 FOR UPDATE OF o SKIP LOCKED";
 
 /// $1 ids.
 pub const MARK_SENT: &str = "UPDATE outbox SET sent_at = now() WHERE id = ANY($1)";
 
-/// Holds rows $1 back for $2 seconds (the broker refused them).
-pub const DEFER: &str = "UPDATE outbox SET not_before = now() + make_interval(secs => $2) WHERE id = ANY($1)";
+/// Holds rows $1 back for $2 seconds and drops their lease (the broker refused them).
+pub const DEFER: &str = "UPDATE outbox SET not_before = now() + make_interval(secs => $2), claimed_until = NULL WHERE id = ANY($1)";
 
 /// Seconds until the next unsent row is due (negative when overdue), or NULL.
-pub const NEXT_DUE: &str = "SELECT extract(epoch FROM min(not_before) - now())::float8 FROM outbox WHERE sent_at IS NULL";
+pub const NEXT_DUE: &str = "
+SELECT extract(epoch FROM min(greatest(not_before, coalesce(claimed_until, not_before))) - now())::float8
+FROM outbox WHERE sent_at IS NULL";
 
 /// Deletes sent rows older than $1 seconds.
 pub const PRUNE_SENT: &str = "DELETE FROM outbox WHERE sent_at < now() - make_interval(secs => $1)";
 
 /// A worker took an attempt. $1 node_run, $2 attempt, $3 worker, $4 started_at.
-/// Returns the module and the seconds from ready to start.
+/// Returns the module.
 pub const STARTED: &str = "
 WITH n AS (
   UPDATE node_runs SET status = 'running', worker_id = $3, started_at = $4, heartbeat_at = now()
@@ -59,42 +67,63 @@ WITH n AS (
   ON CONFLICT (node_run_id, attempt) DO UPDATE SET worker_id = EXCLUDED.worker_id, started_at = EXCLUDED.started_at
   WHERE node_attempts.status = 'running'
 )
-SELECT module_key, extract(epoch FROM ($4 - queued_at))::float8 FROM n";
+SELECT module_key FROM n";
 
-/// The current attempt succeeded. $1 node_run, $2 attempt, $3 worker, $4 started_at,
-/// $5 finished_at, $6 outputs. No row when the result is a duplicate or stale.
+/// Every successful attempt of a batch, in one statement: mark the nodes succeeded and
+/// record their attempts, count the finished predecessors of each successor and queue the
+/// successors that have none left (with outbox rows leased for $7 seconds to this
+/// coordinator's own publisher), and advance the runs, succeeding those with every node
+/// done. Parallel arrays, one entry per (node_run, attempt), no duplicates: $1 node_runs,
+/// $2 attempts, $3 workers, $4 started_at, $5 finished_at, $6 outputs.
+/// Duplicates and stale attempts match no row and change nothing.
+/// Returns rows of three kinds:
+/// `done`  (module, run seconds, ready→start seconds),
+/// `ready` (outbox id, node_run, run, node id, module, params, attempt, timeout_ms),
+/// `run`   (run id, whether it just succeeded).
 pub const SUCCEEDED: &str = "
-WITH n AS (
-  UPDATE node_runs SET status = 'succeeded', worker_id = $3, started_at = $4, finished_at = $5, outputs = $6,
-                       error = NULL, heartbeat_at = NULL
-  WHERE id = $1 AND attempt = $2 AND status IN ('queued', 'running')
-  RETURNING id, run_id, attempt, module_key, successors
-), a AS (
+WITH input AS (
+  SELECT * FROM unnest($1::uuid[], $2::int4[], $3::text[], $4::timestamptz[], $5::timestamptz[], $6::jsonb[])
+         AS t(id, attempt, worker_id, started_at, finished_at, outputs)
+), done AS (
+  UPDATE node_runs n SET status = 'succeeded', worker_id = i.worker_id, started_at = i.started_at,
+         finished_at = i.finished_at, outputs = i.outputs, error = NULL, heartbeat_at = NULL
+  FROM input i
+  WHERE n.id = i.id AND n.attempt = i.attempt AND n.status IN ('queued', 'running')
+  RETURNING n.id, n.run_id, n.attempt, n.module_key, n.successors, n.queued_at, i.worker_id, i.started_at, i.finished_at
+), attempts AS (
   INSERT INTO node_attempts (node_run_id, attempt, status, worker_id, started_at, finished_at)
-  SELECT id, attempt, 'succeeded', $3, $4, $5 FROM n
+  SELECT id, attempt, 'succeeded', worker_id, started_at, finished_at FROM done
   ON CONFLICT (node_run_id, attempt) DO UPDATE
   SET status = 'succeeded', worker_id = EXCLUDED.worker_id, started_at = EXCLUDED.started_at, finished_at = EXCLUDED.finished_at
+), released AS (
+  UPDATE node_runs n SET unmet_deps = n.unmet_deps - c.cnt,
+         status = CASE WHEN n.unmet_deps = c.cnt THEN 'queued' ELSE n.status END,
+         queued_at = CASE WHEN n.unmet_deps = c.cnt THEN now() ELSE n.queued_at END
+  FROM (SELECT s AS id, count(*)::int4 AS cnt FROM done, unnest(done.successors) AS s GROUP BY s) c
+  WHERE n.id = c.id AND n.status = 'pending'
+  RETURNING n.id, n.run_id, n.node_id, n.module_key, n.params, n.attempt, n.timeout_ms, n.status
+), enqueued AS (
+  INSERT INTO outbox (node_run_id, attempt, routing_key, claimed_until)
+  SELECT id, attempt, module_key, now() + make_interval(secs => $7) FROM released WHERE status = 'queued'
+  ON CONFLICT (node_run_id, attempt) DO NOTHING
+  RETURNING id, node_run_id
+), progress AS (
+  UPDATE runs r SET nodes_done = r.nodes_done + d.cnt,
+         status = CASE WHEN r.status = 'running' AND r.nodes_done + d.cnt >= r.nodes_total THEN 'succeeded' ELSE r.status END,
+         finished_at = CASE WHEN r.status = 'running' AND r.nodes_done + d.cnt >= r.nodes_total THEN now() ELSE r.finished_at END
+  FROM (SELECT d.run_id, count(*)::int4 AS cnt, min(r0.status) AS before
+        FROM done d JOIN runs r0 ON r0.id = d.run_id GROUP BY d.run_id) d
+  WHERE r.id = d.run_id
+  RETURNING r.id, d.before = 'running' AND r.status = 'succeeded' AS just_succeeded
 )
-SELECT run_id, module_key, successors FROM n";
-
-/// Decrements the counters of successors; those reaching zero become queued.
-/// $1 successor ids. Returns the ones now queued.
-pub const RELEASE: &str = "
-UPDATE node_runs SET unmet_deps = unmet_deps - 1,
-       status = CASE WHEN unmet_deps = 1 THEN 'queued' ELSE status END,
-       queued_at = CASE WHEN unmet_deps = 1 THEN now() ELSE queued_at END
-WHERE id = ANY($1) AND status = 'pending'
-RETURNING id, run_id, node_id, module_key, params, attempt, timeout_ms, status = 'queued'";
-
-/// Counts $2 more finished nodes of run $1 and succeeds it when all are done.
-/// Returns the status before and after.
-pub const RUN_PROGRESS: &str = "
-UPDATE runs r SET nodes_done = r.nodes_done + $2,
-       status = CASE WHEN r.status = 'running' AND r.nodes_done + $2 >= r.nodes_total THEN 'succeeded' ELSE r.status END,
-       finished_at = CASE WHEN r.status = 'running' AND r.nodes_done + $2 >= r.nodes_total THEN now() ELSE r.finished_at END
-FROM (SELECT id, status FROM runs WHERE id = $1 FOR UPDATE) old
-WHERE r.id = old.id
-RETURNING old.status, r.status";
+SELECT 'done' AS kind, NULL::int8, NULL::uuid, NULL::uuid, NULL::text, module_key, NULL::jsonb, NULL::int4, NULL::int8,
+       extract(epoch FROM finished_at - started_at)::float8, extract(epoch FROM started_at - queued_at)::float8, NULL::bool
+FROM done
+UNION ALL
+SELECT 'ready', e.id, r.id, r.run_id, r.node_id, r.module_key, r.params, r.attempt, r.timeout_ms, NULL, NULL, NULL
+FROM enqueued e JOIN released r ON r.id = e.node_run_id
+UNION ALL
+SELECT 'run', NULL, id, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, just_succeeded FROM progress";
 
 /// Locks the runs of the node_runs $1, in id order. Every batch takes its run locks first and
 /// in the same order, so concurrent batches (several coordinators, the recovery sweeper)

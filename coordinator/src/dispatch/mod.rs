@@ -3,7 +3,7 @@
 //! Nothing is published here; the outbox publisher does that after the commit.
 
 use crate::db::{sql, DbError};
-use crate::outbox;
+use crate::outbox::{self, Ready, LEASE};
 use deadpool_postgres::Pool;
 use renderfleet_shared::graph::Plan;
 use renderfleet_shared::metrics as m;
@@ -13,9 +13,10 @@ use std::time::Duration;
 use uuid::Uuid;
 
 /// What [`create_run`] did.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug)]
 pub enum Created {
-    New(Uuid),
+    /// A new run, and its ready tasks for the publisher (leased to this coordinator).
+    New(Uuid, Vec<Ready>),
     /// The idempotency key was used before for the same request: that run.
     Existing(Uuid),
     /// The idempotency key was used before for a different request.
@@ -64,8 +65,8 @@ pub async fn create_run(pool: &Pool, plan: &Plan, graph: &Value, subject: &Value
         &[&run_id, &ids, &node_ids, &modules, &params, &successors, &max_attempts, &timeouts, &deps],
     )
     .await?;
-    outbox::enqueue(&tx, &ready, Duration::ZERO).await?;
+    let ready = outbox::enqueue(&tx, ready, Duration::ZERO, Some(LEASE)).await?;
     tx.commit().await?;
     metrics::counter!(m::RUNS_TOTAL, "status" => "created").increment(1);
-    Ok(Created::New(run_id))
+    Ok(Created::New(run_id, ready))
 }

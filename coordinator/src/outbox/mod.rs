@@ -1,8 +1,13 @@
-//! The transactional outbox: task messages are written in the same transaction as the state
-//! change that made a node ready ([`enqueue`]), and published afterwards by [`publish_loop`]
-//! with publisher confirms. A crash between commit and publish loses nothing: the row stays
-//! until a publisher marks it sent. A crash between publish and mark re-publishes it; the
-//! result consumer's idempotency makes that harmless.
+//! The transactional outbox: tasks are written in the same transaction as the state change
+//! that made a node ready ([`enqueue`]) and published afterwards with publisher confirms.
+//!
+//! Two paths publish. The hot path: the transaction that queued a task leases its outbox row
+//! to this coordinator ([`LEASE`]) and hands the task to [`publish_loop`] right after the
+//! commit, so a hop costs no extra claiming transaction. The safety net: due rows that are
+//! unleased (or whose lease ran out because their coordinator died) are claimed with
+//! `FOR UPDATE SKIP LOCKED` and published. A crash between commit and publish loses
+//! nothing; a crash between publish and mark re-publishes, which the result consumer's
+//! idempotency makes harmless.
 
 use crate::db::{sql, DbError};
 use deadpool_postgres::{Pool, Transaction};
@@ -10,26 +15,73 @@ use lapin::options::BasicPublishOptions;
 use lapin::{BasicProperties, Channel, Confirmation};
 use renderfleet_shared::config::OutboxConfig;
 use renderfleet_shared::metrics as m;
-use renderfleet_shared::wire::{self, TaskMessage, CONTENT_TYPE};
+use renderfleet_shared::wire::{self, TaskMessage, CONTENT_TYPE, WIRE_VERSION};
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
-use tokio::sync::Notify;
+use tokio::sync::{mpsc, Mutex, Notify};
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
-/// Writes task messages to the outbox inside `tx`; `delay` holds them back (retry backoff).
-pub async fn enqueue(tx: &Transaction<'_>, tasks: &[TaskMessage], delay: Duration) -> Result<(), DbError> {
+/// How long a row queued for the hot path is kept from the other publishers.
+pub const LEASE: Duration = Duration::from_secs(5);
+/// Longest wait for publisher confirms while rows are held.
+const CONFIRM_TIMEOUT: Duration = Duration::from_secs(30);
+/// A row the broker refused is tried again after this long, without holding back the others.
+const REFUSED_RETRY: Duration = Duration::from_secs(30);
+
+/// A task whose outbox row is written.
+#[derive(Debug, Clone)]
+pub struct Ready {
+    pub outbox_id: i64,
+    pub task: TaskMessage,
+}
+
+/// Tasks handed from a committed transaction to this coordinator's publisher.
+#[derive(Clone)]
+pub struct Hot {
+    tx: mpsc::Sender<Vec<Ready>>,
+    rx: Arc<Mutex<mpsc::Receiver<Vec<Ready>>>>,
+    /// Wakes the safety-net publisher (a retry with a delay, or a hand-off that failed).
+    pub kick: Arc<Notify>,
+}
+
+impl Default for Hot {
+    fn default() -> Self {
+        let (tx, rx) = mpsc::channel(4096);
+        Self { tx, rx: Arc::new(Mutex::new(rx)), kick: Arc::new(Notify::new()) }
+    }
+}
+
+impl Hot {
+    /// Hands `ready` to the publisher. Never waits: if the publisher is gone (broker down)
+    /// or swamped, the rows' leases run out and the safety net publishes them.
+    pub fn send(&self, ready: Vec<Ready>) {
+        if ready.is_empty() {
+            return;
+        }
+        if self.tx.try_send(ready).is_err() {
+            tracing::debug!("publisher busy or down; leased tasks go out when their lease ends");
+            self.kick.notify_one();
+        }
+    }
+}
+
+/// Writes tasks to the outbox inside `tx`; `delay` holds them back (retry backoff); with
+/// `lease`, the caller publishes them itself after the commit (see [`Hot::send`]).
+pub async fn enqueue(tx: &Transaction<'_>, tasks: Vec<TaskMessage>, delay: Duration, lease: Option<Duration>) -> Result<Vec<Ready>, DbError> {
     if tasks.is_empty() {
-        return Ok(());
+        return Ok(Vec::new());
     }
     let ids: Vec<Uuid> = tasks.iter().map(|t| t.node_run_id).collect();
     let attempts: Vec<i32> = tasks.iter().map(|t| t.attempt as i32).collect();
     let keys: Vec<&str> = tasks.iter().map(|t| t.module_key.as_str()).collect();
-    let payloads: Vec<Vec<u8>> = tasks.iter().map(wire::encode).collect();
     let delays: Vec<f64> = vec![delay.as_secs_f64(); tasks.len()];
+    let lease = lease.map(|l| l.as_secs_f64()).unwrap_or(0.0);
     let stmt = tx.prepare_cached(sql::ENQUEUE).await?;
-    tx.execute(&stmt, &[&ids, &attempts, &keys, &payloads, &delays]).await?;
-    Ok(())
+    let rows = tx.query(&stmt, &[&ids, &attempts, &keys, &delays, &lease]).await?;
+    let written: HashMap<Uuid, i64> = rows.iter().map(|r| (r.get(1), r.get(0))).collect();
+    Ok(tasks.into_iter().filter_map(|task| written.get(&task.node_run_id).map(|&outbox_id| Ready { outbox_id, task })).collect())
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -42,11 +94,6 @@ pub enum PublishError {
     ConfirmTimeout { count: usize },
 }
 
-/// Longest wait for publisher confirms while the batch's rows are locked.
-const CONFIRM_TIMEOUT: Duration = Duration::from_secs(30);
-/// A row the broker refused is tried again after this long, without holding back the others.
-const REFUSED_RETRY: Duration = Duration::from_secs(30);
-
 impl From<tokio_postgres::Error> for PublishError {
     fn from(e: tokio_postgres::Error) -> Self {
         PublishError::Db(e.into())
@@ -58,22 +105,23 @@ impl From<deadpool_postgres::PoolError> for PublishError {
     }
 }
 
-/// Publishes due rows until `cancel`; wakes on `kick` (a commit that enqueued), at the next
-/// `not_before`, or every `idle_poll` at the latest. Returns on a broker error so the
-/// supervisor can reconnect; database errors are retried here.
+/// Publishes until `cancel`: hot tasks as they come, due rows when kicked, at the next
+/// `not_before` or lease end, or every `idle_poll` at the latest. Returns on a broker error
+/// so the supervisor can reconnect; database errors are retried here.
 pub async fn publish_loop(
     pool: Pool,
     channel: Channel,
     exchange: String,
-    kick: Arc<Notify>,
+    hot: Hot,
     cfg: OutboxConfig,
     cancel: CancellationToken,
 ) -> Result<(), PublishError> {
+    let mut rx = hot.rx.lock().await;
     loop {
         if cancel.is_cancelled() {
             return Ok(());
         }
-        let wait = match publish_batch(&pool, &channel, &exchange, cfg.batch_size).await {
+        let wait = match publish_due(&pool, &channel, &exchange, cfg.batch_size).await {
             Ok(n) if n as i64 >= cfg.batch_size => continue,
             Ok(_) => next_due(&pool).await.unwrap_or(cfg.idle_poll).min(cfg.idle_poll),
             Err(PublishError::Db(e)) => {
@@ -82,12 +130,42 @@ pub async fn publish_loop(
             }
             Err(e) => return Err(e),
         };
-        tokio::select! {
-            _ = kick.notified() => {}
-            _ = tokio::time::sleep(wait) => {}
-            _ = cancel.cancelled() => return Ok(()),
+        let deadline = tokio::time::Instant::now() + wait;
+        loop {
+            tokio::select! {
+                Some(first) = rx.recv() => {
+                    let mut ready = first;
+                    while let Ok(more) = rx.try_recv() {
+                        ready.extend(more);
+                    }
+                    publish_hot(&pool, &channel, &exchange, ready).await?;
+                }
+                _ = hot.kick.notified() => break,
+                _ = tokio::time::sleep_until(deadline) => break,
+                _ = cancel.cancelled() => return Ok(()),
+            }
         }
     }
+}
+
+/// Publishes leased tasks, then marks them sent (or hands refused ones to the safety net).
+async fn publish_hot(pool: &Pool, channel: &Channel, exchange: &str, ready: Vec<Ready>) -> Result<(), PublishError> {
+    let (sent, refused) = publish(channel, exchange, &ready).await?;
+    // Marking is bookkeeping: if it fails, the lease runs out and the rows go out again,
+    // which the result consumer ignores.
+    let marked = async {
+        let client = pool.get().await?;
+        client.execute(sql::MARK_SENT, &[&sent]).await?;
+        if !refused.is_empty() {
+            client.execute(sql::DEFER, &[&refused, &REFUSED_RETRY.as_secs_f64()]).await?;
+        }
+        Ok::<_, PublishError>(())
+    };
+    if let Err(e) = marked.await {
+        tracing::warn!(error = %e, "published tasks could not be marked sent; they may go out twice");
+    }
+    metrics::counter!(m::OUTBOX_PUBLISHED_TOTAL).increment(sent.len() as u64);
+    Ok(())
 }
 
 async fn next_due(pool: &Pool) -> Option<Duration> {
@@ -97,8 +175,8 @@ async fn next_due(pool: &Pool) -> Option<Duration> {
     secs.map(|s| Duration::from_secs_f64(s.max(0.0)))
 }
 
-/// Claims, publishes and marks one batch; returns how many rows were published.
-async fn publish_batch(pool: &Pool, channel: &Channel, exchange: &str, limit: i64) -> Result<usize, PublishError> {
+/// Claims, publishes and marks one batch of due rows; returns how many were published.
+async fn publish_due(pool: &Pool, channel: &Channel, exchange: &str, limit: i64) -> Result<usize, PublishError> {
     let mut client = pool.get().await?;
     let tx = client.transaction().await?;
     let claim = tx.prepare_cached(sql::CLAIM_DUE).await?;
@@ -107,54 +185,71 @@ async fn publish_batch(pool: &Pool, channel: &Channel, exchange: &str, limit: i6
         metrics::gauge!(m::OUTBOX_LAG_SECONDS).set(0.0);
         return Ok(0);
     }
-    let lag: f64 = rows.iter().map(|r| r.get::<_, f64>(5)).fold(0.0, f64::max);
+    let lag: f64 = rows.iter().map(|r| r.get::<_, f64>(8)).fold(0.0, f64::max);
     metrics::gauge!(m::OUTBOX_LAG_SECONDS).set(lag);
-
-    let mut pending = Vec::with_capacity(rows.len());
-    for row in &rows {
-        let routing_key: &str = row.get(1);
-        let payload: &[u8] = row.get(2);
-        let node_run_id: Uuid = row.get(3);
-        let attempt: i32 = row.get(4);
-        let message_id = format!("{node_run_id}:{attempt}");
-        let props = BasicProperties::default()
-            .with_delivery_mode(2)
-            .with_content_type(CONTENT_TYPE.into())
-            .with_message_id(message_id.clone().into());
-        let confirm = channel
-            .basic_publish(exchange.into(), routing_key.into(), BasicPublishOptions { mandatory: true, immediate: false }, payload, props)
-            .await?;
-        pending.push((row.get::<_, i64>(0), confirm, message_id, routing_key.to_string()));
-    }
-    let mut sent = Vec::with_capacity(rows.len());
-    let mut refused = Vec::new();
-    let confirms = futures_util::future::join_all(pending.into_iter().map(|(id, confirm, message_id, module)| async move {
-        (id, confirm.await, message_id, module)
-    }));
-    let confirmed = tokio::time::timeout(CONFIRM_TIMEOUT, confirms).await.map_err(|_| PublishError::ConfirmTimeout { count: rows.len() })?;
-    for (id, confirmation, message_id, module) in confirmed {
-        match confirmation? {
-            Confirmation::Ack(None) | Confirmation::NotRequested => {
-                metrics::counter!(m::NODE_TASKS_TOTAL, "module" => module, "status" => "dispatched").increment(1);
-                sent.push(id);
-            }
-            Confirmation::Ack(Some(_)) => {
-                tracing::error!(%message_id, %module, "task unroutable: no queue is bound for module `{module}`; retrying in {REFUSED_RETRY:?}");
-                refused.push(id);
-            }
-            Confirmation::Nack(_) => {
-                tracing::error!(%message_id, "the broker refused the task (nack); retrying in {REFUSED_RETRY:?}");
-                refused.push(id);
-            }
-        }
-    }
+    let ready: Vec<Ready> = rows
+        .iter()
+        .map(|r| Ready {
+            outbox_id: r.get(0),
+            task: TaskMessage {
+                v: WIRE_VERSION,
+                node_run_id: r.get(1),
+                run_id: r.get(2),
+                node_id: r.get(3),
+                module_key: r.get(4),
+                params: r.get(5),
+                attempt: r.get::<_, i32>(6) as u32,
+                timeout_ms: r.get::<_, i64>(7) as u64,
+            },
+        })
+        .collect();
+    let (sent, refused) = publish(channel, exchange, &ready).await?;
     let mark = tx.prepare_cached(sql::MARK_SENT).await?;
     tx.execute(&mark, &[&sent]).await?;
     if !refused.is_empty() {
         tx.execute(sql::DEFER, &[&refused, &REFUSED_RETRY.as_secs_f64()]).await?;
     }
     tx.commit().await?;
-    let ids = sent;
-    metrics::counter!(m::OUTBOX_PUBLISHED_TOTAL).increment(ids.len() as u64);
-    Ok(ids.len())
+    metrics::counter!(m::OUTBOX_PUBLISHED_TOTAL).increment(sent.len() as u64);
+    Ok(sent.len())
+}
+
+/// Publishes tasks (persistent, mandatory) and waits for every confirm. Returns the outbox
+/// ids the broker took and those it refused (nack, or unroutable: no queue for the module).
+async fn publish(channel: &Channel, exchange: &str, ready: &[Ready]) -> Result<(Vec<i64>, Vec<i64>), PublishError> {
+    let mut pending = Vec::with_capacity(ready.len());
+    for r in ready {
+        let payload = wire::encode(&r.task);
+        let props = BasicProperties::default()
+            .with_delivery_mode(2)
+            .with_content_type(CONTENT_TYPE.into())
+            .with_message_id(r.task.message_id().into());
+        let confirm = channel
+            .basic_publish(exchange.into(), r.task.module_key.as_str().into(), BasicPublishOptions { mandatory: true, immediate: false }, &payload, props)
+            .await?;
+        pending.push(confirm);
+    }
+    let confirmed = tokio::time::timeout(CONFIRM_TIMEOUT, futures_util::future::join_all(pending))
+        .await
+        .map_err(|_| PublishError::ConfirmTimeout { count: ready.len() })?;
+    let mut sent = Vec::with_capacity(ready.len());
+    let mut refused = Vec::new();
+    for (r, confirmation) in ready.iter().zip(confirmed) {
+        let module = r.task.module_key.clone();
+        match confirmation? {
+            Confirmation::Ack(None) | Confirmation::NotRequested => {
+                metrics::counter!(m::NODE_TASKS_TOTAL, "module" => module, "status" => "dispatched").increment(1);
+                sent.push(r.outbox_id);
+            }
+            Confirmation::Ack(Some(_)) => {
+                tracing::error!(message_id = %r.task.message_id(), %module, "task unroutable: no queue is bound for module `{module}`; retrying in {REFUSED_RETRY:?}");
+                refused.push(r.outbox_id);
+            }
+            Confirmation::Nack(_) => {
+                tracing::error!(message_id = %r.task.message_id(), "the broker refused the task (nack); retrying in {REFUSED_RETRY:?}");
+                refused.push(r.outbox_id);
+            }
+        }
+    }
+    Ok((sent, refused))
 }

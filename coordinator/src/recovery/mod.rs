@@ -79,8 +79,8 @@ pub async fn sweep(state: &AppState) -> Result<usize, DbError> {
     }
     let fx = apply::apply(&tx, &lost, state.policy()).await?;
     tx.commit().await?;
-    if fx.enqueued > 0 {
-        state.kick.notify_one();
+    if fx.delayed > 0 {
+        state.hot.kick.notify_one();
     }
     record_effects(&fx);
     Ok(fx.lost.len())

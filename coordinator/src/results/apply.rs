@@ -1,25 +1,28 @@
 //! Applies result messages to PostgreSQL inside one transaction. Every change is keyed on
 //! `(node_run_id, attempt)` and guarded by the node's status, so a duplicate or a stale
 //! attempt's result changes nothing: this is where exactly-once effects come from.
+//!
+//! The common case, a successful attempt, is applied for the whole batch in one statement
+//! ([`sql::SUCCEEDED`]); starts, failures and heartbeats are rarer and go one by one.
 
 use crate::db::{sql, DbError};
-use crate::outbox;
+use crate::outbox::{self, Ready, LEASE};
 use chrono::{DateTime, Utc};
 use deadpool_postgres::Transaction;
 use renderfleet_shared::config::RetryConfig;
 use renderfleet_shared::wire::{ErrorKind, Finished, Outcome, ResultBody, Started, TaskError, TaskMessage, WorkerHeartbeat, WIRE_VERSION};
 use serde_json::{json, Value};
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashSet};
 use std::time::Duration;
-use tokio_postgres::Row;
 use uuid::Uuid;
 
-/// What a batch did, for metrics and logs after the commit.
+/// What a batch did, for metrics and the publisher after the commit.
 #[derive(Debug, Default)]
 pub struct Effects {
-    pub started: Vec<(String, Option<f64>)>,
-    /// (module, run seconds)
-    pub succeeded: Vec<(String, Option<f64>)>,
+    /// Modules of attempts reported started.
+    pub started: Vec<String>,
+    /// (module, run seconds, ready → start seconds)
+    pub succeeded: Vec<(String, Option<f64>, Option<f64>)>,
     pub retried: Vec<String>,
     pub failed: Vec<String>,
     pub lost: Vec<String>,
@@ -27,8 +30,10 @@ pub struct Effects {
     pub runs_succeeded: u64,
     pub runs_failed: u64,
     pub ignored: u64,
-    /// Task messages written to the outbox.
-    pub enqueued: usize,
+    /// Tasks queued by this batch, leased to this coordinator's publisher.
+    pub ready: Vec<Ready>,
+    /// Tasks queued for later (retry backoff): the safety-net publisher must look again.
+    pub delayed: usize,
 }
 
 /// How failures are handled.
@@ -39,15 +44,33 @@ pub struct Policy<'a> {
     pub heartbeat_timeout: Duration,
 }
 
-/// Applies `messages` inside `tx`: starts and finishes in order, then the latest heartbeat
-/// of each worker (a later one supersedes an earlier one).
+/// Applies `messages` inside `tx`: starts, then every success at once, then failures, then
+/// the latest heartbeat of each worker (a later one supersedes an earlier one).
 pub async fn apply(tx: &Transaction<'_>, messages: &[ResultBody], policy: Policy<'_>) -> Result<Effects, DbError> {
     let mut touched: Vec<Uuid> = Vec::with_capacity(messages.len());
     let mut heartbeats: BTreeMap<&str, &WorkerHeartbeat> = BTreeMap::new();
+    let mut successes: Vec<&Finished> = Vec::new();
+    let mut failures: Vec<(&Finished, &TaskError)> = Vec::new();
+    let mut starts: Vec<&Started> = Vec::new();
+    let mut seen: HashSet<(Uuid, u32)> = HashSet::new();
+    let mut fx = Effects::default();
     for msg in messages {
         match msg {
-            ResultBody::Started(s) => touched.push(s.node_run_id),
-            ResultBody::Finished(f) => touched.push(f.node_run_id),
+            ResultBody::Started(s) => {
+                touched.push(s.node_run_id);
+                starts.push(s);
+            }
+            ResultBody::Finished(f) => {
+                touched.push(f.node_run_id);
+                if !seen.insert((f.node_run_id, f.attempt)) {
+                    fx.ignored += 1; // the same attempt's end twice in one batch
+                    continue;
+                }
+                match &f.outcome {
+                    Outcome::Succeeded { .. } => successes.push(f),
+                    Outcome::Failed { error } => failures.push((f, error)),
+                }
+            }
             ResultBody::Heartbeat(h) => {
                 touched.extend(h.running.iter().map(|t| t.node_run_id));
                 heartbeats.insert(h.worker_id.as_str(), h);
@@ -57,23 +80,16 @@ pub async fn apply(tx: &Transaction<'_>, messages: &[ResultBody], policy: Policy
     let stmt = tx.prepare_cached(sql::LOCK_RUNS).await?;
     tx.query(&stmt, &[&touched]).await?;
 
-    let mut fx = Effects::default();
-    let mut ready = Vec::new();
-    for msg in messages {
-        match msg {
-            ResultBody::Started(s) => started(tx, s, &mut fx).await?,
-            ResultBody::Heartbeat(_) => {}
-            ResultBody::Finished(f) => match &f.outcome {
-                Outcome::Succeeded { outputs } => succeeded(tx, f, outputs, &mut ready, &mut fx).await?,
-                Outcome::Failed { error } => failed(tx, f, error, policy, &mut fx).await?,
-            },
-        }
+    for s in starts {
+        started(tx, s, &mut fx).await?;
+    }
+    succeeded(tx, &successes, &mut fx).await?;
+    for (f, error) in failures {
+        failed(tx, f, error, policy, &mut fx).await?;
     }
     for h in heartbeats.values() {
         heartbeat(tx, h).await?;
     }
-    outbox::enqueue(tx, &ready, Duration::ZERO).await?;
-    fx.enqueued += ready.len();
     Ok(fx)
 }
 
@@ -85,7 +101,7 @@ async fn started(tx: &Transaction<'_>, s: &Started, fx: &mut Effects) -> Result<
     let stmt = tx.prepare_cached(sql::STARTED).await?;
     let attempt = s.attempt as i32;
     match tx.query_opt(&stmt, &[&s.node_run_id, &attempt, &s.worker_id, &ts(s.at_us)]).await? {
-        Some(row) => fx.started.push((row.get(0), row.get(1))),
+        Some(row) => fx.started.push(row.get(0)),
         None => fx.ignored += 1,
     }
     Ok(())
@@ -105,55 +121,50 @@ async fn heartbeat(tx: &Transaction<'_>, h: &WorkerHeartbeat) -> Result<(), DbEr
     Ok(())
 }
 
-fn task_from_row(row: &Row) -> TaskMessage {
-    // Columns: id, run_id, node_id, module_key, params, attempt, timeout_ms
-    TaskMessage {
-        v: WIRE_VERSION,
-        node_run_id: row.get(0),
-        run_id: row.get(1),
-        node_id: row.get(2),
-        module_key: row.get(3),
-        params: row.get(4),
-        attempt: row.get::<_, i32>(5) as u32,
-        timeout_ms: row.get::<_, i64>(6) as u64,
-    }
-}
-
-async fn succeeded(
-    tx: &Transaction<'_>,
-    f: &Finished,
-    outputs: &Value,
-    ready: &mut Vec<TaskMessage>,
-    fx: &mut Effects,
-) -> Result<(), DbError> {
-    let stmt = tx.prepare_cached(sql::SUCCEEDED).await?;
-    let attempt = f.attempt as i32;
-    let Some(row) = tx
-        .query_opt(&stmt, &[&f.node_run_id, &attempt, &f.worker_id, &ts(f.started_at_us), &ts(f.finished_at_us), outputs])
-        .await?
-    else {
-        fx.ignored += 1;
+/// Every success of the batch in one statement; see [`sql::SUCCEEDED`].
+async fn succeeded(tx: &Transaction<'_>, done: &[&Finished], fx: &mut Effects) -> Result<(), DbError> {
+    if done.is_empty() {
         return Ok(());
-    };
-    let run_id: Uuid = row.get(0);
-    let module: String = row.get(1);
-    let successors: Vec<Uuid> = row.get(2);
-    fx.succeeded.push((module, Some((f.finished_at_us - f.started_at_us).max(0) as f64 / 1e6)));
-    if !successors.is_empty() {
-        let stmt = tx.prepare_cached(sql::RELEASE).await?;
-        for row in tx.query(&stmt, &[&successors]).await? {
-            if row.get::<_, bool>(7) {
-                ready.push(task_from_row(&row));
+    }
+    let ids: Vec<Uuid> = done.iter().map(|f| f.node_run_id).collect();
+    let attempts: Vec<i32> = done.iter().map(|f| f.attempt as i32).collect();
+    let workers: Vec<&str> = done.iter().map(|f| f.worker_id.as_str()).collect();
+    let started: Vec<DateTime<Utc>> = done.iter().map(|f| ts(f.started_at_us)).collect();
+    let finished: Vec<DateTime<Utc>> = done.iter().map(|f| ts(f.finished_at_us)).collect();
+    let outputs: Vec<&Value> = done
+        .iter()
+        .map(|f| match &f.outcome {
+            Outcome::Succeeded { outputs } => outputs,
+            Outcome::Failed { .. } => unreachable!("only successes are passed here"),
+        })
+        .collect();
+    let lease = LEASE.as_secs_f64();
+    let stmt = tx.prepare_cached(sql::SUCCEEDED).await?;
+    let rows = tx.query(&stmt, &[&ids, &attempts, &workers, &started, &finished, &outputs, &lease]).await?;
+    let mut applied = 0;
+    for r in rows {
+        match r.get::<_, &str>(0) {
+            "done" => {
+                applied += 1;
+                fx.succeeded.push((r.get(5), r.get(9), r.get(10)));
             }
+            "ready" => fx.ready.push(Ready {
+                outbox_id: r.get(1),
+                task: TaskMessage {
+                    v: WIRE_VERSION,
+                    node_run_id: r.get(2),
+                    run_id: r.get(3),
+                    node_id: r.get(4),
+                    module_key: r.get(5),
+                    params: r.get(6),
+                    attempt: r.get::<_, i32>(7) as u32,
+                    timeout_ms: r.get::<_, i64>(8) as u64,
+                },
+            }),
+            _ => fx.runs_succeeded += u64::from(r.get::<_, bool>(11)),
         }
     }
-    let stmt = tx.prepare_cached(sql::RUN_PROGRESS).await?;
-    if let Some(row) = tx.query_opt(&stmt, &[&run_id, &1i32]).await? {
-        let (before, after): (String, String) = (row.get(0), row.get(1));
-        if before == "running" && after == "succeeded" {
-            fx.runs_succeeded += 1;
-        }
-    }
+    fx.ignored += (done.len() - applied) as u64;
     Ok(())
 }
 
@@ -204,8 +215,17 @@ async fn failed(tx: &Transaction<'_>, f: &Finished, error: &TaskError, policy: P
         let delay = policy.retry.delay(f.attempt);
         let stmt = tx.prepare_cached(sql::RETRY).await?;
         let row = tx.query_one(&stmt, &[&f.node_run_id, &err, &error.log_tail, &delay.as_secs_f64()]).await?;
-        outbox::enqueue(tx, &[task_from_row(&row)], delay).await?;
-        fx.enqueued += 1;
+        let task = TaskMessage {
+            v: WIRE_VERSION,
+            node_run_id: row.get(0),
+            run_id: row.get(1),
+            node_id: row.get(2),
+            module_key: row.get(3),
+            params: row.get(4),
+            attempt: row.get::<_, i32>(5) as u32,
+            timeout_ms: row.get::<_, i64>(6) as u64,
+        };
+        fx.delayed += outbox::enqueue(tx, vec![task], delay, None).await?.len();
         fx.retried.push(module);
         return Ok(());
     }

@@ -70,7 +70,7 @@ pub async fn consume_loop(
             None => return Ok(()), // cancelled: unacked results are redelivered
             Some(Ok(fx)) => {
                 ack_all(&good).await?;
-                finish(&state, &fx, bodies.len());
+                finish(&state, fx, bodies.len());
             }
             // One result the database refuses (say, a NUL byte in its text) must not hold back
             // the others: apply them one by one and dead-letter the refused ones.
@@ -81,7 +81,7 @@ pub async fn consume_loop(
                         None => return Ok(()),
                         Some(Ok(fx)) => {
                             d.acker.ack(BasicAckOptions::default()).await?;
-                            finish(&state, &fx, 1);
+                            finish(&state, fx, 1);
                         }
                         Some(Err(e)) => dead_letter(&dead_channel, &dead_exchange, &d, &format!("result refused by the database: {e}"), "coordinator").await?,
                     }
@@ -91,11 +91,12 @@ pub async fn consume_loop(
     }
 }
 
-fn finish(state: &AppState, fx: &Effects, batch: usize) {
-    if fx.enqueued > 0 {
-        state.kick.notify_one();
+fn finish(state: &AppState, fx: Effects, batch: usize) {
+    record(&fx, batch);
+    if fx.delayed > 0 {
+        state.hot.kick.notify_one();
     }
-    record(fx, batch);
+    state.hot.send(fx.ready);
 }
 
 /// Runs the batch's transaction until it commits; database outages are waited out (the
@@ -145,16 +146,16 @@ fn record(fx: &Effects, batch: usize) {
 
 /// Node and run counters and histograms for what a committed batch did.
 pub fn record_effects(fx: &Effects) {
-    for (module, wait) in &fx.started {
+    for module in &fx.started {
         metrics::counter!(m::NODE_TASKS_TOTAL, "module" => module.clone(), "status" => "started").increment(1);
-        if let Some(w) = wait {
-            metrics::histogram!(m::DISPATCH_LATENCY_SECONDS, "module" => module.clone()).record(w.max(0.0));
-        }
     }
-    for (module, secs) in &fx.succeeded {
+    for (module, ran, waited) in &fx.succeeded {
         metrics::counter!(m::NODE_TASKS_TOTAL, "module" => module.clone(), "status" => "succeeded").increment(1);
-        if let Some(s) = secs {
-            metrics::histogram!(m::NODE_DURATION_SECONDS, "module" => module.clone()).record(*s);
+        if let Some(s) = ran {
+            metrics::histogram!(m::NODE_DURATION_SECONDS, "module" => module.clone()).record(s.max(0.0));
+        }
+        if let Some(w) = waited {
+            metrics::histogram!(m::DISPATCH_LATENCY_SECONDS, "module" => module.clone()).record(w.max(0.0));
         }
     }
     for (list, status) in [(&fx.retried, "retried"), (&fx.failed, "failed"), (&fx.lost, "lost")] {

@@ -220,13 +220,23 @@ async fn handle(worker: Arc<Worker>, completer: Completer, running: Running, d: 
     );
     metrics::gauge!(m::WORKER_BUSY_SLOTS).increment(1.0);
     let started_at_us = now_us();
-    let started = Started { node_run_id: task.node_run_id, attempt: task.attempt, worker_id: worker.id.clone(), at_us: started_at_us };
-    if let Err(e) = completer.publish_unconfirmed(ResultBody::Started(started)).await {
-        tracing::warn!(parent: &span, error = %e, "start not reported");
-    }
-
     let clock = Instant::now();
-    let executed = execute(module.as_ref(), &task, &cancel, || *reason.lock().expect("reason")).await;
+    let run = execute(module.as_ref(), &task, &cancel, || *reason.lock().expect("reason"));
+    tokio::pin!(run);
+    // Short tasks report only their end (which carries the start time): a start message
+    // would cost the coordinator a transaction per task for a state nobody would see.
+    let report_start = async {
+        tokio::time::sleep(worker.config.report_start_after).await;
+        let started = Started { node_run_id: task.node_run_id, attempt: task.attempt, worker_id: worker.id.clone(), at_us: started_at_us };
+        if let Err(e) = completer.publish_unconfirmed(ResultBody::Started(started)).await {
+            tracing::warn!(parent: &span, error = %e, "start not reported");
+        }
+    };
+    let executed = tokio::select! {
+        biased;
+        done = &mut run => done,
+        _ = report_start => run.await,
+    };
     let secs = clock.elapsed().as_secs_f64();
     running.lock().expect("running map").remove(&task.node_run_id);
     metrics::gauge!(m::WORKER_BUSY_SLOTS).decrement(1.0);
