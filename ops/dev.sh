@@ -6,6 +6,7 @@
 #                         then stop what this script started.
 #   ops/dev.sh test       make sure the services are up, build, run the whole test suite.
 #   ops/dev.sh services   only install and start PostgreSQL and RabbitMQ.
+#   ops/dev.sh bench      the orchestration benchmark (release build; Celery in a local venv).
 #
 # Works on a fresh Debian or Ubuntu machine as root (or with sudo). Services that were
 # already running are left as they were.
@@ -87,6 +88,10 @@ ensure_build_tools() {
   command -v pg_isready >/dev/null || apt_install postgresql-client
 }
 
+ensure_python_venv() {
+  python3 -c 'import venv, ensurepip' 2>/dev/null || apt_install python3-venv
+}
+
 services() {
   ensure_build_tools
   ensure_postgres
@@ -150,6 +155,9 @@ run_tests() {
   ensure_rust
   log "building"
   cargo build --workspace --bins --tests
+  log "benchmark smoke run (every row produced; figures from a debug build mean nothing)"
+  ensure_python_venv
+  target/debug/bench --quick --out target/bench/smoke.json
   log "running the test suite"
   cargo test --workspace -- --test-threads="${RENDERFLEET_TEST_THREADS:-3}"
 }
@@ -159,6 +167,13 @@ command -v curl >/dev/null || apt_install curl ca-certificates
 case "${1:-}" in
   demo) demo ;;
   test) run_tests ;;
+  bench)
+    services
+    ensure_rust
+    ensure_python_venv
+    cargo build --release --bins
+    target/release/bench "${@:2}"
+    ;;
   services) services ;;
-  *) sed -n '2,12p' "$0" | sed 's/^# \{0,1\}//'; exit 2 ;;
+  *) sed -n '2,13p' "$0" | sed 's/^# \{0,1\}//'; exit 2 ;;
 esac
