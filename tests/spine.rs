@@ -54,6 +54,12 @@ async fn diamond_runs_in_dependency_order() {
     assert!(time(&d["started_at"]) >= both_done, "d started before b and c finished: {run:#}");
     assert!(time(&d["queued_at"]) >= time(&b["finished_at"]), "d was queued before b finished");
 
+    // The cheap view for progress polls leaves the nodes out.
+    let summary: Value = w.http.get(format!("{}/v1/runs/{id}?nodes=false", c.url)).send().await.unwrap().json().await.unwrap();
+    assert_eq!(summary["status"], "succeeded");
+    assert_eq!(summary["nodes_done"], 4);
+    assert_eq!(summary["nodes"], json!([]));
+
     // The CLI reads the same run.
     let out = renderfleet_tests::renderctl(&["--coordinator", &c.url, "runs", "show", &id.to_string()]);
     assert!(out.status.success(), "{out:?}");

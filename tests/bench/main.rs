@@ -206,7 +206,11 @@ fn table(limits: &limits::Limits, ours: &system::Ours, celery: Option<&peer::Cel
     for (shape, nodes, per_node_ms) in &ours.scaling {
         rows.push(Row {
             group: "scaling",
-            name: format!("{shape} of {nodes} nodes: wall time per node"),
+            name: if shape == "chain" {
+                format!("chain of {nodes} nodes: median hop (scheduling cost per node)")
+            } else {
+                format!("wide graph of {nodes} nodes: fan-out body time per parallel node")
+            },
             value: *per_node_ms,
             unit: "ms/node",
             vs_celery: None,

@@ -67,8 +67,8 @@ pub(crate) async fn measure(sizes: Sizes) -> anyhow::Result<Ours> {
             let mut costs = Vec::new();
             for _ in 0..sizes.repeats {
                 let (world, coord, run) = run_graph(graph.clone(), 2).await;
-                let nodes = graph["nodes"].as_array().unwrap().len();
-                costs.push(run_seconds(&world, &coord, run).await * 1e3 / nodes as f64);
+                let run = world.get_run(&coord, run).await;
+                costs.push(if shape == "chain" { median(hop_latencies(&run)) } else { fan_out_ms_per_node(&run) });
             }
             eprintln!("bench:   {shape} {n}: {:.3} ms/node", median(costs.clone()));
             scaling.push((shape.to_string(), n, median(costs)));
@@ -128,6 +128,21 @@ async fn run_graph(graph: Value, workers: usize) -> (World, Coord, Uuid) {
     let done = w.wait_run(&c, run, LONG).await;
     assert_eq!(done["status"], "succeeded", "bench run failed: {done}");
     (w, c, run)
+}
+
+/// source finished → sink started, per parallel node, in ms: the scheduling cost of the
+/// graph's body without the run's fixed set-up (creation, first and last hop).
+fn fan_out_ms_per_node(run: &Value) -> f64 {
+    let time = |id: &str, field: &str| {
+        bench_node(run, id)[field].as_str().and_then(|s| s.parse::<chrono::DateTime<chrono::Utc>>().ok()).expect("timestamp")
+    };
+    let body = time("sink", "started_at") - time("source", "finished_at");
+    let parallel = run["nodes"].as_array().map(|n| n.len() - 2).unwrap_or(1).max(1);
+    body.num_microseconds().unwrap_or(0) as f64 / 1e3 / parallel as f64
+}
+
+fn bench_node<'a>(run: &'a Value, id: &str) -> &'a Value {
+    renderfleet_tests::node(run, id).unwrap_or_else(|| panic!("no node {id}"))
 }
 
 /// Run created → run finished (coordinator clock), in seconds.

@@ -258,13 +258,16 @@ impl World {
         resp.json().await.unwrap()
     }
 
-    /// Waits until the run is no longer `running` and returns it.
+    /// Waits until the run is no longer `running` and returns it (polling the cheap
+    /// `?nodes=false` view, then reading the whole run once).
     pub async fn wait_run(&self, coord: &Coord, id: Uuid, timeout: Duration) -> Value {
         wait_until(&format!("run {id} to finish"), timeout, || async move {
-            let run = self.get_run(coord, id).await;
-            (run["status"] != "running").then_some(run)
+            let resp = self.http.get(format!("{}/v1/runs/{id}?nodes=false", coord.url)).send().await.ok()?;
+            let run: Value = resp.json().await.ok()?;
+            (run["status"] != "running").then_some(())
         })
-        .await
+        .await;
+        self.get_run(coord, id).await
     }
 
     /// Waits until node `node_id` of the run has `status`, and returns the node.

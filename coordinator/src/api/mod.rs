@@ -4,7 +4,7 @@
 use crate::db::{sql, DbError};
 use crate::{dispatch, AppState};
 use axum::body::Bytes;
-use axum::extract::{DefaultBodyLimit, Path, State};
+use axum::extract::{DefaultBodyLimit, Path, Query, State};
 use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
@@ -192,7 +192,19 @@ struct AttemptView {
     error: Option<Value>,
 }
 
-async fn get_run(State(state): State<AppState>, Path(id): Path<String>) -> Result<Json<RunView>, ApiError> {
+/// `GET /v1/runs/{id}` query.
+#[derive(Debug, Deserialize)]
+struct RunQuery {
+    /// `false` leaves out the nodes (and edges): what a progress poll of a big run needs.
+    #[serde(default = "yes")]
+    nodes: bool,
+}
+
+fn yes() -> bool {
+    true
+}
+
+async fn get_run(State(state): State<AppState>, Path(id): Path<String>, Query(q): Query<RunQuery>) -> Result<Json<RunView>, ApiError> {
     let id: Uuid = id.parse().map_err(|_| {
         ApiError::new(StatusCode::BAD_REQUEST, "invalid_id", format!("`{id}` is not a run id; run ids are UUIDs as returned by POST /v1/runs"))
     })?;
@@ -201,6 +213,9 @@ async fn get_run(State(state): State<AppState>, Path(id): Path<String>) -> Resul
         .query_opt(sql::GET_RUN, &[&id])
         .await?
         .ok_or_else(|| ApiError::new(StatusCode::NOT_FOUND, "run_not_found", format!("no run {id}; check the id (`renderctl runs show ID`)")))?;
+    if !q.nodes {
+        return Ok(Json(run_view(&run, Value::Array(vec![]), Vec::new())));
+    }
     let mut attempts: HashMap<Uuid, Vec<AttemptView>> = HashMap::new();
     for r in client.query(sql::GET_ATTEMPTS, &[&id]).await? {
         attempts.entry(r.get(0)).or_default().push(AttemptView {
@@ -238,20 +253,25 @@ async fn get_run(State(state): State<AppState>, Path(id): Path<String>) -> Resul
         })
         .collect();
     let graph: Value = run.get(5);
-    Ok(Json(RunView {
+    let edges = graph.get("edges").cloned().unwrap_or(Value::Array(vec![]));
+    Ok(Json(run_view(&run, edges, nodes)))
+}
+
+fn run_view(run: &tokio_postgres::Row, edges: Value, nodes: Vec<NodeView>) -> RunView {
+    RunView {
         id: run.get(0),
         pipeline: run.get(1),
         role: run.get(2),
         status: run.get(3),
         subject: run.get(4),
-        edges: graph.get("edges").cloned().unwrap_or(Value::Array(vec![])),
+        edges,
         nodes_total: run.get(6),
         nodes_done: run.get(7),
         error: run.get(8),
         created_at: run.get(9),
         finished_at: run.get(10),
         nodes,
-    }))
+    }
 }
 
 async fn readyz(State(state): State<AppState>) -> Response {

@@ -127,7 +127,7 @@ async fn wait_for(http: &reqwest::Client, base: &str, id: &str, timeout: Duratio
     let deadline = Instant::now() + timeout;
     let mut last = String::new();
     loop {
-        let run = send(http.get(format!("{base}/v1/runs/{id}")), base).await?;
+        let run = send(http.get(format!("{base}/v1/runs/{id}?nodes=false")), base).await?;
         let status = run["status"].as_str().unwrap_or("?").to_string();
         let progress = format!("{status}: {}/{} nodes done", run["nodes_done"], run["nodes_total"]);
         if progress != last {
@@ -137,7 +137,7 @@ async fn wait_for(http: &reqwest::Client, base: &str, id: &str, timeout: Duratio
         }
         if status != "running" {
             eprintln!();
-            return Ok(run);
+            return send(http.get(format!("{base}/v1/runs/{id}")), base).await;
         }
         if Instant::now() > deadline {
             bail!("run {id} still running after {}; see `renderctl runs show {id}`", humantime::format_duration(timeout));
