@@ -43,6 +43,13 @@ ORDER BY o.not_before, o.id LIMIT $1 FOR UPDATE OF o SKIP LOCKED";
 /// $1 ids.
 pub const MARK_SENT: &str = "UPDATE outbox SET sent_at = now() WHERE id = ANY($1)";
 
+/// [`MARK_SENT`] for the hot path, committed asynchronously: losing it in a database crash
+/// only re-publishes the rows when their lease ends, which the result consumer ignores, and
+/// it keeps this bookkeeping commit from queueing behind the hop transactions' WAL flushes.
+pub const MARK_SENT_LAZY: &str = "
+WITH lazy AS (SELECT set_config('synchronous_commit', 'off', true))
+UPDATE outbox SET sent_at = now() FROM lazy WHERE id = ANY($1)";
+
 /// Holds rows $1 back for $2 seconds and drops their lease (the broker refused them).
 pub const DEFER: &str = "UPDATE outbox SET not_before = now() + make_interval(secs => $2), claimed_until = NULL WHERE id = ANY($1)";
 

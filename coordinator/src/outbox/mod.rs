@@ -117,6 +117,7 @@ pub async fn publish_loop(
     cancel: CancellationToken,
 ) -> Result<(), PublishError> {
     let mut rx = hot.rx.lock().await;
+    let mut marks = Marks::default();
     loop {
         if cancel.is_cancelled() {
             return Ok(());
@@ -132,40 +133,84 @@ pub async fn publish_loop(
         };
         let deadline = tokio::time::Instant::now() + wait;
         loop {
+            let flush_at = marks.flush_at();
             tokio::select! {
                 Some(first) = rx.recv() => {
                     let mut ready = first;
                     while let Ok(more) = rx.try_recv() {
                         ready.extend(more);
                     }
-                    publish_hot(&pool, &channel, &exchange, ready).await?;
+                    let (sent, refused) = publish(&channel, &exchange, &ready).await?;
+                    metrics::counter!(m::OUTBOX_PUBLISHED_TOTAL).increment(sent.len() as u64);
+                    marks.add(sent, refused);
+                    if marks.full() {
+                        marks.flush(&pool).await;
+                    }
                 }
+                _ = tokio::time::sleep_until(flush_at), if !marks.is_empty() => marks.flush(&pool).await,
                 _ = hot.kick.notified() => break,
                 _ = tokio::time::sleep_until(deadline) => break,
-                _ = cancel.cancelled() => return Ok(()),
+                _ = cancel.cancelled() => {
+                    marks.flush(&pool).await;
+                    return Ok(());
+                }
             }
         }
+        marks.flush(&pool).await;
     }
 }
 
-/// Publishes leased tasks, then marks them sent (or hands refused ones to the safety net).
-async fn publish_hot(pool: &Pool, channel: &Channel, exchange: &str, ready: Vec<Ready>) -> Result<(), PublishError> {
-    let (sent, refused) = publish(channel, exchange, &ready).await?;
-    // Marking is bookkeeping: if it fails, the lease runs out and the rows go out again,
-    // which the result consumer ignores.
-    let marked = async {
-        let client = pool.get().await?;
-        client.execute(sql::MARK_SENT, &[&sent]).await?;
-        if !refused.is_empty() {
-            client.execute(sql::DEFER, &[&refused, &REFUSED_RETRY.as_secs_f64()]).await?;
-        }
-        Ok::<_, PublishError>(())
-    };
-    if let Err(e) = marked.await {
-        tracing::warn!(error = %e, "published tasks could not be marked sent; they may go out twice");
+/// Hot-path rows published but not yet marked sent. Marking is bookkeeping, batched off
+/// the hop's critical path: if it is lost, the lease runs out and the rows go out again,
+/// which the result consumer ignores.
+#[derive(Default)]
+struct Marks {
+    sent: Vec<i64>,
+    refused: Vec<i64>,
+    since: Option<tokio::time::Instant>,
+}
+
+/// Longest a published hot row waits to be marked sent (well inside [`LEASE`]).
+const MARK_EVERY: Duration = Duration::from_millis(20);
+const MARK_BATCH: usize = 2000;
+
+impl Marks {
+    fn add(&mut self, sent: Vec<i64>, refused: Vec<i64>) {
+        self.since.get_or_insert_with(tokio::time::Instant::now);
+        self.sent.extend(sent);
+        self.refused.extend(refused);
     }
-    metrics::counter!(m::OUTBOX_PUBLISHED_TOTAL).increment(sent.len() as u64);
-    Ok(())
+
+    fn is_empty(&self) -> bool {
+        self.since.is_none()
+    }
+
+    fn full(&self) -> bool {
+        self.sent.len() >= MARK_BATCH
+    }
+
+    fn flush_at(&self) -> tokio::time::Instant {
+        self.since.map(|t| t + MARK_EVERY).unwrap_or_else(|| tokio::time::Instant::now() + LEASE)
+    }
+
+    async fn flush(&mut self, pool: &Pool) {
+        if self.is_empty() {
+            return;
+        }
+        let (sent, refused) = (std::mem::take(&mut self.sent), std::mem::take(&mut self.refused));
+        self.since = None;
+        let marked = async {
+            let client = pool.get().await?;
+            client.execute(sql::MARK_SENT_LAZY, &[&sent]).await?;
+            if !refused.is_empty() {
+                client.execute(sql::DEFER, &[&refused, &REFUSED_RETRY.as_secs_f64()]).await?;
+            }
+            Ok::<_, PublishError>(())
+        };
+        if let Err(e) = marked.await {
+            tracing::warn!(error = %e, rows = sent.len(), "published tasks could not be marked sent; they go out again when their lease ends");
+        }
+    }
 }
 
 async fn next_due(pool: &Pool) -> Option<Duration> {
