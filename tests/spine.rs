@@ -312,6 +312,10 @@ async fn a_leased_task_whose_publisher_died_goes_out_when_the_lease_ends() {
     let id = w.submit(&c, json!({"nodes":[{"id":"a","type":"noop"}]})).await;
     let queue = w.topology.task_queue("noop");
     wait_until("the task to be published", LONG, || async { (w.queue_depth(&queue).await == 1).then_some(()) }).await;
+    wait_until("the row to be marked sent", LONG, || async {
+        (w.count("SELECT count(*) FROM outbox WHERE sent_at IS NOT NULL").await == 1).then_some(())
+    })
+    .await;
     // As if the coordinator that committed the task died before publishing it: the message
     // never reached the broker and the outbox row is unsent, leased for two more seconds.
     let conn = w.amqp().await;
@@ -429,10 +433,11 @@ async fn a_task_from_a_newer_version_fails_its_node_instead_of_hanging() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_result_the_database_refuses_is_dead_lettered_without_blocking_the_others() {
+async fn a_result_the_database_refuses_fails_its_node_without_blocking_the_others() {
     let mut w = World::new("refused_result").await;
     let c = w.start_coordinator("coordinator", &[]).await;
     let id = w.submit(&c, json!({"nodes":[{"id":"a","type":"noop"}]})).await;
+    let other = w.submit(&c, json!({"nodes":[{"id":"b","type":"noop"}]})).await;
     let run = w.get_run(&c, id).await;
     let a: Uuid = node(&run, "a").unwrap()["node_run_id"].as_str().unwrap().parse().unwrap();
     // PostgreSQL refuses a NUL character in jsonb text: no retry can store this result.
@@ -450,10 +455,13 @@ async fn a_result_the_database_refuses_is_dead_lettered_without_blocking_the_oth
     w.publish_raw(&w.topology.results_exchange(), "", &wire::encode(&poison)).await;
     let dead = w.topology.dead_queue();
     wait_until("the refused result to be dead-lettered", LONG, || async { (w.queue_depth(&dead).await == 1).then_some(()) }).await;
-    w.start_worker("w1", &[]);
     let run = w.wait_run(&c, id, LONG).await;
-    assert_eq!(run["status"], "succeeded", "the real result still applies: {run:#}");
-    assert_eq!(node(&run, "a").unwrap()["worker_id"], "w1");
+    assert_eq!(run["status"], "failed", "{run:#}");
+    let msg = node(&run, "a").unwrap()["error"]["message"].as_str().unwrap().to_string();
+    assert!(msg.contains("could not be stored") && msg.contains("dead-letter"), "{msg}");
+    // Nothing else was held back.
+    w.start_worker("w1", &[]);
+    assert_eq!(w.wait_run(&c, other, LONG).await["status"], "succeeded");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -42,7 +42,21 @@ pub struct ResultMessage {
 pub enum ResultBody {
     Started(Started),
     Finished(Finished),
+    /// Several ends at once: a busy worker coalesces the results that are ready together
+    /// into one message (one publish, one confirm), so the broker moves fewer messages.
+    FinishedBatch(Vec<Finished>),
     Heartbeat(WorkerHeartbeat),
+}
+
+impl ResultBody {
+    /// The attempt ends this body carries.
+    pub fn finished(&self) -> &[Finished] {
+        match self {
+            ResultBody::Finished(f) => std::slice::from_ref(f),
+            ResultBody::FinishedBatch(fs) => fs,
+            ResultBody::Started(_) | ResultBody::Heartbeat(_) => &[],
+        }
+    }
 }
 
 /// A worker took a task (sent before the module runs; may arrive again on redelivery).

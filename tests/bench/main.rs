@@ -168,7 +168,7 @@ fn table(limits: &limits::Limits, ours: &system::Ours, celery: Option<&peer::Cel
         let peer = celery.and_then(|c| c.independent_per_s);
         rows.push(Row {
             group: "throughput",
-            name: format!("{} independent noop runs, {workers} worker process(es)", ours.independent_runs),
+            name: format!("{} independent noop runs, {workers} worker process(es) × 64 slots", ours.independent_runs),
             value: *rate,
             unit: "nodes/s",
             vs_celery: ratio(Some(*rate), peer),
@@ -179,7 +179,7 @@ fn table(limits: &limits::Limits, ours: &system::Ours, celery: Option<&peer::Cel
         let peer = celery.and_then(|c| c.chord_per_s);
         rows.push(Row {
             group: "throughput",
-            name: format!("wide graph 1 → {} → 1, {workers} worker process(es)", ours.wide_nodes),
+            name: format!("wide graph 1 → {} → 1, {workers} worker process(es) × 64 slots", ours.wide_nodes),
             value: *rate,
             unit: "nodes/s",
             vs_celery: ratio(Some(*rate), peer),

@@ -60,15 +60,17 @@ pub async fn apply(tx: &Transaction<'_>, messages: &[ResultBody], policy: Policy
                 touched.push(s.node_run_id);
                 starts.push(s);
             }
-            ResultBody::Finished(f) => {
-                touched.push(f.node_run_id);
-                if !seen.insert((f.node_run_id, f.attempt)) {
-                    fx.ignored += 1; // the same attempt's end twice in one batch
-                    continue;
-                }
-                match &f.outcome {
-                    Outcome::Succeeded { .. } => successes.push(f),
-                    Outcome::Failed { error } => failures.push((f, error)),
+            ResultBody::Finished(_) | ResultBody::FinishedBatch(_) => {
+                for f in msg.finished() {
+                    touched.push(f.node_run_id);
+                    if !seen.insert((f.node_run_id, f.attempt)) {
+                        fx.ignored += 1; // the same attempt's end twice in one batch
+                        continue;
+                    }
+                    match &f.outcome {
+                        Outcome::Succeeded { .. } => successes.push(f),
+                        Outcome::Failed { error } => failures.push((f, error)),
+                    }
                 }
             }
             ResultBody::Heartbeat(h) => {

@@ -15,7 +15,7 @@ use lapin::types::FieldTable;
 use lapin::Channel;
 use renderfleet_platform::broker::dead_letter;
 use renderfleet_shared::metrics as m;
-use renderfleet_shared::wire::{self, ResultBody, ResultMessage};
+use renderfleet_shared::wire::{self, ErrorKind, Finished, Outcome, ResultBody, ResultMessage, TaskError};
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 use tokio_util::sync::CancellationToken;
@@ -73,7 +73,7 @@ pub async fn consume_loop(
                 finish(&state, fx, bodies.len());
             }
             // One result the database refuses (say, a NUL byte in its text) must not hold back
-            // the others: apply them one by one and dead-letter the refused ones.
+            // the others: apply them one by one; see `refused`.
             Some(Err(e)) => {
                 tracing::warn!(error = %e, batch = bodies.len(), "the database refused a result batch; applying its results one by one");
                 for (body, d) in bodies.into_iter().zip(good) {
@@ -83,12 +83,55 @@ pub async fn consume_loop(
                             d.acker.ack(BasicAckOptions::default()).await?;
                             finish(&state, fx, 1);
                         }
-                        Some(Err(e)) => dead_letter(&dead_channel, &dead_exchange, &d, &format!("result refused by the database: {e}"), "coordinator").await?,
+                        Some(Err(e)) => {
+                            if !refused(&state, &body, &cancel).await {
+                                return Ok(());
+                            }
+                            let reason = format!("result refused by the database: {e}");
+                            dead_letter(&dead_channel, &dead_exchange, &d, &reason, "coordinator").await?;
+                        }
                     }
                 }
             }
         }
     }
+}
+
+/// A message the database refused as a whole: its attempt ends are applied one by one, and
+/// an end that cannot be stored fails its node with the database's reason (rather than
+/// leaving it waiting for a result that will never be stored). The caller keeps the
+/// message in the dead-letter queue. False when cancelled.
+async fn refused(state: &AppState, body: &ResultBody, cancel: &CancellationToken) -> bool {
+    for f in body.finished() {
+        let one = ResultBody::Finished(f.clone());
+        let fx = match apply_until_committed(state, std::slice::from_ref(&one), cancel).await {
+            None => return false,
+            Some(Ok(fx)) => fx,
+            Some(Err(e)) => {
+                let failed = ResultBody::Finished(Finished {
+                    outcome: Outcome::Failed {
+                        error: TaskError {
+                            kind: ErrorKind::Module,
+                            message: format!("the result could not be stored ({e}); the message is kept in the dead-letter queue for inspection"),
+                            retryable: false,
+                            log_tail: None,
+                        },
+                    },
+                    ..f.clone()
+                });
+                match apply_until_committed(state, std::slice::from_ref(&failed), cancel).await {
+                    None => return false,
+                    Some(Ok(fx)) => fx,
+                    Some(Err(e)) => {
+                        tracing::error!(error = %e, node_run_id = %f.node_run_id, "not even the failure of a refused result could be stored");
+                        continue;
+                    }
+                }
+            }
+        };
+        finish(state, fx, 1);
+    }
+    true
 }
 
 fn finish(state: &AppState, fx: Effects, batch: usize) {

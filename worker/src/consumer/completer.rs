@@ -4,7 +4,8 @@
 
 use lapin::options::BasicPublishOptions;
 use lapin::{BasicProperties, Channel, Confirmation};
-use renderfleet_shared::wire::{self, ResultBody, ResultMessage, CONTENT_TYPE, WIRE_VERSION};
+use renderfleet_shared::wire::{self, Finished, ResultBody, ResultMessage, CONTENT_TYPE, WIRE_VERSION};
+use tokio::sync::{mpsc, oneshot};
 
 #[derive(Clone)]
 pub(crate) struct Completer {
@@ -22,6 +23,39 @@ pub(crate) enum CompleteError {
     Broker(#[from] lapin::Error),
     #[error("the broker did not take the result (nack or unroutable)")]
     Refused,
+}
+
+/// Most attempt ends coalesced into one result message.
+const BATCH_MAX: usize = 256;
+
+/// An attempt's end waiting to be published; the reply says whether the broker confirmed it.
+pub(crate) type Pending = (Finished, oneshot::Sender<bool>);
+
+/// Publishes attempt ends as they come. Whatever is ready while the previous publish waits
+/// for its confirm goes out together in one message: a quiet worker sends each end alone,
+/// at once; a busy one sends fewer, larger messages.
+pub(crate) async fn publish_results(completer: Completer, mut rx: mpsc::Receiver<Pending>) {
+    while let Some(first) = rx.recv().await {
+        let mut batch = vec![first];
+        while batch.len() < BATCH_MAX {
+            match rx.try_recv() {
+                Ok(more) => batch.push(more),
+                Err(_) => break,
+            }
+        }
+        let (mut finished, replies): (Vec<Finished>, Vec<oneshot::Sender<bool>>) = batch.into_iter().unzip();
+        let body = if finished.len() == 1 { ResultBody::Finished(finished.remove(0)) } else { ResultBody::FinishedBatch(finished) };
+        let confirmed = match completer.publish_confirmed(body).await {
+            Ok(()) => true,
+            Err(e) => {
+                tracing::error!(error = %e, results = replies.len(), "results not confirmed by the broker");
+                false
+            }
+        };
+        for reply in replies {
+            let _ = reply.send(confirmed);
+        }
+    }
 }
 
 impl Completer {

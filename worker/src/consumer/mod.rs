@@ -24,6 +24,7 @@ use renderfleet_shared::wire::{
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
+use tokio::sync::{mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use uuid::Uuid;
@@ -68,6 +69,8 @@ async fn session(worker: &Arc<Worker>, conn: &Connection, shutdown: &Cancellatio
     publish.confirm_select(ConfirmSelectOptions::default()).await?;
     let unconfirmed = conn.create_channel().await?;
     let completer = Completer { channel: publish.clone(), unconfirmed: unconfirmed.clone(), exchange: topo.results_exchange() };
+    let (results, pending) = mpsc::channel::<completer::Pending>(usize::from(worker.config.concurrency).max(1) * 4);
+    let result_publisher = tokio::spawn(completer::publish_results(completer.clone(), pending));
 
     let control_queue = ch
         .queue_declare("".into(), QueueDeclareOptions { exclusive: true, auto_delete: true, ..Default::default() }, FieldTable::default())
@@ -95,7 +98,7 @@ async fn session(worker: &Arc<Worker>, conn: &Connection, shutdown: &Cancellatio
         tokio::select! {
             d = deliveries.next() => match d {
                 Some(Ok(d)) => {
-                    tasks.spawn(handle(worker.clone(), completer.clone(), running.clone(), d));
+                    tasks.spawn(handle(worker.clone(), completer.clone(), results.clone(), running.clone(), d));
                 }
                 Some(Err(e)) => break Err(e.into()),
                 None => break Err(SessionError::Closed),
@@ -119,6 +122,8 @@ async fn session(worker: &Arc<Worker>, conn: &Connection, shutdown: &Cancellatio
         stop_all(&running, StopReason::Requeue);
         tasks.close();
         tasks.wait().await;
+        drop(results);
+        let _ = result_publisher.await;
         return Err(e);
     }
 
@@ -149,6 +154,8 @@ async fn session(worker: &Arc<Worker>, conn: &Connection, shutdown: &Cancellatio
             }
         }
     }
+    drop(results);
+    let _ = result_publisher.await;
     let _ = completer.publish_confirmed(heartbeat(worker, &running, WorkerStatus::Stopped)).await;
     // Closing the channels first keeps lapin from logging their forced close as an error.
     for c in [&ch, &publish, &unconfirmed] {
@@ -200,7 +207,7 @@ fn now_us() -> i64 {
 }
 
 /// One delivery: decode, run, report, ack.
-async fn handle(worker: Arc<Worker>, completer: Completer, running: Running, d: Delivery) {
+async fn handle(worker: Arc<Worker>, completer: Completer, results: mpsc::Sender<completer::Pending>, running: Running, d: Delivery) {
     let task = match wire::decode::<TaskMessage>(&d.data) {
         Ok(t) => t,
         Err(e) => return reject(&worker, &completer, &d, &format!("undecodable task: {e}"), wire::peek_task_ref(&d.data)).await,
@@ -264,18 +271,18 @@ async fn handle(worker: Arc<Worker>, completer: Completer, running: Running, d: 
         finished_at_us: now_us(),
         outcome,
     };
-    match completer.publish_confirmed(ResultBody::Finished(finished)).await {
-        Ok(()) => {
-            if let Err(e) = d.acker.ack(Default::default()).await {
-                tracing::warn!(parent: &span, error = %e, "result sent but ack failed; the task will be redelivered and its result ignored");
-            }
-            tracing::debug!(parent: &span, outcome = label, secs, "task done");
+    // The result is confirmed by the broker before the task is acked.
+    let (reply, confirmed) = oneshot::channel();
+    let confirmed = results.send((finished, reply)).await.is_ok() && confirmed.await.unwrap_or(false);
+    if confirmed {
+        if let Err(e) = d.acker.ack(Default::default()).await {
+            tracing::warn!(parent: &span, error = %e, "result sent but ack failed; the task will be redelivered and its result ignored");
         }
+        tracing::debug!(parent: &span, outcome = label, secs, "task done");
+    } else {
         // Back to the queue: the task runs again; better twice than lost.
-        Err(e) => {
-            tracing::error!(parent: &span, error = %e, "result not confirmed; requeueing the task");
-            let _ = d.acker.nack(BasicNackOptions { requeue: true, multiple: false }).await;
-        }
+        tracing::error!(parent: &span, "result not confirmed; requeueing the task");
+        let _ = d.acker.nack(BasicNackOptions { requeue: true, multiple: false }).await;
     }
 }
 
