@@ -172,8 +172,13 @@ async fn worker_killed_mid_task_is_redelivered_and_runs_once_to_effect() {
     let mut w = World::new("sigkill_worker").await;
     let c = w.start_coordinator("coordinator", &[]).await;
     w.start_worker("w1", &[]);
-    let id = w.submit(&c, json!({"nodes":[{"id":"s","type":"sleep","params":{"ms":1500}},{"id":"next","type":"noop"}],
-                                  "edges":[{"from":"s","to":"next"}]})).await;
+    let id = w
+        .submit(
+            &c,
+            json!({"nodes":[{"id":"s","type":"sleep","params":{"ms":1500}},{"id":"next","type":"noop"}],
+                                  "edges":[{"from":"s","to":"next"}]}),
+        )
+        .await;
     let s = w.wait_node(&c, id, "s", "running", LONG).await;
     assert_eq!(s["worker_id"], "w1");
     w.kill("w1");
@@ -200,8 +205,13 @@ async fn duplicate_result_changes_nothing() {
     let mut w = World::new("duplicate").await;
     let c = w.start_coordinator("coordinator", &[]).await;
     let w1 = w.start_worker("w1", &[]);
-    let id = w.submit(&c, json!({"nodes":[{"id":"a","type":"noop"},{"id":"b","type":"sleep","params":{"ms":1000}}],
-                                  "edges":[{"from":"a","to":"b"}]})).await;
+    let id = w
+        .submit(
+            &c,
+            json!({"nodes":[{"id":"a","type":"noop"},{"id":"b","type":"sleep","params":{"ms":1000}}],
+                                  "edges":[{"from":"a","to":"b"}]}),
+        )
+        .await;
     w.wait_node(&c, id, "b", "running", LONG).await;
     let before = w.get_run(&c, id).await;
     let a = node(&before, "a").unwrap().clone();
@@ -359,7 +369,8 @@ async fn two_coordinators_share_200_runs_and_dispatch_each_node_once() {
         (w.count("SELECT count(*) FROM outbox WHERE sent_at IS NOT NULL").await == 400).then_some(())
     })
     .await;
-    let ran = metric(&w.http, &m1, "renderfleet_worker_tasks_total", &[]).await + metric(&w.http, &m2, "renderfleet_worker_tasks_total", &[]).await;
+    let ran = metric(&w.http, &m1, "renderfleet_worker_tasks_total", &[]).await
+        + metric(&w.http, &m2, "renderfleet_worker_tasks_total", &[]).await;
     assert_eq!(ran, 400.0, "every node was dispatched and run exactly once");
     // Both coordinators took part.
     for c in [&c1, &c2] {
@@ -532,8 +543,13 @@ async fn hung_worker_is_detected_by_heartbeat_and_its_late_result_ignored() {
     // One slot, so the frozen worker cannot also swallow the retry (a free prefetch slot on
     // a frozen process holds a task until the broker's AMQP heartbeat gives up on it).
     w.start_worker("w1", &[("RENDERFLEET_CONCURRENCY", "1")]);
-    let id = w.submit(&c, json!({"nodes":[{"id":"s","type":"sleep","params":{"ms":800}},{"id":"t","type":"noop"}],
-                                  "edges":[{"from":"s","to":"t"}]})).await;
+    let id = w
+        .submit(
+            &c,
+            json!({"nodes":[{"id":"s","type":"sleep","params":{"ms":800}},{"id":"t","type":"noop"}],
+                                  "edges":[{"from":"s","to":"t"}]}),
+        )
+        .await;
     w.wait_node(&c, id, "s", "running", LONG).await;
     // Frozen, not dead: the broker keeps the task with w1, only the heartbeats stop.
     w.signal("w1", Signal::SIGSTOP);

@@ -216,10 +216,7 @@ impl Default for WorkerConfig {
             amqp_url: "amqp://guest:guest@127.0.0.1:5672/%2f".into(),
             broker_prefix: "renderfleet".into(),
             worker_id: String::new(),
-            modules: crate::modules::NodeCatalog::node_types(&crate::modules::Builtins)
-                .into_iter()
-                .map(String::from)
-                .collect(),
+            modules: crate::modules::NodeCatalog::node_types(&crate::modules::Builtins).into_iter().map(String::from).collect(),
             concurrency: 2,
             heartbeat_interval: Duration::from_secs(5),
             report_start_after: Duration::from_millis(50),
@@ -260,8 +257,7 @@ where
         let table: Table = text.parse().map_err(|e: toml::de::Error| ConfigError::File { path: path.into(), message: e.to_string() })?;
         merge(&mut merged, table);
         // Check the file alone first so its errors name the file.
-        T::deserialize(Value::Table(merged.clone()))
-            .map_err(|e| ConfigError::File { path: path.into(), message: e.to_string() })?;
+        T::deserialize(Value::Table(merged.clone())).map_err(|e| ConfigError::File { path: path.into(), message: e.to_string() })?;
     }
     let mut ignored_env = Vec::new();
     let mut env: Vec<(String, String)> = env.into_iter().collect();
@@ -324,9 +320,9 @@ fn parse_like(default: &Value, raw: &str) -> Result<Value, String> {
         Value::Integer(_) => raw.parse().map(Value::Integer).map_err(|_| "expected a whole number".into()),
         Value::Float(_) => raw.parse().map(Value::Float).map_err(|_| "expected a number".into()),
         Value::Boolean(_) => raw.parse().map(Value::Boolean).map_err(|_| "expected true or false".into()),
-        Value::Array(_) => Ok(Value::Array(
-            raw.split(',').map(str::trim).filter(|s| !s.is_empty()).map(|s| Value::String(s.into())).collect(),
-        )),
+        Value::Array(_) => {
+            Ok(Value::Array(raw.split(',').map(str::trim).filter(|s| !s.is_empty()).map(|s| Value::String(s.into())).collect()))
+        }
         _ => Ok(Value::String(raw.into())),
     }
 }
@@ -373,11 +369,8 @@ mod tests {
 
     #[test]
     fn worker_modules_from_a_comma_list_and_unknown_vars_are_reported() {
-        let loaded: Loaded<WorkerConfig> = load(
-            None,
-            env(&[("RENDERFLEET_MODULES", "noop, sleep"), ("RENDERFLEET_HTTP_ADDR", "x"), ("DATABASE_URL", "p")]),
-        )
-        .unwrap();
+        let loaded: Loaded<WorkerConfig> =
+            load(None, env(&[("RENDERFLEET_MODULES", "noop, sleep"), ("RENDERFLEET_HTTP_ADDR", "x"), ("DATABASE_URL", "p")])).unwrap();
         assert_eq!(loaded.config.modules, vec!["noop", "sleep"]);
         assert_eq!(loaded.ignored_env, vec!["RENDERFLEET_HTTP_ADDR"]);
     }

@@ -145,7 +145,8 @@ pub fn plan(graph: &GraphSpec, catalog: &dyn NodeCatalog, defaults: NodeDefaults
         if node.id.trim().is_empty() {
             problems.push(problem(ProblemCode::EmptyNodeId, format!("node #{i} has an empty `id`; give every node a unique id")));
         } else if index.insert(node.id.as_str(), i).is_some() {
-            problems.push(at(ProblemCode::DuplicateNodeId, format!("node id `{}` is used more than once; node ids must be unique", node.id)));
+            problems
+                .push(at(ProblemCode::DuplicateNodeId, format!("node id `{}` is used more than once; node ids must be unique", node.id)));
         }
         let module = catalog.module_for(&node.node_type);
         if module.is_none() {
@@ -155,12 +156,16 @@ pub fn plan(graph: &GraphSpec, catalog: &dyn NodeCatalog, defaults: NodeDefaults
             ));
         } else {
             for (path, message) in catalog.check_params(&node.node_type, &node.params) {
-                problems.push(Problem { param_path: Some(path), ..at(ProblemCode::InvalidParam, format!("node `{}`: {message}", node.id)) });
+                problems
+                    .push(Problem { param_path: Some(path), ..at(ProblemCode::InvalidParam, format!("node `{}`: {message}", node.id)) });
             }
         }
         if let Some(n) = node.max_attempts {
             if n == 0 || n > MAX_ATTEMPTS_LIMIT {
-                problems.push(at(ProblemCode::InvalidField, format!("node `{}`: `max_attempts` must be 1 to {MAX_ATTEMPTS_LIMIT}, got {n}", node.id)));
+                problems.push(at(
+                    ProblemCode::InvalidField,
+                    format!("node `{}`: `max_attempts` must be 1 to {MAX_ATTEMPTS_LIMIT}, got {n}", node.id),
+                ));
             }
         }
         match node.timeout {
@@ -198,7 +203,10 @@ pub fn plan(graph: &GraphSpec, catalog: &dyn NodeCatalog, defaults: NodeDefaults
         }
         let (Some(from), Some(to)) = (from, to) else { continue };
         if !seen_edges.insert((from, to)) {
-            problems.push(at_edge(ProblemCode::DuplicateEdge, format!("edge #{e} `{}` → `{}` is listed twice; remove one", edge.from, edge.to)));
+            problems.push(at_edge(
+                ProblemCode::DuplicateEdge,
+                format!("edge #{e} `{}` → `{}` is listed twice; remove one", edge.from, edge.to),
+            ));
             continue;
         }
         successors[from].push(to);

@@ -36,7 +36,5 @@ pub const WORKER_BUSY_SLOTS: &str = "renderfleet_worker_busy_slots";
 pub const WORKER_SLOTS: &str = "renderfleet_worker_slots";
 
 /// Buckets for `_seconds` histograms: from sub-millisecond hops to hour-long renders.
-pub const SECONDS_BUCKETS: &[f64] = &[
-    0.0005, 0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0,
-    300.0, 900.0, 3600.0,
-];
+pub const SECONDS_BUCKETS: &[f64] =
+    &[0.0005, 0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0, 900.0, 3600.0];

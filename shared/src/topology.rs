@@ -90,10 +90,20 @@ pub enum ExchangeKind {
 /// One durable exchange, durable queue or binding.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Declaration {
-    Exchange { name: String, kind: ExchangeKind },
+    Exchange {
+        name: String,
+        kind: ExchangeKind,
+    },
     /// Durable queue; rejected messages go to `dead_letter_to` when set.
-    Queue { name: String, dead_letter_to: Option<String> },
-    Bind { queue: String, exchange: String, routing_key: String },
+    Queue {
+        name: String,
+        dead_letter_to: Option<String>,
+    },
+    Bind {
+        queue: String,
+        exchange: String,
+        routing_key: String,
+    },
 }
 
 #[cfg(test)]

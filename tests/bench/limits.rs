@@ -2,7 +2,9 @@
 //! broker leg and one hop's database transaction cost when nothing else is in the way.
 
 use futures_util::StreamExt;
-use lapin::options::{BasicAckOptions, BasicConsumeOptions, BasicPublishOptions, ConfirmSelectOptions, QueueDeclareOptions, QueueDeleteOptions};
+use lapin::options::{
+    BasicAckOptions, BasicConsumeOptions, BasicPublishOptions, ConfirmSelectOptions, QueueDeclareOptions, QueueDeleteOptions,
+};
 use lapin::types::FieldTable;
 use lapin::BasicProperties;
 use renderfleet_coordinator::{db, dispatch, results::apply};
@@ -74,7 +76,8 @@ fn persistent() -> BasicProperties {
 async fn broker_sequential(n: usize) -> anyhow::Result<(f64, f64)> {
     let name = format!("rf-bench-limit-{}", Uuid::now_v7().simple());
     let (conn, publish, consume) = queue(&name).await?;
-    let mut consumer = consume.basic_consume(name.as_str().into(), "bench".into(), BasicConsumeOptions::default(), FieldTable::default()).await?;
+    let mut consumer =
+        consume.basic_consume(name.as_str().into(), "bench".into(), BasicConsumeOptions::default(), FieldTable::default()).await?;
     let payload = vec![0u8; 200];
     let mut lat = Vec::with_capacity(n);
     for _ in 0..n {
@@ -93,7 +96,8 @@ async fn broker_sequential(n: usize) -> anyhow::Result<(f64, f64)> {
 async fn broker_pipelined(n: usize) -> anyhow::Result<f64> {
     let name = format!("rf-bench-limit-{}", Uuid::now_v7().simple());
     let (conn, publish, consume) = queue(&name).await?;
-    let mut consumer = consume.basic_consume(name.as_str().into(), "bench".into(), BasicConsumeOptions::default(), FieldTable::default()).await?;
+    let mut consumer =
+        consume.basic_consume(name.as_str().into(), "bench".into(), BasicConsumeOptions::default(), FieldTable::default()).await?;
     let t = Instant::now();
     let reader = tokio::spawn(async move {
         for _ in 0..n {
@@ -130,13 +134,18 @@ async fn database(n: usize) -> anyhow::Result<(f64, f64, f64)> {
     let nodes: Vec<_> = (0..n).map(|i| json!({"id": format!("n{i}"), "type": "noop"})).collect();
     let edges: Vec<_> = (1..n).map(|i| json!({"from": format!("n{}", i - 1), "to": format!("n{i}")})).collect();
     let spec: GraphSpec = serde_json::from_value(json!({"nodes": nodes, "edges": edges}))?;
-    let plan = graph::plan(&spec, &Builtins, NodeDefaults { max_attempts: 1, timeout: Duration::from_secs(60), max_timeout: Duration::from_secs(60) })
-        .map_err(|p| anyhow::anyhow!("{p:?}"))?;
+    let plan = graph::plan(
+        &spec,
+        &Builtins,
+        NodeDefaults { max_attempts: 1, timeout: Duration::from_secs(60), max_timeout: Duration::from_secs(60) },
+    )
+    .map_err(|p| anyhow::anyhow!("{p:?}"))?;
     let dispatch::Created::New(run, _) = dispatch::create_run(&pool, &plan, &serde_json::to_value(&spec)?, &json!({}), None).await? else {
         anyhow::bail!("a run without an idempotency key is always new");
     };
     let client = pool.get().await?;
-    let ids: Vec<Uuid> = client.query("SELECT id FROM node_runs WHERE run_id = $1 ORDER BY id", &[&run]).await?.iter().map(|r| r.get(0)).collect();
+    let ids: Vec<Uuid> =
+        client.query("SELECT id FROM node_runs WHERE run_id = $1 ORDER BY id", &[&run]).await?.iter().map(|r| r.get(0)).collect();
     drop(client);
     let retry = RetryConfig::default();
     let mut lat = Vec::with_capacity(n);

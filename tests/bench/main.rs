@@ -46,7 +46,15 @@ pub(crate) struct Sizes {
 impl Sizes {
     fn of(args: &Args) -> Sizes {
         if args.quick {
-            Sizes { independent_runs: 200, wide: 50, chain: 10, scaling: &[10, 100], worker_counts: &[1, 2], limit_iterations: 200, repeats: 1 }
+            Sizes {
+                independent_runs: 200,
+                wide: 50,
+                chain: 10,
+                scaling: &[10, 100],
+                worker_counts: &[1, 2],
+                limit_iterations: 200,
+                repeats: 1,
+            }
         } else {
             Sizes {
                 independent_runs: 10_000,
@@ -68,7 +76,11 @@ pub(crate) fn median(mut xs: Vec<f64>) -> f64 {
     }
     xs.sort_by(|a, b| a.total_cmp(b));
     let n = xs.len();
-    if n % 2 == 1 { xs[n / 2] } else { (xs[n / 2 - 1] + xs[n / 2]) / 2.0 }
+    if n % 2 == 1 {
+        xs[n / 2]
+    } else {
+        (xs[n / 2 - 1] + xs[n / 2]) / 2.0
+    }
 }
 
 /// The `q` quantile (0..=1) of a list, nearest rank.
@@ -225,12 +237,54 @@ fn table(limits: &limits::Limits, ours: &system::Ours, celery: Option<&peer::Cel
         vs_celery: None,
         vs_limit: None,
     });
-    rows.push(Row { group: "limit", name: "broker alone: publish+confirm → consume → ack, sequential p50".into(), value: limits.broker_p50_ms, unit: "ms", vs_celery: None, vs_limit: None });
-    rows.push(Row { group: "limit", name: "broker alone: publish+confirm → consume → ack, sequential p99".into(), value: limits.broker_p99_ms, unit: "ms", vs_celery: None, vs_limit: None });
-    rows.push(Row { group: "limit", name: "broker alone: pipelined persistent messages".into(), value: limits.broker_pipelined_per_s, unit: "msgs/s", vs_celery: None, vs_limit: None });
-    rows.push(Row { group: "limit", name: "database alone: one hop's transaction, p50".into(), value: limits.db_p50_ms, unit: "ms", vs_celery: None, vs_limit: None });
-    rows.push(Row { group: "limit", name: "database alone: one hop's transaction, p99".into(), value: limits.db_p99_ms, unit: "ms", vs_celery: None, vs_limit: None });
-    rows.push(Row { group: "limit", name: "database alone: hop transactions, one connection".into(), value: limits.db_per_s, unit: "tx/s", vs_celery: None, vs_limit: None });
+    rows.push(Row {
+        group: "limit",
+        name: "broker alone: publish+confirm → consume → ack, sequential p50".into(),
+        value: limits.broker_p50_ms,
+        unit: "ms",
+        vs_celery: None,
+        vs_limit: None,
+    });
+    rows.push(Row {
+        group: "limit",
+        name: "broker alone: publish+confirm → consume → ack, sequential p99".into(),
+        value: limits.broker_p99_ms,
+        unit: "ms",
+        vs_celery: None,
+        vs_limit: None,
+    });
+    rows.push(Row {
+        group: "limit",
+        name: "broker alone: pipelined persistent messages".into(),
+        value: limits.broker_pipelined_per_s,
+        unit: "msgs/s",
+        vs_celery: None,
+        vs_limit: None,
+    });
+    rows.push(Row {
+        group: "limit",
+        name: "database alone: one hop's transaction, p50".into(),
+        value: limits.db_p50_ms,
+        unit: "ms",
+        vs_celery: None,
+        vs_limit: None,
+    });
+    rows.push(Row {
+        group: "limit",
+        name: "database alone: one hop's transaction, p99".into(),
+        value: limits.db_p99_ms,
+        unit: "ms",
+        vs_celery: None,
+        vs_limit: None,
+    });
+    rows.push(Row {
+        group: "limit",
+        name: "database alone: hop transactions, one connection".into(),
+        value: limits.db_per_s,
+        unit: "tx/s",
+        vs_celery: None,
+        vs_limit: None,
+    });
     if let Some(c) = celery {
         for (name, v, unit) in [
             (format!("celery: {} independent noop tasks", c.independent_tasks), c.independent_per_s, "tasks/s"),

@@ -209,10 +209,7 @@ async fn independent_runs(n: usize, workers: usize) -> (f64, f64) {
     let row = w
         .db()
         .await
-        .query_one(
-            "SELECT extract(epoch FROM (SELECT max(finished_at) FROM runs) - (SELECT min(started_at) FROM node_runs))::float8",
-            &[],
-        )
+        .query_one("SELECT extract(epoch FROM (SELECT max(finished_at) FROM runs) - (SELECT min(started_at) FROM node_runs))::float8", &[])
         .await
         .expect("timing");
     let secs: f64 = row.get(0);
@@ -223,7 +220,9 @@ async fn independent_runs(n: usize, workers: usize) -> (f64, f64) {
 fn peak_rss_mib(pid: u32) -> f64 {
     std::fs::read_to_string(format!("/proc/{pid}/status"))
         .ok()
-        .and_then(|s| s.lines().find(|l| l.starts_with("VmHWM:")).and_then(|l| l.split_whitespace().nth(1)).and_then(|v| v.parse::<f64>().ok()))
+        .and_then(|s| {
+            s.lines().find(|l| l.starts_with("VmHWM:")).and_then(|l| l.split_whitespace().nth(1)).and_then(|v| v.parse::<f64>().ok())
+        })
         .map(|kb| kb / 1024.0)
         .unwrap_or(f64::NAN)
 }

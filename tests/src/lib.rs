@@ -58,7 +58,11 @@ pub struct Coord {
 fn bin_dir() -> PathBuf {
     let exe = std::env::current_exe().expect("executable path");
     let dir = exe.parent().expect("executable directory");
-    if dir.ends_with("deps") { dir.parent().expect("target/<profile>").to_path_buf() } else { dir.to_path_buf() }
+    if dir.ends_with("deps") {
+        dir.parent().expect("target/<profile>").to_path_buf()
+    } else {
+        dir.to_path_buf()
+    }
 }
 
 fn bin(name: &str) -> PathBuf {
@@ -94,7 +98,8 @@ impl World {
         let id = Uuid::now_v7().simple().to_string();
         let short = &id[id.len() - 10..];
         let db_name = format!("rf_{}_{short}", name.chars().take(30).collect::<String>());
-        let (admin, conn) = tokio_postgres::connect(&admin_url(), tokio_postgres::NoTls).await.expect("PostgreSQL at 127.0.0.1:5432 (ops/dev.sh services)");
+        let (admin, conn) =
+            tokio_postgres::connect(&admin_url(), tokio_postgres::NoTls).await.expect("PostgreSQL at 127.0.0.1:5432 (ops/dev.sh services)");
         tokio::spawn(conn);
         admin.batch_execute(&format!("CREATE DATABASE {db_name}")).await.expect("create test database");
         let log_dir = bin_dir().join("..").join("test-logs").join(format!("{name}-{short}"));
@@ -295,11 +300,17 @@ impl World {
         let conn = self.amqp().await;
         let ch = conn.create_channel().await.unwrap();
         ch.confirm_select(Default::default()).await.unwrap();
-        ch.basic_publish(exchange.into(), routing_key.into(), BasicPublishOptions::default(), payload, BasicProperties::default().with_delivery_mode(2))
-            .await
-            .unwrap()
-            .await
-            .unwrap();
+        ch.basic_publish(
+            exchange.into(),
+            routing_key.into(),
+            BasicPublishOptions::default(),
+            payload,
+            BasicProperties::default().with_delivery_mode(2),
+        )
+        .await
+        .unwrap()
+        .await
+        .unwrap();
         let _ = conn.close(200, "done".into()).await;
     }
 
@@ -307,7 +318,10 @@ impl World {
     pub async fn queue_depth(&self, queue: &str) -> u32 {
         let conn = self.amqp().await;
         let ch = conn.create_channel().await.unwrap();
-        let q = ch.queue_declare(queue.into(), QueueDeclareOptions { passive: true, ..Default::default() }, FieldTable::default()).await.unwrap();
+        let q = ch
+            .queue_declare(queue.into(), QueueDeclareOptions { passive: true, ..Default::default() }, FieldTable::default())
+            .await
+            .unwrap();
         let _ = conn.close(200, "done".into()).await;
         q.message_count()
     }
@@ -349,7 +363,10 @@ pub fn close_broker_connections(needle: &str) -> usize {
         // client_properties look like [..., {"connection_name","worker rf-x w1"}, ...]
         let named = props.split("{\"connection_name\",\"").nth(1).and_then(|r| r.split("\"}").next()).unwrap_or("");
         if named.contains(needle) {
-            let ok = Command::new("rabbitmqctl").args(["-q", "close_connection", pid, "test: simulated broker restart"]).status().expect("rabbitmqctl");
+            let ok = Command::new("rabbitmqctl")
+                .args(["-q", "close_connection", pid, "test: simulated broker restart"])
+                .status()
+                .expect("rabbitmqctl");
             closed += usize::from(ok.success());
         }
     }

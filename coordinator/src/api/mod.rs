@@ -94,10 +94,7 @@ struct Created {
 }
 
 async fn create_run(State(state): State<AppState>, headers: HeaderMap, body: Bytes) -> Result<Response, ApiError> {
-    let json_type = headers
-        .get(header::CONTENT_TYPE)
-        .and_then(|v| v.to_str().ok())
-        .is_some_and(|v| v.starts_with("application/json"));
+    let json_type = headers.get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).is_some_and(|v| v.starts_with("application/json"));
     if !json_type {
         return Err(ApiError::new(
             StatusCode::UNSUPPORTED_MEDIA_TYPE,
@@ -124,7 +121,11 @@ async fn create_run(State(state): State<AppState>, headers: HeaderMap, body: Byt
         None => None,
         Some(Ok(k)) if !k.is_empty() && k.len() <= 255 => Some(k),
         Some(_) => {
-            return Err(ApiError::new(StatusCode::BAD_REQUEST, "invalid_idempotency_key", "`Idempotency-Key` must be 1 to 255 visible ASCII characters, e.g. a UUID"));
+            return Err(ApiError::new(
+                StatusCode::BAD_REQUEST,
+                "invalid_idempotency_key",
+                "`Idempotency-Key` must be 1 to 255 visible ASCII characters, e.g. a UUID",
+            ));
         }
     };
     let graph_json = serde_json::to_value(&req.graph).expect("graph serializes");
@@ -206,13 +207,16 @@ fn yes() -> bool {
 
 async fn get_run(State(state): State<AppState>, Path(id): Path<String>, Query(q): Query<RunQuery>) -> Result<Json<RunView>, ApiError> {
     let id: Uuid = id.parse().map_err(|_| {
-        ApiError::new(StatusCode::BAD_REQUEST, "invalid_id", format!("`{id}` is not a run id; run ids are UUIDs as returned by POST /v1/runs"))
+        ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "invalid_id",
+            format!("`{id}` is not a run id; run ids are UUIDs as returned by POST /v1/runs"),
+        )
     })?;
     let client = state.pool.get().await?;
-    let run = client
-        .query_opt(sql::GET_RUN, &[&id])
-        .await?
-        .ok_or_else(|| ApiError::new(StatusCode::NOT_FOUND, "run_not_found", format!("no run {id}; check the id (`renderctl runs show ID`)")))?;
+    let run = client.query_opt(sql::GET_RUN, &[&id]).await?.ok_or_else(|| {
+        ApiError::new(StatusCode::NOT_FOUND, "run_not_found", format!("no run {id}; check the id (`renderctl runs show ID`)"))
+    })?;
     if !q.nodes {
         return Ok(Json(run_view(&run, Value::Array(vec![]), Vec::new())));
     }

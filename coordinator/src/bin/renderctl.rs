@@ -152,7 +152,14 @@ fn print_run(run: &Value, output: Output) {
         return;
     }
     let took = span(run["created_at"].as_str(), run["finished_at"].as_str()).map(fmt_secs).unwrap_or_else(|| "-".into());
-    println!("run {}  {}  {} of {} nodes done  {}", run["id"].as_str().unwrap_or("?"), run["status"].as_str().unwrap_or("?"), run["nodes_done"], run["nodes_total"], took);
+    println!(
+        "run {}  {}  {} of {} nodes done  {}",
+        run["id"].as_str().unwrap_or("?"),
+        run["status"].as_str().unwrap_or("?"),
+        run["nodes_done"],
+        run["nodes_total"],
+        took
+    );
     if let Some(msg) = run["error"]["message"].as_str() {
         println!("  error: {msg}");
     }
@@ -169,7 +176,9 @@ fn print_run(run: &Value, output: Output) {
         if let Some(d) = memo.get(n) {
             return *d;
         }
-        let d = if guard == 0 { 0 } else {
+        let d = if guard == 0 {
+            0
+        } else {
             preds.get(n).map(|ps| ps.iter().map(|p| depth_of(p, preds, memo, guard - 1) + 1).max().unwrap_or(0)).unwrap_or(0)
         };
         memo.insert(n.to_string(), d);

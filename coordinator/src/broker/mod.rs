@@ -60,14 +60,7 @@ async fn session(state: &AppState, conn: &Connection, cancel: &CancellationToken
         state.config.outbox.clone(),
         session_cancel.clone(),
     );
-    let consumer = results::consume_loop(
-        state.clone(),
-        consume,
-        dead,
-        topo.results_queue(),
-        topo.dead_exchange(),
-        session_cancel.clone(),
-    );
+    let consumer = results::consume_loop(state.clone(), consume, dead, topo.results_queue(), topo.dead_exchange(), session_cancel.clone());
     // Whichever ends first ends the session; the other is stopped with it.
     tokio::pin!(publisher, consumer);
     let result = tokio::select! {

@@ -53,7 +53,8 @@ impl DbError {
 /// Builds the pool and waits until PostgreSQL answers, up to `startup_timeout`.
 pub async fn connect(url: &str, size: usize, startup_timeout: Duration) -> Result<Pool, DbError> {
     let shown = redact_url(url);
-    let pg: tokio_postgres::Config = url.parse().map_err(|e: tokio_postgres::Error| DbError::BadUrl { url: shown.clone(), reason: e.to_string() })?;
+    let pg: tokio_postgres::Config =
+        url.parse().map_err(|e: tokio_postgres::Error| DbError::BadUrl { url: shown.clone(), reason: e.to_string() })?;
     let manager = Manager::from_config(pg, NoTls, ManagerConfig { recycling_method: RecyclingMethod::Fast });
     let pool = Pool::builder(manager).max_size(size).build().expect("no runtime-specific pool options are set");
     let started = tokio::time::Instant::now();

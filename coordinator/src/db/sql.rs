@@ -85,7 +85,9 @@ SELECT module_key FROM n";
 /// Duplicates and stale attempts match no row and change nothing.
 /// Returns rows of three kinds:
 /// `done`  (module, run seconds, ready→start seconds),
-/// `ready` (outbox id, node_run, run, node id, module, params, attempt, timeout_ms),
+/// `ready` (-, node_run, run, node id, module, params, attempt, timeout_ms) for each node queued,
+/// `outbox` (outbox id, node_run) for each outbox row written (the caller pairs them: a join
+/// of the two CTEs here would be planned blind, and a fan-out of 10,000 made it quadratic),
 /// `run`   (run id, whether it just succeeded).
 pub const SUCCEEDED: &str = "
 WITH input AS (
@@ -127,8 +129,10 @@ SELECT 'done' AS kind, NULL::int8, NULL::uuid, NULL::uuid, NULL::text, module_ke
        extract(epoch FROM finished_at - started_at)::float8, extract(epoch FROM started_at - queued_at)::float8, NULL::bool
 FROM done
 UNION ALL
-SELECT 'ready', e.id, r.id, r.run_id, r.node_id, r.module_key, r.params, r.attempt, r.timeout_ms, NULL, NULL, NULL
-FROM enqueued e JOIN released r ON r.id = e.node_run_id
+SELECT 'ready', NULL, id, run_id, node_id, module_key, params, attempt, timeout_ms, NULL, NULL, NULL
+FROM released WHERE status = 'queued'
+UNION ALL
+SELECT 'outbox', id, node_run_id, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL FROM enqueued
 UNION ALL
 SELECT 'run', NULL, id, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, just_succeeded FROM progress";
 

@@ -60,11 +60,7 @@ pub async fn create_run(pool: &Pool, plan: &Plan, graph: &Value, subject: &Value
         let (id, same): (Uuid, bool) = (row.get(0), row.get(1));
         return Ok(if same { Created::Existing(id) } else { Created::KeyReused(id) });
     }
-    tx.execute(
-        sql::INSERT_NODE_RUNS,
-        &[&run_id, &ids, &node_ids, &modules, &params, &successors, &max_attempts, &timeouts, &deps],
-    )
-    .await?;
+    tx.execute(sql::INSERT_NODE_RUNS, &[&run_id, &ids, &node_ids, &modules, &params, &successors, &max_attempts, &timeouts, &deps]).await?;
     let ready = outbox::enqueue(&tx, ready, Duration::ZERO, Some(LEASE)).await?;
     tx.commit().await?;
     metrics::counter!(m::RUNS_TOTAL, "status" => "created").increment(1);

@@ -69,7 +69,12 @@ impl Hot {
 
 /// Writes tasks to the outbox inside `tx`; `delay` holds them back (retry backoff); with
 /// `lease`, the caller publishes them itself after the commit (see [`Hot::send`]).
-pub async fn enqueue(tx: &Transaction<'_>, tasks: Vec<TaskMessage>, delay: Duration, lease: Option<Duration>) -> Result<Vec<Ready>, DbError> {
+pub async fn enqueue(
+    tx: &Transaction<'_>,
+    tasks: Vec<TaskMessage>,
+    delay: Duration,
+    lease: Option<Duration>,
+) -> Result<Vec<Ready>, DbError> {
     if tasks.is_empty() {
         return Ok(Vec::new());
     }
@@ -262,18 +267,19 @@ async fn publish_due(pool: &Pool, channel: &Channel, exchange: &str, limit: i64)
 /// Publishes tasks (persistent, mandatory) and waits for every confirm. Returns the outbox
 /// ids the broker took and those it refused (nack, or unroutable: no queue for the module).
 async fn publish(channel: &Channel, exchange: &str, ready: &[Ready]) -> Result<(Vec<i64>, Vec<i64>), PublishError> {
-    let mut pending = Vec::with_capacity(ready.len());
-    for r in ready {
+    // Issued together rather than one after another: each publish waits on lapin's I/O
+    // loop, and a fan-out of thousands of tasks would otherwise pay that wait thousands of
+    // times. Order does not matter; every task is its own message.
+    let publishes = ready.iter().map(|r| {
         let payload = wire::encode(&r.task);
         let props = BasicProperties::default()
             .with_delivery_mode(2)
             .with_content_type(CONTENT_TYPE.into())
             .with_message_id(r.task.message_id().into());
-        let confirm = channel
-            .basic_publish(exchange.into(), r.task.module_key.as_str().into(), BasicPublishOptions { mandatory: true, immediate: false }, &payload, props)
-            .await?;
-        pending.push(confirm);
-    }
+        let options = BasicPublishOptions { mandatory: true, immediate: false };
+        async move { channel.basic_publish(exchange.into(), r.task.module_key.as_str().into(), options, &payload, props).await }
+    });
+    let pending: Vec<_> = futures_util::future::join_all(publishes).await.into_iter().collect::<Result<_, _>>()?;
     let confirmed = tokio::time::timeout(CONFIRM_TIMEOUT, futures_util::future::join_all(pending))
         .await
         .map_err(|_| PublishError::ConfirmTimeout { count: ready.len() })?;

@@ -12,7 +12,7 @@ use deadpool_postgres::Transaction;
 use renderfleet_shared::config::RetryConfig;
 use renderfleet_shared::wire::{ErrorKind, Finished, Outcome, ResultBody, Started, TaskError, TaskMessage, WorkerHeartbeat, WIRE_VERSION};
 use serde_json::{json, Value};
-use std::collections::{BTreeMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::time::Duration;
 use uuid::Uuid;
 
@@ -83,7 +83,8 @@ pub async fn apply(tx: &Transaction<'_>, messages: &[ResultBody], policy: Policy
     if starts.is_empty() {
         // The common batch: send the lock and the successes back to back (pipelined; the
         // server still runs them in order), saving a round trip per hop.
-        let (_, ()) = tokio::try_join!(async { tx.query(&lock, &[&touched]).await.map_err(DbError::from) }, succeeded(tx, &successes, &mut fx))?;
+        let (_, ()) =
+            tokio::try_join!(async { tx.query(&lock, &[&touched]).await.map_err(DbError::from) }, succeeded(tx, &successes, &mut fx))?;
     } else {
         tx.query(&lock, &[&touched]).await?;
         for s in starts {
@@ -117,8 +118,7 @@ async fn started(tx: &Transaction<'_>, s: &Started, fx: &mut Effects) -> Result<
 async fn heartbeat(tx: &Transaction<'_>, h: &WorkerHeartbeat) -> Result<(), DbError> {
     let stmt = tx.prepare_cached(sql::UPSERT_WORKER).await?;
     let running = h.running.len() as i32;
-    tx.execute(&stmt, &[&h.worker_id, &h.host, &h.version, &h.modules, &(h.concurrency as i32), &running, &h.status.as_str()])
-        .await?;
+    tx.execute(&stmt, &[&h.worker_id, &h.host, &h.version, &h.modules, &(h.concurrency as i32), &running, &h.status.as_str()]).await?;
     if !h.running.is_empty() {
         let ids: Vec<Uuid> = h.running.iter().map(|t| t.node_run_id).collect();
         let attempts: Vec<i32> = h.running.iter().map(|t| t.attempt as i32).collect();
@@ -149,28 +149,31 @@ async fn succeeded(tx: &Transaction<'_>, done: &[&Finished], fx: &mut Effects) -
     let stmt = tx.prepare_cached(sql::SUCCEEDED).await?;
     let rows = tx.query(&stmt, &[&ids, &attempts, &workers, &started, &finished, &outputs, &lease]).await?;
     let mut applied = 0;
+    let mut queued = Vec::new();
+    let mut outbox_ids: HashMap<Uuid, i64> = HashMap::new();
     for r in rows {
         match r.get::<_, &str>(0) {
             "done" => {
                 applied += 1;
                 fx.succeeded.push((r.get(5), r.get(9), r.get(10)));
             }
-            "ready" => fx.ready.push(Ready {
-                outbox_id: r.get(1),
-                task: TaskMessage {
-                    v: WIRE_VERSION,
-                    node_run_id: r.get(2),
-                    run_id: r.get(3),
-                    node_id: r.get(4),
-                    module_key: r.get(5),
-                    params: r.get(6),
-                    attempt: r.get::<_, i32>(7) as u32,
-                    timeout_ms: r.get::<_, i64>(8) as u64,
-                },
+            "outbox" => {
+                outbox_ids.insert(r.get(2), r.get(1));
+            }
+            "ready" => queued.push(TaskMessage {
+                v: WIRE_VERSION,
+                node_run_id: r.get(2),
+                run_id: r.get(3),
+                node_id: r.get(4),
+                module_key: r.get(5),
+                params: r.get(6),
+                attempt: r.get::<_, i32>(7) as u32,
+                timeout_ms: r.get::<_, i64>(8) as u64,
             }),
             _ => fx.runs_succeeded += u64::from(r.get::<_, bool>(11)),
         }
     }
+    fx.ready.extend(queued.into_iter().filter_map(|task| outbox_ids.get(&task.node_run_id).map(|&outbox_id| Ready { outbox_id, task })));
     fx.ignored += (done.len() - applied) as u64;
     Ok(())
 }
@@ -243,11 +246,8 @@ async fn failed(tx: &Transaction<'_>, f: &Finished, error: &TaskError, policy: P
     if !run_active {
         return Ok(()); // the run had already ended; nothing more to skip or fail
     }
-    let why = if error.retryable {
-        format!("attempt {} of {max_attempts}", f.attempt)
-    } else {
-        format!("attempt {}, not retryable", f.attempt)
-    };
+    let why =
+        if error.retryable { format!("attempt {} of {max_attempts}", f.attempt) } else { format!("attempt {}, not retryable", f.attempt) };
     let stmt = tx.prepare_cached(sql::SKIP_DESCENDANTS).await?;
     fx.skipped += tx.execute(&stmt, &[&f.node_run_id, &format!("skipped: upstream node `{node_id}` failed")]).await?;
     let stmt = tx.prepare_cached(sql::SKIP_PENDING).await?;

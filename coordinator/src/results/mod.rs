@@ -32,9 +32,8 @@ pub async fn consume_loop(
     cancel: CancellationToken,
 ) -> Result<(), SessionError> {
     let tag = format!("coordinator-{}", state.instance);
-    let mut consumer = channel
-        .basic_consume(queue.as_str().into(), tag.as_str().into(), BasicConsumeOptions::default(), FieldTable::default())
-        .await?;
+    let mut consumer =
+        channel.basic_consume(queue.as_str().into(), tag.as_str().into(), BasicConsumeOptions::default(), FieldTable::default()).await?;
     let batch_max = state.config.results.batch_max;
     loop {
         let first = tokio::select! {
@@ -112,7 +111,9 @@ async fn refused(state: &AppState, body: &ResultBody, cancel: &CancellationToken
                     outcome: Outcome::Failed {
                         error: TaskError {
                             kind: ErrorKind::Module,
-                            message: format!("the result could not be stored ({e}); the message is kept in the dead-letter queue for inspection"),
+                            message: format!(
+                                "the result could not be stored ({e}); the message is kept in the dead-letter queue for inspection"
+                            ),
                             retryable: false,
                             log_tail: None,
                         },

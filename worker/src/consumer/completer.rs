@@ -78,7 +78,13 @@ impl Completer {
         let payload = wire::encode(&ResultMessage { v: WIRE_VERSION, body });
         let props = BasicProperties::default().with_delivery_mode(2).with_content_type(CONTENT_TYPE.into());
         channel
-            .basic_publish(self.exchange.as_str().into(), "".into(), BasicPublishOptions { mandatory: true, immediate: false }, &payload, props)
+            .basic_publish(
+                self.exchange.as_str().into(),
+                "".into(),
+                BasicPublishOptions { mandatory: true, immediate: false },
+                &payload,
+                props,
+            )
             .await
     }
 }

@@ -13,13 +13,16 @@ use completer::Completer;
 use executor::{execute, Executed, StopReason};
 use futures_util::stream::{select_all, StreamExt};
 use lapin::message::Delivery;
-use lapin::options::{BasicCancelOptions, BasicConsumeOptions, BasicNackOptions, BasicQosOptions, ConfirmSelectOptions, QueueBindOptions, QueueDeclareOptions};
+use lapin::options::{
+    BasicCancelOptions, BasicConsumeOptions, BasicNackOptions, BasicQosOptions, ConfirmSelectOptions, QueueBindOptions, QueueDeclareOptions,
+};
 use lapin::types::FieldTable;
 use lapin::Connection;
 use renderfleet_platform::broker::{dead_letter, declare};
 use renderfleet_shared::metrics as m;
 use renderfleet_shared::wire::{
-    self, ControlBody, ControlMessage, ErrorKind, Finished, ResultBody, Started, TaskError, TaskMessage, TaskRef, WorkerHeartbeat, WorkerStatus,
+    self, ControlBody, ControlMessage, ErrorKind, Finished, ResultBody, Started, TaskError, TaskMessage, TaskRef, WorkerHeartbeat,
+    WorkerStatus,
 };
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -75,17 +78,36 @@ async fn session(worker: &Arc<Worker>, conn: &Connection, shutdown: &Cancellatio
     let control_queue = ch
         .queue_declare("".into(), QueueDeclareOptions { exclusive: true, auto_delete: true, ..Default::default() }, FieldTable::default())
         .await?;
-    ch.queue_bind(control_queue.name().clone(), topo.control_exchange().as_str().into(), "".into(), QueueBindOptions::default(), FieldTable::default())
-        .await?;
+    ch.queue_bind(
+        control_queue.name().clone(),
+        topo.control_exchange().as_str().into(),
+        "".into(),
+        QueueBindOptions::default(),
+        FieldTable::default(),
+    )
+    .await?;
     let mut control = ch
-        .basic_consume(control_queue.name().clone(), format!("{}.control", worker.id).as_str().into(), BasicConsumeOptions { no_ack: true, ..Default::default() }, FieldTable::default())
+        .basic_consume(
+            control_queue.name().clone(),
+            format!("{}.control", worker.id).as_str().into(),
+            BasicConsumeOptions { no_ack: true, ..Default::default() },
+            FieldTable::default(),
+        )
         .await?;
 
     let mut tags = Vec::new();
     let mut consumers = Vec::new();
     for key in &keys {
         let tag = format!("{}.{key}", worker.id);
-        consumers.push(ch.basic_consume(topo.task_queue(key).as_str().into(), tag.as_str().into(), BasicConsumeOptions::default(), FieldTable::default()).await?);
+        consumers.push(
+            ch.basic_consume(
+                topo.task_queue(key).as_str().into(),
+                tag.as_str().into(),
+                BasicConsumeOptions::default(),
+                FieldTable::default(),
+            )
+            .await?,
+        );
         tags.push(tag);
     }
     let mut deliveries = select_all(consumers);
@@ -213,7 +235,8 @@ async fn handle(worker: Arc<Worker>, completer: Completer, results: mpsc::Sender
         Err(e) => return reject(&worker, &completer, &d, &format!("undecodable task: {e}"), wire::peek_task_ref(&d.data)).await,
     };
     let Some(module) = worker.modules.get(&task.module_key).cloned() else {
-        let reason = format!("task for module `{}` arrived on queue `{}`, which this worker does not serve", task.module_key, d.routing_key);
+        let reason =
+            format!("task for module `{}` arrived on queue `{}`, which this worker does not serve", task.module_key, d.routing_key);
         let task_ref = TaskRef { node_run_id: task.node_run_id, attempt: task.attempt };
         return reject(&worker, &completer, &d, &reason, Some(task_ref)).await;
     };
@@ -221,10 +244,10 @@ async fn handle(worker: Arc<Worker>, completer: Completer, results: mpsc::Sender
 
     let cancel = CancellationToken::new();
     let reason = Arc::new(Mutex::new(StopReason::Requeue));
-    running.lock().expect("running map").insert(
-        task.node_run_id,
-        InHand { run_id: task.run_id, attempt: task.attempt, cancel: cancel.clone(), reason: reason.clone() },
-    );
+    running
+        .lock()
+        .expect("running map")
+        .insert(task.node_run_id, InHand { run_id: task.run_id, attempt: task.attempt, cancel: cancel.clone(), reason: reason.clone() });
     metrics::gauge!(m::WORKER_BUSY_SLOTS).increment(1.0);
     let started_at_us = now_us();
     let clock = Instant::now();

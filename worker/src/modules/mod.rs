@@ -67,10 +67,10 @@ pub fn registry(names: &[String]) -> Result<BTreeMap<String, Arc<dyn Module>>, U
     names
         .iter()
         .map(|name| {
-            all.iter().find(|m| m.key() == name).map(|m| (name.clone(), m.clone())).ok_or_else(|| UnknownModule {
-                name: name.clone(),
-                known: all.iter().map(|m| m.key()).collect::<Vec<_>>().join(", "),
-            })
+            all.iter()
+                .find(|m| m.key() == name)
+                .map(|m| (name.clone(), m.clone()))
+                .ok_or_else(|| UnknownModule { name: name.clone(), known: all.iter().map(|m| m.key()).collect::<Vec<_>>().join(", ") })
         })
         .collect()
 }
