@@ -153,13 +153,23 @@ demo() {
 run_tests() {
   services
   ensure_rust
+  if cargo fmt --version >/dev/null 2>&1; then
+    log "checking formatting (cargo fmt)"
+    cargo fmt --all --check || die "code is not formatted: run \`cargo fmt --all\`"
+  else
+    log "rustfmt is not installed (rustup component add rustfmt); skipping the format check"
+  fi
   log "building"
   cargo build --workspace --bins --tests
   log "benchmark smoke run (every row produced; figures from a debug build mean nothing)"
   ensure_python_venv
   target/debug/bench --quick --out target/bench/smoke.json
   log "running the test suite"
-  cargo test --workspace -- --test-threads="${RENDERFLEET_TEST_THREADS:-3}"
+  mkdir -p target
+  cargo test --workspace -- --test-threads="${RENDERFLEET_TEST_THREADS:-3}" 2>&1 | tee target/test-output.txt
+  # One closing line for the whole suite (cargo prints one per test binary, the last of
+  # which is often a crate without doc tests).
+  awk '/^test result:/ { p += $4; f += $6 } END { printf "total: %d passed, %d failed\n", p, f }' target/test-output.txt
 }
 
 command -v curl >/dev/null || apt_install curl ca-certificates
