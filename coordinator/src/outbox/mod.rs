@@ -67,6 +67,21 @@ impl Hot {
     }
 }
 
+/// The task message in `row`, whose columns from `first` on are node_run id, run id, node id,
+/// module key, params, attempt and timeout_ms (every query that yields tasks keeps this order).
+pub fn task_at(row: &tokio_postgres::Row, first: usize) -> TaskMessage {
+    TaskMessage {
+        v: WIRE_VERSION,
+        node_run_id: row.get(first),
+        run_id: row.get(first + 1),
+        node_id: row.get(first + 2),
+        module_key: row.get(first + 3),
+        params: row.get(first + 4),
+        attempt: row.get::<_, i32>(first + 5) as u32,
+        timeout_ms: row.get::<_, i64>(first + 6) as u64,
+    }
+}
+
 /// Writes tasks to the outbox inside `tx`; `delay` holds them back (retry backoff); with
 /// `lease`, the caller publishes them itself after the commit (see [`Hot::send`]).
 pub async fn enqueue(
@@ -237,22 +252,7 @@ async fn publish_due(pool: &Pool, channel: &Channel, exchange: &str, limit: i64)
     }
     let lag: f64 = rows.iter().map(|r| r.get::<_, f64>(8)).fold(0.0, f64::max);
     metrics::gauge!(m::OUTBOX_LAG_SECONDS).set(lag);
-    let ready: Vec<Ready> = rows
-        .iter()
-        .map(|r| Ready {
-            outbox_id: r.get(0),
-            task: TaskMessage {
-                v: WIRE_VERSION,
-                node_run_id: r.get(1),
-                run_id: r.get(2),
-                node_id: r.get(3),
-                module_key: r.get(4),
-                params: r.get(5),
-                attempt: r.get::<_, i32>(6) as u32,
-                timeout_ms: r.get::<_, i64>(7) as u64,
-            },
-        })
-        .collect();
+    let ready: Vec<Ready> = rows.iter().map(|r| Ready { outbox_id: r.get(0), task: task_at(r, 1) }).collect();
     let (sent, refused) = publish(channel, exchange, &ready).await?;
     let mark = tx.prepare_cached(sql::MARK_SENT).await?;
     tx.execute(&mark, &[&sent]).await?;

@@ -10,7 +10,7 @@ use crate::outbox::{self, Ready, LEASE};
 use chrono::{DateTime, Utc};
 use deadpool_postgres::Transaction;
 use renderfleet_shared::config::RetryConfig;
-use renderfleet_shared::wire::{ErrorKind, Finished, Outcome, ResultBody, Started, TaskError, TaskMessage, WorkerHeartbeat, WIRE_VERSION};
+use renderfleet_shared::wire::{ErrorKind, Finished, Outcome, ResultBody, Started, TaskError, WorkerHeartbeat};
 use serde_json::{json, Value};
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::time::Duration;
@@ -160,16 +160,7 @@ async fn succeeded(tx: &Transaction<'_>, done: &[&Finished], fx: &mut Effects) -
             "outbox" => {
                 outbox_ids.insert(r.get(2), r.get(1));
             }
-            "ready" => queued.push(TaskMessage {
-                v: WIRE_VERSION,
-                node_run_id: r.get(2),
-                run_id: r.get(3),
-                node_id: r.get(4),
-                module_key: r.get(5),
-                params: r.get(6),
-                attempt: r.get::<_, i32>(7) as u32,
-                timeout_ms: r.get::<_, i64>(8) as u64,
-            }),
+            "ready" => queued.push(outbox::task_at(&r, 2)),
             _ => fx.runs_succeeded += u64::from(r.get::<_, bool>(11)),
         }
     }
@@ -225,16 +216,7 @@ async fn failed(tx: &Transaction<'_>, f: &Finished, error: &TaskError, policy: P
         let delay = policy.retry.delay(f.attempt);
         let stmt = tx.prepare_cached(sql::RETRY).await?;
         let row = tx.query_one(&stmt, &[&f.node_run_id, &err, &error.log_tail, &delay.as_secs_f64()]).await?;
-        let task = TaskMessage {
-            v: WIRE_VERSION,
-            node_run_id: row.get(0),
-            run_id: row.get(1),
-            node_id: row.get(2),
-            module_key: row.get(3),
-            params: row.get(4),
-            attempt: row.get::<_, i32>(5) as u32,
-            timeout_ms: row.get::<_, i64>(6) as u64,
-        };
+        let task = outbox::task_at(&row, 0);
         fx.delayed += outbox::enqueue(tx, vec![task], delay, None).await?.len();
         fx.retried.push(module);
         return Ok(());
