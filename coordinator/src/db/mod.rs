@@ -106,6 +106,13 @@ pub async fn migrate(pool: &Pool) -> Result<usize, DbError> {
     client.execute("SELECT pg_advisory_lock($1)", &[&MIGRATION_LOCK]).await?;
     let report = migrations::runner().run_async(&mut **client).await;
     client.execute("SELECT pg_advisory_unlock($1)", &[&MIGRATION_LOCK]).await?;
-    let report = report.map_err(|e| DbError::Migrate(e.to_string()))?;
+    let report = report.map_err(|e| {
+        let e = e.to_string();
+        if e.contains("different than filesystem") {
+            DbError::Migrate(format!("{e} (the database was migrated by a different build); point DATABASE_URL at a fresh database"))
+        } else {
+            DbError::Migrate(e)
+        }
+    })?;
     Ok(report.applied_migrations().len())
 }
