@@ -145,8 +145,10 @@ def main():
     finally:
         worker.terminate()
         worker.wait()
+        # Celery declared a queue and a direct exchange of that name: leave nothing behind.
         with app.connection_for_write() as conn:
             conn.default_channel.queue_delete(QUEUE)
+            conn.default_channel.exchange_delete(QUEUE)
     print(json.dumps({
         "version": celery.__version__,
         "independent_tasks": a.tasks,

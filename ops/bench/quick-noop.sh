@@ -11,19 +11,21 @@ cd "$(dirname "${BASH_SOURCE[0]}")/../.."
 N="${1:-1000}"; WORKERS="${2:-2}"; CONC="${3:-4}"
 BIN=target/release
 DB="rf_bench_$$"
-PREFIX="rf-bench-$$"
+VHOST="rf-bench-$$"
 PORT=18181
 PG="${PG_BASE_URL:-postgres://postgres@127.0.0.1:5432}"
 psql "$PG/postgres" -qc "CREATE DATABASE $DB"
+# A vhost of its own: deleting it removes every queue and exchange this run declared.
+rabbitmqctl -q add_vhost "$VHOST" && rabbitmqctl -q set_permissions -p "$VHOST" guest '.*' '.*' '.*' >/dev/null
 PIDS=()
 cleanup() {
   for p in "${PIDS[@]+"${PIDS[@]}"}"; do kill -TERM "$p" 2>/dev/null || true; done
   wait 2>/dev/null || true
   psql "$PG/postgres" -qc "DROP DATABASE IF EXISTS $DB WITH (FORCE)" || true
-  for q in tasks.noop tasks.sleep tasks.fail results dead; do rabbitmqctl -q delete_queue "$PREFIX.$q" >/dev/null 2>&1 || true; done
+  rabbitmqctl -q delete_vhost "$VHOST" >/dev/null 2>&1 || true
 }
 trap cleanup EXIT
-export DATABASE_URL="$PG/$DB" RENDERFLEET_BROKER_PREFIX="$PREFIX" RENDERFLEET_HTTP_ADDR="127.0.0.1:$PORT" RUST_LOG=warn
+export DATABASE_URL="$PG/$DB" AMQP_URL="amqp://guest:guest@127.0.0.1:5672/$VHOST" RENDERFLEET_HTTP_ADDR="127.0.0.1:$PORT" RUST_LOG=warn
 $BIN/coordinator & PIDS+=($!)
 for _ in $(seq 1 100); do curl -fs "http://127.0.0.1:$PORT/readyz" >/dev/null && break; sleep 0.1; done
 body='{"subject":{"kind":"bench"},"graph":{"nodes":[{"id":"n","type":"noop"}]}}'
