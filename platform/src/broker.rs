@@ -104,7 +104,14 @@ pub async fn dead_letter(
     headers.insert(topology::REASON_HEADER.into(), AMQPValue::LongString(reason.into()));
     headers.insert("x-original-routing-key".into(), AMQPValue::LongString(delivery.routing_key.as_str().into()));
     let props = delivery.properties.clone().with_headers(headers).with_delivery_mode(2);
-    channel.basic_publish(dead_exchange.into(), "".into(), BasicPublishOptions::default(), &delivery.data, props).await?.await?;
+    let confirmation =
+        channel.basic_publish(dead_exchange.into(), "".into(), BasicPublishOptions::default(), &delivery.data, props).await?.await?;
+    if confirmation.is_nack() {
+        // Keep the original rather than lose both: it is redelivered.
+        delivery.acker.nack(lapin::options::BasicNackOptions { requeue: true, multiple: false }).await?;
+        tracing::error!(reason, "the broker refused the dead letter; the message was requeued");
+        return Ok(());
+    }
     delivery.acker.ack(Default::default()).await?;
     metrics::counter!(m::DEAD_LETTERED_TOTAL, "source" => source).increment(1);
     tracing::warn!(reason, routing_key = %delivery.routing_key, "message dead-lettered");

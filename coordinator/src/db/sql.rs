@@ -26,7 +26,7 @@ FROM unnest($2::uuid[], $3::text[], $4::text[], $5::jsonb[], $6::text[], $7::int
 pub const ENQUEUE: &str = "
 INSERT INTO outbox (node_run_id, attempt, routing_key, not_before, claimed_until)
 SELECT t.id, t.attempt, t.rk, now() + make_interval(secs => t.delay),
-       CASE WHEN $5::float8 > 0 THEN now() + make_interval(secs => $5::float8) END
+       CASE WHEN $5::float8 > 0 THEN clock_timestamp() + make_interval(secs => $5::float8) END
 FROM unnest($1::uuid[], $2::int4[], $3::text[], $4::float8[]) AS t(id, attempt, rk, delay)
 ON CONFLICT (node_run_id, attempt) DO NOTHING
 RETURNING id, node_run_id";
@@ -113,7 +113,7 @@ WITH input AS (
   RETURNING n.id, n.run_id, n.node_id, n.module_key, n.params, n.attempt, n.timeout_ms, n.status
 ), enqueued AS (
   INSERT INTO outbox (node_run_id, attempt, routing_key, claimed_until)
-  SELECT id, attempt, module_key, now() + make_interval(secs => $7) FROM released WHERE status = 'queued'
+  SELECT id, attempt, module_key, clock_timestamp() + make_interval(secs => $7) FROM released WHERE status = 'queued'
   ON CONFLICT (node_run_id, attempt) DO NOTHING
   RETURNING id, node_run_id
 ), progress AS (

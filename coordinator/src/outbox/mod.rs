@@ -37,11 +37,21 @@ pub struct Ready {
     pub task: TaskMessage,
 }
 
+/// Leased tasks in hand-off, and until when this coordinator may still publish them: past
+/// that, the lease may have run out and the safety net may already have sent them.
+struct Handoff {
+    ready: Vec<Ready>,
+    usable_until: tokio::time::Instant,
+}
+
+/// Part of the lease kept back for clock and hand-off slack.
+const LEASE_MARGIN: Duration = Duration::from_secs(1);
+
 /// Tasks handed from a committed transaction to this coordinator's publisher.
 #[derive(Clone)]
 pub struct Hot {
-    tx: mpsc::Sender<Vec<Ready>>,
-    rx: Arc<Mutex<mpsc::Receiver<Vec<Ready>>>>,
+    tx: mpsc::Sender<Handoff>,
+    rx: Arc<Mutex<mpsc::Receiver<Handoff>>>,
     /// Wakes the safety-net publisher (a retry with a delay, or a hand-off that failed).
     pub kick: Arc<Notify>,
 }
@@ -60,7 +70,8 @@ impl Hot {
         if ready.is_empty() {
             return;
         }
-        if self.tx.try_send(ready).is_err() {
+        let usable_until = tokio::time::Instant::now() + LEASE - LEASE_MARGIN;
+        if self.tx.try_send(Handoff { ready, usable_until }).is_err() {
             tracing::debug!("publisher busy or down; leased tasks go out when their lease ends");
             self.kick.notify_one();
         }
@@ -144,7 +155,8 @@ pub async fn publish_loop(
         }
         let wait = match publish_due(&pool, &channel, &exchange, cfg.batch_size).await {
             Ok(n) if n as i64 >= cfg.batch_size => continue,
-            Ok(_) => next_due(&pool).await.unwrap_or(cfg.idle_poll).min(cfg.idle_poll),
+            // At least a short pause: rows another coordinator holds locked look overdue.
+            Ok(_) => next_due(&pool).await.unwrap_or(cfg.idle_poll).min(cfg.idle_poll).max(Duration::from_millis(20)),
             Err(PublishError::Db(e)) => {
                 tracing::warn!(error = %e, "outbox: database error; retrying");
                 Duration::from_millis(500)
@@ -156,11 +168,22 @@ pub async fn publish_loop(
             let flush_at = marks.flush_at();
             tokio::select! {
                 Some(first) = rx.recv() => {
-                    let mut ready = first;
-                    while let Ok(more) = rx.try_recv() {
-                        ready.extend(more);
+                    // Hand-offs whose lease may have ended are left to the safety net, which
+                    // may already have sent them (a backlog, or a broker outage in between).
+                    let now = tokio::time::Instant::now();
+                    let mut ready = Vec::new();
+                    for h in std::iter::once(first).chain(std::iter::from_fn(|| rx.try_recv().ok())) {
+                        if h.usable_until > now {
+                            ready.extend(h.ready);
+                        }
                     }
-                    let (sent, refused) = publish(&channel, &exchange, &ready).await?;
+                    let (sent, refused) = match publish(&channel, &exchange, &ready).await {
+                        Ok(done) => done,
+                        Err(e) => {
+                            marks.flush(&pool).await;
+                            return Err(e);
+                        }
+                    };
                     metrics::counter!(m::OUTBOX_PUBLISHED_TOTAL).increment(sent.len() as u64);
                     marks.add(sent, refused);
                     if marks.full() {

@@ -44,7 +44,7 @@ pub struct Policy<'a> {
     pub heartbeat_timeout: Duration,
 }
 
-/// Applies `messages` inside `tx`: starts, then every success at once, then failures, then
+/// Applies `messages` inside `tx`: starts, then failures, then every success at once, then
 /// the latest heartbeat of each worker (a later one supersedes an earlier one).
 pub async fn apply(tx: &Transaction<'_>, messages: &[ResultBody], policy: Policy<'_>) -> Result<Effects, DbError> {
     let mut touched: Vec<Uuid> = Vec::with_capacity(messages.len());
@@ -80,7 +80,7 @@ pub async fn apply(tx: &Transaction<'_>, messages: &[ResultBody], policy: Policy
         }
     }
     let lock = tx.prepare_cached(sql::LOCK_RUNS).await?;
-    if starts.is_empty() {
+    if starts.is_empty() && failures.is_empty() {
         // The common batch: send the lock and the successes back to back (pipelined; the
         // server still runs them in order), saving a round trip per hop.
         let (_, ()) =
@@ -90,10 +90,12 @@ pub async fn apply(tx: &Transaction<'_>, messages: &[ResultBody], policy: Policy
         for s in starts {
             started(tx, s, &mut fx).await?;
         }
+        // Failures before successes: a run that fails in this batch skips its pending nodes
+        // first, so a success in the same batch does not queue work for a failed run.
+        for (f, error) in failures {
+            failed(tx, f, error, policy, &mut fx).await?;
+        }
         succeeded(tx, &successes, &mut fx).await?;
-    }
-    for (f, error) in failures {
-        failed(tx, f, error, policy, &mut fx).await?;
     }
     for h in heartbeats.values() {
         heartbeat(tx, h).await?;

@@ -118,6 +118,9 @@ async fn refused(state: &AppState, body: &ResultBody, cancel: &CancellationToken
                             log_tail: None,
                         },
                     },
+                    // Nothing of the refused message but its ids: any text in it may be what
+                    // the database refused.
+                    worker_id: String::new(),
                     ..f.clone()
                 });
                 match apply_until_committed(state, std::slice::from_ref(&failed), cancel).await {
@@ -180,9 +183,10 @@ async fn ack_all(deliveries: &[Delivery]) -> Result<(), lapin::Error> {
     Ok(())
 }
 
-fn record(fx: &Effects, batch: usize) {
-    metrics::histogram!(m::RESULT_BATCH_SIZE).record(batch as f64);
-    let applied = (batch as u64).saturating_sub(fx.ignored);
+fn record(fx: &Effects, messages: usize) {
+    metrics::histogram!(m::RESULT_BATCH_SIZE).record(messages as f64);
+    let results = fx.started.len() + fx.succeeded.len() + fx.retried.len() + fx.failed.len() + fx.ignored as usize;
+    let applied = (results as u64).saturating_sub(fx.ignored);
     metrics::counter!(m::RESULTS_TOTAL, "outcome" => "applied").increment(applied);
     metrics::counter!(m::RESULTS_TOTAL, "outcome" => "ignored").increment(fx.ignored);
     record_effects(fx);

@@ -25,6 +25,9 @@ pub(crate) enum CompleteError {
     Refused,
 }
 
+/// Longest wait for the broker to confirm a result message.
+const CONFIRM_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30);
+
 /// Most attempt ends coalesced into one result message.
 const BATCH_MAX: usize = 256;
 
@@ -45,10 +48,16 @@ pub(crate) async fn publish_results(completer: Completer, mut rx: mpsc::Receiver
         }
         let (mut finished, replies): (Vec<Finished>, Vec<oneshot::Sender<bool>>) = batch.into_iter().unzip();
         let body = if finished.len() == 1 { ResultBody::Finished(finished.remove(0)) } else { ResultBody::FinishedBatch(finished) };
-        let confirmed = match completer.publish_confirmed(body).await {
-            Ok(()) => true,
-            Err(e) => {
+        // Bounded: a broker stuck in a memory or disk alarm must not hold the tasks forever
+        // (they are requeued instead).
+        let confirmed = match tokio::time::timeout(CONFIRM_TIMEOUT, completer.publish_confirmed(body)).await {
+            Ok(Ok(())) => true,
+            Ok(Err(e)) => {
                 tracing::error!(error = %e, results = replies.len(), "results not confirmed by the broker");
+                false
+            }
+            Err(_) => {
+                tracing::error!(results = replies.len(), "no confirm from the broker within {CONFIRM_TIMEOUT:?}");
                 false
             }
         };

@@ -42,6 +42,19 @@ struct InHand {
 
 type Running = Arc<Mutex<HashMap<Uuid, InHand>>>;
 
+/// Takes an attempt off the in-hand list when its handling ends, whichever way it ends.
+struct InHandGuard {
+    running: Running,
+    node_run_id: Uuid,
+}
+
+impl Drop for InHandGuard {
+    fn drop(&mut self) {
+        self.running.lock().expect("running map").remove(&self.node_run_id);
+        metrics::gauge!(m::WORKER_BUSY_SLOTS).decrement(1.0);
+    }
+}
+
 #[derive(Debug, thiserror::Error)]
 enum SessionError {
     #[error("broker: {0}")]
@@ -248,6 +261,9 @@ async fn handle(worker: Arc<Worker>, completer: Completer, results: mpsc::Sender
         .lock()
         .expect("running map")
         .insert(task.node_run_id, InHand { run_id: task.run_id, attempt: task.attempt, cancel: cancel.clone(), reason: reason.clone() });
+    // Listed (and heartbeated) until the task is acked or handed back, not just while it runs:
+    // a result waiting for its confirm is still this worker's.
+    let _in_hand = InHandGuard { running: running.clone(), node_run_id: task.node_run_id };
     metrics::gauge!(m::WORKER_BUSY_SLOTS).increment(1.0);
     let started_at_us = now_us();
     let clock = Instant::now();
@@ -268,8 +284,6 @@ async fn handle(worker: Arc<Worker>, completer: Completer, results: mpsc::Sender
         _ = report_start => run.await,
     };
     let secs = clock.elapsed().as_secs_f64();
-    running.lock().expect("running map").remove(&task.node_run_id);
-    metrics::gauge!(m::WORKER_BUSY_SLOTS).decrement(1.0);
 
     let outcome = match executed {
         Executed::Requeue => {
