@@ -91,16 +91,24 @@ pub(crate) async fn measure(sizes: Sizes) -> anyhow::Result<Ours> {
     })
 }
 
+/// The shipped defaults for the periodic work (the test worlds speed it up for the tests).
+const COORDINATOR_DEFAULTS: &[(&str, &str)] = &[
+    ("RENDERFLEET_RECOVERY__SWEEP_INTERVAL", "5s"),
+    ("RENDERFLEET_RECOVERY__HEARTBEAT_TIMEOUT", "30s"),
+    ("RENDERFLEET_OUTBOX__IDLE_POLL", "1s"),
+];
+
 async fn world(name: &str) -> (World, Coord) {
     let mut w = World::new(name).await;
     w.rust_log = "warn".into();
-    let c = w.start_coordinator("coordinator", &[]).await;
+    let c = w.start_coordinator("coordinator", COORDINATOR_DEFAULTS).await;
     (w, c)
 }
 
 fn start_workers(w: &mut World, n: usize) {
     for i in 0..n {
-        w.start_worker(&format!("w{i}"), &[("RENDERFLEET_CONCURRENCY", SLOTS), ("RENDERFLEET_METRICS_ADDR", "")]);
+        let env = [("RENDERFLEET_CONCURRENCY", SLOTS), ("RENDERFLEET_METRICS_ADDR", ""), ("RENDERFLEET_HEARTBEAT_INTERVAL", "5s")];
+        w.start_worker(&format!("w{i}"), &env);
     }
 }
 
