@@ -146,11 +146,7 @@ impl World {
         .map(|(k, v)| (k.to_string(), v.to_string()))
         .collect();
         env.push(("RENDERFLEET_HTTP_ADDR".into(), format!("127.0.0.1:{port}")));
-        for (k, v) in extra {
-            env.retain(|(ek, _)| ek != k);
-            env.push((k.to_string(), v.to_string()));
-        }
-        env
+        overridden(env, extra)
     }
 
     /// Starts a coordinator and waits until `/readyz` answers 200.
@@ -195,10 +191,7 @@ impl World {
         .map(|(k, v)| (k.to_string(), v.to_string()))
         .collect();
         env.push(("RENDERFLEET_METRICS_ADDR".into(), format!("127.0.0.1:{port}")));
-        for (k, v) in extra {
-            env.retain(|(ek, _)| ek != k);
-            env.push((k.to_string(), v.to_string()));
-        }
+        let env = overridden(env, extra);
         self.spawn(name, "worker", &env);
         format!("http://127.0.0.1:{port}/metrics")
     }
@@ -371,6 +364,15 @@ pub fn close_broker_connections(needle: &str) -> usize {
         }
     }
     closed
+}
+
+/// `env` with every `extra` variable replacing a variable of the same name, or added.
+fn overridden(mut env: Vec<(String, String)>, extra: &[(&str, &str)]) -> Vec<(String, String)> {
+    for (k, v) in extra {
+        env.retain(|(ek, _)| ek != k);
+        env.push((k.to_string(), v.to_string()));
+    }
+    env
 }
 
 /// The node `node_id` of a run answer.
