@@ -57,7 +57,7 @@ pub async fn run(config: CoordinatorConfig, metrics: PrometheusHandle, shutdown:
     let pool = db::connect(&config.database_url, config.db_pool_size, config.startup_timeout).await?;
     let applied = db::migrate(&pool).await?;
     tracing::info!(applied, "database ready");
-    let instance = format!("{}-{}", gethost(), std::process::id());
+    let instance = format!("{}-{}", gethostname::gethostname().to_string_lossy(), std::process::id());
     let conn_name = connection_name(&config.broker_prefix, &instance);
     let conn = renderfleet_platform::broker::connect(&config.amqp_url, &conn_name, "coordinator", config.startup_timeout).await?;
     let listener = tokio::net::TcpListener::bind(&config.http_addr)
@@ -95,8 +95,4 @@ pub async fn run(config: CoordinatorConfig, metrics: PrometheusHandle, shutdown:
 /// How this coordinator's broker connection is named (management UI, `rabbitmqctl`).
 pub fn connection_name(prefix: &str, instance: &str) -> String {
     format!("coordinator {prefix} {instance}")
-}
-
-fn gethost() -> String {
-    std::fs::read_to_string("/etc/hostname").map(|s| s.trim().to_string()).unwrap_or_else(|_| "localhost".into())
 }

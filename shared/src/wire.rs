@@ -59,7 +59,9 @@ impl ResultBody {
     }
 }
 
-/// A worker took a task (sent before the module runs; may arrive again on redelivery).
+/// A task is still running after the worker's `report_start_after` (shorter tasks send only
+/// their [`Finished`], which carries the start); may arrive again on redelivery, and may
+/// arrive after the end it precedes (it travels on an unconfirmed channel).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Started {
     pub node_run_id: Uuid,

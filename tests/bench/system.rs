@@ -50,8 +50,8 @@ pub(crate) async fn measure(sizes: Sizes) -> anyhow::Result<Ours> {
     for &workers in sizes.worker_counts {
         let mut rates = Vec::new();
         for _ in 0..sizes.repeats {
-            let (world, coord, run) = run_graph(wide_graph(sizes.wide), workers).await;
-            rates.push((sizes.wide + 2) as f64 / run_seconds(&world, &coord, run).await);
+            let (world, _coord, run) = run_graph(wide_graph(sizes.wide), workers).await;
+            rates.push((sizes.wide + 2) as f64 / run_seconds(&world, run).await);
         }
         wide.push((workers, median(rates)));
         eprintln!("bench:   wide, {workers} workers: {:.0} nodes/s", wide.last().unwrap().1);
@@ -158,7 +158,7 @@ fn bench_node<'a>(run: &'a Value, id: &str) -> &'a Value {
 }
 
 /// Run created → run finished (coordinator clock), in seconds.
-async fn run_seconds(w: &World, _c: &Coord, run: Uuid) -> f64 {
+async fn run_seconds(w: &World, run: Uuid) -> f64 {
     let row = w
         .db()
         .await
