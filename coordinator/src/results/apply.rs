@@ -8,12 +8,14 @@
 use crate::db::{sql, DbError};
 use crate::outbox::{self, Ready, LEASE};
 use chrono::{DateTime, Utc};
-use deadpool_postgres::Transaction;
+use deadpool_postgres::{Client, Transaction};
 use renderfleet_shared::config::RetryConfig;
 use renderfleet_shared::wire::{ErrorKind, Finished, Outcome, ResultBody, Started, TaskError, WorkerHeartbeat};
 use serde_json::{json, Value};
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::time::Duration;
+use tokio_postgres::types::ToSql;
+use tokio_postgres::Row;
 use uuid::Uuid;
 
 /// What a batch did, for metrics and the publisher after the commit.
@@ -135,21 +137,96 @@ async fn succeeded(tx: &Transaction<'_>, done: &[&Finished], fx: &mut Effects) -
     if done.is_empty() {
         return Ok(());
     }
-    let ids: Vec<Uuid> = done.iter().map(|f| f.node_run_id).collect();
-    let attempts: Vec<i32> = done.iter().map(|f| f.attempt as i32).collect();
-    let workers: Vec<&str> = done.iter().map(|f| f.worker_id.as_str()).collect();
-    let started: Vec<DateTime<Utc>> = done.iter().map(|f| ts(f.started_at_us)).collect();
-    let finished: Vec<DateTime<Utc>> = done.iter().map(|f| ts(f.finished_at_us)).collect();
-    let outputs: Vec<&Value> = done
-        .iter()
-        .map(|f| match &f.outcome {
-            Outcome::Succeeded { outputs } => outputs,
-            Outcome::Failed { .. } => unreachable!("only successes are passed here"),
-        })
-        .collect();
-    let lease = LEASE.as_secs_f64();
     let stmt = tx.prepare_cached(sql::SUCCEEDED).await?;
-    let rows = tx.query(&stmt, &[&ids, &attempts, &workers, &started, &finished, &outputs, &lease]).await?;
+    let input = SuccessInput::of(done);
+    let rows = tx.query(&stmt, &input.params()).await?;
+    read_succeeded(rows, done.len(), fx);
+    Ok(())
+}
+
+/// A batch of nothing but successes, the whole transaction in one round trip: `BEGIN`, the
+/// run locks, [`sql::SUCCEEDED`] and `COMMIT` are sent back to back. The server runs them in
+/// order; if a statement fails, the `COMMIT` rolls back and that statement's error is
+/// returned. All four are on the wire before the first answer is awaited, so the connection
+/// never goes back to the pool inside a transaction. `None` when the batch holds anything
+/// else (see [`apply`]).
+pub async fn apply_successes(client: &Client, messages: &[ResultBody]) -> Option<Result<Effects, DbError>> {
+    let only_successes = messages.iter().all(|m| match m {
+        ResultBody::Finished(_) | ResultBody::FinishedBatch(_) => {
+            m.finished().iter().all(|f| matches!(f.outcome, Outcome::Succeeded { .. }))
+        }
+        _ => false,
+    });
+    if !only_successes {
+        return None;
+    }
+    Some(one_trip(client, messages).await)
+}
+
+async fn one_trip(client: &Client, messages: &[ResultBody]) -> Result<Effects, DbError> {
+    let mut fx = Effects::default();
+    let mut seen: HashSet<(Uuid, u32)> = HashSet::new();
+    let mut done: Vec<&Finished> = Vec::new();
+    for f in messages.iter().flat_map(|m| m.finished()) {
+        if seen.insert((f.node_run_id, f.attempt)) {
+            done.push(f);
+        } else {
+            fx.ignored += 1;
+        }
+    }
+    let touched: Vec<Uuid> = done.iter().map(|f| f.node_run_id).collect();
+    let lock = client.prepare_cached(sql::LOCK_RUNS).await?;
+    let stmt = client.prepare_cached(sql::SUCCEEDED).await?;
+    let input = SuccessInput::of(&done);
+    let params = input.params();
+    let lock_params: [&(dyn ToSql + Sync); 1] = [&touched];
+    let (_, _, rows, _) = tokio::try_join!(
+        client.batch_execute("BEGIN"),
+        client.query(&lock, &lock_params),
+        client.query(&stmt, &params),
+        client.batch_execute("COMMIT"),
+    )?;
+    read_succeeded(rows, done.len(), &mut fx);
+    Ok(fx)
+}
+
+/// The parameters of [`sql::SUCCEEDED`], as parallel arrays.
+struct SuccessInput<'a> {
+    ids: Vec<Uuid>,
+    attempts: Vec<i32>,
+    workers: Vec<&'a str>,
+    started: Vec<DateTime<Utc>>,
+    finished: Vec<DateTime<Utc>>,
+    outputs: Vec<&'a Value>,
+    lease: f64,
+}
+
+impl<'a> SuccessInput<'a> {
+    fn of(done: &[&'a Finished]) -> Self {
+        SuccessInput {
+            ids: done.iter().map(|f| f.node_run_id).collect(),
+            attempts: done.iter().map(|f| f.attempt as i32).collect(),
+            workers: done.iter().map(|f| f.worker_id.as_str()).collect(),
+            started: done.iter().map(|f| ts(f.started_at_us)).collect(),
+            finished: done.iter().map(|f| ts(f.finished_at_us)).collect(),
+            outputs: done
+                .iter()
+                .map(|f| match &f.outcome {
+                    Outcome::Succeeded { outputs } => outputs,
+                    Outcome::Failed { .. } => unreachable!("only successes are passed here"),
+                })
+                .collect(),
+            lease: LEASE.as_secs_f64(),
+        }
+    }
+
+    fn params(&self) -> [&(dyn ToSql + Sync); 7] {
+        [&self.ids, &self.attempts, &self.workers, &self.started, &self.finished, &self.outputs, &self.lease]
+    }
+}
+
+/// Reads the rows of [`sql::SUCCEEDED`] for `submitted` successes into `fx`.
+fn read_succeeded(rows: Vec<Row>, submitted: usize, fx: &mut Effects) {
     let mut applied = 0;
     let mut queued = Vec::new();
     let mut outbox_ids: HashMap<Uuid, i64> = HashMap::new();
@@ -167,8 +244,7 @@ async fn succeeded(tx: &Transaction<'_>, done: &[&Finished], fx: &mut Effects) -
         }
     }
     fx.ready.extend(queued.into_iter().filter_map(|task| outbox_ids.get(&task.node_run_id).map(|&outbox_id| Ready { outbox_id, task })));
-    fx.ignored += (done.len() - applied) as u64;
-    Ok(())
+    fx.ignored += (submitted - applied) as u64;
 }
 
 fn error_json(error: &TaskError, attempt: u32, worker_id: &str) -> Value {

@@ -68,8 +68,9 @@ pub async fn consume_loop(
         match apply_until_committed(&state, &bodies, &cancel).await {
             None => return Ok(()), // cancelled: unacked results are redelivered
             Some(Ok(fx)) => {
-                ack_all(&good).await?;
+                // The ready tasks first: the acks are not on the next node's path.
                 finish(&state, fx, bodies.len());
+                ack_all(&good).await?;
             }
             // One result the database refuses (say, a NUL byte in its text) must not hold back
             // the others: apply them one by one; see `refused`.
@@ -79,8 +80,8 @@ pub async fn consume_loop(
                     match apply_until_committed(&state, std::slice::from_ref(&body), &cancel).await {
                         None => return Ok(()),
                         Some(Ok(fx)) => {
-                            d.acker.ack(BasicAckOptions::default()).await?;
                             finish(&state, fx, 1);
+                            d.acker.ack(BasicAckOptions::default()).await?;
                         }
                         Some(Err(e)) => {
                             if !refused(&state, &body, &cancel).await {
@@ -170,6 +171,9 @@ async fn apply_until_committed(state: &AppState, bodies: &[ResultBody], cancel: 
 
 async fn apply_once(state: &AppState, bodies: &[ResultBody]) -> Result<Effects, DbError> {
     let mut client = state.pool.get().await?;
+    if let Some(result) = apply::apply_successes(&client, bodies).await {
+        return result;
+    }
     let tx = client.transaction().await?;
     let fx = apply::apply(&tx, bodies, state.policy()).await?;
     tx.commit().await?;
