@@ -36,8 +36,8 @@ async fn diamond_runs_in_dependency_order() {
     w.start_worker("w1", &[]);
     w.start_worker("w2", &[]);
     let graph = json!({
-        "nodes": [{"id":"a","type":"noop"},{"id":"b","type":"sleep","params":{"ms":300}},
-                  {"id":"c","type":"sleep","params":{"ms":150}},{"id":"d","type":"noop"}],
+        "nodes": [{"id":"a","type":"util.noop"},{"id":"b","type":"util.sleep","params":{"ms":300}},
+                  {"id":"c","type":"util.sleep","params":{"ms":150}},{"id":"d","type":"util.noop"}],
         "edges": [{"from":"a","to":"b"},{"from":"a","to":"c"},{"from":"b","to":"d"},{"from":"c","to":"d"}]
     });
     let id = w.submit(&c, graph).await;
@@ -78,19 +78,20 @@ async fn renderctl_submit_waits_and_reports_failure_in_its_exit_code() {
     let dir = std::env::temp_dir().join(format!("rf-renderctl-{}", Uuid::now_v7()));
     std::fs::create_dir_all(&dir).unwrap();
     let good = dir.join("good.json");
-    std::fs::write(&good, r#"{"nodes":[{"id":"x","type":"noop"},{"id":"y","type":"noop"}],"edges":[{"from":"x","to":"y"}]}"#).unwrap();
+    std::fs::write(&good, r#"{"nodes":[{"id":"x","type":"util.noop"},{"id":"y","type":"util.noop"}],"edges":[{"from":"x","to":"y"}]}"#)
+        .unwrap();
     let out = renderfleet_tests::renderctl(&["--coordinator", &c.url, "submit", good.to_str().unwrap(), "--wait"]);
     assert!(out.status.success(), "{out:?}");
     assert!(String::from_utf8_lossy(&out.stdout).contains("succeeded  2 of 2 nodes done"));
 
     let bad = dir.join("bad.json");
-    std::fs::write(&bad, r#"{"nodes":[{"id":"x","type":"fail","params":{"times":5},"max_attempts":1}]}"#).unwrap();
+    std::fs::write(&bad, r#"{"nodes":[{"id":"x","type":"util.fail","params":{"times":5},"max_attempts":1}]}"#).unwrap();
     let out = renderfleet_tests::renderctl(&["--coordinator", &c.url, "submit", bad.to_str().unwrap(), "--wait"]);
     assert_eq!(out.status.code(), Some(1), "{out:?}");
     assert!(String::from_utf8_lossy(&out.stdout).contains("fails on purpose"));
 
     let cyclic = dir.join("cyclic.json");
-    std::fs::write(&cyclic, r#"{"nodes":[{"id":"x","type":"noop"}],"edges":[{"from":"x","to":"x"}]}"#).unwrap();
+    std::fs::write(&cyclic, r#"{"nodes":[{"id":"x","type":"util.noop"}],"edges":[{"from":"x","to":"x"}]}"#).unwrap();
     let out = renderfleet_tests::renderctl(&["--coordinator", &c.url, "submit", cyclic.to_str().unwrap()]);
     assert_eq!(out.status.code(), Some(2));
     let err = String::from_utf8_lossy(&out.stderr);
@@ -103,7 +104,7 @@ async fn both_binaries_reconnect_after_the_broker_drops_them() {
     let mut w = World::new("reconnect").await;
     let c = w.start_coordinator("coordinator", &[]).await;
     w.start_worker("w1", &[]);
-    let id = w.submit(&c, json!({"nodes":[{"id":"a","type":"noop"}]})).await;
+    let id = w.submit(&c, json!({"nodes":[{"id":"a","type":"util.noop"}]})).await;
     assert_eq!(w.wait_run(&c, id, LONG).await["status"], "succeeded");
 
     // The broker closes every connection of this world (as on a broker restart).
@@ -117,7 +118,8 @@ async fn both_binaries_reconnect_after_the_broker_drops_them() {
     })
     .await;
     w.wait_ready(&c).await;
-    let id = w.submit(&c, json!({"nodes":[{"id":"a","type":"noop"},{"id":"b","type":"noop"}],"edges":[{"from":"a","to":"b"}]})).await;
+    let id =
+        w.submit(&c, json!({"nodes":[{"id":"a","type":"util.noop"},{"id":"b","type":"util.noop"}],"edges":[{"from":"a","to":"b"}]})).await;
     assert_eq!(w.wait_run(&c, id, LONG).await["status"], "succeeded");
     assert!(w.alive("w1") && w.alive("coordinator"));
     assert!(w.log("w1").contains("broker session ended; reconnecting"));
@@ -129,10 +131,10 @@ async fn failing_node_is_retried_then_fails_with_descendants_skipped() {
     let c = w.start_coordinator("coordinator", &[]).await;
     w.start_worker("w1", &[]);
 
-    let ok = json!({"nodes":[{"id":"f","type":"fail","params":{"times":2},"max_attempts":3},{"id":"after","type":"noop"}],
+    let ok = json!({"nodes":[{"id":"f","type":"util.fail","params":{"times":2},"max_attempts":3},{"id":"after","type":"util.noop"}],
                     "edges":[{"from":"f","to":"after"}]});
-    let bad = json!({"nodes":[{"id":"f","type":"fail","params":{"times":2},"max_attempts":2},
-                              {"id":"child","type":"noop"},{"id":"grandchild","type":"noop"}],
+    let bad = json!({"nodes":[{"id":"f","type":"util.fail","params":{"times":2},"max_attempts":2},
+                              {"id":"child","type":"util.noop"},{"id":"grandchild","type":"util.noop"}],
                      "edges":[{"from":"f","to":"child"},{"from":"child","to":"grandchild"}]});
     let ok_id = w.submit(&c, ok).await;
     let bad_id = w.submit(&c, bad).await;
@@ -175,7 +177,7 @@ async fn worker_killed_mid_task_is_redelivered_and_runs_once_to_effect() {
     let id = w
         .submit(
             &c,
-            json!({"nodes":[{"id":"s","type":"sleep","params":{"ms":1500}},{"id":"next","type":"noop"}],
+            json!({"nodes":[{"id":"s","type":"util.sleep","params":{"ms":1500}},{"id":"next","type":"util.noop"}],
                                   "edges":[{"from":"s","to":"next"}]}),
         )
         .await;
@@ -208,7 +210,7 @@ async fn duplicate_result_changes_nothing() {
     let id = w
         .submit(
             &c,
-            json!({"nodes":[{"id":"a","type":"noop"},{"id":"b","type":"sleep","params":{"ms":1000}}],
+            json!({"nodes":[{"id":"a","type":"util.noop"},{"id":"b","type":"util.sleep","params":{"ms":1000}}],
                                   "edges":[{"from":"a","to":"b"}]}),
         )
         .await;
@@ -265,7 +267,7 @@ async fn coordinator_killed_in_flight_resumes_from_postgres() {
     let mut w = World::new("sigkill_coordinator").await;
     let c = w.start_coordinator("coordinator", &[]).await;
     let w1 = w.start_worker("w1", &[]);
-    let id = w.submit(&c, chain(6, json!({"type":"sleep","params":{"ms":250}}))).await;
+    let id = w.submit(&c, chain(6, json!({"type":"util.sleep","params":{"ms":250}}))).await;
     w.wait_node(&c, id, "n1", "running", LONG).await;
     w.kill("coordinator");
     // Results pile up in the queue while no coordinator runs.
@@ -294,7 +296,7 @@ async fn database_outage_is_waited_out_and_results_are_kept_until_committed() {
     let mut w = World::new("db_outage").await;
     let c = w.start_coordinator("coordinator", &[]).await;
     w.start_worker("w1", &[]);
-    let id = w.submit(&c, chain(4, json!({"type":"sleep","params":{"ms":300}}))).await;
+    let id = w.submit(&c, chain(4, json!({"type":"util.sleep","params":{"ms":300}}))).await;
     w.wait_node(&c, id, "n1", "running", LONG).await;
     w.database_outage().await;
     let ready = w.http.get(format!("{}/readyz", c.url)).send().await.unwrap();
@@ -319,7 +321,7 @@ async fn database_outage_is_waited_out_and_results_are_kept_until_committed() {
 async fn a_leased_task_whose_publisher_died_goes_out_when_the_lease_ends() {
     let mut w = World::new("lease").await;
     let c = w.start_coordinator("coordinator", &[]).await;
-    let id = w.submit(&c, json!({"nodes":[{"id":"a","type":"noop"}]})).await;
+    let id = w.submit(&c, json!({"nodes":[{"id":"a","type":"util.noop"}]})).await;
     let queue = w.topology.task_queue("noop");
     wait_until("the task to be published", LONG, || async { (w.queue_depth(&queue).await == 1).then_some(()) }).await;
     wait_until("the row to be marked sent", LONG, || async {
@@ -350,7 +352,7 @@ async fn two_coordinators_share_200_runs_and_dispatch_each_node_once() {
     w.wait_ready(&c2).await;
     let m1 = w.start_worker("w1", &[("RENDERFLEET_CONCURRENCY", "4")]);
     let m2 = w.start_worker("w2", &[("RENDERFLEET_CONCURRENCY", "4")]);
-    let graph = json!({"nodes":[{"id":"x","type":"noop"},{"id":"y","type":"noop"}],"edges":[{"from":"x","to":"y"}]});
+    let graph = json!({"nodes":[{"id":"x","type":"util.noop"},{"id":"y","type":"util.noop"}],"edges":[{"from":"x","to":"y"}]});
     let mut ids = Vec::new();
     for i in 0..200 {
         let c = if i % 2 == 0 { &c1 } else { &c2 };
@@ -377,7 +379,9 @@ async fn two_coordinators_share_200_runs_and_dispatch_each_node_once() {
         let applied = metric(&w.http, &format!("{}/metrics", c.url), "renderfleet_results_total", &[("outcome", "applied")]).await;
         assert!(applied > 0.0, "{} applied no results", c.name);
     }
-    assert_eq!(w.count("SELECT count(*) FROM refinery_schema_history").await, 1);
+    // Every migration applied exactly once, though both coordinators started together.
+    let files = std::fs::read_dir(concat!(env!("CARGO_MANIFEST_DIR"), "/../migrations")).unwrap().count() as i64;
+    assert_eq!(w.count("SELECT count(*) FROM refinery_schema_history").await, files);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -402,7 +406,7 @@ async fn undecodable_task_is_dead_lettered_and_the_worker_lives_on() {
     let _ = conn.close(200, "done".into()).await;
 
     assert!(w.alive("w1"), "the worker survived the poison message");
-    let id = w.submit(&c, json!({"nodes":[{"id":"a","type":"noop"}]})).await;
+    let id = w.submit(&c, json!({"nodes":[{"id":"a","type":"util.noop"}]})).await;
     assert_eq!(w.wait_run(&c, id, LONG).await["status"], "succeeded");
 }
 
@@ -410,7 +414,8 @@ async fn undecodable_task_is_dead_lettered_and_the_worker_lives_on() {
 async fn a_task_from_a_newer_version_fails_its_node_instead_of_hanging() {
     let mut w = World::new("future_task").await;
     let c = w.start_coordinator("coordinator", &[]).await;
-    let id = w.submit(&c, json!({"nodes":[{"id":"a","type":"noop"},{"id":"b","type":"noop"}],"edges":[{"from":"a","to":"b"}]})).await;
+    let id =
+        w.submit(&c, json!({"nodes":[{"id":"a","type":"util.noop"},{"id":"b","type":"util.noop"}],"edges":[{"from":"a","to":"b"}]})).await;
     let run = w.get_run(&c, id).await;
     let a: Uuid = node(&run, "a").unwrap()["node_run_id"].as_str().unwrap().parse().unwrap();
     // Replace the real task with one a newer coordinator might write (schema version 99).
@@ -447,8 +452,8 @@ async fn a_task_from_a_newer_version_fails_its_node_instead_of_hanging() {
 async fn a_result_the_database_refuses_fails_its_node_without_blocking_the_others() {
     let mut w = World::new("refused_result").await;
     let c = w.start_coordinator("coordinator", &[]).await;
-    let id = w.submit(&c, json!({"nodes":[{"id":"a","type":"noop"}]})).await;
-    let other = w.submit(&c, json!({"nodes":[{"id":"b","type":"noop"}]})).await;
+    let id = w.submit(&c, json!({"nodes":[{"id":"a","type":"util.noop"}]})).await;
+    let other = w.submit(&c, json!({"nodes":[{"id":"b","type":"util.noop"}]})).await;
     let run = w.get_run(&c, id).await;
     let a: Uuid = node(&run, "a").unwrap()["node_run_id"].as_str().unwrap().parse().unwrap();
     // PostgreSQL refuses a NUL character in jsonb text: no retry can store this result.
@@ -480,7 +485,7 @@ async fn invalid_graphs_get_422_with_every_problem_and_write_nothing() {
     let mut w = World::new("invalid").await;
     let c = w.start_coordinator("coordinator", &[]).await;
     let graph = json!({
-        "nodes": [{"id":"a","type":"noop"},{"id":"b","type":"noop"},{"id":"r","type":"render_magic"}],
+        "nodes": [{"id":"a","type":"util.noop"},{"id":"b","type":"util.noop"},{"id":"r","type":"render_magic"}],
         "edges": [{"from":"a","to":"b"},{"from":"b","to":"a"},{"from":"r","to":"ghost"}]
     });
     let resp = w.http.post(format!("{}/v1/runs", c.url)).json(&json!({"subject": {}, "graph": graph})).send().await.unwrap();
@@ -492,17 +497,17 @@ async fn invalid_graphs_get_422_with_every_problem_and_write_nothing() {
     assert!(find("cycle")["message"].as_str().unwrap().contains("a, b"));
     let unknown = find("unknown_node_type");
     assert_eq!(unknown["node_id"], "r");
-    assert!(unknown["message"].as_str().unwrap().contains("known types: noop, sleep, fail"));
+    assert!(unknown["message"].as_str().unwrap().contains("`GET /v1/nodes` lists the node types"));
     assert_eq!(find("dangling_edge")["edge"], 2);
 
-    let cyclic = json!({"nodes":[{"id":"x","type":"noop"}],"edges":[{"from":"x","to":"x"}]});
+    let cyclic = json!({"nodes":[{"id":"x","type":"util.noop"}],"edges":[{"from":"x","to":"x"}]});
     let resp = w.http.post(format!("{}/v1/runs", c.url)).json(&json!({"subject": {}, "graph": cyclic})).send().await.unwrap();
     assert_eq!(resp.status(), 422);
 
     let resp = w.http.post(format!("{}/v1/runs", c.url)).header("content-type", "application/json").body("{not json").send().await.unwrap();
     assert_eq!(resp.status(), 400);
     let body: Value = resp.json().await.unwrap();
-    assert!(body["message"].as_str().unwrap().contains("not a valid run request"));
+    assert!(body["message"].as_str().unwrap().contains("not a valid request"));
 
     for table in ["runs", "node_runs", "node_attempts", "outbox"] {
         assert_eq!(w.count(&format!("SELECT count(*) FROM {table}")).await, 0, "{table} was written");
@@ -519,7 +524,7 @@ async fn invalid_graphs_get_422_with_every_problem_and_write_nothing() {
 async fn idempotency_key_returns_the_first_run() {
     let mut w = World::new("idempotency").await;
     let c = w.start_coordinator("coordinator", &[]).await;
-    let body = json!({"subject": {"order_line": 7}, "graph": {"nodes": [{"id": "a", "type": "noop"}]}});
+    let body = json!({"subject": {"order_line": 7}, "graph": {"nodes": [{"id": "a", "type": "util.noop"}]}});
     let post = |body: Value| w.http.post(format!("{}/v1/runs", c.url)).header("Idempotency-Key", "order-7-still").json(&body).send();
     let first = post(body.clone()).await.unwrap();
     assert_eq!(first.status(), 201);
@@ -546,7 +551,7 @@ async fn hung_worker_is_detected_by_heartbeat_and_its_late_result_ignored() {
     let id = w
         .submit(
             &c,
-            json!({"nodes":[{"id":"s","type":"sleep","params":{"ms":800}},{"id":"t","type":"noop"}],
+            json!({"nodes":[{"id":"s","type":"util.sleep","params":{"ms":800}},{"id":"t","type":"util.noop"}],
                                   "edges":[{"from":"s","to":"t"}]}),
         )
         .await;
@@ -587,7 +592,7 @@ async fn sigterm_drains_within_grace_and_requeues_past_it() {
 
     // Within the grace period: the task in hand finishes, then the worker exits cleanly.
     w.start_worker("patient", &[("RENDERFLEET_SHUTDOWN_GRACE", "10s")]);
-    let id = w.submit(&c, json!({"nodes":[{"id":"s","type":"sleep","params":{"ms":700}}]})).await;
+    let id = w.submit(&c, json!({"nodes":[{"id":"s","type":"util.sleep","params":{"ms":700}}]})).await;
     w.wait_node(&c, id, "s", "running", LONG).await;
     w.signal("patient", Signal::SIGTERM);
     let status = w.wait_exit("patient", LONG).await;
@@ -599,7 +604,7 @@ async fn sigterm_drains_within_grace_and_requeues_past_it() {
 
     // Past the grace period: the task goes back to the queue and another worker runs it.
     w.start_worker("hasty", &[("RENDERFLEET_SHUTDOWN_GRACE", "200ms")]);
-    let id = w.submit(&c, json!({"nodes":[{"id":"s","type":"sleep","params":{"ms":3000}}]})).await;
+    let id = w.submit(&c, json!({"nodes":[{"id":"s","type":"util.sleep","params":{"ms":3000}}]})).await;
     w.wait_node(&c, id, "s", "running", LONG).await;
     w.signal("hasty", Signal::SIGTERM);
     let status = w.wait_exit("hasty", LONG).await;

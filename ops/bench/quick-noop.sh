@@ -28,7 +28,7 @@ trap cleanup EXIT
 export DATABASE_URL="$PG/$DB" AMQP_URL="amqp://guest:guest@127.0.0.1:5672/$VHOST" RENDERFLEET_HTTP_ADDR="127.0.0.1:$PORT" RUST_LOG=warn
 $BIN/coordinator & PIDS+=($!)
 for _ in $(seq 1 100); do curl -fs "http://127.0.0.1:$PORT/readyz" >/dev/null && break; sleep 0.1; done
-body='{"subject":{"kind":"bench"},"graph":{"nodes":[{"id":"n","type":"noop"}]}}'
+body='{"subject":{"kind":"bench"},"graph":{"nodes":[{"id":"n","type":"util.noop"}]}}'
 t0=$(date +%s.%N)
 seq "$N" | xargs -P 8 -I{} curl -fs -o /dev/null -X POST -H 'content-type: application/json' -d "$body" "http://127.0.0.1:$PORT/v1/runs"
 t1=$(date +%s.%N)

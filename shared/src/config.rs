@@ -216,7 +216,9 @@ impl Default for WorkerConfig {
             amqp_url: "amqp://guest:guest@127.0.0.1:5672/%2f".into(),
             broker_prefix: "renderfleet".into(),
             worker_id: String::new(),
-            modules: crate::modules::NodeCatalog::node_types(&crate::modules::Builtins).into_iter().map(String::from).collect(),
+            modules: [crate::registry::module::NOOP, crate::registry::module::SLEEP, crate::registry::module::FAIL]
+                .map(String::from)
+                .to_vec(),
             concurrency: 2,
             heartbeat_interval: Duration::from_secs(5),
             report_start_after: Duration::from_millis(50),

@@ -1,10 +1,12 @@
-//! The graph submitted with a run, and its validation into an executable [`Plan`].
+//! A graph of nodes (typed by the [registry](crate::registry)) and edges port → port, and
+//! its validation into an executable [`Plan`].
 //!
-//! Validation returns *every* problem at once, each with a stable `code`, so a client can
-//! fix a graph in one round trip. Node types resolve through a [`NodeCatalog`]; the full
-//! contract layer (ports, families, JSON Schema params) plugs in there.
+//! Validation returns *every* problem at once, each with a stable `code`, the node, edge
+//! or param (JSON pointer) it is about and a message that says how to fix it, so a client
+//! fixes a graph in one round trip. It also yields the *normalised* graph: current type
+//! names, every edge's ports named, params with their defaults. That is what gets stored.
 
-use crate::modules::NodeCatalog;
+use crate::registry::{ArtifactKind, ExecutionRole, Family, NodeType, Port, Registry};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use std::collections::{HashMap, HashSet};
@@ -18,6 +20,9 @@ pub const MAX_ATTEMPTS_LIMIT: u32 = 100;
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct GraphSpec {
+    /// The family every node must belong to; inferred from the node types when absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub family: Option<Family>,
     pub nodes: Vec<NodeSpec>,
     #[serde(default)]
     pub edges: Vec<EdgeSpec>,
@@ -28,7 +33,7 @@ pub struct GraphSpec {
 pub struct NodeSpec {
     /// Unique within the graph.
     pub id: String,
-    /// Node type key; today the module key itself (`noop`, `sleep`, `fail`).
+    /// A `type_key` of the registry (`GET /v1/nodes`).
     #[serde(rename = "type")]
     pub node_type: String,
     #[serde(default = "empty_object")]
@@ -36,17 +41,22 @@ pub struct NodeSpec {
     /// Attempts before the node fails for good (default from the coordinator's config).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub max_attempts: Option<u32>,
-    /// Per-attempt time limit, e.g. "30s" (default from the coordinator's config).
+    /// Per-attempt time limit, e.g. "30s" (default: the node type's, else the coordinator's).
     #[serde(default, skip_serializing_if = "Option::is_none", with = "humantime_serde")]
     pub timeout: Option<Duration>,
 }
 
-/// `from` must finish before `to` starts.
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+/// Output `from_port` of node `from` feeds input `to_port` of node `to`; `to` starts after
+/// `from` has finished. A port may be left out when only one fits.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq, Hash)]
 #[serde(deny_unknown_fields)]
 pub struct EdgeSpec {
     pub from: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub from_port: Option<String>,
     pub to: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub to_port: Option<String>,
 }
 
 fn empty_object() -> Value {
@@ -57,6 +67,8 @@ fn empty_object() -> Value {
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct Problem {
     pub code: ProblemCode,
+    #[serde(default)]
+    pub severity: Severity,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub node_id: Option<String>,
     /// Index into `edges`.
@@ -68,7 +80,17 @@ pub struct Problem {
     pub message: String,
 }
 
-#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, Default, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum Severity {
+    /// The graph cannot run.
+    #[default]
+    Error,
+    /// The graph runs, but probably not as meant.
+    Warning,
+}
+
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq, Hash)]
 #[serde(rename_all = "snake_case")]
 pub enum ProblemCode {
     EmptyGraph,
@@ -76,11 +98,28 @@ pub enum ProblemCode {
     EmptyNodeId,
     DuplicateNodeId,
     UnknownNodeType,
+    /// Warning: an old type name, resolved through the alias table.
+    RenamedNodeType,
+    FamilyMismatch,
     InvalidParam,
     InvalidField,
     DanglingEdge,
     DuplicateEdge,
+    UnknownPort,
+    AmbiguousPort,
+    PortKindMismatch,
+    MissingRequiredInput,
+    InputFedTwice,
     Cycle,
+    NoSink,
+    /// Warning: a node whose output reaches no sink.
+    UnreachableNode,
+}
+
+impl ProblemCode {
+    pub fn as_str(self) -> String {
+        serde_json::to_value(self).ok().and_then(|v| v.as_str().map(String::from)).unwrap_or_default()
+    }
 }
 
 /// Defaults applied to nodes that do not set them, and the fleet's ceiling on timeouts.
@@ -93,17 +132,50 @@ pub struct NodeDefaults {
     pub max_timeout: Duration,
 }
 
+/// What validation found, and the graph in canonical shape.
+#[derive(Debug, Clone)]
+pub struct Validation {
+    /// Errors and warnings, in the order found.
+    pub problems: Vec<Problem>,
+    /// Current type names, ports named where they could be resolved, params with defaults.
+    pub normalized: GraphSpec,
+    /// The graph's family: declared, or the only one its node types allow (`None` when
+    /// the types allow several, or none).
+    pub family: Option<Family>,
+    /// What the graph's sinks deliver: (sink node id, artifact kind fed into it).
+    pub delivers: Vec<(String, ArtifactKind)>,
+}
+
+impl Validation {
+    pub fn errors(&self) -> impl Iterator<Item = &Problem> {
+        self.problems.iter().filter(|p| p.severity == Severity::Error)
+    }
+
+    pub fn is_valid(&self) -> bool {
+        self.errors().next().is_none()
+    }
+
+    pub fn warnings(&self) -> Vec<Problem> {
+        self.problems.iter().filter(|p| p.severity == Severity::Warning).cloned().collect()
+    }
+}
+
 /// A validated graph, ready to become node_runs.
 #[derive(Debug, Clone)]
 pub struct Plan {
     /// In submission order.
     pub nodes: Vec<PlannedNode>,
+    /// The normalised graph (what is stored with the run).
+    pub graph: GraphSpec,
+    pub family: Option<Family>,
+    pub warnings: Vec<Problem>,
 }
 
 #[derive(Debug, Clone)]
 pub struct PlannedNode {
     pub id: String,
     pub module_key: &'static str,
+    /// With defaults applied.
     pub params: Value,
     pub max_attempts: u32,
     pub timeout: Duration,
@@ -121,12 +193,24 @@ impl Plan {
 }
 
 fn problem(code: ProblemCode, message: String) -> Problem {
-    Problem { code, node_id: None, edge: None, param_path: None, message }
+    Problem { code, severity: Severity::Error, node_id: None, edge: None, param_path: None, message }
 }
 
-/// Validates `graph` and turns it into a plan, or lists every problem found.
-pub fn plan(graph: &GraphSpec, catalog: &dyn NodeCatalog, defaults: NodeDefaults) -> Result<Plan, Vec<Problem>> {
+fn warning(code: ProblemCode, message: String) -> Problem {
+    Problem { severity: Severity::Warning, ..problem(code, message) }
+}
+
+fn ports(list: &[Port]) -> String {
+    if list.is_empty() {
+        return "none".into();
+    }
+    list.iter().map(|p| format!("`{}` ({})", p.name, p.kind.as_str())).collect::<Vec<_>>().join(", ")
+}
+
+/// Validates `graph` against `registry`; see [`Validation`].
+pub fn validate(graph: &GraphSpec, registry: &Registry) -> Validation {
     let mut problems = Vec::new();
+    let mut normalized = graph.clone();
     if graph.nodes.is_empty() {
         problems.push(problem(ProblemCode::EmptyGraph, "the graph has no nodes; add at least one node".into()));
     }
@@ -135,11 +219,12 @@ pub fn plan(graph: &GraphSpec, catalog: &dyn NodeCatalog, defaults: NodeDefaults
             ProblemCode::TooLarge,
             format!("the graph has {} nodes; the limit is {MAX_NODES}: split the work into several runs", graph.nodes.len()),
         ));
-        return Err(problems);
+        return Validation { problems, normalized, family: graph.family, delivers: Vec::new() };
     }
 
+    // Nodes: ids, types (through aliases), params, limits.
     let mut index: HashMap<&str, usize> = HashMap::with_capacity(graph.nodes.len());
-    let mut modules: Vec<Option<&'static str>> = Vec::with_capacity(graph.nodes.len());
+    let mut types: Vec<Option<&NodeType>> = Vec::with_capacity(graph.nodes.len());
     for (i, node) in graph.nodes.iter().enumerate() {
         let at = |code, message| Problem { node_id: Some(node.id.clone()), ..problem(code, message) };
         if node.id.trim().is_empty() {
@@ -148,16 +233,44 @@ pub fn plan(graph: &GraphSpec, catalog: &dyn NodeCatalog, defaults: NodeDefaults
             problems
                 .push(at(ProblemCode::DuplicateNodeId, format!("node id `{}` is used more than once; node ids must be unique", node.id)));
         }
-        let module = catalog.module_for(&node.node_type);
-        if module.is_none() {
-            problems.push(at(
-                ProblemCode::UnknownNodeType,
-                format!("node `{}` has unknown type `{}`; known types: {}", node.id, node.node_type, catalog.node_types().join(", ")),
-            ));
-        } else {
-            for (path, message) in catalog.check_params(&node.node_type, &node.params) {
+        let (key, renamed) = match registry.alias(&node.node_type) {
+            Some(new) => (new, true),
+            None => (node.node_type.as_str(), false),
+        };
+        let ty = registry.get(key);
+        match ty {
+            None => {
+                let hint = match registry.closest(&node.node_type) {
+                    Some(c) => format!("did you mean `{c}`?"),
+                    None => "`GET /v1/nodes` lists the node types".into(),
+                };
                 problems
-                    .push(Problem { param_path: Some(path), ..at(ProblemCode::InvalidParam, format!("node `{}`: {message}", node.id)) });
+                    .push(at(ProblemCode::UnknownNodeType, format!("node `{}` has unknown type `{}`; {hint}", node.id, node.node_type)));
+            }
+            Some(t) => {
+                if renamed {
+                    problems.push(Problem {
+                        node_id: Some(node.id.clone()),
+                        ..warning(
+                            ProblemCode::RenamedNodeType,
+                            format!(
+                                "node `{}`: type `{}` is now `{}`; `repair` rewrites stored workflows",
+                                node.id, node.node_type, t.type_key
+                            ),
+                        )
+                    });
+                }
+                normalized.nodes[i].node_type = t.type_key.to_string();
+                let param_problems = registry.check_params(t.type_key, &node.params);
+                for (path, message) in &param_problems {
+                    problems.push(Problem {
+                        param_path: Some(path.clone()),
+                        ..at(ProblemCode::InvalidParam, format!("node `{}` param `{}`: {message}", node.id, display_path(path)))
+                    });
+                }
+                if param_problems.is_empty() {
+                    normalized.nodes[i].params = registry.with_defaults(t.type_key, &node.params);
+                }
             }
         }
         if let Some(n) = node.max_attempts {
@@ -168,27 +281,24 @@ pub fn plan(graph: &GraphSpec, catalog: &dyn NodeCatalog, defaults: NodeDefaults
                 ));
             }
         }
-        match node.timeout {
-            Some(Duration::ZERO) => {
-                problems.push(at(ProblemCode::InvalidField, format!("node `{}`: `timeout` must be positive, e.g. \"30s\"", node.id)));
-            }
-            Some(t) if t > defaults.max_timeout => problems.push(at(
-                ProblemCode::InvalidField,
-                format!(
-                    "node `{}`: `timeout` {} is above this fleet's limit of {}; split the work, or raise `nodes.max_timeout` (and RabbitMQ's consumer_timeout with it)",
-                    node.id,
-                    humantime_serde::re::humantime::format_duration(t),
-                    humantime_serde::re::humantime::format_duration(defaults.max_timeout)
-                ),
-            )),
-            _ => {}
+        if node.timeout == Some(Duration::ZERO) {
+            problems.push(at(ProblemCode::InvalidField, format!("node `{}`: `timeout` must be positive, e.g. \"30s\"", node.id)));
         }
-        modules.push(module);
+        types.push(ty);
     }
 
-    let mut successors: Vec<Vec<usize>> = vec![Vec::new(); graph.nodes.len()];
-    let mut deps = vec![0u32; graph.nodes.len()];
-    let mut seen_edges: HashSet<(usize, usize)> = HashSet::new();
+    let family = check_family(graph, &types, &mut problems);
+
+    // Edges: ends, ports, kinds; then what each input receives.
+    let n = graph.nodes.len();
+    let mut successors: Vec<Vec<usize>> = vec![Vec::new(); n];
+    let mut seen_pairs: HashSet<(usize, usize)> = HashSet::new();
+    let mut seen_edges: HashSet<(usize, &str, usize, &str)> = HashSet::new();
+    let mut fed: HashMap<(usize, &str), usize> = HashMap::new();
+    let mut delivers = Vec::new();
+    // Nodes with an incoming edge whose ports could not be resolved: their inputs are not
+    // reported missing on top of the edge's own problem.
+    let mut unresolved_into: HashSet<usize> = HashSet::new();
     for (e, edge) in graph.edges.iter().enumerate() {
         let at_edge = |code, message| Problem { edge: Some(e), ..problem(code, message) };
         let from = index.get(edge.from.as_str()).copied();
@@ -202,46 +312,316 @@ pub fn plan(graph: &GraphSpec, catalog: &dyn NodeCatalog, defaults: NodeDefaults
             }
         }
         let (Some(from), Some(to)) = (from, to) else { continue };
-        if !seen_edges.insert((from, to)) {
+        if seen_pairs.insert((from, to)) {
+            successors[from].push(to);
+        }
+        let (Some(ft), Some(tt)) = (types[from], types[to]) else {
+            unresolved_into.insert(to);
+            continue;
+        };
+        let Some((out, inp)) = resolve_ports(e, edge, ft, tt, &mut problems) else {
+            unresolved_into.insert(to);
+            continue;
+        };
+        normalized.edges[e].from_port = Some(out.name.to_string());
+        normalized.edges[e].to_port = Some(inp.name.to_string());
+        if !seen_edges.insert((from, out.name, to, inp.name)) {
             problems.push(at_edge(
                 ProblemCode::DuplicateEdge,
-                format!("edge #{e} `{}` → `{}` is listed twice; remove one", edge.from, edge.to),
+                format!("edge #{e} `{}.{}` → `{}.{}` is listed twice; remove one", edge.from, out.name, edge.to, inp.name),
             ));
             continue;
         }
-        successors[from].push(to);
-        deps[to] += 1;
+        if tt.execution_role == ExecutionRole::Sink {
+            delivers.push((edge.to.clone(), out.kind));
+        }
+        let count = fed.entry((to, inp.name)).or_insert(0);
+        *count += 1;
+        if *count == 2 && !inp.many {
+            problems.push(at_edge(
+                ProblemCode::InputFedTwice,
+                format!(
+                    "edge #{e}: input `{}` of node `{}` is already fed by another edge; an input takes one edge: remove one",
+                    inp.name, edge.to
+                ),
+            ));
+        }
+    }
+    for (i, node) in graph.nodes.iter().enumerate() {
+        let Some(t) = types[i].filter(|_| !unresolved_into.contains(&i)) else { continue };
+        for p in t.inputs.iter().filter(|p| p.required && !fed.contains_key(&(i, p.name))) {
+            let feeders: Vec<&str> = registry
+                .all()
+                .iter()
+                .filter(|o| o.editor_visible && o.outputs.iter().any(|out| out.kind == p.kind))
+                .map(|o| o.type_key)
+                .collect();
+            let hint = if feeders.is_empty() { String::new() } else { format!(" (from e.g. {})", feeders.join(", ")) };
+            problems.push(Problem {
+                node_id: Some(node.id.clone()),
+                ..problem(
+                    ProblemCode::MissingRequiredInput,
+                    format!(
+                        "node `{}` ({}) needs input `{}` ({}): add an edge into it{hint}",
+                        node.id,
+                        t.type_key,
+                        p.name,
+                        p.kind.as_str()
+                    ),
+                )
+            });
+        }
     }
 
+    let deps = in_degrees(&successors);
     let on_cycle = nodes_on_cycles(&successors, &deps);
     if !on_cycle.is_empty() {
         let names: Vec<&str> = on_cycle.iter().map(|&i| graph.nodes[i].id.as_str()).collect();
         problems.push(problem(
             ProblemCode::Cycle,
-            format!("the graph has a cycle through nodes {}; a run graph must be acyclic: remove an edge between them", names.join(", ")),
+            format!("the graph has a cycle through nodes {}; a graph must be acyclic: remove an edge between them", names.join(", ")),
         ));
     }
+    check_sinks(graph, &types, &successors, &mut problems);
+    Validation { problems, normalized, family, delivers }
+}
 
-    if !problems.is_empty() {
-        return Err(problems);
+fn display_path(pointer: &str) -> String {
+    if pointer.is_empty() {
+        "(all)".into()
+    } else {
+        pointer.trim_start_matches('/').replace('/', ".")
     }
-    let nodes = graph
+}
+
+/// Declared family: every node must allow it. Otherwise: the families all nodes allow.
+fn check_family(graph: &GraphSpec, types: &[Option<&NodeType>], problems: &mut Vec<Problem>) -> Option<Family> {
+    if let Some(f) = graph.family {
+        for (node, t) in graph.nodes.iter().zip(types) {
+            if let Some(t) = t.filter(|t| !t.allows(f)) {
+                let allowed: Vec<&str> = t.families.iter().map(|f| f.as_str()).collect();
+                problems.push(Problem {
+                    node_id: Some(node.id.clone()),
+                    ..problem(
+                        ProblemCode::FamilyMismatch,
+                        format!(
+                            "node `{}` ({}) belongs to {}, not to this `{}` graph: remove it or use a `{}` graph",
+                            node.id,
+                            t.type_key,
+                            allowed.join(", "),
+                            f.as_str(),
+                            allowed.join("` or `")
+                        ),
+                    )
+                });
+            }
+        }
+        return Some(f);
+    }
+    let possible: Vec<Family> = Family::ALL.into_iter().filter(|f| types.iter().flatten().all(|t| t.allows(*f))).collect();
+    if possible.is_empty() && types.iter().any(Option::is_some) {
+        let only = |f: Family| -> Vec<&str> {
+            graph.nodes.iter().zip(types).filter(|(_, t)| t.is_some_and(|t| t.families == [f])).map(|(n, _)| n.id.as_str()).collect()
+        };
+        problems.push(problem(
+            ProblemCode::FamilyMismatch,
+            format!(
+                "the graph mixes families: cad_file-only nodes {:?} and order_line-only nodes {:?}; a graph has one family: split it in two",
+                only(Family::CadFile),
+                only(Family::OrderLine)
+            ),
+        ));
+    }
+    match possible.as_slice() {
+        [f] => Some(*f),
+        _ => None,
+    }
+}
+
+/// Picks the ports an edge connects: the named ones, or the only pair whose kinds fit
+/// (an exact kind match wins over `any`).
+fn resolve_ports(e: usize, edge: &EdgeSpec, ft: &NodeType, tt: &NodeType, problems: &mut Vec<Problem>) -> Option<(Port, Port)> {
+    let at_edge = |code, message| Problem { edge: Some(e), ..problem(code, message) };
+    let outs: Vec<Port> = match &edge.from_port {
+        Some(name) => match ft.output(name) {
+            Some(p) => vec![*p],
+            None => {
+                problems.push(at_edge(
+                    ProblemCode::UnknownPort,
+                    format!("edge #{e}: `{}` ({}) has no output `{name}`; its outputs: {}", edge.from, ft.type_key, ports(ft.outputs)),
+                ));
+                return None;
+            }
+        },
+        None => ft.outputs.to_vec(),
+    };
+    let ins: Vec<Port> = match &edge.to_port {
+        Some(name) => match tt.input(name) {
+            Some(p) => vec![*p],
+            None => {
+                problems.push(at_edge(
+                    ProblemCode::UnknownPort,
+                    format!("edge #{e}: `{}` ({}) has no input `{name}`; its inputs: {}", edge.to, tt.type_key, ports(tt.inputs)),
+                ));
+                return None;
+            }
+        },
+        None => tt.inputs.to_vec(),
+    };
+    if outs.is_empty() || ins.is_empty() {
+        let (node, ty, what) = if outs.is_empty() { (&edge.from, ft, "outputs") } else { (&edge.to, tt, "inputs") };
+        problems.push(at_edge(
+            ProblemCode::UnknownPort,
+            format!(
+                "edge #{e}: `{node}` ({}) has no {what}, so no edge can {} it",
+                ty.type_key,
+                if outs.is_empty() { "leave" } else { "enter" }
+            ),
+        ));
+        return None;
+    }
+    let pairs: Vec<(Port, Port)> =
+        outs.iter().flat_map(|o| ins.iter().map(move |i| (*o, *i))).filter(|(o, i)| o.kind.fits(i.kind)).collect();
+    let exact: Vec<(Port, Port)> = pairs.iter().copied().filter(|(o, i)| o.kind == i.kind && o.kind != ArtifactKind::Any).collect();
+    match (pairs.len(), exact.len()) {
+        (0, _) => {
+            problems.push(at_edge(
+                ProblemCode::PortKindMismatch,
+                format!(
+                    "edge #{e} `{}` → `{}`: no output of {} fits an input of {}; outputs {} cannot feed inputs {}",
+                    edge.from,
+                    edge.to,
+                    ft.type_key,
+                    tt.type_key,
+                    ports(&outs),
+                    ports(&ins)
+                ),
+            ));
+            None
+        }
+        (1, _) => Some(pairs[0]),
+        (_, 1) => Some(exact[0]),
+        _ => {
+            let options: Vec<String> = pairs.iter().map(|(o, i)| format!("{}→{}", o.name, i.name)).collect();
+            problems.push(at_edge(
+                ProblemCode::AmbiguousPort,
+                format!("edge #{e} `{}` → `{}` could connect {}; name `from_port` and `to_port`", edge.from, edge.to, options.join(", ")),
+            ));
+            None
+        }
+    }
+}
+
+/// A graph of real nodes must deliver something (a sink); nodes whose output reaches no
+/// sink get a warning. Graphs of test nodes only deliver nothing, by design.
+fn check_sinks(graph: &GraphSpec, types: &[Option<&NodeType>], successors: &[Vec<usize>], problems: &mut Vec<Problem>) {
+    let role = |i: usize| types[i].map(|t| t.execution_role);
+    let real = (0..graph.nodes.len()).any(|i| role(i).is_some_and(|r| r != ExecutionRole::Test));
+    if !real {
+        return;
+    }
+    let sinks: Vec<usize> = (0..graph.nodes.len()).filter(|&i| role(i) == Some(ExecutionRole::Sink)).collect();
+    if sinks.is_empty() {
+        problems.push(problem(
+            ProblemCode::NoSink,
+            "the graph delivers nothing: add an `output.publish` node fed by the artifact to deliver".into(),
+        ));
+        return;
+    }
+    // Walk back from the sinks.
+    let mut predecessors: Vec<Vec<usize>> = vec![Vec::new(); successors.len()];
+    for (i, succ) in successors.iter().enumerate() {
+        for &s in succ {
+            predecessors[s].push(i);
+        }
+    }
+    let mut reaches = vec![false; successors.len()];
+    let mut stack = sinks;
+    while let Some(i) = stack.pop() {
+        if !std::mem::replace(&mut reaches[i], true) {
+            stack.extend(predecessors[i].iter().copied());
+        }
+    }
+    for (i, node) in graph.nodes.iter().enumerate() {
+        if !reaches[i] && role(i).is_some_and(|r| r != ExecutionRole::Test) {
+            problems.push(Problem {
+                node_id: Some(node.id.clone()),
+                ..warning(
+                    ProblemCode::UnreachableNode,
+                    format!(
+                        "node `{}` feeds no sink, so its work is thrown away: connect it towards an `output.publish` or remove it",
+                        node.id
+                    ),
+                )
+            });
+        }
+    }
+}
+
+fn in_degrees(successors: &[Vec<usize>]) -> Vec<u32> {
+    let mut deps = vec![0u32; successors.len()];
+    for succ in successors {
+        for &s in succ {
+            deps[s] += 1;
+        }
+    }
+    deps
+}
+
+/// Validates `graph` and turns it into a plan, or lists every problem found (warnings
+/// included, so the caller can show them together).
+pub fn plan(graph: &GraphSpec, registry: &Registry, defaults: NodeDefaults) -> Result<Plan, Vec<Problem>> {
+    let mut v = validate(graph, registry);
+    for (node, spec) in graph.nodes.iter().zip(&v.normalized.nodes) {
+        if let Some(t) = node.timeout.filter(|t| *t > defaults.max_timeout) {
+            v.problems.push(Problem {
+                node_id: Some(node.id.clone()),
+                ..problem(
+                    ProblemCode::InvalidField,
+                    format!(
+                        "node `{}`: `timeout` {} is above this fleet's limit of {}; split the work, or raise `nodes.max_timeout` (and RabbitMQ's consumer_timeout with it)",
+                        spec.id,
+                        humantime_serde::re::humantime::format_duration(t),
+                        humantime_serde::re::humantime::format_duration(defaults.max_timeout)
+                    ),
+                )
+            });
+        }
+    }
+    if !v.is_valid() {
+        return Err(v.problems);
+    }
+    let index: HashMap<&str, usize> = v.normalized.nodes.iter().enumerate().map(|(i, n)| (n.id.as_str(), i)).collect();
+    let mut successors: Vec<Vec<usize>> = vec![Vec::new(); v.normalized.nodes.len()];
+    for e in &v.normalized.edges {
+        let (from, to) = (index[e.from.as_str()], index[e.to.as_str()]);
+        if !successors[from].contains(&to) {
+            successors[from].push(to);
+        }
+    }
+    let deps = in_degrees(&successors);
+    let nodes = v
+        .normalized
         .nodes
         .iter()
-        .zip(modules)
         .zip(successors)
         .zip(deps)
-        .map(|(((node, module), successors), deps)| PlannedNode {
-            id: node.id.clone(),
-            module_key: module.expect("checked above"),
-            params: node.params.clone(),
-            max_attempts: node.max_attempts.unwrap_or(defaults.max_attempts),
-            timeout: node.timeout.unwrap_or(defaults.timeout),
-            deps,
-            successors,
+        .map(|((node, successors), deps)| {
+            let t = registry.get(&node.node_type).expect("validated above");
+            let type_timeout = t.default_timeout_s.map(|s| Duration::from_secs(s).min(defaults.max_timeout));
+            PlannedNode {
+                id: node.id.clone(),
+                module_key: t.module_key,
+                params: node.params.clone(),
+                max_attempts: node.max_attempts.unwrap_or(defaults.max_attempts),
+                timeout: node.timeout.or(type_timeout).unwrap_or(defaults.timeout),
+                deps,
+                successors,
+            }
         })
         .collect();
-    Ok(Plan { nodes })
+    let warnings = v.warnings();
+    Ok(Plan { nodes, graph: v.normalized, family: v.family, warnings })
 }
 
 /// Nodes that lie on a cycle (sorted), found by peeling off nodes with no remaining
@@ -290,7 +670,8 @@ fn nodes_on_cycles(successors: &[Vec<usize>], deps: &[u32]) -> Vec<usize> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::modules::Builtins;
+    use crate::registry::registry;
+    use crate::starters::starter;
     use serde_json::json;
 
     const DEFAULTS: NodeDefaults =
@@ -300,18 +681,46 @@ mod tests {
         serde_json::from_value(v).unwrap()
     }
 
-    fn codes(r: Result<Plan, Vec<Problem>>) -> Vec<ProblemCode> {
-        r.unwrap_err().into_iter().map(|p| p.code).collect()
+    fn codes(v: &Validation) -> Vec<ProblemCode> {
+        v.problems.iter().map(|p| p.code).collect()
+    }
+
+    fn check(v: Value) -> Validation {
+        validate(&graph(v), registry())
+    }
+
+    /// The order-line starter with `f` applied to its JSON.
+    fn order_line(f: impl FnOnce(&mut Value)) -> Value {
+        let mut v = serde_json::to_value(starter(Family::OrderLine)).unwrap();
+        f(&mut v);
+        v
+    }
+
+    fn node_index(v: &Value, id: &str) -> usize {
+        v["nodes"].as_array().unwrap().iter().position(|n| n["id"] == id).unwrap()
+    }
+
+    fn edge_index(v: &Value, from: &str, to: &str) -> usize {
+        v["edges"].as_array().unwrap().iter().position(|e| e["from"] == from && e["to"] == to).unwrap()
     }
 
     #[test]
-    fn diamond_plans_with_dependency_counts() {
+    fn starters_validate_cleanly_in_their_family() {
+        for f in Family::ALL {
+            let v = validate(&starter(f), registry());
+            assert!(v.problems.is_empty(), "{f:?}: {:?}", v.problems);
+            assert_eq!(v.family, Some(f));
+        }
+    }
+
+    #[test]
+    fn diamond_of_test_nodes_plans_with_dependency_counts() {
         let g = graph(json!({
-            "nodes": [{"id":"a","type":"noop"},{"id":"b","type":"sleep","params":{"ms":1}},
-                      {"id":"c","type":"noop","max_attempts":5,"timeout":"2s"},{"id":"d","type":"noop"}],
+            "nodes": [{"id":"a","type":"util.noop"},{"id":"b","type":"util.sleep","params":{"ms":1}},
+                      {"id":"c","type":"util.noop","max_attempts":5,"timeout":"2s"},{"id":"d","type":"util.noop"}],
             "edges": [{"from":"a","to":"b"},{"from":"a","to":"c"},{"from":"b","to":"d"},{"from":"c","to":"d"}]
         }));
-        let plan = plan(&g, &Builtins, DEFAULTS).unwrap();
+        let plan = plan(&g, registry(), DEFAULTS).unwrap();
         let deps: Vec<u32> = plan.nodes.iter().map(|n| n.deps).collect();
         assert_eq!(deps, vec![0, 1, 1, 2]);
         assert_eq!(plan.ready().collect::<Vec<_>>(), vec![0]);
@@ -319,62 +728,315 @@ mod tests {
         assert_eq!(plan.nodes[2].max_attempts, 5);
         assert_eq!(plan.nodes[2].timeout, Duration::from_secs(2));
         assert_eq!(plan.nodes[3].max_attempts, 3);
+        assert_eq!(plan.graph.edges[0].from_port.as_deref(), Some("done"));
     }
 
     #[test]
-    fn every_problem_is_reported_at_once() {
-        let g = graph(json!({
-            "nodes": [{"id":"a","type":"noop"},{"id":"b","type":"render"},{"id":"c","type":"noop"},
-                      {"id":"a","type":"sleep"},{"id":"e","type":"noop","max_attempts":0}],
-            "edges": [{"from":"a","to":"c"},{"from":"c","to":"a"},{"from":"c","to":"zz"}]
+    fn old_type_names_still_plan_with_a_warning_and_are_normalised() {
+        let g = graph(json!({"nodes":[{"id":"a","type":"noop"}]}));
+        let plan = plan(&g, registry(), DEFAULTS).unwrap();
+        assert_eq!(plan.graph.nodes[0].node_type, "util.noop");
+        assert_eq!(plan.nodes[0].module_key, "noop");
+        assert_eq!(plan.warnings[0].code, ProblemCode::RenamedNodeType);
+    }
+
+    #[test]
+    fn defaults_are_applied_and_ports_named_in_the_normalised_graph() {
+        let plan = plan(&starter(Family::OrderLine), registry(), DEFAULTS).unwrap();
+        let still = plan.graph.nodes.iter().find(|n| n.node_type == "render.still").unwrap();
+        assert_eq!(still.params["samples"], 64);
+        assert_eq!(still.params["camera"]["auto_frame"], true);
+        assert!(plan.graph.edges.iter().all(|e| e.from_port.is_some() && e.to_port.is_some()));
+        let t = plan.nodes.iter().find(|n| n.module_key == "blender_still").unwrap();
+        assert_eq!(t.timeout, Duration::from_secs(3600), "the node type's default timeout");
+    }
+
+    #[test]
+    fn unknown_node_type_suggests_the_closest() {
+        let v = check(order_line(|v| v["nodes"][0]["type"] = json!("cad.reslove")));
+        assert_eq!(codes(&v), vec![ProblemCode::UnknownNodeType]);
+        assert!(v.problems[0].message.contains("did you mean `cad.resolve`?"), "{}", v.problems[0].message);
+    }
+
+    #[test]
+    fn family_mismatch_against_the_declared_family() {
+        let v = check(json!({"family":"cad_file","nodes":[
+            {"id":"r","type":"cad.resolve"},{"id":"g","type":"cad.export_glb"},{"id":"m","type":"material.assign"},
+            {"id":"p","type":"output.publish"}],
+            "edges":[{"from":"r","to":"g"},{"from":"g","from_port":"parts","to":"m"},{"from":"m","to":"p"}]}));
+        assert_eq!(codes(&v), vec![ProblemCode::FamilyMismatch]);
+        assert_eq!(v.problems[0].node_id.as_deref(), Some("m"));
+    }
+
+    #[test]
+    fn family_mismatch_when_inferred_families_do_not_meet() {
+        let v = check(json!({"nodes":[
+            {"id":"r","type":"cad.resolve"},{"id":"g","type":"cad.export_glb"},{"id":"meta","type":"cad.extract_metadata"},
+            {"id":"m","type":"material.assign"},{"id":"p1","type":"output.publish"},{"id":"p2","type":"output.publish"}],
+            "edges":[{"from":"r","to":"g"},{"from":"g","from_port":"glb","to":"meta"},{"from":"g","from_port":"parts","to":"m"},
+                     {"from":"meta","from_port":"metadata","to":"p1"},{"from":"m","to":"p2"}]}));
+        assert_eq!(codes(&v), vec![ProblemCode::FamilyMismatch]);
+        assert!(
+            v.problems[0].message.contains(r#"cad_file-only nodes ["meta"] and order_line-only nodes ["m"]"#),
+            "{}",
+            v.problems[0].message
+        );
+        let util = check(json!({"family":"cad_file","nodes":[{"id":"a","type":"util.noop"}]}));
+        assert!(util.problems.is_empty(), "util nodes belong to both families");
+    }
+
+    #[test]
+    fn duplicate_node_id() {
+        let v = check(order_line(|v| {
+            let i = node_index(v, "publish");
+            v["nodes"][i]["id"] = json!("still");
         }));
-        let got = codes(plan(&g, &Builtins, DEFAULTS));
-        for want in [
-            ProblemCode::UnknownNodeType,
-            ProblemCode::DuplicateNodeId,
-            ProblemCode::InvalidParam,
-            ProblemCode::InvalidField,
-            ProblemCode::DanglingEdge,
-            ProblemCode::Cycle,
-        ] {
-            assert!(got.contains(&want), "missing {want:?} in {got:?}");
-        }
+        assert!(codes(&v).contains(&ProblemCode::DuplicateNodeId), "{:?}", v.problems);
+    }
+
+    #[test]
+    fn dangling_edge() {
+        let v = check(order_line(|v| v["edges"].as_array_mut().unwrap().push(json!({"from":"still","to":"nowhere"}))));
+        assert_eq!(codes(&v), vec![ProblemCode::DanglingEdge]);
+        assert!(v.problems[0].message.contains("`nowhere`"));
+    }
+
+    #[test]
+    fn unknown_port_lists_the_real_ones() {
+        let v = check(order_line(|v| {
+            let e = edge_index(v, "export", "still");
+            v["edges"][e]["from_port"] = json!("mesh");
+        }));
+        assert!(codes(&v).contains(&ProblemCode::UnknownPort), "{:?}", v.problems);
+        let p = v.problems.iter().find(|p| p.code == ProblemCode::UnknownPort).unwrap();
+        assert!(p.message.contains("no output `mesh`") && p.message.contains("`glb` (glb)"), "{}", p.message);
+    }
+
+    #[test]
+    fn ambiguous_port_asks_for_names() {
+        let v =
+            check(json!({"nodes":[{"id":"r","type":"cad.resolve"},{"id":"g","type":"cad.export_glb"},{"id":"p","type":"output.publish"}],
+                             "edges":[{"from":"r","to":"g"},{"from":"g","to":"p"}]}));
+        assert_eq!(codes(&v), vec![ProblemCode::AmbiguousPort]);
+        assert!(v.problems[0].message.contains("glb→artifact, parts→artifact"), "{}", v.problems[0].message);
+    }
+
+    #[test]
+    fn port_kind_mismatch() {
+        let v = check(order_line(|v| {
+            let e = edge_index(v, "export", "still");
+            v["edges"][e]["from_port"] = json!("parts");
+            v["edges"][e]["to_port"] = json!("glb");
+        }));
+        assert!(codes(&v).contains(&ProblemCode::PortKindMismatch), "{:?}", v.problems);
+    }
+
+    #[test]
+    fn missing_required_input_names_a_feeder() {
+        let v = check(order_line(|v| {
+            let e = edge_index(v, "export", "still");
+            v["edges"].as_array_mut().unwrap().remove(e);
+        }));
+        assert_eq!(codes(&v), vec![ProblemCode::MissingRequiredInput]);
+        assert!(v.problems[0].message.contains("needs input `glb`") && v.problems[0].message.contains("cad.export_glb"));
+    }
+
+    #[test]
+    fn input_fed_twice() {
+        let v = check(order_line(|v| {
+            v["nodes"].as_array_mut().unwrap().push(json!({"id":"export2","type":"cad.export_glb"}));
+            v["edges"].as_array_mut().unwrap().push(json!({"from":"resolve","to":"export2"}));
+            v["edges"].as_array_mut().unwrap().push(json!({"from":"export2","from_port":"glb","to":"still"}));
+        }));
+        assert!(codes(&v).contains(&ProblemCode::InputFedTwice), "{:?}", v.problems);
     }
 
     #[test]
     fn cycle_names_only_nodes_on_it() {
         let g = graph(json!({
-            "nodes": [{"id":"s","type":"noop"},{"id":"x","type":"noop"},{"id":"y","type":"noop"},{"id":"t","type":"noop"}],
+            "nodes": [{"id":"s","type":"util.noop"},{"id":"x","type":"util.noop"},{"id":"y","type":"util.noop"},{"id":"t","type":"util.noop"}],
             "edges": [{"from":"s","to":"x"},{"from":"x","to":"y"},{"from":"y","to":"x"},{"from":"y","to":"t"}]
         }));
-        let problems = plan(&g, &Builtins, DEFAULTS).unwrap_err();
+        let problems = plan(&g, registry(), DEFAULTS).unwrap_err();
         assert_eq!(problems.len(), 1);
+        assert_eq!(problems[0].code, ProblemCode::Cycle);
         assert!(problems[0].message.contains("nodes x, y;"), "{}", problems[0].message);
     }
 
     #[test]
     fn self_loop_is_a_cycle() {
-        let g = graph(json!({"nodes":[{"id":"a","type":"noop"}],"edges":[{"from":"a","to":"a"}]}));
-        assert_eq!(codes(plan(&g, &Builtins, DEFAULTS)), vec![ProblemCode::Cycle]);
+        let v = check(json!({"nodes":[{"id":"a","type":"util.noop"}],"edges":[{"from":"a","to":"a"}]}));
+        assert_eq!(codes(&v), vec![ProblemCode::Cycle]);
+    }
+
+    #[test]
+    fn no_sink() {
+        let v = check(order_line(|v| {
+            let i = node_index(v, "publish");
+            v["nodes"].as_array_mut().unwrap().remove(i);
+            let e = edge_index(v, "still", "publish");
+            v["edges"].as_array_mut().unwrap().remove(e);
+        }));
+        assert_eq!(codes(&v), vec![ProblemCode::NoSink]);
+    }
+
+    #[test]
+    fn invalid_param_carries_the_json_pointer() {
+        let v = check(order_line(|v| {
+            let i = node_index(v, "still");
+            v["nodes"][i]["params"] = json!({"camera": {"elevation_deg": 120}});
+        }));
+        assert_eq!(codes(&v), vec![ProblemCode::InvalidParam]);
+        assert_eq!(v.problems[0].param_path.as_deref(), Some("/camera/elevation_deg"));
+        assert!(v.problems[0].message.contains("camera.elevation_deg"), "{}", v.problems[0].message);
+    }
+
+    #[test]
+    fn unreachable_node_is_a_warning() {
+        let v = check(order_line(|v| {
+            v["nodes"].as_array_mut().unwrap().push(json!({"id":"extra","type":"export.blend"}));
+            v["edges"].as_array_mut().unwrap().push(json!({"from":"export","from_port":"glb","to":"extra"}));
+        }));
+        assert_eq!(codes(&v), vec![ProblemCode::UnreachableNode]);
+        assert!(v.is_valid());
+        assert_eq!(v.problems[0].severity, Severity::Warning);
     }
 
     #[test]
     fn timeouts_above_the_fleet_limit_are_refused() {
-        let g = graph(json!({"nodes":[{"id":"a","type":"noop","timeout":"3h"}]}));
-        let problems = plan(&g, &Builtins, DEFAULTS).unwrap_err();
+        let g = graph(json!({"nodes":[{"id":"a","type":"util.noop","timeout":"3h"}]}));
+        let problems = plan(&g, registry(), DEFAULTS).unwrap_err();
         assert_eq!(problems[0].code, ProblemCode::InvalidField);
         assert!(problems[0].message.contains("above this fleet's limit of 2h"), "{}", problems[0].message);
     }
 
     #[test]
     fn empty_graph_is_refused() {
-        let g = graph(json!({"nodes":[]}));
-        assert_eq!(codes(plan(&g, &Builtins, DEFAULTS)), vec![ProblemCode::EmptyGraph]);
+        assert_eq!(codes(&check(json!({"nodes":[]}))), vec![ProblemCode::EmptyGraph]);
     }
 
     #[test]
     fn unknown_fields_are_refused_by_the_parser() {
-        let r: Result<GraphSpec, _> = serde_json::from_value(json!({"nodes":[{"id":"a","type":"noop","parms":{}}]}));
+        let r: Result<GraphSpec, _> = serde_json::from_value(json!({"nodes":[{"id":"a","type":"util.noop","parms":{}}]}));
         assert!(r.unwrap_err().to_string().contains("parms"));
+    }
+
+    #[test]
+    fn every_problem_is_reported_at_once() {
+        let v = check(json!({
+            "family": "cad_file",
+            "nodes": [{"id":"r","type":"cad.resolve"},{"id":"g","type":"cad.export_glb","params":{"tol_linear":-1}},
+                      {"id":"r","type":"cad.resolv"},{"id":"m","type":"material.assign"},{"id":"s","type":"render.still"},
+                      {"id":"x","type":"util.noop"},{"id":"y","type":"util.noop"},{"id":"meta","type":"cad.extract_metadata"}],
+            "edges": [{"from":"r","to":"g"},{"from":"g","from_port":"mesh","to":"m"},{"from":"x","to":"y"},{"from":"y","to":"x"},
+                      {"from":"g","to":"ghost"},{"from":"g","from_port":"parts","to":"s","to_port":"glb"}]
+        }));
+        let got = codes(&v);
+        for want in [
+            ProblemCode::DuplicateNodeId,
+            ProblemCode::UnknownNodeType,
+            ProblemCode::InvalidParam,
+            ProblemCode::FamilyMismatch,
+            ProblemCode::UnknownPort,
+            ProblemCode::DanglingEdge,
+            ProblemCode::PortKindMismatch,
+            ProblemCode::MissingRequiredInput,
+            ProblemCode::Cycle,
+            ProblemCode::NoSink,
+        ] {
+            assert!(got.contains(&want), "missing {want:?} in {got:?}");
+        }
+    }
+
+    mod properties {
+        use super::*;
+        use proptest::prelude::*;
+
+        /// A random valid graph of `family`: a chain of real stages from the starter's
+        /// source, some extra branches, each ending in a publish.
+        fn valid_graph(family: Family, branches: &[u8]) -> GraphSpec {
+            let mut g = starter(family);
+            for (b, kind) in branches.iter().enumerate() {
+                let (ty, port) = match (family, kind % 3) {
+                    (Family::OrderLine, 0) => ("render.turntable", "frames"),
+                    (Family::OrderLine, 1) => ("export.blend", "blend"),
+                    (Family::CadFile, 0) => ("cad.extract_metadata", "metadata"),
+                    _ => ("render.still", "image"),
+                };
+                let (from, from_port) = ("export", "glb");
+                let id = format!("b{b}");
+                let publish = format!("p{b}");
+                g.nodes.push(NodeSpec { id: id.clone(), node_type: ty.into(), params: json!({}), max_attempts: None, timeout: None });
+                g.nodes.push(NodeSpec {
+                    id: publish.clone(),
+                    node_type: "output.publish".into(),
+                    params: json!({"name": format!("out{b}")}),
+                    max_attempts: None,
+                    timeout: None,
+                });
+                g.edges.push(EdgeSpec { from: from.into(), from_port: Some(from_port.into()), to: id.clone(), to_port: None });
+                g.edges.push(EdgeSpec { from: id, from_port: Some(port.into()), to: publish, to_port: None });
+            }
+            g
+        }
+
+        fn family() -> impl Strategy<Value = Family> {
+            prop_oneof![Just(Family::CadFile), Just(Family::OrderLine)]
+        }
+
+        proptest! {
+            #[test]
+            fn random_valid_graphs_validate(f in family(), branches in prop::collection::vec(any::<u8>(), 0..6)) {
+                let v = validate(&valid_graph(f, &branches), registry());
+                prop_assert!(v.problems.is_empty(), "{:?}", v.problems);
+            }
+
+            #[test]
+            fn one_corruption_is_reported_with_its_code(
+                f in family(),
+                branches in prop::collection::vec(any::<u8>(), 0..6),
+                which in 0u8..4,
+                pick in any::<prop::sample::Index>(),
+            ) {
+                let mut g = valid_graph(f, &branches);
+                let e = pick.index(g.edges.len());
+                let want = match which {
+                    0 => {
+                        // Drop an edge: its target loses a required input, or (an optional
+                        // input) its source then feeds no sink.
+                        let dropped = g.edges.remove(e);
+                        let to = g.nodes.iter().find(|n| n.id == dropped.to).unwrap();
+                        let port = dropped.to_port.clone().unwrap_or_else(|| {
+                            validate(&valid_graph(f, &branches), registry()).normalized.edges[e].to_port.clone().unwrap()
+                        });
+                        if registry().get(&to.node_type).unwrap().input(&port).unwrap().required {
+                            ProblemCode::MissingRequiredInput
+                        } else {
+                            ProblemCode::UnreachableNode
+                        }
+                    }
+                    1 => {
+                        // Retype a port to a name the node does not have.
+                        g.edges[e].to_port = Some("bogus".into());
+                        ProblemCode::UnknownPort
+                    }
+                    2 => {
+                        // A back edge: reverse a random edge next to it.
+                        let back = EdgeSpec { from: g.edges[e].to.clone(), from_port: None, to: g.edges[e].from.clone(), to_port: None };
+                        g.edges.push(back);
+                        ProblemCode::Cycle
+                    }
+                    _ => {
+                        // Break a param of a random node.
+                        let i = pick.index(g.nodes.len());
+                        g.nodes[i].params = json!({"no_such_param": 1});
+                        ProblemCode::InvalidParam
+                    }
+                };
+                let v = validate(&g, registry());
+                let codes: Vec<ProblemCode> = v.problems.iter().map(|p| p.code).collect();
+                prop_assert!(codes.contains(&want), "wanted {:?}, got {:?}", want, v.problems);
+            }
+        }
     }
 }

@@ -1,5 +1,5 @@
 //! The contract that the coordinator, the worker, `renderctl` and (later) an editor agree on:
-//! graphs and their validation, wire messages, broker topology names, configuration and
+//! the node registry, graphs and their validation, wire messages, broker topology names, configuration and
 //! metric names.
 //!
 //! This crate does no I/O: no tokio, no lapin, no postgres. Loading configuration takes
@@ -8,6 +8,8 @@
 pub mod config;
 pub mod graph;
 pub mod metrics;
-pub mod modules;
+pub mod overrides;
+pub mod registry;
+pub mod starters;
 pub mod topology;
 pub mod wire;

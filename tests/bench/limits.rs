@@ -8,9 +8,8 @@ use lapin::options::{
 use lapin::types::FieldTable;
 use lapin::BasicProperties;
 use renderfleet_coordinator::{db, dispatch, results::apply};
-use renderfleet_shared::config::RetryConfig;
 use renderfleet_shared::graph::{self, GraphSpec, NodeDefaults};
-use renderfleet_shared::modules::Builtins;
+use renderfleet_shared::registry::registry;
 use renderfleet_shared::wire::{Finished, Outcome, ResultBody};
 use renderfleet_tests::World;
 use serde_json::json;
@@ -131,12 +130,12 @@ async fn database(n: usize) -> anyhow::Result<(f64, f64, f64)> {
     let world = World::new("bench_db_limit").await;
     let pool = db::connect(&world.database_url, 2, Duration::from_secs(10)).await?;
     db::migrate(&pool).await?;
-    let nodes: Vec<_> = (0..n).map(|i| json!({"id": format!("n{i}"), "type": "noop"})).collect();
+    let nodes: Vec<_> = (0..n).map(|i| json!({"id": format!("n{i}"), "type": "util.noop"})).collect();
     let edges: Vec<_> = (1..n).map(|i| json!({"from": format!("n{}", i - 1), "to": format!("n{i}")})).collect();
     let spec: GraphSpec = serde_json::from_value(json!({"nodes": nodes, "edges": edges}))?;
     let plan = graph::plan(
         &spec,
-        &Builtins,
+        registry(),
         NodeDefaults { max_attempts: 1, timeout: Duration::from_secs(60), max_timeout: Duration::from_secs(60) },
     )
     .map_err(|p| anyhow::anyhow!("{p:?}"))?;
@@ -147,10 +146,9 @@ async fn database(n: usize) -> anyhow::Result<(f64, f64, f64)> {
     let ids: Vec<Uuid> =
         client.query("SELECT id FROM node_runs WHERE run_id = $1 ORDER BY id", &[&run]).await?.iter().map(|r| r.get(0)).collect();
     drop(client);
-    let retry = RetryConfig::default();
     let mut lat = Vec::with_capacity(n);
     let t = Instant::now();
-    let mut client = pool.get().await?;
+    let client = pool.get().await?;
     for id in ids {
         let s = Instant::now();
         let now = chrono::Utc::now().timestamp_micros();
@@ -162,10 +160,8 @@ async fn database(n: usize) -> anyhow::Result<(f64, f64, f64)> {
             finished_at_us: now,
             outcome: Outcome::Succeeded { outputs: json!({}) },
         });
-        let tx = client.transaction().await?;
-        let policy = apply::Policy { retry: &retry, heartbeat_timeout: Duration::from_secs(30) };
-        let fx = apply::apply(&tx, &[msg], policy).await?;
-        tx.commit().await?;
+        // The same one-round-trip transaction the result consumer runs for a success.
+        let fx = apply::apply_successes(&client, &[msg]).await.expect("a success")?;
         anyhow::ensure!(fx.succeeded.len() == 1, "the hop transaction did not apply");
         lat.push(s.elapsed().as_secs_f64() * 1e3);
     }

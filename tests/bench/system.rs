@@ -113,17 +113,17 @@ fn start_workers(w: &mut World, n: usize) {
 }
 
 fn chain_graph(n: usize) -> Value {
-    let nodes: Vec<Value> = (0..n).map(|i| json!({"id": format!("n{i}"), "type": "noop"})).collect();
+    let nodes: Vec<Value> = (0..n).map(|i| json!({"id": format!("n{i}"), "type": "util.noop"})).collect();
     let edges: Vec<Value> = (1..n).map(|i| json!({"from": format!("n{}", i - 1), "to": format!("n{i}")})).collect();
     json!({"nodes": nodes, "edges": edges})
 }
 
 /// source → `n` parallel nodes → sink.
 fn wide_graph(n: usize) -> Value {
-    let mut nodes = vec![json!({"id": "source", "type": "noop"}), json!({"id": "sink", "type": "noop"})];
+    let mut nodes = vec![json!({"id": "source", "type": "util.noop"}), json!({"id": "sink", "type": "util.noop"})];
     let mut edges = Vec::new();
     for i in 0..n {
-        nodes.push(json!({"id": format!("p{i}"), "type": "noop"}));
+        nodes.push(json!({"id": format!("p{i}"), "type": "util.noop"}));
         edges.push(json!({"from": "source", "to": format!("p{i}")}));
         edges.push(json!({"from": format!("p{i}"), "to": "sink"}));
     }
@@ -190,7 +190,7 @@ fn hop_latencies(run: &Value) -> Vec<f64> {
 /// succeeded, and the coordinator's peak RSS in MiB.
 async fn independent_runs(n: usize, workers: usize) -> (f64, f64) {
     let (mut w, c) = world("bench_independent").await;
-    let graph = json!({"nodes": [{"id": "n", "type": "noop"}]});
+    let graph = json!({"nodes": [{"id": "n", "type": "util.noop"}]});
     let body = json!({"subject": {"kind": "bench"}, "graph": graph});
     let url = format!("{}/v1/runs", c.url);
     let http = w.http.clone();

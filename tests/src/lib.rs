@@ -14,7 +14,7 @@ use lapin::types::FieldTable;
 use lapin::{BasicProperties, Connection, ConnectionProperties};
 use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
-use renderfleet_shared::modules::{Builtins, NodeCatalog};
+use renderfleet_shared::registry::registry;
 use renderfleet_shared::topology::{Declaration, Topology};
 use serde_json::Value;
 use std::future::Future;
@@ -424,7 +424,7 @@ impl Drop for World {
                 }
                 if let Ok(conn) = Connection::connect(AMQP, ConnectionProperties::default()).await {
                     if let Ok(ch) = conn.create_channel().await {
-                        for d in topology.declarations(&Builtins.node_types()) {
+                        for d in topology.declarations(&registry().module_keys()) {
                             match d {
                                 Declaration::Queue { name, .. } => {
                                     let _ = ch.queue_delete(name.as_str().into(), QueueDeleteOptions::default()).await;

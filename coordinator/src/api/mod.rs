@@ -1,4 +1,4 @@
-//! The HTTP API: runs, health and metrics. Handlers validate, then call the role that owns
+//! The HTTP API: runs, the node palette, workflows, health and metrics. Handlers validate, then call the role that owns
 //! the write (dispatch); errors carry a stable `error` code, every problem found, and the fix.
 
 use crate::db::{sql, DbError};
@@ -11,13 +11,17 @@ use axum::routing::{get, post};
 use axum::{Json, Router};
 use chrono::{DateTime, Utc};
 use renderfleet_shared::graph::{self, GraphSpec, NodeDefaults, Problem};
-use renderfleet_shared::modules::Builtins;
+use renderfleet_shared::registry::registry;
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 use std::collections::HashMap;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 use uuid::Uuid;
+
+mod nodes;
+mod output_types;
+mod workflows;
 
 /// The OpenAPI document of this API, served at `/openapi.yaml`.
 const OPENAPI: &str = include_str!("../../openapi.yaml");
@@ -27,6 +31,14 @@ pub fn router(state: AppState) -> Router {
     Router::new()
         .route("/v1/runs", post(create_run))
         .route("/v1/runs/{id}", get(get_run))
+        .route("/v1/nodes", get(nodes::palette))
+        .route("/v1/workflows", post(workflows::create).get(workflows::list))
+        .route("/v1/workflows/validate", post(workflows::validate))
+        .route("/v1/workflows/starters/{family}", get(workflows::starter))
+        .route("/v1/workflows/{id}", get(workflows::get).put(workflows::update))
+        .route("/v1/workflows/{id}/repair", post(workflows::repair))
+        .route("/v1/output-types", post(output_types::create).get(output_types::list))
+        .route("/v1/output-types/{key}", get(output_types::get).put(output_types::update))
         .route("/healthz", get(|| async { "ok\n" }))
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics))
@@ -79,6 +91,22 @@ impl From<tokio_postgres::Error> for ApiError {
     }
 }
 
+/// Parses a JSON request body into `T`, refusing other content types and naming what is
+/// wrong (unknown fields included: a typo is an error, not silently ignored).
+fn json_body<T: serde::de::DeserializeOwned>(headers: &HeaderMap, body: &[u8], example: &str) -> Result<T, ApiError> {
+    let json_type = headers.get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).is_some_and(|v| v.starts_with("application/json"));
+    if !json_type {
+        return Err(ApiError::new(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "unsupported_media_type",
+            "send the body as JSON with `Content-Type: application/json`",
+        ));
+    }
+    serde_json::from_slice(body).map_err(|e| {
+        ApiError::new(StatusCode::BAD_REQUEST, "invalid_body", format!("the body is not a valid request: {e}; expected {example}"))
+    })
+}
+
 /// `POST /v1/runs` body.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -91,27 +119,17 @@ struct CreateRun {
 #[derive(Debug, Serialize)]
 struct Created {
     run_id: Uuid,
+    /// Things that did not stop the run but probably deserve a look (renamed node types,
+    /// nodes whose output reaches no sink).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    warnings: Vec<Problem>,
 }
 
 async fn create_run(State(state): State<AppState>, headers: HeaderMap, body: Bytes) -> Result<Response, ApiError> {
-    let json_type = headers.get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).is_some_and(|v| v.starts_with("application/json"));
-    if !json_type {
-        return Err(ApiError::new(
-            StatusCode::UNSUPPORTED_MEDIA_TYPE,
-            "unsupported_media_type",
-            "send the run as JSON with `Content-Type: application/json`",
-        ));
-    }
-    let req: CreateRun = serde_json::from_slice(&body).map_err(|e| {
-        ApiError::new(
-            StatusCode::BAD_REQUEST,
-            "invalid_body",
-            format!("the body is not a valid run request: {e}; expected {{\"subject\": {{...}}, \"graph\": {{\"nodes\": [...], \"edges\": [...]}}}}"),
-        )
-    })?;
+    let req: CreateRun = json_body(&headers, &body, r#"{"subject": {...}, "graph": {"nodes": [...], "edges": [...]}}"#)?;
     let n = &state.config.nodes;
     let defaults = NodeDefaults { max_attempts: n.max_attempts, timeout: n.timeout, max_timeout: n.max_timeout };
-    let plan = graph::plan(&req.graph, &Builtins, defaults).map_err(|problems| ApiError {
+    let plan = graph::plan(&req.graph, registry(), defaults).map_err(|problems| ApiError {
         status: StatusCode::UNPROCESSABLE_ENTITY,
         code: "invalid_graph",
         message: format!("the graph has {} problem(s); nothing was created", problems.len()),
@@ -128,7 +146,8 @@ async fn create_run(State(state): State<AppState>, headers: HeaderMap, body: Byt
             ));
         }
     };
-    let graph_json = serde_json::to_value(&req.graph).expect("graph serializes");
+    // The normalised graph is what is stored: current type names, ports, params with defaults.
+    let graph_json = serde_json::to_value(&plan.graph).expect("graph serializes");
     let (status, run_id) = match dispatch::create_run(&state.pool, &plan, &graph_json, &req.subject, key).await? {
         dispatch::Created::New(id, ready) => {
             state.hot.send(ready);
@@ -145,7 +164,7 @@ async fn create_run(State(state): State<AppState>, headers: HeaderMap, body: Byt
         }
     };
     let location = format!("/v1/runs/{run_id}");
-    Ok((status, [(header::LOCATION, location)], Json(Created { run_id })).into_response())
+    Ok((status, [(header::LOCATION, location)], Json(Created { run_id, warnings: plan.warnings })).into_response())
 }
 
 #[derive(Debug, Serialize)]

@@ -7,7 +7,7 @@ use crate::AppState;
 use lapin::options::{BasicQosOptions, ConfirmSelectOptions};
 use lapin::Connection;
 use renderfleet_platform::broker::{declare, Topology};
-use renderfleet_shared::modules::{Builtins, NodeCatalog};
+use renderfleet_shared::registry::registry;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 use tokio_util::sync::CancellationToken;
@@ -42,7 +42,7 @@ pub async fn supervise(state: AppState, first: Connection, cancel: CancellationT
 async fn session(state: &AppState, conn: &Connection, cancel: &CancellationToken) -> Result<(), SessionError> {
     let topo = Topology::new(state.config.broker_prefix.clone());
     let publish = conn.create_channel().await?;
-    declare(&publish, &topo.declarations(&Builtins.node_types())).await?;
+    declare(&publish, &topo.declarations(&registry().module_keys())).await?;
     publish.confirm_select(ConfirmSelectOptions::default()).await?;
     let consume = conn.create_channel().await?;
     consume.basic_qos(state.config.results.prefetch, BasicQosOptions::default()).await?;

@@ -48,6 +48,11 @@ impl DbError {
     pub fn is_refused_data(&self) -> bool {
         db_code(self).is_some_and(|c| c.starts_with("22") || c.starts_with("23"))
     }
+
+    /// A unique key was taken by a concurrent writer.
+    pub fn is_unique_violation(&self) -> bool {
+        db_code(self) == Some("23505")
+    }
 }
 
 /// Builds the pool and waits until PostgreSQL answers, up to `startup_timeout`.

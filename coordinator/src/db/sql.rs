@@ -230,3 +230,55 @@ pub const GET_ATTEMPTS: &str = "
 SELECT a.node_run_id, a.attempt, a.status, a.worker_id, a.started_at, a.finished_at, a.error
 FROM node_attempts a JOIN node_runs n ON n.id = a.node_run_id
 WHERE n.run_id = $1 ORDER BY a.node_run_id, a.attempt";
+
+/// A workflow version. $1 id, $2 name, $3 family, $4 graph, $5 mixed_family, $6 repaired_from;
+/// the version is the next one of $1 (1 for a new id). A concurrent edit of the same workflow
+/// makes this fail with a unique violation.
+pub const INSERT_WORKFLOW_VERSION: &str = "
+INSERT INTO workflows (id, version, name, family, graph, mixed_family, repaired_from)
+SELECT $1, coalesce(max(version), 0) + 1, $2, $3, $4, $5, $6 FROM workflows WHERE id = $1
+RETURNING version, created_at";
+
+/// The latest version of workflow $1. (Every WORKFLOW_* query returns the same columns.)
+pub const WORKFLOW_LATEST: &str = "
+SELECT id, version, name, family, graph, mixed_family, repaired_from, created_at
+FROM workflows WHERE id = $1 ORDER BY version DESC LIMIT 1";
+
+/// Version $2 of workflow $1.
+pub const WORKFLOW_VERSION: &str = "
+SELECT id, version, name, family, graph, mixed_family, repaired_from, created_at
+FROM workflows WHERE id = $1 AND version = $2";
+
+/// The latest version of every workflow, newest first.
+pub const WORKFLOWS_LATEST: &str = "
+SELECT * FROM (SELECT DISTINCT ON (id) id, version, name, family, graph, mixed_family, repaired_from, created_at
+               FROM workflows ORDER BY id, version DESC) w
+ORDER BY created_at DESC";
+
+/// A new output type; no row when the key exists. $1 key, $2 description, $3 family,
+/// $4 artifact_kind, $5 workflow_id, $6 workflow_version, $7 overrides, $8 legacy_preset,
+/// $9 rollout_mode, $10 shadow_sample_pct, $11 gate_config.
+pub const INSERT_OUTPUT_TYPE: &str = "
+INSERT INTO output_types (key, description, family, artifact_kind, workflow_id, workflow_version, invocation_overrides,
+                          legacy_preset, rollout_mode, shadow_sample_pct, gate_config)
+VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)
+ON CONFLICT (key) DO NOTHING RETURNING revision";
+
+/// Replaces output type $1 (parameters as [`INSERT_OUTPUT_TYPE`]); no row when it does not exist.
+pub const UPDATE_OUTPUT_TYPE: &str = "
+UPDATE output_types SET description = $2, family = $3, artifact_kind = $4, workflow_id = $5, workflow_version = $6,
+       invocation_overrides = $7, legacy_preset = $8, rollout_mode = $9, shadow_sample_pct = $10, gate_config = $11,
+       revision = revision + 1, updated_at = now()
+WHERE key = $1 RETURNING revision";
+
+/// Output type $1. (Both OUTPUT_TYPE* queries return the same columns.)
+pub const OUTPUT_TYPE: &str = "
+SELECT key, description, family, artifact_kind, workflow_id, workflow_version, invocation_overrides, legacy_preset,
+       rollout_mode, shadow_sample_pct, gate_config, revision, created_at, updated_at
+FROM output_types WHERE key = $1";
+
+/// Every output type by key.
+pub const OUTPUT_TYPES: &str = "
+SELECT key, description, family, artifact_kind, workflow_id, workflow_version, invocation_overrides, legacy_preset,
+       rollout_mode, shadow_sample_pct, gate_config, revision, created_at, updated_at
+FROM output_types ORDER BY key";

@@ -2,7 +2,7 @@
 //! Exercises retries, backoff and final failure.
 
 use super::{Module, ModuleError, ModuleFuture};
-use renderfleet_shared::modules::{fail_times, FAIL};
+use renderfleet_shared::registry::module::FAIL;
 use renderfleet_shared::wire::TaskMessage;
 use serde_json::json;
 
@@ -14,7 +14,8 @@ impl Module for Fail {
     }
 
     fn run<'a>(&'a self, task: &'a TaskMessage) -> ModuleFuture<'a> {
-        let times = fail_times(&task.params);
+        // Validated by the coordinator against the registry's schema (`times` is required).
+        let times = task.params.get("times").and_then(serde_json::Value::as_u64).unwrap_or(0);
         let attempt = task.attempt;
         Box::pin(async move {
             if u64::from(attempt) <= times {

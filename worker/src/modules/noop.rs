@@ -1,7 +1,7 @@
 //! `noop`: does nothing and succeeds. For tests and for measuring the fleet's own overhead.
 
 use super::{Module, ModuleFuture};
-use renderfleet_shared::modules::NOOP;
+use renderfleet_shared::registry::module::NOOP;
 use renderfleet_shared::wire::TaskMessage;
 use serde_json::json;
 

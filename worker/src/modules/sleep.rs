@@ -2,7 +2,7 @@
 //! mid-task, drain on SIGTERM, time out).
 
 use super::{Module, ModuleFuture};
-use renderfleet_shared::modules::{sleep_ms, SLEEP};
+use renderfleet_shared::registry::module::SLEEP;
 use renderfleet_shared::wire::TaskMessage;
 use serde_json::json;
 use std::time::Duration;
@@ -15,7 +15,8 @@ impl Module for Sleep {
     }
 
     fn run<'a>(&'a self, task: &'a TaskMessage) -> ModuleFuture<'a> {
-        let ms = sleep_ms(&task.params);
+        // Validated by the coordinator against the registry's schema (`ms` is required).
+        let ms = task.params.get("ms").and_then(serde_json::Value::as_u64).unwrap_or(0);
         Box::pin(async move {
             tokio::time::sleep(Duration::from_millis(ms)).await;
             Ok(json!({ "slept_ms": ms }))

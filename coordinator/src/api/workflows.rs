@@ -1,0 +1,315 @@
+//! Workflows: versioned graphs of one family. Create, read, edit (a new version each time),
+//! validate without a write, the canonical starter of each family, and `repair`, which
+//! rewrites a stored workflow into canonical shape and says what it changed.
+
+use super::{json_body, ApiError};
+use crate::db::{sql, DbError};
+use crate::AppState;
+use axum::body::Bytes;
+use axum::extract::{Path, Query, State};
+use axum::http::{header, HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use chrono::{DateTime, Utc};
+use renderfleet_shared::graph::{self, GraphSpec, Problem, ProblemCode, Validation};
+use renderfleet_shared::registry::{registry, Family};
+use renderfleet_shared::starters;
+use serde::{Deserialize, Serialize};
+use serde_json::{json, Value};
+use uuid::Uuid;
+
+const EXAMPLE: &str = r#"{"name": "still on white", "family": "order_line", "graph": {"nodes": [...], "edges": [...]}}"#;
+
+pub(super) fn parse_family(family: &str) -> Result<Family, ApiError> {
+    Family::parse(family).ok_or_else(|| {
+        ApiError::new(StatusCode::NOT_FOUND, "unknown_family", format!("no family `{family}`; families are cad_file and order_line"))
+    })
+}
+
+fn parse_id(id: &str) -> Result<Uuid, ApiError> {
+    id.parse().map_err(|_| {
+        ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "invalid_id",
+            format!("`{id}` is not a workflow id; ids are UUIDs as returned by POST /v1/workflows"),
+        )
+    })
+}
+
+/// `POST /v1/workflows/validate`: every problem, and the normalised graph; writes nothing.
+pub(super) async fn validate(headers: HeaderMap, body: Bytes) -> Result<Json<Value>, ApiError> {
+    let graph: GraphSpec = json_body(&headers, &body, r#"{"family": "order_line", "nodes": [...], "edges": [...]}"#)?;
+    let v = graph::validate(&graph, registry());
+    Ok(Json(json!({
+        "valid": v.is_valid(),
+        "family": v.family,
+        "problems": v.problems,
+        "normalized": v.normalized,
+    })))
+}
+
+/// `GET /v1/workflows/starters/{family}`: in canonical shape (defaults filled in).
+pub(super) async fn starter(Path(family): Path<String>) -> Result<Json<GraphSpec>, ApiError> {
+    let graph = starters::starter(parse_family(&family)?);
+    Ok(Json(graph::validate(&graph, registry()).normalized))
+}
+
+/// `POST /v1/workflows` and `PUT /v1/workflows/{id}` body.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct WorkflowInput {
+    name: String,
+    family: Family,
+    graph: GraphSpec,
+}
+
+#[derive(Debug, Serialize)]
+pub(super) struct WorkflowView {
+    pub id: Uuid,
+    pub version: i32,
+    pub name: String,
+    pub family: String,
+    pub graph: Value,
+    /// Nodes of more than one family: stored so it can be repaired; preflight and dispatch
+    /// refuse it.
+    pub mixed_family: bool,
+    pub repaired_from: Option<i32>,
+    pub created_at: DateTime<Utc>,
+}
+
+impl WorkflowView {
+    pub(super) fn from_row(r: &tokio_postgres::Row) -> Self {
+        WorkflowView {
+            id: r.get(0),
+            version: r.get(1),
+            name: r.get(2),
+            family: r.get(3),
+            graph: r.get(4),
+            mixed_family: r.get(5),
+            repaired_from: r.get(6),
+            created_at: r.get(7),
+        }
+    }
+
+    pub(super) fn graph_spec(&self) -> Result<GraphSpec, ApiError> {
+        serde_json::from_value(self.graph.clone()).map_err(|e| {
+            ApiError::new(
+                StatusCode::CONFLICT,
+                "stored_graph_unreadable",
+                format!(
+                    "workflow {} v{} holds a graph this version cannot read ({e}); run `renderctl workflows repair {}`",
+                    self.id, self.version, self.id
+                ),
+            )
+        })
+    }
+}
+
+/// Validates a graph for storage in a workflow of `family`. Every problem is an error except
+/// a family mismatch, which is stored (flagged `mixed_family`) so imported graphs can be
+/// repaired; preflight and dispatch refuse them.
+fn for_storage(name: &str, family: Family, mut graph: GraphSpec) -> Result<(Validation, bool), ApiError> {
+    if name.trim().is_empty() || name.len() > 200 {
+        return Err(ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "invalid_name", "`name` must be 1 to 200 characters"));
+    }
+    if let Some(declared) = graph.family.filter(|f| *f != family) {
+        return Err(ApiError::new(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "family_mismatch",
+            format!("the graph declares family `{}` but the workflow is `{}`; make them agree", declared.as_str(), family.as_str()),
+        ));
+    }
+    graph.family = Some(family);
+    let v = graph::validate(&graph, registry());
+    let blocking: Vec<Problem> = v.errors().filter(|p| p.code != ProblemCode::FamilyMismatch).cloned().collect();
+    if !blocking.is_empty() {
+        return Err(ApiError {
+            status: StatusCode::UNPROCESSABLE_ENTITY,
+            code: "invalid_graph",
+            message: format!("the graph has {} problem(s); nothing was stored", blocking.len()),
+            problems: v.problems,
+        });
+    }
+    let mixed = v.errors().next().is_some();
+    Ok((v, mixed))
+}
+
+async fn insert_version(
+    state: &AppState,
+    id: Uuid,
+    name: &str,
+    family: Family,
+    v: &Validation,
+    mixed: bool,
+    repaired_from: Option<i32>,
+) -> Result<(i32, DateTime<Utc>), ApiError> {
+    let client = state.pool.get().await?;
+    let graph = serde_json::to_value(&v.normalized).expect("graph serializes");
+    match client.query_one(sql::INSERT_WORKFLOW_VERSION, &[&id, &name, &family.as_str(), &graph, &mixed, &repaired_from]).await {
+        Ok(row) => Ok((row.get(0), row.get(1))),
+        Err(e) => {
+            let e = DbError::from(e);
+            if e.is_unique_violation() {
+                return Err(ApiError::new(
+                    StatusCode::CONFLICT,
+                    "concurrent_edit",
+                    format!("workflow {id} was edited at the same moment; read it again and repeat the edit"),
+                ));
+            }
+            Err(e.into())
+        }
+    }
+}
+
+/// `POST /v1/workflows`.
+pub(super) async fn create(State(state): State<AppState>, headers: HeaderMap, body: Bytes) -> Result<Response, ApiError> {
+    let input: WorkflowInput = json_body(&headers, &body, EXAMPLE)?;
+    let (v, mixed) = for_storage(&input.name, input.family, input.graph)?;
+    let id = Uuid::now_v7();
+    let (version, _) = insert_version(&state, id, &input.name, input.family, &v, mixed, None).await?;
+    tracing::info!(workflow = %id, name = %input.name, mixed, "workflow created");
+    let body = json!({"id": id, "version": version, "mixed_family": mixed, "problems": v.problems, "graph": v.normalized});
+    Ok((StatusCode::CREATED, [(header::LOCATION, format!("/v1/workflows/{id}"))], Json(body)).into_response())
+}
+
+/// `PUT /v1/workflows/{id}`: a new version; the family cannot change (output types rely on it).
+pub(super) async fn update(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Result<Json<Value>, ApiError> {
+    let id = parse_id(&id)?;
+    let input: WorkflowInput = json_body(&headers, &body, EXAMPLE)?;
+    let current = latest(&state, id).await?;
+    if current.family != input.family.as_str() {
+        return Err(ApiError::new(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "family_change",
+            format!(
+                "workflow {id} is `{}`; a workflow keeps its family: create a new workflow for `{}`",
+                current.family,
+                input.family.as_str()
+            ),
+        ));
+    }
+    let (v, mixed) = for_storage(&input.name, input.family, input.graph)?;
+    let (version, _) = insert_version(&state, id, &input.name, input.family, &v, mixed, None).await?;
+    tracing::info!(workflow = %id, version, "workflow edited");
+    Ok(Json(json!({"id": id, "version": version, "mixed_family": mixed, "problems": v.problems, "graph": v.normalized})))
+}
+
+pub(super) async fn latest(state: &AppState, id: Uuid) -> Result<WorkflowView, ApiError> {
+    let client = state.pool.get().await?;
+    let row = client.query_opt(sql::WORKFLOW_LATEST, &[&id]).await?.ok_or_else(|| not_found(id))?;
+    Ok(WorkflowView::from_row(&row))
+}
+
+fn not_found(id: Uuid) -> ApiError {
+    ApiError::new(StatusCode::NOT_FOUND, "workflow_not_found", format!("no workflow {id}; `GET /v1/workflows` lists them"))
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct VersionQuery {
+    version: Option<i32>,
+}
+
+/// `GET /v1/workflows/{id}[?version=N]`.
+pub(super) async fn get(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+    Query(q): Query<VersionQuery>,
+) -> Result<Json<WorkflowView>, ApiError> {
+    let id = parse_id(&id)?;
+    let Some(version) = q.version else { return Ok(Json(latest(&state, id).await?)) };
+    let client = state.pool.get().await?;
+    let row = client.query_opt(sql::WORKFLOW_VERSION, &[&id, &version]).await?.ok_or_else(|| {
+        ApiError::new(StatusCode::NOT_FOUND, "workflow_version_not_found", format!("workflow {id} has no version {version}"))
+    })?;
+    Ok(Json(WorkflowView::from_row(&row)))
+}
+
+/// `GET /v1/workflows`: the latest version of each.
+pub(super) async fn list(State(state): State<AppState>) -> Result<Json<Value>, ApiError> {
+    let client = state.pool.get().await?;
+    let rows = client.query(sql::WORKFLOWS_LATEST, &[]).await?;
+    let items: Vec<WorkflowView> = rows.iter().map(WorkflowView::from_row).collect();
+    Ok(Json(json!({ "items": items })))
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RepairQuery {
+    #[serde(default)]
+    dry_run: bool,
+}
+
+/// `POST /v1/workflows/{id}/repair[?dry_run=true]`: normalises the latest version (current
+/// type names, ports named, defaults filled), stores the result as a new version when
+/// anything changed, and reports the changes and what is still wrong (a mixed-family graph
+/// is flagged, not split: that needs a person).
+pub(super) async fn repair(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+    Query(q): Query<RepairQuery>,
+) -> Result<Json<Value>, ApiError> {
+    let id = parse_id(&id)?;
+    let current = latest(&state, id).await?;
+    let family = parse_family(&current.family)?;
+    let mut graph = current.graph_spec()?;
+    graph.family = Some(family);
+    let v = graph::validate(&graph, registry());
+    let changes = describe_changes(&graph, &v);
+    let mixed = v.errors().any(|p| p.code == ProblemCode::FamilyMismatch);
+    let remaining: Vec<&Problem> = v.problems.iter().filter(|p| p.code != ProblemCode::RenamedNodeType).collect();
+    let mut version = current.version;
+    let changed = !changes.is_empty() || mixed != current.mixed_family;
+    if changed && !q.dry_run {
+        version = insert_version(&state, id, &current.name, family, &v, mixed, Some(current.version)).await?.0;
+        tracing::info!(workflow = %id, from = current.version, to = version, changes = changes.len(), "workflow repaired");
+    }
+    Ok(Json(json!({
+        "id": id,
+        "from_version": current.version,
+        "version": version,
+        "changed": changed,
+        "dry_run": q.dry_run,
+        "changes": changes,
+        "mixed_family": mixed,
+        "problems": remaining,
+    })))
+}
+
+/// What normalisation changed, one line each.
+fn describe_changes(before: &GraphSpec, v: &Validation) -> Vec<String> {
+    let mut out = Vec::new();
+    for p in v.problems.iter().filter(|p| p.code == ProblemCode::RenamedNodeType) {
+        out.push(p.message.split(';').next().unwrap_or(&p.message).to_string());
+    }
+    for (old, new) in before.nodes.iter().zip(&v.normalized.nodes) {
+        if old.params != new.params {
+            let added: Vec<&str> = match (old.params.as_object(), new.params.as_object()) {
+                (Some(o), Some(n)) => n.keys().filter(|k| !o.contains_key(*k)).map(String::as_str).collect(),
+                _ => Vec::new(),
+            };
+            if added.is_empty() {
+                out.push(format!("node `{}`: nested params completed with defaults", new.id));
+            } else {
+                out.push(format!("node `{}`: defaults filled in for {}", new.id, added.join(", ")));
+            }
+        }
+    }
+    for (i, (old, new)) in before.edges.iter().zip(&v.normalized.edges).enumerate() {
+        if old.from_port != new.from_port || old.to_port != new.to_port {
+            out.push(format!(
+                "edge #{i} `{}` → `{}`: ports named ({} → {})",
+                new.from,
+                new.to,
+                new.from_port.as_deref().unwrap_or("?"),
+                new.to_port.as_deref().unwrap_or("?")
+            ));
+        }
+    }
+    out
+}

@@ -1,0 +1,671 @@
+//! The node registry (DESIGN §6): every node type a graph may use, with its families,
+//! module, ports and params schema. The one source of truth that graph validation, the
+//! dispatcher, the workers, `GET /v1/nodes` and an editor read.
+
+use serde::{Deserialize, Serialize};
+use serde_json::{json, Value};
+use std::collections::HashMap;
+use std::sync::OnceLock;
+
+/// What a graph is about (DESIGN §2). A graph has exactly one.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq, Hash, PartialOrd, Ord)]
+#[serde(rename_all = "snake_case")]
+pub enum Family {
+    /// Subject: one CAD file → GLB, metadata, thumbnails.
+    CadFile,
+    /// Subject: one order line → still, turntable, .blend.
+    OrderLine,
+}
+
+impl Family {
+    pub const ALL: [Family; 2] = [Family::CadFile, Family::OrderLine];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Family::CadFile => "cad_file",
+            Family::OrderLine => "order_line",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Family> {
+        Family::ALL.into_iter().find(|f| f.as_str() == s)
+    }
+}
+
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq, Hash, PartialOrd, Ord)]
+#[serde(rename_all = "snake_case")]
+pub enum ExecutionRole {
+    Source,
+    Transform,
+    Render,
+    Export,
+    Compare,
+    Sink,
+    /// Hidden `util.*` nodes for tests and benchmarks.
+    Test,
+}
+
+/// What travels along an edge (DESIGN §2 artifact kinds), plus `any` for test nodes.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq, Hash)]
+#[serde(rename_all = "snake_case")]
+pub enum ArtifactKind {
+    CadStep,
+    Glb,
+    PartManifest,
+    MaterialMap,
+    ImagePng,
+    Frames,
+    VideoMp4,
+    Blend,
+    MetadataJson,
+    ComparisonReport,
+    /// Accepts or offers any kind (test nodes, publish, compare).
+    Any,
+}
+
+impl ArtifactKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ArtifactKind::CadStep => "cad_step",
+            ArtifactKind::Glb => "glb",
+            ArtifactKind::PartManifest => "part_manifest",
+            ArtifactKind::MaterialMap => "material_map",
+            ArtifactKind::ImagePng => "image_png",
+            ArtifactKind::Frames => "frames",
+            ArtifactKind::VideoMp4 => "video_mp4",
+            ArtifactKind::Blend => "blend",
+            ArtifactKind::MetadataJson => "metadata_json",
+            ArtifactKind::ComparisonReport => "comparison_report",
+            ArtifactKind::Any => "any",
+        }
+    }
+
+    /// Whether an output of kind `self` may feed an input of kind `input`.
+    pub fn fits(self, input: ArtifactKind) -> bool {
+        self == input || self == ArtifactKind::Any || input == ArtifactKind::Any
+    }
+}
+
+#[derive(Debug, Clone, Copy, Serialize, PartialEq, Eq)]
+pub struct Port {
+    pub name: &'static str,
+    pub kind: ArtifactKind,
+    /// An input the node cannot run without.
+    pub required: bool,
+    /// An input that may be fed by several edges (only ordering inputs of test nodes).
+    pub many: bool,
+}
+
+const fn input(name: &'static str, kind: ArtifactKind, required: bool) -> Port {
+    Port { name, kind, required, many: false }
+}
+
+const fn output(name: &'static str, kind: ArtifactKind) -> Port {
+    Port { name, kind, required: false, many: false }
+}
+
+/// One entry of the registry.
+#[derive(Debug, Clone, Serialize)]
+pub struct NodeType {
+    pub type_key: &'static str,
+    pub families: &'static [Family],
+    /// The worker module that runs it (also its queue's routing key).
+    pub module_key: &'static str,
+    pub execution_role: ExecutionRole,
+    pub inputs: &'static [Port],
+    pub outputs: &'static [Port],
+    pub artifact_roles_in: &'static [&'static str],
+    pub artifact_roles_out: &'static [&'static str],
+    /// The legacy pipeline step it reproduces, if any.
+    pub legacy_source: Option<&'static str>,
+    pub editor_visible: bool,
+    pub palette_group: &'static str,
+    pub description: &'static str,
+    /// Per-attempt time limit when the graph sets none (seconds); the fleet default otherwise.
+    pub default_timeout_s: Option<u64>,
+    /// JSON Schema (draft 2020-12) of `params`, with defaults and bounds.
+    pub params_schema: Value,
+}
+
+impl NodeType {
+    pub fn input(&self, name: &str) -> Option<&Port> {
+        self.inputs.iter().find(|p| p.name == name)
+    }
+
+    pub fn output(&self, name: &str) -> Option<&Port> {
+        self.outputs.iter().find(|p| p.name == name)
+    }
+
+    pub fn allows(&self, family: Family) -> bool {
+        self.families.contains(&family)
+    }
+}
+
+/// Module keys: one queue each (DESIGN §4).
+pub mod module {
+    pub const CAD_RESOLVE: &str = "cad_resolve";
+    pub const GLB_EXPORT: &str = "glb_export";
+    pub const METADATA: &str = "metadata";
+    pub const MATERIALS: &str = "materials";
+    pub const BLENDER_STILL: &str = "blender_still";
+    pub const BLENDER_TURNTABLE: &str = "blender_turntable";
+    pub const BLENDER_BLEND: &str = "blender_blend";
+    pub const VIDEO_ENCODE: &str = "video_encode";
+    pub const PUBLISH: &str = "publish";
+    pub const COMPARE: &str = "compare";
+    pub const NOOP: &str = "noop";
+    pub const SLEEP: &str = "sleep";
+    pub const FAIL: &str = "fail";
+}
+
+/// Old type names → current ones. Graphs using an old name still validate (with a
+/// `renamed_node_type` warning) and `repair` rewrites them.
+pub const ALIASES: &[(&str, &str)] = &[
+    ("noop", "util.noop"),
+    ("sleep", "util.sleep"),
+    ("fail", "util.fail"),
+    ("cad.step_to_glb", "cad.export_glb"),
+    ("render.image", "render.still"),
+    ("material.apply", "material.assign"),
+];
+
+use ArtifactKind as K;
+use ExecutionRole as R;
+const BOTH: &[Family] = &[Family::CadFile, Family::OrderLine];
+const CAD: &[Family] = &[Family::CadFile];
+const ORDER: &[Family] = &[Family::OrderLine];
+const UTIL_IN: &[Port] = &[Port { name: "after", kind: K::Any, required: false, many: true }];
+const UTIL_OUT: &[Port] = &[output("done", K::Any)];
+
+/// The registry: every node type, in palette order.
+pub fn registry() -> &'static Registry {
+    static REGISTRY: OnceLock<Registry> = OnceLock::new();
+    REGISTRY.get_or_init(Registry::build)
+}
+
+pub struct Registry {
+    types: Vec<NodeType>,
+    by_key: HashMap<&'static str, usize>,
+    validators: Vec<jsonschema::Validator>,
+}
+
+impl std::fmt::Debug for Registry {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Registry").field("types", &self.types.len()).finish()
+    }
+}
+
+/// A param problem: JSON pointer inside the node's params, and a message.
+pub type ParamProblem = (String, String);
+
+impl Registry {
+    fn build() -> Registry {
+        let types = node_types();
+        let by_key = types.iter().enumerate().map(|(i, t)| (t.type_key, i)).collect();
+        let validators = types
+            .iter()
+            .map(|t| {
+                jsonschema::draft202012::new(&t.params_schema)
+                    .unwrap_or_else(|e| panic!("params schema of `{}` is not valid JSON Schema: {e}", t.type_key))
+            })
+            .collect();
+        Registry { types, by_key, validators }
+    }
+
+    pub fn all(&self) -> &[NodeType] {
+        &self.types
+    }
+
+    pub fn get(&self, type_key: &str) -> Option<&NodeType> {
+        self.by_key.get(type_key).map(|&i| &self.types[i])
+    }
+
+    /// The current name of `type_key` if it is an old one.
+    pub fn alias(&self, type_key: &str) -> Option<&'static str> {
+        ALIASES.iter().find(|(old, _)| *old == type_key).map(|(_, new)| *new)
+    }
+
+    /// Every module key, once each (the queues a fleet declares).
+    pub fn module_keys(&self) -> Vec<&'static str> {
+        let mut keys: Vec<&'static str> = Vec::new();
+        for t in &self.types {
+            if !keys.contains(&t.module_key) {
+                keys.push(t.module_key);
+            }
+        }
+        keys
+    }
+
+    /// The known type closest to a misspelt one, for "did you mean".
+    pub fn closest(&self, type_key: &str) -> Option<&'static str> {
+        closest(type_key, self.types.iter().map(|t| t.type_key))
+    }
+
+    /// Checks `params` against the type's schema; every problem, each with its JSON pointer.
+    pub fn check_params(&self, type_key: &str, params: &Value) -> Vec<ParamProblem> {
+        let Some(&i) = self.by_key.get(type_key) else { return Vec::new() };
+        let schema = &self.types[i].params_schema;
+        let mut out: Vec<ParamProblem> = Vec::new();
+        for e in self.validators[i].iter_errors(params) {
+            let at = e.instance_path().to_string();
+            let message = match e.kind() {
+                jsonschema::error::ValidationErrorKind::AdditionalProperties { unexpected } => {
+                    for name in unexpected {
+                        let known = known_params(schema, &at);
+                        let hint = match closest(name, known.iter().copied()) {
+                            Some(c) => format!("did you mean `{c}`?"),
+                            None if known.is_empty() => "this object takes no params".to_string(),
+                            None => format!("known: {}", known.join(", ")),
+                        };
+                        out.push((format!("{at}/{name}"), format!("unknown param `{name}`; {hint}")));
+                    }
+                    continue;
+                }
+                _ => e.to_string(),
+            };
+            out.push((at, message));
+        }
+        out
+    }
+
+    /// `params` with the schema's defaults filled in (recursively into objects).
+    pub fn with_defaults(&self, type_key: &str, params: &Value) -> Value {
+        let mut v = params.clone();
+        if let Some(t) = self.get(type_key) {
+            fill_defaults(&t.params_schema, &mut v);
+        }
+        v
+    }
+}
+
+/// Property names of the object schema at JSON pointer `at` (of the instance).
+fn known_params<'a>(schema: &'a Value, at: &str) -> Vec<&'a str> {
+    let mut s = schema;
+    for seg in at.split('/').filter(|s| !s.is_empty()) {
+        match s.get("properties").and_then(|p| p.get(seg)) {
+            Some(next) => s = next,
+            None => return Vec::new(),
+        }
+    }
+    s.get("properties").and_then(Value::as_object).map(|p| p.keys().map(String::as_str).collect()).unwrap_or_default()
+}
+
+fn fill_defaults(schema: &Value, v: &mut Value) {
+    let (Some(props), Some(obj)) = (schema.get("properties").and_then(Value::as_object), v.as_object_mut()) else { return };
+    for (name, prop) in props {
+        if !obj.contains_key(name) {
+            if let Some(d) = prop.get("default") {
+                obj.insert(name.clone(), d.clone());
+            } else if prop.get("type") == Some(&json!("object")) && prop.get("properties").is_some() && prop.get("required").is_none() {
+                // A settings group (`camera`) is filled in; an optional object with required
+                // members (`frame_range`) stays absent.
+                obj.insert(name.clone(), json!({}));
+            } else {
+                continue;
+            }
+        }
+        if let Some(child) = obj.get_mut(name) {
+            fill_defaults(prop, child);
+        }
+    }
+}
+
+/// The candidate within edit distance 2 of `word` (or a third of its length), if any.
+pub fn closest<'a>(word: &str, candidates: impl Iterator<Item = &'a str>) -> Option<&'a str> {
+    let limit = (word.chars().count() / 3).max(2);
+    candidates.map(|c| (strsim::levenshtein(word, c), c)).filter(|(d, _)| *d <= limit).min_by_key(|(d, _)| *d).map(|(_, c)| c)
+}
+
+/// Object schema with closed properties (a typo is an error, not a silently ignored key).
+fn object(properties: Value) -> Value {
+    json!({"type": "object", "additionalProperties": false, "properties": properties})
+}
+
+fn background() -> Value {
+    json!({
+        "type": "string", "default": "white", "pattern": "^(white|transparent|#[0-9a-fA-F]{6})$",
+        "description": "`white`, `transparent` (PNG alpha) or a colour `#RRGGBB`"
+    })
+}
+
+fn camera(azimuth: f64, elevation: f64) -> Value {
+    object(json!({
+        "azimuth_deg": {"type": "number", "default": azimuth, "minimum": -360, "maximum": 360,
+                        "description": "rotation around the vertical axis, counter-clockwise from the front"},
+        "elevation_deg": {"type": "number", "default": elevation, "minimum": -89, "maximum": 89},
+        "auto_frame": {"type": "boolean", "default": true, "description": "fit the product's bounding box in view"},
+        "margin": {"type": "number", "default": 0.05, "minimum": 0, "maximum": 0.5, "description": "share of the frame left around the product"},
+        "focal_length_mm": {"type": "number", "default": 50, "minimum": 10, "maximum": 300}
+    }))
+}
+
+fn render_common(size: u64, samples: u64) -> serde_json::Map<String, Value> {
+    let v = json!({
+        "width": {"type": "integer", "default": size, "minimum": 16, "maximum": 8192},
+        "height": {"type": "integer", "default": size, "minimum": 16, "maximum": 8192},
+        "samples": {"type": "integer", "default": samples, "minimum": 1, "maximum": 4096, "description": "Cycles samples per pixel"},
+        "seed": {"type": "integer", "default": 0, "minimum": 0, "maximum": 2147483647, "description": "Cycles seed: fixed, so output is reproducible"},
+        "background": background(),
+        "view_transform": {"type": "string", "enum": ["Standard", "Filmic"], "default": "Standard"},
+        "exposure": {"type": "number", "default": 0, "minimum": -10, "maximum": 10},
+        "color_depth": {"type": "integer", "enum": [8, 16], "default": 8, "description": "bits per PNG channel"},
+    });
+    v.as_object().cloned().unwrap_or_default()
+}
+
+fn node_types() -> Vec<NodeType> {
+    let still = {
+        let mut p = render_common(2000, 64);
+        p.insert("camera".into(), camera(35.0, 25.0));
+        object(Value::Object(p))
+    };
+    let turntable = {
+        let mut p = render_common(1080, 32);
+        p.insert("camera".into(), camera(0.0, 20.0));
+        p.insert(
+            "frame_count".into(),
+            json!({"type": "integer", "default": 36, "minimum": 1, "maximum": 720, "description": "frames in one full turn"}),
+        );
+        p.insert(
+            "frame_range".into(),
+            json!({"type": "object", "additionalProperties": false, "required": ["start", "end"],
+                   "description": "render only frames start..=end (0-based), to split a turntable across workers",
+                   "properties": {"start": {"type": "integer", "minimum": 0}, "end": {"type": "integer", "minimum": 0}}}),
+        );
+        p.insert("degrees".into(), json!({"type": "number", "default": 360, "exclusiveMinimum": 0, "maximum": 360}));
+        object(Value::Object(p))
+    };
+    vec![
+        NodeType {
+            type_key: "cad.resolve",
+            families: BOTH,
+            module_key: module::CAD_RESOLVE,
+            execution_role: R::Source,
+            inputs: &[],
+            outputs: const { &[output("step", K::CadStep)] },
+            artifact_roles_in: &[],
+            artifact_roles_out: &["source_cad"],
+            legacy_source: Some("legacy.fetch_cad"),
+            editor_visible: true,
+            palette_group: "CAD",
+            description: "The subject's STEP file from the artifact store (the CAD file itself, or the order line's product).",
+            default_timeout_s: Some(300),
+            params_schema: object(json!({
+                "max_bytes": {"type": "integer", "default": 1073741824u64, "minimum": 1, "description": "refuse larger files"}
+            })),
+        },
+        NodeType {
+            type_key: "cad.export_glb",
+            families: BOTH,
+            module_key: module::GLB_EXPORT,
+            execution_role: R::Transform,
+            inputs: const { &[input("step", K::CadStep, true)] },
+            outputs: const { &[output("glb", K::Glb), output("parts", K::PartManifest)] },
+            artifact_roles_in: &["source_cad"],
+            artifact_roles_out: &["product_geometry", "part_identity"],
+            legacy_source: Some("legacy.step_to_glb"),
+            editor_visible: true,
+            palette_group: "CAD",
+            description: "STEP → GLB with OpenCASCADE (cascadio), plus a manifest of instance-aware part keys.",
+            default_timeout_s: Some(1800),
+            params_schema: object(json!({
+                "tol_linear": {"type": "number", "default": 0.1, "exclusiveMinimum": 0, "maximum": 100,
+                               "description": "linear deflection of the tessellation (model units; relative share if tol_relative)"},
+                "tol_angular": {"type": "number", "default": 0.5, "minimum": 0.01, "maximum": 1.5, "description": "angular deflection (radians)"},
+                "tol_relative": {"type": "boolean", "default": false, "description": "tol_linear relative to each edge's size"},
+                "merge_primitives": {"type": "boolean", "default": true},
+                "use_parallel": {"type": "boolean", "default": true}
+            })),
+        },
+        NodeType {
+            type_key: "cad.extract_metadata",
+            families: CAD,
+            module_key: module::METADATA,
+            execution_role: R::Transform,
+            inputs: const { &[input("glb", K::Glb, true)] },
+            outputs: const { &[output("parts", K::PartManifest), output("metadata", K::MetadataJson)] },
+            artifact_roles_in: &["product_geometry"],
+            artifact_roles_out: &["part_identity", "product_metadata"],
+            legacy_source: Some("legacy.metadata"),
+            editor_visible: true,
+            palette_group: "CAD",
+            description: "GLB → part manifest and metadata: bounding box, triangle, part and instance counts.",
+            default_timeout_s: Some(300),
+            params_schema: object(json!({
+                "units": {"type": "string", "enum": ["mm", "m"], "default": "mm", "description": "units of the reported bounding box"},
+                "include_instances": {"type": "boolean", "default": true, "description": "list every instance, not only distinct parts"}
+            })),
+        },
+        NodeType {
+            type_key: "material.assign",
+            families: ORDER,
+            module_key: module::MATERIALS,
+            execution_role: R::Transform,
+            inputs: const { &[input("parts", K::PartManifest, true)] },
+            outputs: const { &[output("materials", K::MaterialMap)] },
+            artifact_roles_in: &["part_identity"],
+            artifact_roles_out: &["material_assignment"],
+            legacy_source: Some("legacy.materials"),
+            editor_visible: true,
+            palette_group: "Materials",
+            description: "Part keys + the product's material map + the library → material map; unassigned parts are listed and counted.",
+            default_timeout_s: Some(120),
+            params_schema: object(json!({
+                "on_missing": {"type": "string", "enum": ["fail", "default"], "default": "default",
+                               "description": "a part with no material: fail the node, or use `default_material` (listed in the output either way)"},
+                "default_material": {"type": "string", "default": "neutral_grey", "minLength": 1}
+            })),
+        },
+        NodeType {
+            type_key: "render.still",
+            families: BOTH,
+            module_key: module::BLENDER_STILL,
+            execution_role: R::Render,
+            inputs: const { &[input("glb", K::Glb, true), input("materials", K::MaterialMap, false)] },
+            outputs: const { &[output("image", K::ImagePng)] },
+            artifact_roles_in: &["product_geometry", "material_assignment"],
+            artifact_roles_out: &["beauty_still"],
+            legacy_source: Some("legacy.render_still"),
+            editor_visible: true,
+            palette_group: "Render",
+            description: "A still with Blender Cycles on CPU (a product shot, or a CAD file's thumbnail): resolution, samples, background, camera, seed.",
+            default_timeout_s: Some(3600),
+            params_schema: still,
+        },
+        NodeType {
+            type_key: "render.turntable",
+            families: ORDER,
+            module_key: module::BLENDER_TURNTABLE,
+            execution_role: R::Render,
+            inputs: const { &[input("glb", K::Glb, true), input("materials", K::MaterialMap, false)] },
+            outputs: const { &[output("frames", K::Frames)] },
+            artifact_roles_in: &["product_geometry", "material_assignment"],
+            artifact_roles_out: &["turntable_frames"],
+            legacy_source: Some("legacy.render_turntable"),
+            editor_visible: true,
+            palette_group: "Render",
+            description: "Turntable frames with Blender Cycles; a frame range lets a turntable be split into chunks.",
+            default_timeout_s: Some(7200),
+            params_schema: turntable,
+        },
+        NodeType {
+            type_key: "video.encode",
+            families: ORDER,
+            module_key: module::VIDEO_ENCODE,
+            execution_role: R::Export,
+            inputs: const { &[input("frames", K::Frames, true)] },
+            outputs: const { &[output("video", K::VideoMp4)] },
+            artifact_roles_in: &["turntable_frames"],
+            artifact_roles_out: &["turntable_video"],
+            legacy_source: Some("legacy.encode_mp4"),
+            editor_visible: true,
+            palette_group: "Export",
+            description: "Frames → MP4 (H.264) with ffmpeg.",
+            default_timeout_s: Some(900),
+            params_schema: object(json!({
+                "fps": {"type": "integer", "default": 24, "minimum": 1, "maximum": 120},
+                "codec": {"type": "string", "enum": ["h264"], "default": "h264"},
+                "crf": {"type": "integer", "default": 18, "minimum": 0, "maximum": 51, "description": "quality: lower is better and larger"},
+                "pixel_format": {"type": "string", "enum": ["yuv420p", "yuv444p"], "default": "yuv420p"}
+            })),
+        },
+        NodeType {
+            type_key: "export.blend",
+            families: ORDER,
+            module_key: module::BLENDER_BLEND,
+            execution_role: R::Export,
+            inputs: const { &[input("glb", K::Glb, true), input("materials", K::MaterialMap, false)] },
+            outputs: const { &[output("blend", K::Blend)] },
+            artifact_roles_in: &["product_geometry", "material_assignment"],
+            artifact_roles_out: &["scene_file"],
+            legacy_source: Some("legacy.export_blend"),
+            editor_visible: true,
+            palette_group: "Export",
+            description: "The prepared Blender scene (materials, camera, lights) as a .blend file.",
+            default_timeout_s: Some(1800),
+            params_schema: object(json!({
+                "compress": {"type": "boolean", "default": true},
+                "pack_resources": {"type": "boolean", "default": true, "description": "embed textures in the file"},
+                "camera": camera(35.0, 25.0)
+            })),
+        },
+        NodeType {
+            type_key: "output.publish",
+            families: BOTH,
+            module_key: module::PUBLISH,
+            execution_role: R::Sink,
+            inputs: const { &[input("artifact", K::Any, true)] },
+            outputs: &[],
+            artifact_roles_in: &["deliverable"],
+            artifact_roles_out: &[],
+            legacy_source: Some("legacy.publish"),
+            editor_visible: true,
+            palette_group: "Output",
+            description: "Delivers its input as the request's result (the artifact kind an output type promises).",
+            default_timeout_s: Some(120),
+            params_schema: object(json!({
+                "name": {"type": "string", "default": "primary", "pattern": "^[a-z0-9_]{1,40}$",
+                         "description": "the result's name within the request"}
+            })),
+        },
+        NodeType {
+            type_key: "compare.artifacts",
+            families: BOTH,
+            module_key: module::COMPARE,
+            execution_role: R::Compare,
+            inputs: const { &[input("control", K::Any, true), input("candidate", K::Any, true)] },
+            outputs: const { &[output("report", K::ComparisonReport)] },
+            artifact_roles_in: &["control", "candidate"],
+            artifact_roles_out: &["comparison"],
+            legacy_source: None,
+            editor_visible: false,
+            palette_group: "Rollout",
+            description: "Compares a legacy (control) and a graph (candidate) artifact; added by shadow mode.",
+            default_timeout_s: Some(600),
+            params_schema: object(json!({
+                "fail": {"type": "number", "default": 0.016, "minimum": 0, "maximum": 1, "description": "per-pixel difference that counts as failing"},
+                "fail_percent": {"type": "number", "default": 1.0, "minimum": 0, "maximum": 100, "description": "share of failing pixels allowed"},
+                "frame_sample": {"type": "integer", "default": 0, "minimum": 0, "description": "compare every n-th turntable frame (0: all)"}
+            })),
+        },
+        NodeType {
+            type_key: "util.noop",
+            families: BOTH,
+            module_key: module::NOOP,
+            execution_role: R::Test,
+            inputs: UTIL_IN,
+            outputs: UTIL_OUT,
+            artifact_roles_in: &[],
+            artifact_roles_out: &[],
+            legacy_source: None,
+            editor_visible: false,
+            palette_group: "Testing",
+            description: "Does nothing (tests and benchmarks).",
+            default_timeout_s: None,
+            params_schema: object(json!({})),
+        },
+        NodeType {
+            type_key: "util.sleep",
+            families: BOTH,
+            module_key: module::SLEEP,
+            execution_role: R::Test,
+            inputs: UTIL_IN,
+            outputs: UTIL_OUT,
+            artifact_roles_in: &[],
+            artifact_roles_out: &[],
+            legacy_source: None,
+            editor_visible: false,
+            palette_group: "Testing",
+            description: "Sleeps `ms` milliseconds (tests).",
+            default_timeout_s: None,
+            params_schema: json!({"type": "object", "additionalProperties": false, "required": ["ms"],
+                                  "properties": {"ms": {"type": "integer", "minimum": 0, "maximum": 3_600_000}}}),
+        },
+        NodeType {
+            type_key: "util.fail",
+            families: BOTH,
+            module_key: module::FAIL,
+            execution_role: R::Test,
+            inputs: UTIL_IN,
+            outputs: UTIL_OUT,
+            artifact_roles_in: &[],
+            artifact_roles_out: &[],
+            legacy_source: None,
+            editor_visible: false,
+            palette_group: "Testing",
+            description: "Fails its first `times` attempts with a retryable error, then succeeds (tests).",
+            default_timeout_s: None,
+            params_schema: json!({"type": "object", "additionalProperties": false, "required": ["times"],
+                                  "properties": {"times": {"type": "integer", "minimum": 0, "maximum": 1000}}}),
+        },
+    ]
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_schema_compiles_and_its_defaults_validate() {
+        let r = registry();
+        for t in r.all() {
+            if t.type_key == "util.sleep" || t.type_key == "util.fail" {
+                continue; // required params: no default on purpose
+            }
+            let filled = r.with_defaults(t.type_key, &json!({}));
+            assert!(r.check_params(t.type_key, &filled).is_empty(), "{}: {:?}", t.type_key, r.check_params(t.type_key, &filled));
+        }
+    }
+
+    #[test]
+    fn aliases_point_at_registered_types() {
+        for (old, new) in ALIASES {
+            assert!(registry().get(old).is_none(), "{old} is both an alias and a type");
+            assert!(registry().get(new).is_some(), "{old} → {new}: no such type");
+        }
+    }
+
+    #[test]
+    fn a_typo_names_the_param_and_the_fix() {
+        let p = registry().check_params("render.still", &json!({"sampels": 10, "camera": {"elevation": 3}}));
+        assert!(p.contains(&("/sampels".into(), "unknown param `sampels`; did you mean `samples`?".into())), "{p:?}");
+        assert!(p.iter().any(|(at, m)| at == "/camera/elevation" && m.contains("elevation_deg")), "{p:?}");
+    }
+
+    #[test]
+    fn bounds_are_enforced_with_a_pointer() {
+        let p = registry().check_params("render.still", &json!({"width": 9000, "background": "blue"}));
+        let mut at: Vec<&str> = p.iter().map(|(a, _)| a.as_str()).collect();
+        at.sort();
+        assert_eq!(at, ["/background", "/width"], "{p:?}");
+    }
+
+    #[test]
+    fn defaults_fill_nested_objects_and_keep_given_values() {
+        let v = registry().with_defaults("render.still", &json!({"samples": 8, "camera": {"azimuth_deg": 90}}));
+        assert_eq!(v["samples"], 8);
+        assert_eq!(v["width"], 2000);
+        assert_eq!(v["camera"]["azimuth_deg"], 90);
+        assert_eq!(v["camera"]["auto_frame"], true);
+    }
+}

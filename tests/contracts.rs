@@ -1,0 +1,221 @@
+//! The contract layer against a real coordinator and PostgreSQL: the node palette,
+//! workflows (validate, store, version, repair), output types and their refusals.
+
+use renderfleet_tests::World;
+use serde_json::{json, Value};
+
+async fn post(w: &World, url: String, body: Value) -> (u16, Value) {
+    let resp = w.http.post(url).json(&body).send().await.unwrap();
+    let status = resp.status().as_u16();
+    (status, resp.json().await.unwrap_or(Value::Null))
+}
+
+async fn put(w: &World, url: String, body: Value) -> (u16, Value) {
+    let resp = w.http.put(url).json(&body).send().await.unwrap();
+    let status = resp.status().as_u16();
+    (status, resp.json().await.unwrap_or(Value::Null))
+}
+
+async fn get(w: &World, url: String) -> (u16, Value) {
+    let resp = w.http.get(url).send().await.unwrap();
+    let status = resp.status().as_u16();
+    (status, resp.json().await.unwrap_or(Value::Null))
+}
+
+fn codes(body: &Value) -> Vec<String> {
+    body["problems"].as_array().map(|a| a.iter().map(|p| p["code"].as_str().unwrap().to_string()).collect()).unwrap_or_default()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn palette_lists_contracts_grouped_by_family_module_and_role() {
+    let mut w = World::new("palette").await;
+    let c = w.start_coordinator("coordinator", &[]).await;
+    let (status, body) = get(&w, format!("{}/v1/nodes", c.url)).await;
+    assert_eq!(status, 200);
+    let order_line: Vec<&str> = body["by_family"]["order_line"].as_array().unwrap().iter().map(|v| v.as_str().unwrap()).collect();
+    assert!(order_line.contains(&"render.still") && order_line.contains(&"material.assign"), "{order_line:?}");
+    assert!(!order_line.contains(&"util.noop"), "test nodes are hidden from editors");
+    assert_eq!(body["by_module"]["glb_export"], json!(["cad.export_glb"]));
+    assert!(body["by_execution_role"]["sink"].as_array().unwrap().contains(&json!("output.publish")));
+    let still = body["node_types"].as_array().unwrap().iter().find(|t| t["type_key"] == "render.still").unwrap();
+    assert_eq!(still["params_schema"]["properties"]["samples"]["default"], 64);
+    assert_eq!(still["inputs"][0], json!({"name": "glb", "kind": "glb", "required": true, "many": false}));
+    let (_, all) = get(&w, format!("{}/v1/nodes?all=true", c.url)).await;
+    assert!(all["by_module"]["noop"].as_array().unwrap().contains(&json!("util.noop")));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn workflows_validate_store_version_and_repair() {
+    let mut w = World::new("workflows").await;
+    let c = w.start_coordinator("coordinator", &[]).await;
+
+    // Starters validate, and a starter stored, repaired and read back is unchanged.
+    for family in ["cad_file", "order_line"] {
+        let (status, starter) = get(&w, format!("{}/v1/workflows/starters/{family}", c.url)).await;
+        assert_eq!(status, 200);
+        let (_, v) = post(&w, format!("{}/v1/workflows/validate", c.url), starter.clone()).await;
+        assert_eq!(v["valid"], true, "{v:#}");
+        assert_eq!(v["problems"], json!([]));
+        let (status, created) =
+            post(&w, format!("{}/v1/workflows", c.url), json!({"name": family, "family": family, "graph": starter})).await;
+        assert_eq!(status, 201, "{created:#}");
+        let id = created["id"].as_str().unwrap();
+        let (_, repaired) = post(&w, format!("{}/v1/workflows/{id}/repair", c.url), json!({})).await;
+        assert_eq!(repaired["changed"], false, "{repaired:#}");
+        let (_, back) = get(&w, format!("{}/v1/workflows/{id}", c.url)).await;
+        assert_eq!(back["version"], 1);
+        assert_eq!(back["graph"], starter, "stored, repaired and read back: unchanged");
+    }
+    let (status, _) = get(&w, format!("{}/v1/workflows/starters/pottery", c.url)).await;
+    assert_eq!(status, 404);
+
+    // An edit is a new version; the old one stays readable.
+    let (_, starter) = get(&w, format!("{}/v1/workflows/starters/order_line", c.url)).await;
+    let (_, created) =
+        post(&w, format!("{}/v1/workflows", c.url), json!({"name": "still", "family": "order_line", "graph": starter})).await;
+    let id = created["id"].as_str().unwrap().to_string();
+    let mut edited = starter.clone();
+    let still = edited["nodes"].as_array_mut().unwrap().iter_mut().find(|n| n["id"] == "still").unwrap();
+    still["params"]["samples"] = json!(128);
+    let (status, v2) =
+        put(&w, format!("{}/v1/workflows/{id}", c.url), json!({"name": "still", "family": "order_line", "graph": edited})).await;
+    assert_eq!(status, 200, "{v2:#}");
+    assert_eq!(v2["version"], 2);
+    let (_, v1) = get(&w, format!("{}/v1/workflows/{id}?version=1", c.url)).await;
+    let samples =
+        |g: &Value| g["graph"]["nodes"].as_array().unwrap().iter().find(|n| n["id"] == "still").unwrap()["params"]["samples"].clone();
+    assert_eq!(samples(&v1), 64);
+    let (_, latest) = get(&w, format!("{}/v1/workflows/{id}", c.url)).await;
+    assert_eq!(samples(&latest), 128);
+    let (status, body) =
+        put(&w, format!("{}/v1/workflows/{id}", c.url), json!({"name": "still", "family": "cad_file", "graph": edited})).await;
+    assert_eq!((status, body["error"].as_str()), (422, Some("family_change")));
+
+    // An invalid graph is refused with every problem, and nothing is stored.
+    let before = w.count("SELECT count(*) FROM workflows").await;
+    let bad = json!({"nodes": [{"id": "s", "type": "render.still", "params": {"sampels": 2}}, {"id": "p", "type": "output.publish"}],
+                     "edges": [{"from": "s", "to": "p"}, {"from": "s", "to": "ghost"}]});
+    let (status, body) = post(&w, format!("{}/v1/workflows", c.url), json!({"name": "bad", "family": "order_line", "graph": bad})).await;
+    assert_eq!(status, 422);
+    let got = codes(&body);
+    for want in ["invalid_param", "missing_required_input", "dangling_edge"] {
+        assert!(got.iter().any(|c| c == want), "no {want} in {body:#}");
+    }
+    assert_eq!(w.count("SELECT count(*) FROM workflows").await, before);
+
+    // A mixed-family import is stored, flagged, and repair says so.
+    let mixed = json!({"nodes": [
+        {"id": "r", "type": "cad.resolve"}, {"id": "g", "type": "cad.export_glb"}, {"id": "meta", "type": "cad.extract_metadata"},
+        {"id": "p", "type": "output.publish"}],
+        "edges": [{"from": "r", "to": "g"}, {"from": "g", "from_port": "glb", "to": "meta"}, {"from": "meta", "from_port": "metadata", "to": "p"}]});
+    let (status, body) =
+        post(&w, format!("{}/v1/workflows", c.url), json!({"name": "import", "family": "order_line", "graph": mixed})).await;
+    assert_eq!(status, 201, "{body:#}");
+    assert_eq!(body["mixed_family"], true);
+    let mixed_id = body["id"].as_str().unwrap();
+    let (_, rep) = post(&w, format!("{}/v1/workflows/{mixed_id}/repair?dry_run=true", c.url), json!({})).await;
+    assert_eq!(rep["mixed_family"], true);
+    assert!(codes(&rep).contains(&"family_mismatch".to_string()), "{rep:#}");
+
+    // Repair of a stored legacy graph (old type names, ports left out, no defaults), as an
+    // import from before the registry would leave it.
+    let legacy = json!({"family": "order_line", "nodes": [
+        {"id": "resolve", "type": "cad.resolve", "params": {}}, {"id": "export", "type": "cad.step_to_glb", "params": {}},
+        {"id": "still", "type": "render.image", "params": {"samples": 16}}, {"id": "publish", "type": "output.publish", "params": {}}],
+        "edges": [{"from": "resolve", "to": "export"}, {"from": "export", "from_port": "glb", "to": "still"}, {"from": "still", "to": "publish"}]});
+    let legacy_id = uuid::Uuid::now_v7();
+    w.db()
+        .await
+        .execute(
+            "INSERT INTO workflows (id, version, name, family, graph) VALUES ($1, 1, 'imported', 'order_line', $2)",
+            &[&legacy_id, &legacy],
+        )
+        .await
+        .unwrap();
+    let (_, dry) = post(&w, format!("{}/v1/workflows/{legacy_id}/repair?dry_run=true", c.url), json!({})).await;
+    assert_eq!(dry["changed"], true, "{dry:#}");
+    assert_eq!(dry["version"], 1, "a dry run writes nothing");
+    let changes = dry["changes"].as_array().unwrap().iter().map(|c| c.as_str().unwrap()).collect::<Vec<_>>().join("\n");
+    for want in ["`cad.step_to_glb` is now `cad.export_glb`", "`render.image` is now `render.still`", "defaults filled in", "ports named"] {
+        assert!(changes.contains(want), "no `{want}` in:\n{changes}");
+    }
+    assert_eq!(w.count(&format!("SELECT count(*) FROM workflows WHERE id = '{legacy_id}'")).await, 1);
+    let (_, done) = post(&w, format!("{}/v1/workflows/{legacy_id}/repair", c.url), json!({})).await;
+    assert_eq!((done["changed"].as_bool(), done["version"].as_i64()), (Some(true), Some(2)), "{done:#}");
+    let (_, again) = post(&w, format!("{}/v1/workflows/{legacy_id}/repair", c.url), json!({})).await;
+    assert_eq!(again["changed"], false, "repair is idempotent: {again:#}");
+    let (_, repaired) = get(&w, format!("{}/v1/workflows/{legacy_id}", c.url)).await;
+    assert_eq!(repaired["repaired_from"], 1);
+    let (_, v) = post(&w, format!("{}/v1/workflows/validate", c.url), repaired["graph"].clone()).await;
+    assert_eq!(v["problems"], json!([]), "a repaired graph is canonical: {v:#}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn output_types_refuse_what_would_fail_at_dispatch() {
+    let mut w = World::new("output_types").await;
+    let c = w.start_coordinator("coordinator", &[]).await;
+    let (_, starter) = get(&w, format!("{}/v1/workflows/starters/order_line", c.url)).await;
+    let (_, wf) = post(&w, format!("{}/v1/workflows", c.url), json!({"name": "still", "family": "order_line", "graph": starter})).await;
+    let wf = wf["id"].as_str().unwrap().to_string();
+    let url = format!("{}/v1/output-types", c.url);
+    let base = json!({"key": "still-2000", "family": "order_line", "artifact_kind": "image_png", "workflow_id": wf,
+                      "invocation_overrides": {"still": {"width": 2000, "height": 2000}}, "legacy_preset": {"size": "2000px"},
+                      "rollout_mode": "shadow", "shadow_sample_pct": 10});
+    let with = |patch: Value| {
+        let mut b = base.clone();
+        for (k, v) in patch.as_object().unwrap() {
+            if v.is_null() {
+                b.as_object_mut().unwrap().remove(k);
+            } else {
+                b[k] = v.clone();
+            }
+        }
+        b
+    };
+    let refusals = [
+        (json!({"family": "cad_file"}), "family_mismatch"),
+        (json!({"artifact_kind": "video_mp4"}), "artifact_kind_not_produced"),
+        (json!({"invocation_overrides": {"still": {"sampels": 8}}}), "invalid_overrides"),
+        (json!({"invocation_overrides": {"turntable": {}}}), "invalid_overrides"),
+        (json!({"workflow_id": null, "invocation_overrides": null}), "workflow_required"),
+        (json!({"workflow_id": null, "invocation_overrides": null, "rollout_mode": "graph"}), "workflow_required"),
+        (json!({"workflow_id": uuid::Uuid::now_v7()}), "unknown_workflow"),
+        (json!({"key": "Bad Key"}), "invalid_key"),
+        (json!({"shadow_sample_pct": 101}), "invalid_sample"),
+    ];
+    for (patch, code) in refusals {
+        let (status, body) = post(&w, url.clone(), with(patch.clone())).await;
+        assert_eq!((status, body["error"].as_str()), (422, Some(code)), "{patch}: {body:#}");
+        assert!(body["message"].as_str().unwrap().len() > 20, "{body:#}");
+    }
+    let (_, body) = post(&w, url.clone(), with(json!({"invocation_overrides": {"still": {"sampels": 8}}}))).await;
+    assert_eq!(body["problems"][0]["param_path"], "/still/sampels");
+    let (status, body) = post(&w, url.clone(), with(json!({"bogus": 1}))).await;
+    assert_eq!(status, 400, "unknown fields are refused: {body:#}");
+    assert_eq!(w.count("SELECT count(*) FROM output_types").await, 0, "no refusal wrote anything");
+
+    // A legacy-only output type is valid.
+    let (status, body) = post(
+        &w,
+        url.clone(),
+        json!({"key": "legacy-blend", "family": "order_line", "artifact_kind": "blend", "legacy_preset": {"preset": "blend_v1"}}),
+    )
+    .await;
+    assert_eq!(status, 201, "{body:#}");
+    assert_eq!((body["rollout_mode"].as_str(), body["workflow_id"].is_null()), (Some("legacy"), true));
+
+    let (status, body) = post(&w, url.clone(), base.clone()).await;
+    assert_eq!(status, 201, "{body:#}");
+    let (status, _) = post(&w, url.clone(), base.clone()).await;
+    assert_eq!(status, 409, "a key is created once");
+    let (status, body) = put(&w, format!("{url}/still-2000"), with(json!({"shadow_sample_pct": 50}))).await;
+    assert_eq!((status, body["revision"].as_i64(), body["shadow_sample_pct"].as_f64()), (200, Some(2), Some(50.0)), "{body:#}");
+    let (status, body) = put(&w, format!("{url}/still-2000"), with(json!({"artifact_kind": "blend"}))).await;
+    assert_eq!((status, body["error"].as_str()), (422, Some("artifact_kind_not_produced")));
+    let (_, after) = get(&w, format!("{url}/still-2000")).await;
+    assert_eq!(after["artifact_kind"], "image_png", "a refused edit changes nothing");
+    let (status, body) = get(&w, format!("{url}/nope")).await;
+    assert_eq!((status, body["error"].as_str()), (404, Some("unknown_output_type")));
+    let (_, list) = get(&w, url.clone()).await;
+    assert_eq!(list["items"].as_array().unwrap().len(), 2);
+}
