@@ -127,6 +127,10 @@ demo() {
     || psql -h "$PG_HOST" -p "$PG_PORT" -d postgres -qc "CREATE DATABASE $db"
   export DATABASE_URL="$PG_BASE_URL/$db"
   export RENDERFLEET_HTTP_ADDR="${RENDERFLEET_HTTP_ADDR:-127.0.0.1:8080}"
+  # A fresh admin token for this demo only: the coordinator stores its hash, renderctl sends it.
+  RENDERFLEET_TOKEN="rf_demo_$(head -c 24 /dev/urandom | od -An -tx1 | tr -d ' \n')"
+  export RENDERFLEET_TOKEN
+  export RENDERFLEET_AUTH__TOKENS="demo:admin:$(printf %s "$RENDERFLEET_TOKEN" | sha256sum | cut -d' ' -f1)"
   local logs="$ROOT/target/demo-logs"
   mkdir -p "$logs"
   trap cleanup_demo EXIT

@@ -48,12 +48,18 @@ pub enum StartupError {
     Db(#[from] db::DbError),
     #[error(transparent)]
     Broker(#[from] renderfleet_platform::broker::Unreachable),
-    #[error("cannot listen on {addr}: {source}; free the port or set RENDERFLEET_HTTP_ADDR")]
+    #[error("cannot listen on {addr}: {source}; free the port or set RENDERFLEET_HTTP_ADDR (RENDERFLEET_METRICS_ADDR for metrics)")]
     Listen { addr: String, source: std::io::Error },
+    #[error(transparent)]
+    Auth(#[from] api::auth::AuthConfigError),
 }
 
 /// Runs the coordinator until `shutdown` is cancelled.
 pub async fn run(config: CoordinatorConfig, metrics: PrometheusHandle, shutdown: CancellationToken) -> Result<(), StartupError> {
+    let tokens = api::auth::Tokens::from_config(&config.auth.tokens, config.auth.open)?;
+    if tokens.is_open() {
+        tracing::warn!("the API is open to anyone (auth.open = true and no tokens): for a development machine only");
+    }
     let pool = db::connect(&config.database_url, config.db_pool_size, config.startup_timeout).await?;
     let applied = db::migrate(&pool).await?;
     tracing::info!(applied, "database ready");
@@ -64,6 +70,10 @@ pub async fn run(config: CoordinatorConfig, metrics: PrometheusHandle, shutdown:
         .await
         .map_err(|source| StartupError::Listen { addr: config.http_addr.clone(), source })?;
     let addr = listener.local_addr().map(|a| a.to_string()).unwrap_or_default();
+    let metrics_listener = match config.metrics_addr.as_str() {
+        "" => None,
+        a => Some(tokio::net::TcpListener::bind(a).await.map_err(|source| StartupError::Listen { addr: a.to_string(), source })?),
+    };
 
     let state = AppState {
         config: Arc::new(config),
@@ -80,8 +90,18 @@ pub async fn run(config: CoordinatorConfig, metrics: PrometheusHandle, shutdown:
     tasks.spawn(recovery::run(state.clone(), background.clone()));
     tasks.close();
 
+    if let Some(l) = metrics_listener {
+        let app = api::metrics_router(state.clone());
+        let stop = shutdown.clone();
+        tracing::info!(addr = %l.local_addr().map(|a| a.to_string()).unwrap_or_default(), "metrics listening");
+        tasks.spawn(async move {
+            if let Err(e) = axum::serve(l, app).with_graceful_shutdown(stop.cancelled_owned()).await {
+                tracing::error!(error = %e, "metrics server failed");
+            }
+        });
+    }
     tracing::info!(%addr, "coordinator listening");
-    let app = api::router(state);
+    let app = api::router(state, tokens);
     let served = axum::serve(listener, app).with_graceful_shutdown(shutdown.clone().cancelled_owned()).await;
     if let Err(e) = served {
         tracing::error!(error = %e, "HTTP server failed");

@@ -25,7 +25,7 @@ cleanup() {
   rabbitmqctl -q delete_vhost "$VHOST" >/dev/null 2>&1 || true
 }
 trap cleanup EXIT
-export DATABASE_URL="$PG/$DB" AMQP_URL="amqp://guest:guest@127.0.0.1:5672/$VHOST" RENDERFLEET_HTTP_ADDR="127.0.0.1:$PORT" RUST_LOG=warn
+export DATABASE_URL="$PG/$DB" AMQP_URL="amqp://guest:guest@127.0.0.1:5672/$VHOST" RENDERFLEET_HTTP_ADDR="127.0.0.1:$PORT" RENDERFLEET_AUTH__OPEN=true RUST_LOG=warn
 $BIN/coordinator & PIDS+=($!)
 for _ in $(seq 1 100); do curl -fs "http://127.0.0.1:$PORT/readyz" >/dev/null && break; sleep 0.1; done
 body='{"subject":{"kind":"bench"},"graph":{"nodes":[{"id":"n","type":"util.noop"}]}}'

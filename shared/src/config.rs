@@ -35,6 +35,10 @@ pub struct CoordinatorConfig {
     pub recovery: RecoveryConfig,
     pub retry: RetryConfig,
     pub nodes: NodeDefaultsConfig,
+    pub auth: AuthConfig,
+    /// Serve `/metrics` on this address only (e.g. a private interface), instead of on
+    /// `http_addr`. Empty: on `http_addr`.
+    pub metrics_addr: String,
     pub log: LogConfig,
 }
 
@@ -53,9 +57,26 @@ impl Default for CoordinatorConfig {
             recovery: RecoveryConfig::default(),
             retry: RetryConfig::default(),
             nodes: NodeDefaultsConfig::default(),
+            auth: AuthConfig::default(),
+            metrics_addr: String::new(),
             log: LogConfig::default(),
         }
     }
+}
+
+/// Who may call the API. Each token is an entry `NAME:SCOPES:SHA256` where SCOPES joins
+/// `submit`, `read`, `operate` and `admin` with `+` (`admin` grants every scope) and SHA256
+/// is the hex SHA-256 of the secret: the secret itself is never stored.
+/// `renderctl token new NAME SCOPES` makes one. `/healthz`, `/readyz`, `/metrics` and the
+/// OpenAPI document need no token.
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct AuthConfig {
+    /// Env: `RENDERFLEET_AUTH__TOKENS=order-system:submit:9f86…,ops:read+operate:2c26…`
+    pub tokens: Vec<String>,
+    /// With no tokens, serve the API without authentication. Development machines only;
+    /// without it (and without tokens) the coordinator refuses to start.
+    pub open: bool,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

@@ -114,6 +114,9 @@ pub enum ProblemCode {
     NoSink,
     /// Warning: a node whose output reaches no sink.
     UnreachableNode,
+    /// Found by preflight rather than by the graph itself: no live worker serves a module, a
+    /// subject is malformed, an output type is bound elsewhere.
+    Preflight,
 }
 
 impl ProblemCode {

@@ -153,6 +153,8 @@ pub mod module {
     pub const VIDEO_ENCODE: &str = "video_encode";
     pub const PUBLISH: &str = "publish";
     pub const COMPARE: &str = "compare";
+    /// The legacy pipeline: the same modules in a fixed order, in one task (DESIGN §7).
+    pub const LEGACY_RENDER: &str = "legacy_render";
     pub const NOOP: &str = "noop";
     pub const SLEEP: &str = "sleep";
     pub const FAIL: &str = "fail";
@@ -569,6 +571,25 @@ fn node_types() -> Vec<NodeType> {
             })),
         },
         NodeType {
+            type_key: "legacy.render",
+            families: BOTH,
+            module_key: module::LEGACY_RENDER,
+            execution_role: R::Sink,
+            inputs: &[],
+            outputs: &[],
+            artifact_roles_in: &[],
+            artifact_roles_out: &["deliverable"],
+            legacy_source: Some("legacy.pipeline"),
+            editor_visible: false,
+            palette_group: "Legacy",
+            description: "The whole legacy pipeline in one task, driven by the output type's legacy preset. Dispatch adds it; editors do not.",
+            default_timeout_s: Some(7200),
+            params_schema: json!({"type": "object", "additionalProperties": false, "required": ["output_type", "artifact_kind", "preset"],
+                                  "properties": {"output_type": {"type": "string", "minLength": 1},
+                                                 "artifact_kind": {"type": "string", "minLength": 1},
+                                                 "preset": {"type": "object"}}}),
+        },
+        NodeType {
             type_key: "util.noop",
             families: BOTH,
             module_key: module::NOOP,
@@ -629,7 +650,7 @@ mod tests {
     fn every_schema_compiles_and_its_defaults_validate() {
         let r = registry();
         for t in r.all() {
-            if t.type_key == "util.sleep" || t.type_key == "util.fail" {
+            if ["util.sleep", "util.fail", "legacy.render"].contains(&t.type_key) {
                 continue; // required params: no default on purpose
             }
             let filled = r.with_defaults(t.type_key, &json!({}));

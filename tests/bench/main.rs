@@ -279,6 +279,14 @@ fn table(limits: &limits::Limits, ours: &system::Ours, celery: Option<&peer::Cel
     });
     rows.push(Row {
         group: "limit",
+        name: "database alone: the same transaction in 3 round trips (BEGIN; statements; COMMIT), p50".into(),
+        value: limits.db_three_trips_p50_ms,
+        unit: "ms",
+        vs_celery: None,
+        vs_limit: None,
+    });
+    rows.push(Row {
+        group: "limit",
         name: "database alone: hop transactions, one connection".into(),
         value: limits.db_per_s,
         unit: "tx/s",

@@ -14,6 +14,7 @@ use lapin::types::FieldTable;
 use lapin::{BasicProperties, Connection, ConnectionProperties};
 use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
+use renderfleet_coordinator::api::auth::hash_secret;
 use renderfleet_shared::registry::registry;
 use renderfleet_shared::topology::{Declaration, Topology};
 use serde_json::Value;
@@ -92,6 +93,20 @@ where
     }
 }
 
+/// Bearer secrets every test coordinator accepts, one per scope; `World::http` sends the
+/// admin one. Their hashes are configured through RENDERFLEET_AUTH__TOKENS.
+pub const TOKENS: [(&str, &str); 4] =
+    [("submit", "rf-test-submit"), ("read", "rf-test-read"), ("operate", "rf-test-operate"), ("admin", "rf-test-admin")];
+
+/// The test secret of `scope`.
+pub fn token(scope: &str) -> &'static str {
+    TOKENS.iter().find(|(s, _)| *s == scope).map(|(_, t)| *t).expect("a known scope")
+}
+
+fn token_entries() -> String {
+    TOKENS.iter().map(|(scope, secret)| format!("test-{scope}:{scope}:{}", hash_secret(secret))).collect::<Vec<_>>().join(",")
+}
+
 impl World {
     /// A fresh database and broker prefix for the test `name`.
     pub async fn new(name: &str) -> World {
@@ -111,7 +126,13 @@ impl World {
             topology: Topology::new(format!("rf-{name}-{short}")),
             log_dir,
             procs: Vec::new(),
-            http: reqwest::Client::builder().timeout(Duration::from_secs(20)).build().unwrap(),
+            http: reqwest::Client::builder()
+                .timeout(Duration::from_secs(20))
+                .default_headers(
+                    [(reqwest::header::AUTHORIZATION, format!("Bearer {}", token("admin")).parse().unwrap())].into_iter().collect(),
+                )
+                .build()
+                .unwrap(),
             rust_log: "info,renderfleet_coordinator=debug,renderfleet_worker=debug".into(),
         }
     }
@@ -145,6 +166,7 @@ impl World {
         .iter()
         .map(|(k, v)| (k.to_string(), v.to_string()))
         .collect();
+        env.push(("RENDERFLEET_AUTH__TOKENS".into(), token_entries()));
         env.push(("RENDERFLEET_HTTP_ADDR".into(), format!("127.0.0.1:{port}")));
         overridden(env, extra)
     }
@@ -342,7 +364,12 @@ impl World {
 
 /// Runs `renderctl` with `args` and returns its output.
 pub fn renderctl(args: &[&str]) -> std::process::Output {
-    Command::new(bin("renderctl")).args(args).env_remove("RENDERFLEET_COORDINATOR_URL").output().expect("run renderctl")
+    Command::new(bin("renderctl"))
+        .args(args)
+        .env_remove("RENDERFLEET_COORDINATOR_URL")
+        .env("RENDERFLEET_TOKEN", token("admin"))
+        .output()
+        .expect("run renderctl")
 }
 
 /// Has the broker close every connection whose client-given name contains `needle`

@@ -6,8 +6,9 @@ use crate::{dispatch, AppState};
 use axum::body::Bytes;
 use axum::extract::{DefaultBodyLimit, Path, Query, State};
 use axum::http::{header, HeaderMap, StatusCode};
+use axum::middleware;
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
+use axum::routing::{get, post, put};
 use axum::{Json, Router};
 use chrono::{DateTime, Utc};
 use renderfleet_shared::graph::{self, GraphSpec, NodeDefaults, Problem};
@@ -19,32 +20,67 @@ use std::sync::atomic::Ordering;
 use std::time::Duration;
 use uuid::Uuid;
 
+pub mod auth;
 mod nodes;
 mod output_types;
+mod requests;
 mod workflows;
+
+use auth::{Scope, Tokens};
 
 /// The OpenAPI document of this API, served at `/openapi.yaml`.
 const OPENAPI: &str = include_str!("../../openapi.yaml");
 
-pub fn router(state: AppState) -> Router {
+/// The API. Every `/v1` route needs a bearer token with its scope (see [`auth`]); health,
+/// metrics and the OpenAPI document are open. With `metrics_addr` set, `/metrics` is served
+/// there instead (see [`metrics_router`]).
+pub fn router(state: AppState, tokens: Tokens) -> Router {
     let limit = state.config.max_request_bytes;
-    Router::new()
-        .route("/v1/runs", post(create_run))
-        .route("/v1/runs/{id}", get(get_run))
-        .route("/v1/nodes", get(nodes::palette))
-        .route("/v1/workflows", post(workflows::create).get(workflows::list))
-        .route("/v1/workflows/validate", post(workflows::validate))
-        .route("/v1/workflows/starters/{family}", get(workflows::starter))
-        .route("/v1/workflows/{id}", get(workflows::get).put(workflows::update))
-        .route("/v1/workflows/{id}/repair", post(workflows::repair))
-        .route("/v1/output-types", post(output_types::create).get(output_types::list))
-        .route("/v1/output-types/{key}", get(output_types::get).put(output_types::update))
+    let guard = |scope: Scope| middleware::from_fn_with_state((tokens.clone(), scope), auth::require);
+    let (submit, read, admin) = (guard(Scope::Submit), guard(Scope::Read), guard(Scope::Admin));
+    let mut app = Router::new()
+        .route("/v1/render-requests", post(requests::create).route_layer(submit.clone()))
+        .route("/v1/render-requests/{id}", get(requests::get).route_layer(submit))
+        .route("/v1/runs", post(create_run).route_layer(admin.clone()))
+        .route("/v1/runs/{id}", get(get_run).route_layer(read.clone()))
+        .route("/v1/nodes", get(nodes::palette).route_layer(read.clone()))
+        .route("/v1/workflows", get(workflows::list).route_layer(read.clone()).merge(post(workflows::create).route_layer(admin.clone())))
+        .route("/v1/workflows/validate", post(workflows::validate).route_layer(read.clone()))
+        .route("/v1/workflows/starters/{family}", get(workflows::starter).route_layer(read.clone()))
+        .route("/v1/workflows/{id}", get(workflows::get).route_layer(read.clone()).merge(put(workflows::update).route_layer(admin.clone())))
+        .route("/v1/workflows/{id}/repair", post(workflows::repair).route_layer(admin.clone()))
+        .route("/v1/workflows/{id}/preflight", post(workflows::preflight).route_layer(read.clone()))
+        .route(
+            "/v1/output-types",
+            get(output_types::list).route_layer(read.clone()).merge(post(output_types::create).route_layer(admin.clone())),
+        )
+        .route("/v1/output-types/{key}", get(output_types::get).route_layer(read).merge(put(output_types::update).route_layer(admin)))
         .route("/healthz", get(|| async { "ok\n" }))
         .route("/readyz", get(readyz))
-        .route("/metrics", get(metrics))
-        .route("/openapi.yaml", get(|| async { ([(header::CONTENT_TYPE, "application/yaml")], OPENAPI) }))
-        .layer(DefaultBodyLimit::max(limit))
-        .with_state(state)
+        .route("/openapi.yaml", get(|| async { ([(header::CONTENT_TYPE, "application/yaml")], OPENAPI) }));
+    if state.config.metrics_addr.is_empty() {
+        app = app.route("/metrics", get(metrics));
+    }
+    app.layer(DefaultBodyLimit::max(limit)).layer(middleware::map_response_with_state(limit, too_large)).with_state(state)
+}
+
+/// `/metrics` alone, for a separate `metrics_addr`.
+pub fn metrics_router(state: AppState) -> Router {
+    Router::new().route("/metrics", get(metrics)).with_state(state)
+}
+
+/// axum answers an oversized body with a plain-text 413; ours says what the limit is and how
+/// to change it, in the API's error shape.
+async fn too_large(State(limit): State<usize>, response: Response) -> Response {
+    if response.status() != StatusCode::PAYLOAD_TOO_LARGE {
+        return response;
+    }
+    ApiError::new(
+        StatusCode::PAYLOAD_TOO_LARGE,
+        "body_too_large",
+        format!("the request body is over this coordinator's limit of {limit} bytes; send less, or raise `max_request_bytes` (RENDERFLEET_MAX_REQUEST_BYTES)"),
+    )
+    .into_response()
 }
 
 /// An error answer: `{"error": code, "message": ..., "problems": [...]}`.

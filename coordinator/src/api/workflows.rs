@@ -313,3 +313,99 @@ fn describe_changes(before: &GraphSpec, v: &Validation) -> Vec<String> {
     }
     out
 }
+
+/// `POST /v1/workflows/{id}/preflight` body.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct PreflightInput {
+    /// What would be rendered (stored with the run as given).
+    subject: Value,
+    /// Apply this output type's invocation overrides.
+    #[serde(default)]
+    output_type: Option<String>,
+    /// A version other than the latest.
+    #[serde(default)]
+    version: Option<i32>,
+}
+
+/// `POST /v1/workflows/{id}/preflight`: would a run of this workflow go through, and where?
+/// Validation, the params each node would run with, and for each module whether a live
+/// worker serves it. Runs nothing, writes nothing.
+pub(super) async fn preflight(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Result<Json<Value>, ApiError> {
+    let id = parse_id(&id)?;
+    let input: PreflightInput = json_body(&headers, &body, r#"{"subject": {...}, "output_type": "still-2000-white"}"#)?;
+    let workflow =
+        super::output_types::load_workflow(&state, id, input.version).await.map_err(|e| ApiError { status: StatusCode::NOT_FOUND, ..e })?;
+    let mut graph = workflow.graph_spec()?;
+    graph.family = parse_family(&workflow.family).ok();
+    let mut problems = graph::validate(&graph, registry()).problems;
+    if !input.subject.is_object() {
+        problems.push(Problem { node_id: None, ..preflight_problem("`subject` must be a JSON object describing what to render") });
+    }
+    let mut output_type = Value::Null;
+    if let Some(key) = &input.output_type {
+        let ot = super::output_types::read(&state, key).await?;
+        if ot.workflow_id != Some(id) {
+            problems.push(Problem {
+                severity: renderfleet_shared::graph::Severity::Warning,
+                ..preflight_problem(&format!(
+                    "output type `{key}` is bound to {}, not to this workflow: its overrides are applied here for the check only",
+                    ot.workflow_id.map(|w| format!("workflow {w}")).unwrap_or_else(|| "no workflow (legacy only)".into())
+                ))
+            });
+        }
+        match renderfleet_shared::overrides::apply(&graph, &ot.invocation_overrides, registry()) {
+            Ok(g) => graph = g,
+            Err(p) => problems.extend(p),
+        }
+        output_type = json!({"key": ot.key, "rollout_mode": ot.rollout_mode, "artifact_kind": ot.artifact_kind});
+    }
+    let client = state.pool.get().await?;
+    let live_for = state.config.recovery.heartbeat_timeout.as_secs_f64();
+    let workers = client.query(sql::LIVE_WORKERS, &[&live_for]).await?;
+    let serving = |module: &str| -> Vec<String> {
+        workers.iter().filter(|w| w.get::<_, Vec<String>>(2).iter().any(|m| m == module)).map(|w| w.get::<_, String>(0)).collect()
+    };
+    let mut modules = serde_json::Map::new();
+    let mut nodes = Vec::new();
+    for node in &graph.nodes {
+        let Some(t) = registry().get(&node.node_type) else { continue };
+        let who = serving(t.module_key);
+        if who.is_empty() && !modules.contains_key(t.module_key) {
+            problems.push(Problem {
+                node_id: Some(node.id.clone()),
+                ..preflight_problem(&format!(
+                    "no live worker serves module `{}` (node `{}`): start a worker that can run it (RENDERFLEET_MODULES), or wait for one to heartbeat",
+                    t.module_key, node.id
+                ))
+            });
+        }
+        modules.insert(t.module_key.to_string(), json!({"workers": who}));
+        nodes.push(json!({"id": node.id, "type": t.type_key, "module": t.module_key, "params": node.params}));
+    }
+    let ok = !problems.iter().any(|p| p.severity == renderfleet_shared::graph::Severity::Error);
+    Ok(Json(json!({
+        "ok": ok,
+        "workflow": {"id": workflow.id, "version": workflow.version, "family": workflow.family},
+        "output_type": output_type,
+        "problems": problems,
+        "nodes": nodes,
+        "modules": modules,
+    })))
+}
+
+fn preflight_problem(message: &str) -> Problem {
+    Problem {
+        code: ProblemCode::Preflight,
+        severity: renderfleet_shared::graph::Severity::Error,
+        node_id: None,
+        edge: None,
+        param_path: None,
+        message: message.into(),
+    }
+}

@@ -1,5 +1,6 @@
 //! `renderctl`: the command line for a renderfleet coordinator, kubectl-style
-//! (`renderctl submit graph.json --wait`, `renderctl runs show ID`).
+//! (`renderctl submit graph.json --wait`, `renderctl runs show ID`,
+//! `renderctl workflows repair --all --dry-run`).
 
 use anyhow::{bail, Context};
 use clap::{Parser, Subcommand, ValueEnum};
@@ -15,6 +16,9 @@ struct Cli {
     /// Coordinator base URL.
     #[arg(long, global = true, env = "RENDERFLEET_COORDINATOR_URL", default_value = "http://127.0.0.1:8080")]
     coordinator: String,
+    /// Bearer token (never logged).
+    #[arg(long, global = true, env = "RENDERFLEET_TOKEN", hide_env_values = true)]
+    token: Option<String>,
     /// Output format.
     #[arg(short, long, global = true, value_enum, default_value_t = Output::Tree)]
     output: Output,
@@ -49,6 +53,123 @@ enum Command {
         #[command(subcommand)]
         command: RunsCommand,
     },
+    /// Author workflows: validate, create, edit, repair, preflight.
+    Workflows {
+        #[command(subcommand)]
+        command: WorkflowsCommand,
+    },
+    /// Output types: what the order system asks for.
+    #[command(name = "output-types")]
+    OutputTypes {
+        #[command(subcommand)]
+        command: OutputTypesCommand,
+    },
+    /// The node palette: every node type with its family, module, ports and params.
+    Nodes,
+    /// Render requests, as the order system sends them.
+    Requests {
+        #[command(subcommand)]
+        command: RequestsCommand,
+    },
+    /// API tokens.
+    Token {
+        #[command(subcommand)]
+        command: TokenCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum WorkflowsCommand {
+    /// Every problem of a graph file, and its normalised form with -o json; writes nothing.
+    Validate { graph: PathBuf },
+    /// Store GRAPH as a new workflow.
+    Create {
+        graph: PathBuf,
+        #[arg(long)]
+        name: String,
+        /// cad_file or order_line (default: the graph's `family`).
+        #[arg(long)]
+        family: Option<String>,
+    },
+    /// Store GRAPH as the next version of workflow ID.
+    Edit {
+        id: String,
+        graph: PathBuf,
+        /// New name (default: unchanged).
+        #[arg(long)]
+        name: Option<String>,
+    },
+    /// The latest version of each workflow.
+    List,
+    /// One workflow (the latest version, or --version).
+    Show {
+        id: String,
+        #[arg(long)]
+        version: Option<i32>,
+    },
+    /// The canonical starter graph of a family (cad_file, order_line).
+    Starter { family: String },
+    /// Normalise stored workflows to canonical shape and report what changed.
+    Repair {
+        /// One workflow; or --all.
+        id: Option<String>,
+        #[arg(long, conflicts_with = "id")]
+        all: bool,
+        /// Report only; write nothing.
+        #[arg(long)]
+        dry_run: bool,
+    },
+    /// Would a run go through? Validation, resolved params, and a live worker for each module.
+    Preflight {
+        id: String,
+        /// Apply this output type's overrides.
+        #[arg(long)]
+        output_type: Option<String>,
+        /// The subject as JSON.
+        #[arg(long, default_value = "{}")]
+        subject: String,
+    },
+}
+
+#[derive(Subcommand)]
+enum OutputTypesCommand {
+    List,
+    Show {
+        key: String,
+    },
+    /// Create or replace the output type described by FILE (JSON with a `key`).
+    Apply {
+        file: PathBuf,
+    },
+}
+
+#[derive(Subcommand)]
+enum RequestsCommand {
+    /// Send a render request; the idempotency key defaults to ORDER_LINE/OUTPUT_TYPE.
+    Submit {
+        #[arg(long)]
+        order_line: String,
+        #[arg(long)]
+        output_type: String,
+        /// The subject as JSON.
+        #[arg(long, default_value = "{}")]
+        subject: String,
+        #[arg(long)]
+        idempotency_key: Option<String>,
+    },
+    Show {
+        id: String,
+    },
+}
+
+#[derive(Subcommand)]
+enum TokenCommand {
+    /// Make a new secret and print it with the configuration entry that admits it.
+    New {
+        name: String,
+        /// Scopes joined with `+`: submit, read, operate, admin.
+        scopes: String,
+    },
 }
 
 #[derive(Subcommand)]
@@ -70,7 +191,14 @@ async fn main() {
 }
 
 async fn dispatch(cli: Cli) -> anyhow::Result<i32> {
-    let http = reqwest::Client::builder().timeout(Duration::from_secs(30)).build()?;
+    let mut headers = reqwest::header::HeaderMap::new();
+    if let Some(t) = &cli.token {
+        let mut v =
+            reqwest::header::HeaderValue::from_str(&format!("Bearer {t}")).context("the token holds characters a header cannot carry")?;
+        v.set_sensitive(true);
+        headers.insert(reqwest::header::AUTHORIZATION, v);
+    }
+    let http = reqwest::Client::builder().timeout(Duration::from_secs(30)).default_headers(headers).build()?;
     let base = cli.coordinator.trim_end_matches('/').to_string();
     match cli.command {
         Command::Submit { graph, subject, wait, timeout } => {
@@ -102,6 +230,236 @@ async fn dispatch(cli: Cli) -> anyhow::Result<i32> {
             let run = send(http.get(format!("{base}/v1/runs/{id}")), &base).await?;
             print_run(&run, cli.output);
             Ok(0)
+        }
+        Command::Workflows { command } => workflows(&http, &base, command, cli.output).await,
+        Command::OutputTypes { command } => {
+            let v = match command {
+                OutputTypesCommand::List => send(http.get(format!("{base}/v1/output-types")), &base).await?,
+                OutputTypesCommand::Show { key } => send(http.get(format!("{base}/v1/output-types/{key}")), &base).await?,
+                OutputTypesCommand::Apply { file } => {
+                    let body = read_json(&file)?;
+                    let key = body["key"].as_str().context("the file needs a `key`")?.to_string();
+                    let exists = http.get(format!("{base}/v1/output-types/{key}")).send().await.is_ok_and(|r| r.status().is_success());
+                    if exists {
+                        send(http.put(format!("{base}/v1/output-types/{key}")).json(&body), &base).await?
+                    } else {
+                        send(http.post(format!("{base}/v1/output-types")).json(&body), &base).await?
+                    }
+                }
+            };
+            print_value(&v, cli.output);
+            Ok(0)
+        }
+        Command::Nodes => {
+            let v = send(http.get(format!("{base}/v1/nodes")), &base).await?;
+            if cli.output == Output::Json {
+                print_value(&v, cli.output);
+            } else {
+                println!("{:<22} {:<18} {:<10} {:<22} INPUTS → OUTPUTS", "TYPE", "MODULE", "ROLE", "FAMILIES");
+                for t in v["node_types"].as_array().into_iter().flatten() {
+                    let ports = |key: &str| {
+                        t[key]
+                            .as_array()
+                            .into_iter()
+                            .flatten()
+                            .map(|p| format!("{}:{}", p["name"].as_str().unwrap_or("?"), p["kind"].as_str().unwrap_or("?")))
+                            .collect::<Vec<_>>()
+                            .join(", ")
+                    };
+                    let families: Vec<&str> = t["families"].as_array().into_iter().flatten().filter_map(Value::as_str).collect();
+                    println!(
+                        "{:<22} {:<18} {:<10} {:<22} {} → {}",
+                        t["type_key"].as_str().unwrap_or("?"),
+                        t["module_key"].as_str().unwrap_or("?"),
+                        t["execution_role"].as_str().unwrap_or("?"),
+                        families.join(","),
+                        ports("inputs"),
+                        ports("outputs")
+                    );
+                }
+            }
+            Ok(0)
+        }
+        Command::Requests { command } => {
+            let v = match command {
+                RequestsCommand::Submit { order_line, output_type, subject, idempotency_key } => {
+                    let subject: Value = serde_json::from_str(&subject).context("--subject must be JSON")?;
+                    let key = idempotency_key.unwrap_or_else(|| format!("{order_line}/{output_type}"));
+                    let body = json!({"order_line_id": order_line, "subject": subject, "output_type": output_type});
+                    send(http.post(format!("{base}/v1/render-requests")).header("Idempotency-Key", key).json(&body), &base).await?
+                }
+                RequestsCommand::Show { id } => send(http.get(format!("{base}/v1/render-requests/{id}")), &base).await?,
+            };
+            print_value(&v, cli.output);
+            Ok(0)
+        }
+        Command::Token { command: TokenCommand::New { name, scopes } } => {
+            let mut bytes = [0u8; 24];
+            getrandom::fill(&mut bytes).map_err(|e| anyhow::anyhow!("no randomness from the OS: {e}"))?;
+            let secret = format!("rf_{}", hex::encode(bytes));
+            let entry = format!("{name}:{scopes}:{}", renderfleet_coordinator::api::auth::hash_secret(&secret));
+            // Checked with the coordinator's own parser, so a typo in a scope fails here.
+            renderfleet_coordinator::api::auth::Tokens::from_config(std::slice::from_ref(&entry), false)?;
+            println!("secret (give it to the client; it is not stored anywhere): {secret}");
+            println!("configuration entry ([auth] tokens, or RENDERFLEET_AUTH__TOKENS): {entry}");
+            Ok(0)
+        }
+    }
+}
+
+fn read_json(path: &std::path::Path) -> anyhow::Result<Value> {
+    let text = std::fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))?;
+    serde_json::from_str(&text).with_context(|| format!("{} is not JSON", path.display()))
+}
+
+fn print_value(v: &Value, _output: Output) {
+    println!("{}", serde_json::to_string_pretty(v).unwrap_or_default());
+}
+
+fn print_problems(v: &Value) {
+    for p in v["problems"].as_array().into_iter().flatten() {
+        println!(
+            "  - {} [{}] {}",
+            p["severity"].as_str().unwrap_or("error"),
+            p["code"].as_str().unwrap_or("?"),
+            p["message"].as_str().unwrap_or("")
+        );
+    }
+}
+
+async fn workflows(http: &reqwest::Client, base: &str, command: WorkflowsCommand, output: Output) -> anyhow::Result<i32> {
+    let json_out = output == Output::Json;
+    match command {
+        WorkflowsCommand::Validate { graph } => {
+            let v = send(http.post(format!("{base}/v1/workflows/validate")).json(&read_json(&graph)?), base).await?;
+            if json_out {
+                print_value(&v, output);
+            } else {
+                println!("{}: {}", graph.display(), if v["valid"] == true { "valid" } else { "INVALID" });
+                print_problems(&v);
+            }
+            Ok(if v["valid"] == true { 0 } else { 1 })
+        }
+        WorkflowsCommand::Create { graph, name, family } => {
+            let g = read_json(&graph)?;
+            let family = family
+                .or_else(|| g["family"].as_str().map(String::from))
+                .context("give --family (cad_file or order_line), or set `family` in the graph")?;
+            let v =
+                send(http.post(format!("{base}/v1/workflows")).json(&json!({"name": name, "family": family, "graph": g})), base).await?;
+            if json_out {
+                print_value(&v, output);
+            } else {
+                println!(
+                    "workflow {} version {} created{}",
+                    v["id"].as_str().unwrap_or("?"),
+                    v["version"],
+                    if v["mixed_family"] == true { " (MIXED FAMILY: repair it before use)" } else { "" }
+                );
+                print_problems(&v);
+            }
+            Ok(0)
+        }
+        WorkflowsCommand::Edit { id, graph, name } => {
+            let current = send(http.get(format!("{base}/v1/workflows/{id}")), base).await?;
+            let name = name.unwrap_or_else(|| current["name"].as_str().unwrap_or("").to_string());
+            let body = json!({"name": name, "family": current["family"], "graph": read_json(&graph)?});
+            let v = send(http.put(format!("{base}/v1/workflows/{id}")).json(&body), base).await?;
+            if json_out {
+                print_value(&v, output);
+            } else {
+                println!("workflow {id} version {} stored", v["version"]);
+                print_problems(&v);
+            }
+            Ok(0)
+        }
+        WorkflowsCommand::List => {
+            let v = send(http.get(format!("{base}/v1/workflows")), base).await?;
+            if json_out {
+                print_value(&v, output);
+            } else {
+                println!("{:<38} {:>7} {:<11} {:<6} NAME", "ID", "VERSION", "FAMILY", "MIXED");
+                for w in v["items"].as_array().into_iter().flatten() {
+                    println!(
+                        "{:<38} {:>7} {:<11} {:<6} {}",
+                        w["id"].as_str().unwrap_or("?"),
+                        w["version"],
+                        w["family"].as_str().unwrap_or("?"),
+                        if w["mixed_family"] == true { "yes" } else { "no" },
+                        w["name"].as_str().unwrap_or("")
+                    );
+                }
+            }
+            Ok(0)
+        }
+        WorkflowsCommand::Show { id, version } => {
+            let q = version.map(|v| format!("?version={v}")).unwrap_or_default();
+            print_value(&send(http.get(format!("{base}/v1/workflows/{id}{q}")), base).await?, output);
+            Ok(0)
+        }
+        WorkflowsCommand::Starter { family } => {
+            print_value(&send(http.get(format!("{base}/v1/workflows/starters/{family}")), base).await?, output);
+            Ok(0)
+        }
+        WorkflowsCommand::Repair { id, all, dry_run } => {
+            let ids: Vec<String> = match (id, all) {
+                (Some(id), _) => vec![id],
+                (None, true) => send(http.get(format!("{base}/v1/workflows")), base).await?["items"]
+                    .as_array()
+                    .into_iter()
+                    .flatten()
+                    .filter_map(|w| w["id"].as_str().map(String::from))
+                    .collect(),
+                (None, false) => bail!("name a workflow id, or --all"),
+            };
+            let mut reports = Vec::new();
+            let (mut changed, mut mixed) = (0, 0);
+            for id in &ids {
+                let r = send(http.post(format!("{base}/v1/workflows/{id}/repair?dry_run={dry_run}")), base).await?;
+                changed += usize::from(r["changed"] == true);
+                mixed += usize::from(r["mixed_family"] == true);
+                if !json_out {
+                    let what = match (r["changed"] == true, dry_run) {
+                        (false, _) => "already canonical".to_string(),
+                        (true, true) => "would change (dry run)".to_string(),
+                        (true, false) => format!("repaired: version {} → {}", r["from_version"], r["version"]),
+                    };
+                    println!("{id}: {what}{}", if r["mixed_family"] == true { "; MIXED FAMILY: split it by hand" } else { "" });
+                    for c in r["changes"].as_array().into_iter().flatten() {
+                        println!("  - {}", c.as_str().unwrap_or(""));
+                    }
+                }
+                reports.push(r);
+            }
+            if json_out {
+                print_value(&json!({"workflows": reports}), output);
+            } else {
+                println!("{} workflow(s): {changed} {}, {mixed} mixed-family", ids.len(), if dry_run { "would change" } else { "changed" });
+            }
+            Ok(0)
+        }
+        WorkflowsCommand::Preflight { id, output_type, subject } => {
+            let subject: Value = serde_json::from_str(&subject).context("--subject must be JSON")?;
+            let body = json!({"subject": subject, "output_type": output_type});
+            let v = send(http.post(format!("{base}/v1/workflows/{id}/preflight")).json(&body), base).await?;
+            if json_out {
+                print_value(&v, output);
+            } else {
+                println!("preflight of workflow {id}: {}", if v["ok"] == true { "OK" } else { "NOT READY" });
+                for n in v["nodes"].as_array().into_iter().flatten() {
+                    let module = n["module"].as_str().unwrap_or("?");
+                    let workers = v["modules"][module]["workers"].as_array().map(Vec::len).unwrap_or(0);
+                    println!(
+                        "  {:<20} {:<20} {:<18} {} live worker(s)",
+                        n["id"].as_str().unwrap_or("?"),
+                        n["type"].as_str().unwrap_or("?"),
+                        module,
+                        workers
+                    );
+                }
+                print_problems(&v);
+            }
+            Ok(if v["ok"] == true { 0 } else { 1 })
         }
     }
 }

@@ -1,9 +1,12 @@
 //! Every SQL statement of the coordinator, named. Parameters are listed in each doc comment.
 
-/// $1 id, $2 subject, $3 graph, $4 nodes_total, $5 idempotency key (nullable).
-/// No row when a run with the same key exists.
+/// $1 id, $2 subject, $3 graph, $4 nodes_total, $5 idempotency key (nullable), $6 pipeline,
+/// $7 role, $8 render request, $9 output type key, $10 workflow id, $11 workflow version
+/// (the last four nullable). No row when a run with the same key exists.
 pub const INSERT_RUN: &str = "
-INSERT INTO runs (id, subject, graph, nodes_total, idempotency_key) VALUES ($1, $2, $3, $4, $5)
+INSERT INTO runs (id, subject, graph, nodes_total, idempotency_key, pipeline, role, request_id, output_type_key,
+                  workflow_id, workflow_version)
+VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)
 ON CONFLICT (idempotency_key) DO NOTHING RETURNING id";
 
 /// The run created earlier with key $1, and whether it was for the same subject $2 and graph $3.
@@ -282,3 +285,26 @@ pub const OUTPUT_TYPES: &str = "
 SELECT key, description, family, artifact_kind, workflow_id, workflow_version, invocation_overrides, legacy_preset,
        rollout_mode, shadow_sample_pct, gate_config, revision, created_at, updated_at
 FROM output_types ORDER BY key";
+
+/// A render request; no row when its idempotency key was used before. $1 id, $2 key,
+/// $3 order line, $4 subject, $5 output type, $6 fingerprint.
+pub const INSERT_REQUEST: &str = "
+INSERT INTO render_requests (id, idempotency_key, order_line_id, subject, output_type_key, fingerprint)
+VALUES ($1, $2, $3, $4, $5, $6)
+ON CONFLICT (idempotency_key) DO NOTHING RETURNING id";
+
+/// The request made earlier with key $1, and whether it had the same fingerprint $2.
+pub const REQUEST_BY_KEY: &str = "SELECT id, fingerprint = $2 FROM render_requests WHERE idempotency_key = $1";
+
+/// Render request $1 with its runs (one row per run, authoritative first).
+pub const GET_REQUEST: &str = "
+SELECT q.id, q.idempotency_key, q.order_line_id, q.subject, q.output_type_key, q.received_at,
+       r.id, r.pipeline, r.role, r.status, r.nodes_total, r.nodes_done, r.error, r.created_at, r.finished_at
+FROM render_requests q LEFT JOIN runs r ON r.request_id = q.id
+WHERE q.id = $1
+ORDER BY (r.role = 'authoritative') DESC, r.created_at";
+
+/// Live workers: heartbeat within $1 seconds and not stopped.
+pub const LIVE_WORKERS: &str = "
+SELECT id, host, modules, status, last_seen FROM workers
+WHERE last_seen > now() - make_interval(secs => $1) AND status <> 'stopped' ORDER BY id";

@@ -1,10 +1,13 @@
 //! Turns a validated graph into a run: the run, all its node_runs with their dependency
 //! counters, and outbox rows for the nodes that are ready now, in one transaction.
 //! Nothing is published here; the outbox publisher does that after the commit.
+//! [`request`] does the same for a render request, whose rollout mode decides the runs.
+
+pub mod request;
 
 use crate::db::{sql, DbError};
 use crate::outbox::{self, Ready, LEASE};
-use deadpool_postgres::Pool;
+use deadpool_postgres::{Pool, Transaction};
 use renderfleet_shared::graph::Plan;
 use renderfleet_shared::metrics as m;
 use renderfleet_shared::wire::{TaskMessage, WIRE_VERSION};
@@ -23,8 +26,46 @@ pub enum Created {
     KeyReused(Uuid),
 }
 
+/// Who a run is for and how it relates to its request.
+#[derive(Debug, Clone, Copy)]
+pub struct RunMeta<'a> {
+    pub pipeline: &'a str,
+    pub role: &'a str,
+    pub request_id: Option<Uuid>,
+    pub output_type_key: Option<&'a str>,
+    pub workflow: Option<(Uuid, i32)>,
+}
+
+impl RunMeta<'_> {
+    /// A run submitted directly (`POST /v1/runs`): an authoritative graph run of its own.
+    pub const DIRECT: RunMeta<'static> =
+        RunMeta { pipeline: "graph", role: "authoritative", request_id: None, output_type_key: None, workflow: None };
+}
+
 /// Creates the run. With an idempotency key, a repeated request returns the first run.
 pub async fn create_run(pool: &Pool, plan: &Plan, graph: &Value, subject: &Value, key: Option<&str>) -> Result<Created, DbError> {
+    let mut client = pool.get().await?;
+    let tx = client.transaction().await?;
+    let Some((run_id, ready)) = insert_run(&tx, plan, graph, subject, key, RunMeta::DIRECT).await? else {
+        let row = tx.query_one(sql::RUN_BY_KEY, &[&key, subject, graph]).await?;
+        let (id, same): (Uuid, bool) = (row.get(0), row.get(1));
+        return Ok(if same { Created::Existing(id) } else { Created::KeyReused(id) });
+    };
+    tx.commit().await?;
+    metrics::counter!(m::RUNS_TOTAL, "status" => "created").increment(1);
+    Ok(Created::New(run_id, ready))
+}
+
+/// Writes a run inside `tx`: the run, its node_runs and the outbox rows of its ready nodes
+/// (leased to this coordinator's publisher). `None` when `key` was used before.
+pub async fn insert_run(
+    tx: &Transaction<'_>,
+    plan: &Plan,
+    graph: &Value,
+    subject: &Value,
+    key: Option<&str>,
+    meta: RunMeta<'_>,
+) -> Result<Option<(Uuid, Vec<Ready>)>, DbError> {
     let run_id = Uuid::now_v7();
     let ids: Vec<Uuid> = plan.nodes.iter().map(|_| Uuid::now_v7()).collect();
     let node_ids: Vec<&str> = plan.nodes.iter().map(|n| n.id.as_str()).collect();
@@ -51,18 +92,30 @@ pub async fn create_run(pool: &Pool, plan: &Plan, graph: &Value, subject: &Value
             timeout_ms: timeouts[i] as u64,
         })
         .collect();
-
-    let mut client = pool.get().await?;
-    let tx = client.transaction().await?;
     let nodes_total = plan.nodes.len() as i32;
-    if tx.query_opt(sql::INSERT_RUN, &[&run_id, subject, graph, &nodes_total, &key]).await?.is_none() {
-        let row = tx.query_one(sql::RUN_BY_KEY, &[&key, subject, graph]).await?;
-        let (id, same): (Uuid, bool) = (row.get(0), row.get(1));
-        return Ok(if same { Created::Existing(id) } else { Created::KeyReused(id) });
+    let (workflow_id, workflow_version) = (meta.workflow.map(|w| w.0), meta.workflow.map(|w| w.1));
+    let inserted = tx
+        .query_opt(
+            sql::INSERT_RUN,
+            &[
+                &run_id,
+                subject,
+                graph,
+                &nodes_total,
+                &key,
+                &meta.pipeline,
+                &meta.role,
+                &meta.request_id,
+                &meta.output_type_key,
+                &workflow_id,
+                &workflow_version,
+            ],
+        )
+        .await?;
+    if inserted.is_none() {
+        return Ok(None);
     }
     tx.execute(sql::INSERT_NODE_RUNS, &[&run_id, &ids, &node_ids, &modules, &params, &successors, &max_attempts, &timeouts, &deps]).await?;
-    let ready = outbox::enqueue(&tx, ready, Duration::ZERO, Some(LEASE)).await?;
-    tx.commit().await?;
-    metrics::counter!(m::RUNS_TOTAL, "status" => "created").increment(1);
-    Ok(Created::New(run_id, ready))
+    let ready = outbox::enqueue(tx, ready, Duration::ZERO, Some(LEASE)).await?;
+    Ok(Some((run_id, ready)))
 }

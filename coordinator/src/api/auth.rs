@@ -1,0 +1,180 @@
+//! Bearer tokens with scopes. Tokens come from configuration as SHA-256 hashes; a presented
+//! token is hashed and compared with every configured hash in constant time, so neither the
+//! secret nor a timing difference leaks. A missing or unknown token is 401; a known token
+//! without the route's scope is 403 and names the scope needed.
+
+use super::ApiError;
+use axum::extract::{Request, State};
+use axum::http::{header, HeaderValue, StatusCode};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+use std::sync::Arc;
+use subtle::ConstantTimeEq;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Scope {
+    /// The order system: render requests and their results.
+    Submit,
+    /// Everything that only reads.
+    Read,
+    /// Retry, cancel, rollback.
+    Operate,
+    /// Workflows, output types, materials, promote. Grants every scope.
+    Admin,
+}
+
+impl Scope {
+    pub const ALL: [Scope; 4] = [Scope::Submit, Scope::Read, Scope::Operate, Scope::Admin];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Scope::Submit => "submit",
+            Scope::Read => "read",
+            Scope::Operate => "operate",
+            Scope::Admin => "admin",
+        }
+    }
+
+    fn parse(s: &str) -> Option<Scope> {
+        Scope::ALL.into_iter().find(|x| x.as_str() == s)
+    }
+}
+
+#[derive(Debug, Clone)]
+struct Token {
+    name: String,
+    scopes: Vec<Scope>,
+    sha256: [u8; 32],
+}
+
+/// The configured tokens; `None` when the API is open (development).
+#[derive(Debug, Clone)]
+pub struct Tokens(Option<Arc<Vec<Token>>>);
+
+#[derive(Debug, thiserror::Error)]
+pub enum AuthConfigError {
+    #[error(
+        "auth token entry #{index} `{shown}` is not NAME:SCOPES:SHA256 ({reason}); `renderctl token new NAME SCOPES` prints a valid entry"
+    )]
+    Entry { index: usize, shown: String, reason: String },
+    #[error("no API tokens are configured: add one to [auth] tokens or RENDERFLEET_AUTH__TOKENS (`renderctl token new admin admin` prints one), or set RENDERFLEET_AUTH__OPEN=true on a development machine")]
+    None,
+}
+
+impl Tokens {
+    pub fn from_config(entries: &[String], open: bool) -> Result<Tokens, AuthConfigError> {
+        if entries.is_empty() {
+            return if open { Ok(Tokens(None)) } else { Err(AuthConfigError::None) };
+        }
+        let mut tokens = Vec::with_capacity(entries.len());
+        for (index, entry) in entries.iter().enumerate() {
+            let bad = |reason: &str| AuthConfigError::Entry {
+                index,
+                // The hash is not secret, but keep errors short.
+                shown: entry.chars().take(40).collect(),
+                reason: reason.into(),
+            };
+            let mut parts = entry.splitn(3, ':');
+            let (Some(name), Some(scopes), Some(hash)) = (parts.next(), parts.next(), parts.next()) else {
+                return Err(bad("expected three parts separated by `:`"));
+            };
+            if name.is_empty() {
+                return Err(bad("the name is empty"));
+            }
+            let scopes: Vec<Scope> = scopes
+                .split('+')
+                .map(|s| Scope::parse(s.trim()).ok_or_else(|| bad(&format!("unknown scope `{s}`; scopes: submit, read, operate, admin"))))
+                .collect::<Result<_, _>>()?;
+            let mut sha256 = [0u8; 32];
+            hex::decode_to_slice(hash.trim(), &mut sha256).map_err(|_| bad("the hash must be 64 hex digits (SHA-256 of the secret)"))?;
+            tokens.push(Token { name: name.into(), scopes, sha256 });
+        }
+        Ok(Tokens(Some(Arc::new(tokens))))
+    }
+
+    pub fn is_open(&self) -> bool {
+        self.0.is_none()
+    }
+
+    /// The token whose hash matches `secret`. Every configured hash is compared, in constant
+    /// time, whatever matches first.
+    fn find(&self, secret: &str) -> Option<&Token> {
+        let digest: [u8; 32] = Sha256::digest(secret.as_bytes()).into();
+        let mut found = None;
+        for t in self.0.as_deref().into_iter().flatten() {
+            if bool::from(t.sha256.ct_eq(&digest)) {
+                found = Some(t);
+            }
+        }
+        found
+    }
+}
+
+/// The hex SHA-256 of a secret, as configuration stores it.
+pub fn hash_secret(secret: &str) -> String {
+    hex::encode(Sha256::digest(secret.as_bytes()))
+}
+
+/// Route layer: lets the request through if it carries a token with `scope` (or `admin`).
+pub async fn require(State((tokens, scope)): State<(Tokens, Scope)>, request: Request, next: Next) -> Response {
+    if tokens.is_open() {
+        return next.run(request).await;
+    }
+    let what = format!("{} {}", request.method(), request.uri().path());
+    let presented = request.headers().get(header::AUTHORIZATION).and_then(|v| v.to_str().ok()).and_then(|v| v.strip_prefix("Bearer "));
+    let Some(secret) = presented.map(str::trim).filter(|s| !s.is_empty()) else {
+        return unauthorized(format!("{what} needs a bearer token with scope `{}`: send `Authorization: Bearer TOKEN`", scope.as_str()));
+    };
+    let Some(token) = tokens.find(secret) else {
+        return unauthorized("the bearer token is not one this coordinator knows; check it, or ask for a new one".into());
+    };
+    if !token.scopes.contains(&scope) && !token.scopes.contains(&Scope::Admin) {
+        let has: Vec<&str> = token.scopes.iter().map(|s| s.as_str()).collect();
+        return ApiError::new(
+            StatusCode::FORBIDDEN,
+            "missing_scope",
+            format!(
+                "{what} needs scope `{}`; token `{}` has {}: use a token with `{}`",
+                scope.as_str(),
+                token.name,
+                has.join(", "),
+                scope.as_str()
+            ),
+        )
+        .into_response();
+    }
+    next.run(request).await
+}
+
+fn unauthorized(message: String) -> Response {
+    let mut r = ApiError::new(StatusCode::UNAUTHORIZED, "unauthorized", message).into_response();
+    r.headers_mut().insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+    r
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn entries_parse_and_secrets_match_their_hash_only() {
+        let entry = format!("ops:read+operate:{}", hash_secret("s3cret"));
+        let t = Tokens::from_config(&[entry], false).unwrap();
+        let found = t.find("s3cret").unwrap();
+        assert_eq!((found.name.as_str(), found.scopes.clone()), ("ops", vec![Scope::Read, Scope::Operate]));
+        assert!(t.find("s3cret ").is_none() && t.find("").is_none());
+    }
+
+    #[test]
+    fn bad_entries_and_no_tokens_are_refused_with_the_fix() {
+        let e = Tokens::from_config(&["ops:reed:00".into()], false).unwrap_err().to_string();
+        assert!(e.contains("unknown scope `reed`") && e.contains("renderctl token new"), "{e}");
+        let e = Tokens::from_config(&["ops:read:xyz".into()], false).unwrap_err().to_string();
+        assert!(e.contains("64 hex digits"), "{e}");
+        assert!(Tokens::from_config(&[], false).unwrap_err().to_string().contains("RENDERFLEET_AUTH__OPEN"));
+        assert!(Tokens::from_config(&[], true).unwrap().is_open());
+    }
+}

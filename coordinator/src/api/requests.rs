@@ -1,0 +1,121 @@
+//! Render requests: what the order system calls. It sees only the authoritative run of its
+//! request, never a shadow.
+
+use super::{json_body, ApiError};
+use crate::dispatch::request::{self, Outcome, RequestError};
+use crate::AppState;
+use axum::body::Bytes;
+use axum::extract::{Path, State};
+use axum::http::{header, HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use renderfleet_shared::graph::NodeDefaults;
+use serde::Deserialize;
+use serde_json::{json, Value};
+use uuid::Uuid;
+
+const EXAMPLE: &str = r#"{"order_line_id": "ol-1042", "subject": {"product": "…"}, "output_type": "still-2000-white"}"#;
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RenderRequestInput {
+    order_line_id: String,
+    subject: Value,
+    output_type: String,
+}
+
+impl From<RequestError> for ApiError {
+    fn from(e: RequestError) -> Self {
+        match e {
+            RequestError::UnknownOutputType(_) => ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "unknown_output_type", e.to_string()),
+            RequestError::KeyReused(_) => ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "idempotency_key_reused", e.to_string()),
+            RequestError::Workflow { ref problems, .. } => {
+                let problems = problems.clone();
+                ApiError { problems, ..ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "workflow_cannot_run", e.to_string()) }
+            }
+            RequestError::Db(db) => db.into(),
+        }
+    }
+}
+
+/// `POST /v1/render-requests` (needs an `Idempotency-Key`).
+pub(super) async fn create(State(state): State<AppState>, headers: HeaderMap, body: Bytes) -> Result<Response, ApiError> {
+    let key = match headers.get("idempotency-key").map(|v| v.to_str()) {
+        Some(Ok(k)) if !k.trim().is_empty() && k.len() <= 255 => k.to_string(),
+        _ => {
+            return Err(ApiError::new(
+                StatusCode::BAD_REQUEST,
+                "idempotency_key_required",
+                "send an `Idempotency-Key` header (1 to 255 characters, e.g. the order line id and output type): a retry with the same key returns the first answer instead of rendering twice",
+            ))
+        }
+    };
+    let input: RenderRequestInput = json_body(&headers, &body, EXAMPLE)?;
+    if !input.subject.is_object() || input.order_line_id.trim().is_empty() {
+        return Err(ApiError::new(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "invalid_request",
+            "`order_line_id` must be non-empty and `subject` a JSON object describing what to render",
+        ));
+    }
+    let n = &state.config.nodes;
+    let defaults = NodeDefaults { max_attempts: n.max_attempts, timeout: n.timeout, max_timeout: n.max_timeout };
+    let req = request::Request {
+        idempotency_key: &key,
+        order_line_id: &input.order_line_id,
+        subject: &input.subject,
+        output_type: &input.output_type,
+    };
+    match request::create(&state.pool, &req, defaults).await? {
+        Outcome::New { request_id, mode, runs, ready } => {
+            state.hot.send(ready);
+            tracing::info!(%request_id, output_type = %input.output_type, %mode, runs = runs.len(), "render request accepted");
+            let view = read(&state, request_id).await?;
+            Ok((StatusCode::CREATED, [(header::LOCATION, format!("/v1/render-requests/{request_id}"))], Json(view)).into_response())
+        }
+        Outcome::Existing(id) => Ok((StatusCode::OK, Json(read(&state, id).await?)).into_response()),
+    }
+}
+
+/// The request and its authoritative run only.
+async fn read(state: &AppState, id: Uuid) -> Result<Value, ApiError> {
+    let client = state.pool.get().await?;
+    let rows = client.query(crate::db::sql::GET_REQUEST, &[&id]).await?;
+    let Some(first) = rows.first() else {
+        return Err(ApiError::new(StatusCode::NOT_FOUND, "request_not_found", format!("no render request {id}")));
+    };
+    let run = rows.iter().find(|r| r.get::<_, Option<String>>(8).as_deref() == Some("authoritative")).map(|r| {
+        json!({
+            "run_id": r.get::<_, Uuid>(6),
+            "pipeline": r.get::<_, String>(7),
+            "status": r.get::<_, String>(9),
+            "nodes_total": r.get::<_, i32>(10),
+            "nodes_done": r.get::<_, i32>(11),
+            "error": r.get::<_, Option<Value>>(12),
+            "created_at": r.get::<_, chrono::DateTime<chrono::Utc>>(13),
+            "finished_at": r.get::<_, Option<chrono::DateTime<chrono::Utc>>>(14),
+        })
+    });
+    Ok(json!({
+        "id": first.get::<_, Uuid>(0),
+        "idempotency_key": first.get::<_, String>(1),
+        "order_line_id": first.get::<_, String>(2),
+        "subject": first.get::<_, Value>(3),
+        "output_type": first.get::<_, String>(4),
+        "received_at": first.get::<_, chrono::DateTime<chrono::Utc>>(5),
+        "status": run.as_ref().map(|r| r["status"].clone()).unwrap_or(json!("unknown")),
+        "run": run,
+    }))
+}
+
+/// `GET /v1/render-requests/{id}`.
+pub(super) async fn get(State(state): State<AppState>, Path(id): Path<String>) -> Result<Json<Value>, ApiError> {
+    let id: Uuid = id.parse().map_err(|_| {
+        ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "invalid_id",
+            format!("`{id}` is not a render request id (a UUID from POST /v1/render-requests)"),
+        )
+    })?;
+    Ok(Json(read(&state, id).await?))
+}
