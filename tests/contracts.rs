@@ -3,6 +3,7 @@
 
 use renderfleet_tests::World;
 use serde_json::{json, Value};
+use std::time::Duration;
 
 async fn post(w: &World, url: String, body: Value) -> (u16, Value) {
     let resp = w.http.post(url).json(&body).send().await.unwrap();
@@ -218,4 +219,233 @@ async fn output_types_refuse_what_would_fail_at_dispatch() {
     assert_eq!((status, body["error"].as_str()), (404, Some("unknown_output_type")));
     let (_, list) = get(&w, url.clone()).await;
     assert_eq!(list["items"].as_array().unwrap().len(), 2);
+}
+
+/// An order-line workflow of test nodes that delivers an image (so output types can bind it):
+/// `util.noop` stands in for the render, `output.publish` is its sink.
+async fn image_workflow(w: &World, url: &str) -> String {
+    let (_, starter) = get(w, format!("{url}/v1/workflows/starters/order_line")).await;
+    let (status, created) =
+        post(w, format!("{url}/v1/workflows"), json!({"name": "still", "family": "order_line", "graph": starter})).await;
+    assert_eq!(status, 201, "{created:#}");
+    created["id"].as_str().unwrap().to_string()
+}
+
+async fn output_type(w: &World, url: &str, body: Value) {
+    let (status, created) = post(w, format!("{url}/v1/output-types"), body).await;
+    assert_eq!(status, 201, "{created:#}");
+}
+
+async fn render(w: &World, url: &str, key: &str, body: Value) -> (u16, Value) {
+    let resp = w.http.post(format!("{url}/v1/render-requests")).header("Idempotency-Key", key).json(&body).send().await.unwrap();
+    let status = resp.status().as_u16();
+    (status, resp.json().await.unwrap_or(Value::Null))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn render_requests_are_idempotent_and_follow_the_rollout_mode() {
+    let mut w = World::new("render_requests").await;
+    let c = w.start_coordinator("coordinator", &[]).await;
+    let wf = image_workflow(&w, &c.url).await;
+    output_type(
+        &w,
+        &c.url,
+        json!({"key": "legacy-still", "family": "order_line", "artifact_kind": "image_png", "legacy_preset": {"size": 2000}}),
+    )
+    .await;
+    output_type(
+        &w,
+        &c.url,
+        json!({"key": "shadow-still", "family": "order_line", "artifact_kind": "image_png", "workflow_id": wf,
+                                   "rollout_mode": "shadow", "shadow_sample_pct": 100}),
+    )
+    .await;
+    output_type(
+        &w,
+        &c.url,
+        json!({"key": "graph-still", "family": "order_line", "artifact_kind": "image_png", "workflow_id": wf,
+                                   "rollout_mode": "graph", "invocation_overrides": {"still": {"width": 1000}}}),
+    )
+    .await;
+    let body = |ot: &str| json!({"order_line_id": "ol-1", "subject": {"product": "bracket"}, "output_type": ot});
+
+    // Legacy: one authoritative legacy run with the preset; the same key again (even at the
+    // same moment) answers with the first request and creates nothing.
+    let (a, b) =
+        tokio::join!(render(&w, &c.url, "ol-1/legacy", body("legacy-still")), render(&w, &c.url, "ol-1/legacy", body("legacy-still")));
+    let mut statuses = [a.0, b.0];
+    statuses.sort();
+    assert_eq!(statuses, [200, 201], "{a:?} {b:?}");
+    assert_eq!(a.1["id"], b.1["id"]);
+    assert_eq!(a.1["run"]["pipeline"], "legacy");
+    assert_eq!(w.count("SELECT count(*) FROM render_requests").await, 1);
+    assert_eq!(w.count("SELECT count(*) FROM runs").await, 1);
+    let preset = w.db().await.query_one("SELECT params FROM node_runs WHERE module_key = 'legacy_render'", &[]).await.unwrap();
+    assert_eq!(preset.get::<_, Value>(0)["preset"], json!({"size": 2000}));
+    let (status, reused) = render(&w, &c.url, "ol-1/legacy", body("shadow-still")).await;
+    assert_eq!((status, reused["error"].as_str()), (422, Some("idempotency_key_reused")), "{reused:#}");
+
+    // Shadow at 100 %: the legacy run is authoritative, the graph run a shadow the order
+    // system never sees.
+    let (status, shadow) = render(&w, &c.url, "ol-1/shadow", body("shadow-still")).await;
+    assert_eq!(status, 201, "{shadow:#}");
+    assert_eq!(shadow["run"]["pipeline"], "legacy");
+    let id = shadow["id"].as_str().unwrap();
+    let roles = w.count(&format!("SELECT count(*) FROM runs WHERE request_id = '{id}' AND role = 'shadow' AND pipeline = 'graph'")).await;
+    assert_eq!(roles, 1);
+    let (_, seen) = get(&w, format!("{}/v1/render-requests/{id}", c.url)).await;
+    assert_eq!(seen["run"]["pipeline"], "legacy", "only the authoritative run is shown: {seen:#}");
+
+    // Graph: the workflow with the output type's overrides, pinned to the version it ran.
+    let (status, graph) = render(&w, &c.url, "ol-1/graph", body("graph-still")).await;
+    assert_eq!(status, 201, "{graph:#}");
+    assert_eq!(graph["run"]["pipeline"], "graph");
+    let run = graph["run"]["run_id"].as_str().unwrap();
+    let row = w
+        .db()
+        .await
+        .query_one(&format!("SELECT r.workflow_version, n.params FROM runs r JOIN node_runs n ON n.run_id = r.id WHERE r.id = '{run}' AND n.node_id = 'still'"), &[])
+        .await
+        .unwrap();
+    assert_eq!(row.get::<_, Option<i32>>(0), Some(1));
+    let params: Value = row.get(1);
+    assert_eq!((params["width"].as_i64(), params["height"].as_i64()), (Some(1000), Some(2000)), "override over defaults: {params}");
+
+    // Bad requests write nothing.
+    let before = w.count("SELECT count(*) FROM render_requests").await;
+    let (status, e) = render(&w, &c.url, "ol-2", body("no-such-type")).await;
+    assert_eq!((status, e["error"].as_str()), (422, Some("unknown_output_type")), "{e:#}");
+    let resp = w.http.post(format!("{}/v1/render-requests", c.url)).json(&body("legacy-still")).send().await.unwrap();
+    assert_eq!(resp.status(), 400, "no Idempotency-Key");
+    let (status, e) =
+        render(&w, &c.url, "ol-3", json!({"order_line_id": "ol-3", "subject": {}, "output_type": "legacy-still", "priority": 1})).await;
+    assert_eq!(status, 400, "unknown field: {e:#}");
+    assert!(e["message"].as_str().unwrap().contains("priority"), "{e:#}");
+    assert_eq!(w.count("SELECT count(*) FROM render_requests").await, before);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn preflight_shows_resolved_params_and_which_modules_have_live_workers() {
+    let mut w = World::new("preflight").await;
+    let c = w.start_coordinator("coordinator", &[]).await;
+    let wf = image_workflow(&w, &c.url).await;
+    output_type(
+        &w,
+        &c.url,
+        json!({"key": "still-1000", "family": "order_line", "artifact_kind": "image_png", "workflow_id": wf,
+                                   "rollout_mode": "graph", "invocation_overrides": {"still": {"samples": 16}}}),
+    )
+    .await;
+    let (status, pf) =
+        post(&w, format!("{}/v1/workflows/{wf}/preflight", c.url), json!({"subject": {"product": "x"}, "output_type": "still-1000"})).await;
+    assert_eq!(status, 200, "{pf:#}");
+    assert_eq!(pf["ok"], false, "no worker runs the real modules here");
+    let msgs = pf["problems"].as_array().unwrap().iter().map(|p| p["message"].as_str().unwrap()).collect::<Vec<_>>().join("\n");
+    assert!(msgs.contains("no live worker serves module `blender_still`"), "{msgs}");
+    let still = pf["nodes"].as_array().unwrap().iter().find(|n| n["id"] == "still").unwrap();
+    assert_eq!((still["params"]["samples"].as_i64(), still["params"]["width"].as_i64()), (Some(16), Some(2000)));
+
+    // A workflow of test nodes, with a worker that serves them: ready.
+    let graph = json!({"family": "order_line", "nodes": [{"id": "a", "type": "util.noop"}, {"id": "b", "type": "util.sleep", "params": {"ms": 1}}],
+                       "edges": [{"from": "a", "to": "b"}]});
+    let (_, created) = post(&w, format!("{}/v1/workflows", c.url), json!({"name": "test", "family": "order_line", "graph": graph})).await;
+    let test_wf = created["id"].as_str().unwrap().to_string();
+    let (_, pf) = post(&w, format!("{}/v1/workflows/{test_wf}/preflight", c.url), json!({"subject": {}})).await;
+    assert_eq!(pf["ok"], false, "no worker yet: {pf:#}");
+    let worker = w.start_worker("w1", &[]);
+    let _ = worker;
+    let pf = renderfleet_tests::wait_until("the worker's heartbeat to reach preflight", Duration::from_secs(20), || async {
+        let (_, pf) = post(&w, format!("{}/v1/workflows/{test_wf}/preflight", c.url), json!({"subject": {}})).await;
+        (pf["ok"] == true).then_some(pf)
+    })
+    .await;
+    assert_eq!(pf["modules"]["sleep"]["workers"].as_array().unwrap().len(), 1, "{pf:#}");
+    assert_eq!(w.count("SELECT count(*) FROM runs").await, 0, "preflight runs nothing");
+}
+
+/// Every `/v1` route with the scope it needs.
+const ROUTES: &[(&str, &str, &str)] = &[
+    ("POST", "/v1/render-requests", "submit"),
+    ("GET", "/v1/render-requests/00000000-0000-0000-0000-000000000000", "submit"),
+    ("POST", "/v1/runs", "admin"),
+    ("GET", "/v1/runs/00000000-0000-0000-0000-000000000000", "read"),
+    ("GET", "/v1/nodes", "read"),
+    ("GET", "/v1/workflows", "read"),
+    ("POST", "/v1/workflows", "admin"),
+    ("POST", "/v1/workflows/validate", "read"),
+    ("GET", "/v1/workflows/starters/order_line", "read"),
+    ("GET", "/v1/workflows/00000000-0000-0000-0000-000000000000", "read"),
+    ("PUT", "/v1/workflows/00000000-0000-0000-0000-000000000000", "admin"),
+    ("POST", "/v1/workflows/00000000-0000-0000-0000-000000000000/repair", "admin"),
+    ("POST", "/v1/workflows/00000000-0000-0000-0000-000000000000/preflight", "read"),
+    ("GET", "/v1/output-types", "read"),
+    ("POST", "/v1/output-types", "admin"),
+    ("GET", "/v1/output-types/x", "read"),
+    ("PUT", "/v1/output-types/x", "admin"),
+];
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_endpoint_needs_a_token_with_its_scope() {
+    let mut w = World::new("auth").await;
+    let c = w.start_coordinator("coordinator", &[("RENDERFLEET_MAX_REQUEST_BYTES", "4096")]).await;
+    let bare = reqwest::Client::new();
+    for (method, path, scope) in ROUTES {
+        let url = format!("{}{path}", c.url);
+        let req = |token: Option<&str>| {
+            let mut r = bare.request(method.parse().unwrap(), &url).header("content-type", "application/json").body("{}");
+            if let Some(t) = token {
+                r = r.bearer_auth(t);
+            }
+            r.send()
+        };
+        let resp = req(None).await.unwrap();
+        assert_eq!(resp.status(), 401, "{method} {path} without a token");
+        assert!(resp.headers().contains_key("www-authenticate"));
+        let resp = req(Some("not-a-token")).await.unwrap();
+        assert_eq!(resp.status(), 401, "{method} {path} with an unknown token");
+        let other = if *scope == "read" { "submit" } else { "read" };
+        let resp = req(Some(renderfleet_tests::token(other))).await.unwrap();
+        assert_eq!(resp.status(), 403, "{method} {path} with scope {other}");
+        let body: Value = resp.json().await.unwrap();
+        assert!(body["message"].as_str().unwrap().contains(&format!("needs scope `{scope}`")), "{body:#}");
+        for allowed in [scope, &"admin"] {
+            let status = req(Some(renderfleet_tests::token(allowed))).await.unwrap().status().as_u16();
+            assert!(status != 401 && status != 403, "{method} {path} refused scope {allowed}: {status}");
+        }
+    }
+    // Open: health, readiness, metrics, the OpenAPI document.
+    for path in ["/healthz", "/readyz", "/metrics", "/openapi.yaml"] {
+        assert_eq!(bare.get(format!("{}{path}", c.url)).send().await.unwrap().status(), 200, "{path}");
+    }
+    // An oversized body: a JSON error naming the limit and the setting.
+    let resp = w
+        .http
+        .post(format!("{}/v1/workflows/validate", c.url))
+        .header("content-type", "application/json")
+        .body("x".repeat(10_000))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 413);
+    let body: Value = resp.json().await.unwrap();
+    assert_eq!(body["error"], "body_too_large");
+    assert!(
+        body["message"].as_str().unwrap().contains("4096 bytes")
+            && body["message"].as_str().unwrap().contains("RENDERFLEET_MAX_REQUEST_BYTES")
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn without_tokens_the_coordinator_refuses_to_start_and_metrics_can_move() {
+    let mut w = World::new("auth_config").await;
+    let c = w.spawn_coordinator("no-tokens", &[("RENDERFLEET_AUTH__TOKENS", "")]);
+    let status = w.wait_exit("no-tokens", Duration::from_secs(20)).await;
+    assert!(!status.success());
+    assert!(w.log("no-tokens").contains("RENDERFLEET_AUTH__OPEN"), "{}", w.log("no-tokens"));
+    let _ = c;
+    let port = renderfleet_tests::free_port();
+    let addr = format!("127.0.0.1:{port}");
+    let c = w.start_coordinator("split-metrics", &[("RENDERFLEET_METRICS_ADDR", addr.as_str())]).await;
+    assert_eq!(w.http.get(format!("{}/metrics", c.url)).send().await.unwrap().status(), 404);
+    assert_eq!(w.http.get(format!("http://{addr}/metrics")).send().await.unwrap().status(), 200);
 }
