@@ -363,58 +363,54 @@ async fn preflight_shows_resolved_params_and_which_modules_have_live_workers() {
     assert_eq!(w.count("SELECT count(*) FROM runs").await, 0, "preflight runs nothing");
 }
 
-/// Every `/v1` route with the scope it needs.
-const ROUTES: &[(&str, &str, &str)] = &[
-    ("POST", "/v1/render-requests", "submit"),
-    ("GET", "/v1/render-requests/00000000-0000-0000-0000-000000000000", "submit"),
-    ("POST", "/v1/runs", "admin"),
-    ("GET", "/v1/runs/00000000-0000-0000-0000-000000000000", "read"),
-    ("GET", "/v1/nodes", "read"),
-    ("GET", "/v1/workflows", "read"),
-    ("POST", "/v1/workflows", "admin"),
-    ("POST", "/v1/workflows/validate", "read"),
-    ("GET", "/v1/workflows/starters/order_line", "read"),
-    ("GET", "/v1/workflows/00000000-0000-0000-0000-000000000000", "read"),
-    ("PUT", "/v1/workflows/00000000-0000-0000-0000-000000000000", "admin"),
-    ("POST", "/v1/workflows/00000000-0000-0000-0000-000000000000/repair", "admin"),
-    ("POST", "/v1/workflows/00000000-0000-0000-0000-000000000000/preflight", "read"),
-    ("GET", "/v1/output-types", "read"),
-    ("POST", "/v1/output-types", "admin"),
-    ("GET", "/v1/output-types/x", "read"),
-    ("PUT", "/v1/output-types/x", "admin"),
-];
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_endpoint_needs_a_token_with_its_scope() {
     let mut w = World::new("auth").await;
     let c = w.start_coordinator("coordinator", &[("RENDERFLEET_MAX_REQUEST_BYTES", "4096")]).await;
     let bare = reqwest::Client::new();
-    for (method, path, scope) in ROUTES {
-        let url = format!("{}{path}", c.url);
-        let req = |token: Option<&str>| {
-            let mut r = bare.request(method.parse().unwrap(), &url).header("content-type", "application/json").body("{}");
-            if let Some(t) = token {
-                r = r.bearer_auth(t);
+    // Every operation of the OpenAPI document, which the router is built from.
+    let doc: Value = bare.get(format!("{}/v1/openapi.json", c.url)).send().await.unwrap().json().await.unwrap();
+    let mut checked = 0;
+    for (path, item) in doc["paths"].as_object().unwrap() {
+        for (method, op) in item.as_object().unwrap() {
+            let url = format!(
+                "{}{}",
+                c.url,
+                path.replace("{id}", "00000000-0000-0000-0000-000000000000").replace("{family}", "order_line").replace("{key}", "x")
+            );
+            let req = |token: Option<&str>| {
+                let mut r =
+                    bare.request(method.to_uppercase().parse().unwrap(), &url).header("content-type", "application/json").body("{}");
+                if let Some(t) = token {
+                    r = r.bearer_auth(t);
+                }
+                r.send()
+            };
+            let Some(scope) = op["security"][0]["bearer"][0].as_str() else {
+                assert!(!path.starts_with("/v1/"), "{method} {path} is documented without a scope");
+                assert_eq!(req(None).await.unwrap().status(), 200, "{method} {path} is open");
+                continue;
+            };
+            checked += 1;
+            let resp = req(None).await.unwrap();
+            assert_eq!(resp.status(), 401, "{method} {path} without a token");
+            assert!(resp.headers().contains_key("www-authenticate"));
+            let resp = req(Some("not-a-token")).await.unwrap();
+            assert_eq!(resp.status(), 401, "{method} {path} with an unknown token");
+            let other = if scope == "read" { "submit" } else { "read" };
+            let resp = req(Some(renderfleet_tests::token(other))).await.unwrap();
+            assert_eq!(resp.status(), 403, "{method} {path} with scope {other}");
+            let body: Value = resp.json().await.unwrap();
+            assert!(body["message"].as_str().unwrap().contains(&format!("needs scope `{scope}`")), "{body:#}");
+            for allowed in [scope, "admin"] {
+                let status = req(Some(renderfleet_tests::token(allowed))).await.unwrap().status().as_u16();
+                assert!(status != 401 && status != 403, "{method} {path} refused scope {allowed}: {status}");
             }
-            r.send()
-        };
-        let resp = req(None).await.unwrap();
-        assert_eq!(resp.status(), 401, "{method} {path} without a token");
-        assert!(resp.headers().contains_key("www-authenticate"));
-        let resp = req(Some("not-a-token")).await.unwrap();
-        assert_eq!(resp.status(), 401, "{method} {path} with an unknown token");
-        let other = if *scope == "read" { "submit" } else { "read" };
-        let resp = req(Some(renderfleet_tests::token(other))).await.unwrap();
-        assert_eq!(resp.status(), 403, "{method} {path} with scope {other}");
-        let body: Value = resp.json().await.unwrap();
-        assert!(body["message"].as_str().unwrap().contains(&format!("needs scope `{scope}`")), "{body:#}");
-        for allowed in [scope, &"admin"] {
-            let status = req(Some(renderfleet_tests::token(allowed))).await.unwrap().status().as_u16();
-            assert!(status != 401 && status != 403, "{method} {path} refused scope {allowed}: {status}");
         }
     }
+    assert!(checked >= 17, "only {checked} guarded operations in the document");
     // Open: health, readiness, metrics, the OpenAPI document.
-    for path in ["/healthz", "/readyz", "/metrics", "/openapi.yaml"] {
+    for path in ["/healthz", "/readyz", "/metrics", "/v1/openapi.json"] {
         assert_eq!(bare.get(format!("{}{path}", c.url)).send().await.unwrap().status(), 200, "{path}");
     }
     // An oversized body: a JSON error naming the limit and the setting.

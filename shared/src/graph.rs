@@ -17,7 +17,7 @@ pub const MAX_NODES: usize = 50_000;
 /// Refused above this: a task retried more often is a bug, not bad luck.
 pub const MAX_ATTEMPTS_LIMIT: u32 = 100;
 
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct GraphSpec {
     /// The family every node must belong to; inferred from the node types when absent.
@@ -28,7 +28,7 @@ pub struct GraphSpec {
     pub edges: Vec<EdgeSpec>,
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct NodeSpec {
     /// Unique within the graph.
@@ -36,19 +36,22 @@ pub struct NodeSpec {
     /// A `type_key` of the registry (`GET /v1/nodes`).
     #[serde(rename = "type")]
     pub node_type: String,
+    /// Checked against the node type's `params_schema`; defaults are filled in.
     #[serde(default = "empty_object")]
+    #[schema(value_type = Object)]
     pub params: Value,
     /// Attempts before the node fails for good (default from the coordinator's config).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub max_attempts: Option<u32>,
     /// Per-attempt time limit, e.g. "30s" (default: the node type's, else the coordinator's).
     #[serde(default, skip_serializing_if = "Option::is_none", with = "humantime_serde")]
+    #[schema(value_type = Option<String>, example = "30m")]
     pub timeout: Option<Duration>,
 }
 
 /// Output `from_port` of node `from` feeds input `to_port` of node `to`; `to` starts after
 /// `from` has finished. A port may be left out when only one fits.
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq, Hash)]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq, Hash, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct EdgeSpec {
     pub from: String,
@@ -64,7 +67,7 @@ fn empty_object() -> Value {
 }
 
 /// One thing wrong with a graph.
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, utoipa::ToSchema)]
 pub struct Problem {
     pub code: ProblemCode,
     #[serde(default)]
@@ -80,7 +83,7 @@ pub struct Problem {
     pub message: String,
 }
 
-#[derive(Debug, Clone, Copy, Default, Serialize, Deserialize, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, Default, Serialize, Deserialize, PartialEq, Eq, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum Severity {
     /// The graph cannot run.
@@ -90,7 +93,7 @@ pub enum Severity {
     Warning,
 }
 
-#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq, Hash)]
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq, Hash, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum ProblemCode {
     EmptyGraph,

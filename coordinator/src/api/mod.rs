@@ -8,7 +8,7 @@ use axum::extract::{DefaultBodyLimit, Path, Query, State};
 use axum::http::{header, HeaderMap, StatusCode};
 use axum::middleware;
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post, put};
+use axum::routing::get;
 use axum::{Json, Router};
 use chrono::{DateTime, Utc};
 use renderfleet_shared::graph::{self, GraphSpec, NodeDefaults, Problem};
@@ -17,7 +17,12 @@ use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 use std::collections::HashMap;
 use std::sync::atomic::Ordering;
+use std::sync::Arc;
 use std::time::Duration;
+use utoipa::openapi::security::SecurityRequirement;
+use utoipa::{IntoParams, OpenApi, ToSchema};
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 use uuid::Uuid;
 
 pub mod auth;
@@ -28,40 +33,100 @@ mod workflows;
 
 use auth::{Scope, Tokens};
 
-/// The OpenAPI document of this API, served at `/openapi.yaml`.
-const OPENAPI: &str = include_str!("../../openapi.yaml");
-
 /// The API. Every `/v1` route needs a bearer token with its scope (see [`auth`]); health,
 /// metrics and the OpenAPI document are open. With `metrics_addr` set, `/metrics` is served
 /// there instead (see [`metrics_router`]).
+///
+/// Routes and the OpenAPI document come from the same `routes!` declarations, and each
+/// operation's documented security is written from the scope its guard enforces, so the
+/// document cannot drift from what the server does.
 pub fn router(state: AppState, tokens: Tokens) -> Router {
     let limit = state.config.max_request_bytes;
-    let guard = |scope: Scope| middleware::from_fn_with_state((tokens.clone(), scope), auth::require);
-    let (submit, read, admin) = (guard(Scope::Submit), guard(Scope::Read), guard(Scope::Admin));
-    let mut app = Router::new()
-        .route("/v1/render-requests", post(requests::create).route_layer(submit.clone()))
-        .route("/v1/render-requests/{id}", get(requests::get).route_layer(submit))
-        .route("/v1/runs", post(create_run).route_layer(admin.clone()))
-        .route("/v1/runs/{id}", get(get_run).route_layer(read.clone()))
-        .route("/v1/nodes", get(nodes::palette).route_layer(read.clone()))
-        .route("/v1/workflows", get(workflows::list).route_layer(read.clone()).merge(post(workflows::create).route_layer(admin.clone())))
-        .route("/v1/workflows/validate", post(workflows::validate).route_layer(read.clone()))
-        .route("/v1/workflows/starters/{family}", get(workflows::starter).route_layer(read.clone()))
-        .route("/v1/workflows/{id}", get(workflows::get).route_layer(read.clone()).merge(put(workflows::update).route_layer(admin.clone())))
-        .route("/v1/workflows/{id}/repair", post(workflows::repair).route_layer(admin.clone()))
-        .route("/v1/workflows/{id}/preflight", post(workflows::preflight).route_layer(read.clone()))
-        .route(
-            "/v1/output-types",
-            get(output_types::list).route_layer(read.clone()).merge(post(output_types::create).route_layer(admin.clone())),
-        )
-        .route("/v1/output-types/{key}", get(output_types::get).route_layer(read).merge(put(output_types::update).route_layer(admin)))
-        .route("/healthz", get(|| async { "ok\n" }))
-        .route("/readyz", get(readyz))
-        .route("/openapi.yaml", get(|| async { ([(header::CONTENT_TYPE, "application/yaml")], OPENAPI) }));
+    let submit = OpenApiRouter::new().routes(routes!(requests::create)).routes(routes!(requests::get));
+    let read = OpenApiRouter::new()
+        .routes(routes!(get_run))
+        .routes(routes!(nodes::palette))
+        .routes(routes!(workflows::list))
+        .routes(routes!(workflows::validate))
+        .routes(routes!(workflows::starter))
+        .routes(routes!(workflows::get))
+        .routes(routes!(workflows::preflight))
+        .routes(routes!(output_types::list))
+        .routes(routes!(output_types::get));
+    let admin = OpenApiRouter::new()
+        .routes(routes!(create_run))
+        .routes(routes!(workflows::create))
+        .routes(routes!(workflows::update))
+        .routes(routes!(workflows::repair))
+        .routes(routes!(output_types::create))
+        .routes(routes!(output_types::update));
+    let mut open = OpenApiRouter::new().routes(routes!(healthz)).routes(routes!(readyz));
     if state.config.metrics_addr.is_empty() {
-        app = app.route("/metrics", get(metrics));
+        open = open.routes(routes!(metrics));
     }
-    app.layer(DefaultBodyLimit::max(limit)).layer(middleware::map_response_with_state(limit, too_large)).with_state(state)
+    let (app, doc) = OpenApiRouter::with_openapi(ApiDoc::openapi())
+        .merge(scoped(&tokens, Scope::Submit, submit))
+        .merge(scoped(&tokens, Scope::Read, read))
+        .merge(scoped(&tokens, Scope::Admin, admin))
+        .merge(open)
+        .split_for_parts();
+    let doc = Arc::new(doc.to_json().expect("the OpenAPI document serializes"));
+    app.route("/v1/openapi.json", get(move || async move { ([(header::CONTENT_TYPE, "application/json")], doc.as_str().to_owned()) }))
+        .layer(DefaultBodyLimit::max(limit))
+        .layer(middleware::map_response_with_state(limit, too_large))
+        .with_state(state)
+}
+
+/// Guards every route of `router` with `scope`, and says so in the document.
+fn scoped(tokens: &Tokens, scope: Scope, router: OpenApiRouter<AppState>) -> OpenApiRouter<AppState> {
+    let mut router = router.route_layer(middleware::from_fn_with_state((tokens.clone(), scope), auth::require));
+    let requirement = SecurityRequirement::new(auth::SCHEME, [scope.as_str()]);
+    for item in router.get_openapi_mut().paths.paths.values_mut() {
+        for op in [&mut item.get, &mut item.put, &mut item.post, &mut item.delete, &mut item.patch].into_iter().flatten() {
+            op.security = Some(vec![requirement.clone()]);
+        }
+    }
+    router
+}
+
+#[derive(OpenApi)]
+#[openapi(
+    info(title = "renderfleet coordinator", description = "Render requests, runs, the node palette, workflows and output types. Every /v1 operation needs `Authorization: Bearer TOKEN` with the scope listed under its security; `admin` grants every scope."),
+    modifiers(&BearerScheme),
+    components(schemas(ErrorBody, Problem))
+)]
+struct ApiDoc;
+
+struct BearerScheme;
+
+impl utoipa::Modify for BearerScheme {
+    fn modify(&self, doc: &mut utoipa::openapi::OpenApi) {
+        use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
+        let components = doc.components.get_or_insert_with(Default::default);
+        components.add_security_scheme(
+            auth::SCHEME,
+            SecurityScheme::Http(
+                HttpBuilder::new().scheme(HttpAuthScheme::Bearer).description(Some("scopes: submit, read, operate, admin")).build(),
+            ),
+        );
+    }
+}
+
+/// The shape of every error answer (what [`ApiError`] renders).
+#[derive(Debug, Serialize, ToSchema)]
+pub(super) struct ErrorBody {
+    /// A stable code, e.g. `invalid_graph`, `missing_scope`.
+    error: String,
+    /// What is wrong and how to fix it.
+    message: String,
+    /// Every problem found, when there are several (graphs, overrides).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    problems: Vec<Problem>,
+}
+
+#[utoipa::path(get, path = "/healthz", tag = "health", responses((status = 200, description = "the process is up", content_type = "text/plain")))]
+async fn healthz() -> &'static str {
+    "ok\n"
 }
 
 /// `/metrics` alone, for a separate `metrics_addr`.
@@ -144,15 +209,16 @@ fn json_body<T: serde::de::DeserializeOwned>(headers: &HeaderMap, body: &[u8], e
 }
 
 /// `POST /v1/runs` body.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 struct CreateRun {
     /// What the run is about (an order line, a CAD file); stored as given.
+    #[schema(value_type = Object)]
     subject: Value,
     graph: GraphSpec,
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, ToSchema)]
 struct Created {
     run_id: Uuid,
     /// Things that did not stop the run but probably deserve a look (renamed node types,
@@ -161,6 +227,12 @@ struct Created {
     warnings: Vec<Problem>,
 }
 
+#[utoipa::path(post, path = "/v1/runs", tag = "runs",
+    description = "Run a graph directly (tests, operations); the order system uses render requests.",
+    request_body = CreateRun,
+    params(("Idempotency-Key" = Option<String>, Header, description = "the same key again returns the first run")),
+    responses((status = 201, body = Created, description = "the run was created"), (status = 200, body = Created, description = "this key created the run earlier"),
+        (status = 400, description = "malformed JSON or an unknown field", body = ErrorBody), (status = 401, description = "no token, or an unknown one", body = ErrorBody), (status = 403, description = "the token lacks the scope", body = ErrorBody), (status = 422, body = ErrorBody, description = "every problem of the graph; nothing was written")))]
 async fn create_run(State(state): State<AppState>, headers: HeaderMap, body: Bytes) -> Result<Response, ApiError> {
     let req: CreateRun = json_body(&headers, &body, r#"{"subject": {...}, "graph": {"nodes": [...], "edges": [...]}}"#)?;
     let n = &state.config.nodes;
@@ -203,23 +275,26 @@ async fn create_run(State(state): State<AppState>, headers: HeaderMap, body: Byt
     Ok((status, [(header::LOCATION, location)], Json(Created { run_id, warnings: plan.warnings })).into_response())
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, ToSchema)]
 struct RunView {
     id: Uuid,
     pipeline: String,
     role: String,
     status: String,
+    #[schema(value_type = Object)]
     subject: Value,
     nodes_total: i32,
     nodes_done: i32,
+    #[schema(value_type = Option<Object>)]
     error: Option<Value>,
     created_at: DateTime<Utc>,
     finished_at: Option<DateTime<Utc>>,
+    #[schema(value_type = Object)]
     edges: Value,
     nodes: Vec<NodeView>,
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, ToSchema)]
 struct NodeView {
     node_id: String,
     node_run_id: Uuid,
@@ -231,25 +306,30 @@ struct NodeView {
     queued_at: Option<DateTime<Utc>>,
     started_at: Option<DateTime<Utc>>,
     finished_at: Option<DateTime<Utc>>,
+    #[schema(value_type = Object)]
     params: Value,
+    #[schema(value_type = Option<Object>)]
     outputs: Option<Value>,
+    #[schema(value_type = Option<Object>)]
     error: Option<Value>,
     log_tail: Option<String>,
     attempts: Vec<AttemptView>,
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, ToSchema)]
 struct AttemptView {
     attempt: i32,
     status: String,
     worker_id: Option<String>,
     started_at: Option<DateTime<Utc>>,
     finished_at: Option<DateTime<Utc>>,
+    #[schema(value_type = Option<Object>)]
     error: Option<Value>,
 }
 
 /// `GET /v1/runs/{id}` query.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 struct RunQuery {
     /// `false` leaves out the nodes (and edges): what a progress poll of a big run needs.
     #[serde(default = "yes")]
@@ -260,6 +340,8 @@ fn yes() -> bool {
     true
 }
 
+#[utoipa::path(get, path = "/v1/runs/{id}", tag = "runs", params(("id" = String, Path, description = "a UUID"), RunQuery),
+    responses((status = 200, body = RunView), (status = 401, description = "no token, or an unknown one", body = ErrorBody), (status = 403, description = "the token lacks the scope", body = ErrorBody), (status = 404, body = ErrorBody)))]
 async fn get_run(State(state): State<AppState>, Path(id): Path<String>, Query(q): Query<RunQuery>) -> Result<Json<RunView>, ApiError> {
     let id: Uuid = id.parse().map_err(|_| {
         ApiError::new(
@@ -333,6 +415,7 @@ fn run_view(run: &tokio_postgres::Row, edges: Value, nodes: Vec<NodeView>) -> Ru
     }
 }
 
+#[utoipa::path(get, path = "/readyz", tag = "health", responses((status = 200, description = "database and broker reachable"), (status = 503, description = "one of them is not; the body says which")))]
 async fn readyz(State(state): State<AppState>) -> Response {
     let db = tokio::time::timeout(Duration::from_secs(2), async {
         state.pool.get().await.map_err(|e| e.to_string())?.simple_query("SELECT 1").await.map_err(|e| e.to_string())
@@ -348,6 +431,7 @@ async fn readyz(State(state): State<AppState>) -> Response {
     (status, Json(body)).into_response()
 }
 
+#[utoipa::path(get, path = "/metrics", tag = "health", responses((status = 200, description = "Prometheus text format", content_type = "text/plain")))]
 async fn metrics(State(state): State<AppState>) -> Response {
     ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], state.metrics.render()).into_response()
 }

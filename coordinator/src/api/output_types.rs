@@ -4,7 +4,7 @@
 //! rollout state. Everything that would fail at dispatch time is refused here, on save.
 
 use super::workflows::WorkflowView;
-use super::{json_body, ApiError};
+use super::{json_body, ApiError, ErrorBody};
 use crate::db::sql;
 use crate::AppState;
 use axum::body::Bytes;
@@ -22,7 +22,7 @@ use uuid::Uuid;
 
 const EXAMPLE: &str = r#"{"key": "still-2000-white", "family": "order_line", "artifact_kind": "image_png", "workflow_id": "…", "invocation_overrides": {"still": {"width": 2000}}, "rollout_mode": "legacy"}"#;
 
-#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq, Default)]
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq, Default, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub(crate) enum RolloutMode {
     #[default]
@@ -42,7 +42,7 @@ impl RolloutMode {
 }
 
 /// `POST /v1/output-types` and `PUT /v1/output-types/{key}` body.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 struct OutputTypeInput {
     /// Required on POST; on PUT, if given, must equal the path's key.
@@ -58,14 +58,17 @@ struct OutputTypeInput {
     #[serde(default)]
     workflow_version: Option<i32>,
     #[serde(default = "empty_object")]
+    #[schema(value_type = Object)]
     invocation_overrides: Value,
     #[serde(default = "empty_object")]
+    #[schema(value_type = Object)]
     legacy_preset: Value,
     #[serde(default)]
     rollout_mode: RolloutMode,
     #[serde(default)]
     shadow_sample_pct: f64,
     #[serde(default = "empty_object")]
+    #[schema(value_type = Object)]
     gate_config: Value,
 }
 
@@ -73,7 +76,7 @@ fn empty_object() -> Value {
     json!({})
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub(super) struct OutputTypeView {
     pub key: String,
     pub description: String,
@@ -81,10 +84,13 @@ pub(super) struct OutputTypeView {
     pub artifact_kind: String,
     pub workflow_id: Option<Uuid>,
     pub workflow_version: Option<i32>,
+    #[schema(value_type = Object)]
     pub invocation_overrides: Value,
+    #[schema(value_type = Object)]
     pub legacy_preset: Value,
     pub rollout_mode: String,
     pub shadow_sample_pct: f64,
+    #[schema(value_type = Object)]
     pub gate_config: Value,
     pub revision: i32,
     pub created_at: DateTime<Utc>,
@@ -240,6 +246,9 @@ async fn write(state: &AppState, stmt: &str, key: &str, i: &OutputTypeInput) -> 
 }
 
 /// `POST /v1/output-types`.
+#[utoipa::path(post, path = "/v1/output-types", tag = "output types", request_body = OutputTypeInput,
+    responses((status = 201, body = OutputTypeView), (status = 400, description = "malformed JSON or an unknown field", body = ErrorBody), (status = 401, description = "no token, or an unknown one", body = ErrorBody), (status = 403, description = "the token lacks the scope", body = ErrorBody), (status = 409, body = ErrorBody, description = "the key exists"),
+        (status = 422, body = ErrorBody, description = "family mismatch, an artifact kind no sink delivers, overrides that do not fit, a graph mode without a workflow")))]
 pub(super) async fn create(State(state): State<AppState>, headers: HeaderMap, body: Bytes) -> Result<Response, ApiError> {
     let input: OutputTypeInput = json_body(&headers, &body, EXAMPLE)?;
     let key = input.key.clone().ok_or_else(|| refused("invalid_key", "`key` is required, e.g. \"still-2000-white\"".into()))?;
@@ -257,6 +266,8 @@ pub(super) async fn create(State(state): State<AppState>, headers: HeaderMap, bo
 }
 
 /// `PUT /v1/output-types/{key}`: replaces it (every field; absent ones take their defaults).
+#[utoipa::path(put, path = "/v1/output-types/{key}", tag = "output types", request_body = OutputTypeInput, params(("key" = String, Path)),
+    responses((status = 200, body = OutputTypeView), (status = 400, description = "malformed JSON or an unknown field", body = ErrorBody), (status = 401, description = "no token, or an unknown one", body = ErrorBody), (status = 403, description = "the token lacks the scope", body = ErrorBody), (status = 404, body = ErrorBody), (status = 422, body = ErrorBody)))]
 pub(super) async fn update(
     State(state): State<AppState>,
     Path(key): Path<String>,
@@ -286,11 +297,15 @@ pub(super) async fn read(state: &AppState, key: &str) -> Result<OutputTypeView, 
 }
 
 /// `GET /v1/output-types/{key}`.
+#[utoipa::path(get, path = "/v1/output-types/{key}", tag = "output types", params(("key" = String, Path)),
+    responses((status = 200, body = OutputTypeView), (status = 401, description = "no token, or an unknown one", body = ErrorBody), (status = 403, description = "the token lacks the scope", body = ErrorBody), (status = 404, body = ErrorBody)))]
 pub(super) async fn get(State(state): State<AppState>, Path(key): Path<String>) -> Result<Json<OutputTypeView>, ApiError> {
     Ok(Json(read(&state, &key).await?))
 }
 
 /// `GET /v1/output-types`.
+#[utoipa::path(get, path = "/v1/output-types", tag = "output types",
+    responses((status = 200, body = Object, description = "`items`: every output type"), (status = 401, description = "no token, or an unknown one", body = ErrorBody), (status = 403, description = "the token lacks the scope", body = ErrorBody)))]
 pub(super) async fn list(State(state): State<AppState>) -> Result<Json<Value>, ApiError> {
     let client = state.pool.get().await?;
     let items: Vec<OutputTypeView> = client.query(sql::OUTPUT_TYPES, &[]).await?.iter().map(OutputTypeView::from_row).collect();

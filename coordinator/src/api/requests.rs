@@ -1,7 +1,7 @@
 //! Render requests: what the order system calls. It sees only the authoritative run of its
 //! request, never a shadow.
 
-use super::{json_body, ApiError};
+use super::{json_body, ApiError, ErrorBody};
 use crate::dispatch::request::{self, Outcome, RequestError};
 use crate::AppState;
 use axum::body::Bytes;
@@ -16,10 +16,11 @@ use uuid::Uuid;
 
 const EXAMPLE: &str = r#"{"order_line_id": "ol-1042", "subject": {"product": "…"}, "output_type": "still-2000-white"}"#;
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 struct RenderRequestInput {
     order_line_id: String,
+    #[schema(value_type = Object)]
     subject: Value,
     output_type: String,
 }
@@ -39,6 +40,11 @@ impl From<RequestError> for ApiError {
 }
 
 /// `POST /v1/render-requests` (needs an `Idempotency-Key`).
+#[utoipa::path(post, path = "/v1/render-requests", tag = "render requests", request_body = RenderRequestInput,
+    description = "What the order system calls. The output type's rollout mode decides the runs; the answer shows only the authoritative one.",
+    params(("Idempotency-Key" = String, Header, description = "required: the same key again returns the first answer and never renders twice")),
+    responses((status = 201, body = Object, description = "the request and its authoritative run"), (status = 200, body = Object, description = "this key was used before: the first answer"),
+        (status = 400, description = "malformed JSON or an unknown field", body = ErrorBody), (status = 401, description = "no token, or an unknown one", body = ErrorBody), (status = 403, description = "the token lacks the scope", body = ErrorBody), (status = 422, body = ErrorBody, description = "unknown output type, a key reused for a different request, a workflow that cannot run")))]
 pub(super) async fn create(State(state): State<AppState>, headers: HeaderMap, body: Bytes) -> Result<Response, ApiError> {
     let key = match headers.get("idempotency-key").map(|v| v.to_str()) {
         Some(Ok(k)) if !k.trim().is_empty() && k.len() <= 255 => k.to_string(),
@@ -109,6 +115,8 @@ async fn read(state: &AppState, id: Uuid) -> Result<Value, ApiError> {
 }
 
 /// `GET /v1/render-requests/{id}`.
+#[utoipa::path(get, path = "/v1/render-requests/{id}", tag = "render requests", params(("id" = String, Path, description = "a UUID")),
+    responses((status = 200, body = Object, description = "the request and its authoritative run (never a shadow)"), (status = 401, description = "no token, or an unknown one", body = ErrorBody), (status = 403, description = "the token lacks the scope", body = ErrorBody), (status = 404, body = ErrorBody)))]
 pub(super) async fn get(State(state): State<AppState>, Path(id): Path<String>) -> Result<Json<Value>, ApiError> {
     let id: Uuid = id.parse().map_err(|_| {
         ApiError::new(

@@ -2,7 +2,7 @@
 //! validate without a write, the canonical starter of each family, and `repair`, which
 //! rewrites a stored workflow into canonical shape and says what it changed.
 
-use super::{json_body, ApiError};
+use super::{json_body, ApiError, ErrorBody};
 use crate::db::{sql, DbError};
 use crate::AppState;
 use axum::body::Bytes;
@@ -37,6 +37,9 @@ fn parse_id(id: &str) -> Result<Uuid, ApiError> {
 }
 
 /// `POST /v1/workflows/validate`: every problem, and the normalised graph; writes nothing.
+#[utoipa::path(post, path = "/v1/workflows/validate", tag = "workflows", request_body = GraphSpec,
+    description = "Every problem of a graph and its normalised form; writes nothing.",
+    responses((status = 200, body = Object, description = "`valid`, `family`, `problems`, `normalized`"), (status = 400, description = "malformed JSON or an unknown field", body = ErrorBody), (status = 401, description = "no token, or an unknown one", body = ErrorBody), (status = 403, description = "the token lacks the scope", body = ErrorBody)))]
 pub(super) async fn validate(headers: HeaderMap, body: Bytes) -> Result<Json<Value>, ApiError> {
     let graph: GraphSpec = json_body(&headers, &body, r#"{"family": "order_line", "nodes": [...], "edges": [...]}"#)?;
     let v = graph::validate(&graph, registry());
@@ -49,13 +52,15 @@ pub(super) async fn validate(headers: HeaderMap, body: Bytes) -> Result<Json<Val
 }
 
 /// `GET /v1/workflows/starters/{family}`: in canonical shape (defaults filled in).
+#[utoipa::path(get, path = "/v1/workflows/starters/{family}", tag = "workflows",
+    params(("family" = Family, Path)), responses((status = 200, body = GraphSpec), (status = 401, description = "no token, or an unknown one", body = ErrorBody), (status = 403, description = "the token lacks the scope", body = ErrorBody), (status = 404, body = ErrorBody)))]
 pub(super) async fn starter(Path(family): Path<String>) -> Result<Json<GraphSpec>, ApiError> {
     let graph = starters::starter(parse_family(&family)?);
     Ok(Json(graph::validate(&graph, registry()).normalized))
 }
 
 /// `POST /v1/workflows` and `PUT /v1/workflows/{id}` body.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 struct WorkflowInput {
     name: String,
@@ -63,12 +68,13 @@ struct WorkflowInput {
     graph: GraphSpec,
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub(super) struct WorkflowView {
     pub id: Uuid,
     pub version: i32,
     pub name: String,
     pub family: String,
+    #[schema(value_type = GraphSpec)]
     pub graph: Value,
     /// Nodes of more than one family: stored so it can be repaired; preflight and dispatch
     /// refuse it.
@@ -162,6 +168,9 @@ async fn insert_version(
 }
 
 /// `POST /v1/workflows`.
+#[utoipa::path(post, path = "/v1/workflows", tag = "workflows", request_body = WorkflowInput,
+    responses((status = 201, body = Object, description = "`id`, `version`, `mixed_family`, `problems`, `graph` (normalised)"), (status = 400, description = "malformed JSON or an unknown field", body = ErrorBody), (status = 401, description = "no token, or an unknown one", body = ErrorBody), (status = 403, description = "the token lacks the scope", body = ErrorBody),
+        (status = 422, body = ErrorBody, description = "every problem; nothing stored")))]
 pub(super) async fn create(State(state): State<AppState>, headers: HeaderMap, body: Bytes) -> Result<Response, ApiError> {
     let input: WorkflowInput = json_body(&headers, &body, EXAMPLE)?;
     let (v, mixed) = for_storage(&input.name, input.family, input.graph)?;
@@ -173,6 +182,10 @@ pub(super) async fn create(State(state): State<AppState>, headers: HeaderMap, bo
 }
 
 /// `PUT /v1/workflows/{id}`: a new version; the family cannot change (output types rely on it).
+#[utoipa::path(put, path = "/v1/workflows/{id}", tag = "workflows", request_body = WorkflowInput, params(("id" = String, Path, description = "a UUID")),
+    description = "Stores the next version; earlier versions stay readable and runs keep the version they ran.",
+    responses((status = 200, body = Object, description = "`id`, `version`, `problems`, `graph`"), (status = 400, description = "malformed JSON or an unknown field", body = ErrorBody), (status = 401, description = "no token, or an unknown one", body = ErrorBody), (status = 403, description = "the token lacks the scope", body = ErrorBody), (status = 404, body = ErrorBody),
+        (status = 409, body = ErrorBody, description = "edited concurrently"), (status = 422, body = ErrorBody)))]
 pub(super) async fn update(
     State(state): State<AppState>,
     Path(id): Path<String>,
@@ -209,13 +222,16 @@ fn not_found(id: Uuid) -> ApiError {
     ApiError::new(StatusCode::NOT_FOUND, "workflow_not_found", format!("no workflow {id}; `GET /v1/workflows` lists them"))
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 pub(super) struct VersionQuery {
     version: Option<i32>,
 }
 
 /// `GET /v1/workflows/{id}[?version=N]`.
+#[utoipa::path(get, path = "/v1/workflows/{id}", tag = "workflows", params(("id" = String, Path, description = "a UUID"), VersionQuery),
+    responses((status = 200, body = WorkflowView), (status = 401, description = "no token, or an unknown one", body = ErrorBody), (status = 403, description = "the token lacks the scope", body = ErrorBody), (status = 404, body = ErrorBody)))]
 pub(super) async fn get(
     State(state): State<AppState>,
     Path(id): Path<String>,
@@ -231,6 +247,8 @@ pub(super) async fn get(
 }
 
 /// `GET /v1/workflows`: the latest version of each.
+#[utoipa::path(get, path = "/v1/workflows", tag = "workflows",
+    responses((status = 200, body = Object, description = "`items`: the latest version of each workflow"), (status = 401, description = "no token, or an unknown one", body = ErrorBody), (status = 403, description = "the token lacks the scope", body = ErrorBody)))]
 pub(super) async fn list(State(state): State<AppState>) -> Result<Json<Value>, ApiError> {
     let client = state.pool.get().await?;
     let rows = client.query(sql::WORKFLOWS_LATEST, &[]).await?;
@@ -238,7 +256,8 @@ pub(super) async fn list(State(state): State<AppState>) -> Result<Json<Value>, A
     Ok(Json(json!({ "items": items })))
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 pub(super) struct RepairQuery {
     #[serde(default)]
@@ -249,6 +268,9 @@ pub(super) struct RepairQuery {
 /// type names, ports named, defaults filled), stores the result as a new version when
 /// anything changed, and reports the changes and what is still wrong (a mixed-family graph
 /// is flagged, not split: that needs a person).
+#[utoipa::path(post, path = "/v1/workflows/{id}/repair", tag = "workflows", params(("id" = String, Path, description = "a UUID"), RepairQuery),
+    description = "Normalises the latest version (current type names, ports named, defaults filled); stores a new version if anything changed.",
+    responses((status = 200, body = Object, description = "`changed`, `changes`, `version`, `mixed_family`, `problems`"), (status = 401, description = "no token, or an unknown one", body = ErrorBody), (status = 403, description = "the token lacks the scope", body = ErrorBody), (status = 404, body = ErrorBody)))]
 pub(super) async fn repair(
     State(state): State<AppState>,
     Path(id): Path<String>,
@@ -315,10 +337,11 @@ fn describe_changes(before: &GraphSpec, v: &Validation) -> Vec<String> {
 }
 
 /// `POST /v1/workflows/{id}/preflight` body.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 struct PreflightInput {
     /// What would be rendered (stored with the run as given).
+    #[schema(value_type = Object)]
     subject: Value,
     /// Apply this output type's invocation overrides.
     #[serde(default)]
@@ -331,6 +354,9 @@ struct PreflightInput {
 /// `POST /v1/workflows/{id}/preflight`: would a run of this workflow go through, and where?
 /// Validation, the params each node would run with, and for each module whether a live
 /// worker serves it. Runs nothing, writes nothing.
+#[utoipa::path(post, path = "/v1/workflows/{id}/preflight", tag = "workflows", request_body = PreflightInput, params(("id" = String, Path, description = "a UUID")),
+    description = "Validation, the params each node would run with, and a live worker for each module. Runs nothing.",
+    responses((status = 200, body = Object, description = "`ok`, `problems`, `nodes`, `modules`"), (status = 400, description = "malformed JSON or an unknown field", body = ErrorBody), (status = 401, description = "no token, or an unknown one", body = ErrorBody), (status = 403, description = "the token lacks the scope", body = ErrorBody), (status = 404, body = ErrorBody)))]
 pub(super) async fn preflight(
     State(state): State<AppState>,
     Path(id): Path<String>,
