@@ -445,3 +445,55 @@ async fn without_tokens_the_coordinator_refuses_to_start_and_metrics_can_move() 
     assert_eq!(w.http.get(format!("{}/metrics", c.url)).send().await.unwrap().status(), 404);
     assert_eq!(w.http.get(format!("http://{addr}/metrics")).send().await.unwrap().status(), 200);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn renderctl_validates_creates_and_repairs_workflows() {
+    let mut w = World::new("renderctl_workflows").await;
+    let c = w.start_coordinator("coordinator", &[]).await;
+    let (_, mut starter) = get(&w, format!("{}/v1/workflows/starters/order_line", c.url)).await;
+    let still = starter["nodes"].as_array_mut().unwrap().iter_mut().find(|n| n["id"] == "still").unwrap();
+    still["params"]["sampels"] = json!(3);
+    let file = std::env::temp_dir().join(format!("rf-{}.json", uuid::Uuid::now_v7()));
+    std::fs::write(&file, starter.to_string()).unwrap();
+    let path = file.to_str().unwrap();
+    let run = |args: &[&str]| {
+        let mut all = vec!["--coordinator", c.url.as_str()];
+        all.extend_from_slice(args);
+        let out = renderfleet_tests::renderctl(&all);
+        (out.status.code(), String::from_utf8_lossy(&out.stdout).to_string() + &String::from_utf8_lossy(&out.stderr))
+    };
+    let (code, out) = run(&["workflows", "validate", path]);
+    assert_eq!(code, Some(1), "{out}");
+    assert!(out.contains("did you mean `samples`?"), "{out}");
+    starter["nodes"].as_array_mut().unwrap().iter_mut().find(|n| n["id"] == "still").unwrap()["params"]
+        .as_object_mut()
+        .unwrap()
+        .remove("sampels");
+    std::fs::write(&file, starter.to_string()).unwrap();
+    let (code, out) = run(&["workflows", "create", path, "--name", "still"]);
+    assert_eq!(code, Some(0), "{out}");
+    assert!(out.contains("version 1 created"), "{out}");
+    // A graph stored before a rename: repair --all --dry-run reports it and writes nothing.
+    let old = json!({"family": "order_line", "nodes": [{"id": "a", "type": "noop", "params": {}}]});
+    w.db()
+        .await
+        .execute(
+            "INSERT INTO workflows (id, version, name, family, graph) VALUES ($1, 1, 'old', 'order_line', $2)",
+            &[&uuid::Uuid::now_v7(), &old],
+        )
+        .await
+        .unwrap();
+    let (code, out) = run(&["workflows", "repair", "--all", "--dry-run"]);
+    assert_eq!(code, Some(0), "{out}");
+    assert!(out.contains("`noop` is now `util.noop`") && out.contains("2 workflow(s): 1 would change"), "{out}");
+    assert_eq!(w.count("SELECT count(*) FROM workflows").await, 2);
+    let (code, out) = run(&["workflows", "repair", "--all"]);
+    assert_eq!(code, Some(0), "{out}");
+    assert_eq!(w.count("SELECT count(*) FROM workflows").await, 3, "one new version, for the old graph only");
+    let (_, out) = run(&["token", "new", "ops", "read+operate"]);
+    assert!(out.contains("ops:read+operate:"), "{out}");
+    let (code, out) = run(&["token", "new", "ops", "reed"]);
+    assert_eq!(code, Some(2), "{out}");
+    assert!(out.contains("unknown scope `reed`"), "{out}");
+    let _ = std::fs::remove_file(&file);
+}

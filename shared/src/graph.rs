@@ -917,6 +917,33 @@ mod tests {
     }
 
     #[test]
+    fn too_large() {
+        let nodes: Vec<Value> = (0..=MAX_NODES).map(|i| json!({"id": format!("n{i}"), "type": "util.noop"})).collect();
+        let v = check(json!({ "nodes": nodes }));
+        assert_eq!(codes(&v), vec![ProblemCode::TooLarge]);
+        assert!(v.problems[0].message.contains("split the work"));
+    }
+
+    #[test]
+    fn empty_node_id() {
+        assert_eq!(codes(&check(json!({"nodes":[{"id":" ","type":"util.noop"}]}))), vec![ProblemCode::EmptyNodeId]);
+    }
+
+    #[test]
+    fn duplicate_edge() {
+        let v = check(json!({"nodes":[{"id":"a","type":"util.noop"},{"id":"b","type":"util.noop"}],
+                             "edges":[{"from":"a","to":"b"},{"from":"a","from_port":"done","to":"b","to_port":"after"}]}));
+        assert_eq!(codes(&v), vec![ProblemCode::DuplicateEdge]);
+        assert_eq!(v.problems[0].edge, Some(1));
+    }
+
+    #[test]
+    fn invalid_field_for_attempts_and_timeouts() {
+        let v = check(json!({"nodes":[{"id":"a","type":"util.noop","max_attempts":0},{"id":"b","type":"util.noop","timeout":"0s"}]}));
+        assert_eq!(codes(&v), vec![ProblemCode::InvalidField, ProblemCode::InvalidField]);
+    }
+
+    #[test]
     fn empty_graph_is_refused() {
         assert_eq!(codes(&check(json!({"nodes":[]}))), vec![ProblemCode::EmptyGraph]);
     }
