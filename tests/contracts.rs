@@ -423,6 +423,16 @@ async fn every_endpoint_needs_a_token_with_its_scope() {
         .await
         .unwrap();
     assert_eq!(resp.status(), 413);
+    // axum's own refusals come in the API's error shape too.
+    for (path, status, code, says) in
+        [("/v1/nodes?bogus=1", 400, "invalid_request", "bogus"), ("/v1/nope", 404, "not_found", "GET /v1/nope")]
+    {
+        let resp = w.http.get(format!("{}{path}", c.url)).send().await.unwrap();
+        assert_eq!(resp.status(), status, "{path}");
+        let body: Value = resp.json().await.unwrap();
+        assert_eq!(body["error"], code, "{body:#}");
+        assert!(body["message"].as_str().unwrap().contains(says), "{body:#}");
+    }
     let body: Value = resp.json().await.unwrap();
     assert_eq!(body["error"], "body_too_large");
     assert!(

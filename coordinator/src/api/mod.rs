@@ -4,9 +4,10 @@
 use crate::db::{sql, DbError};
 use crate::{dispatch, AppState};
 use axum::body::Bytes;
+use axum::extract::Request;
 use axum::extract::{DefaultBodyLimit, Path, Query, State};
 use axum::http::{header, HeaderMap, StatusCode};
-use axum::middleware;
+use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::{Json, Router};
@@ -73,7 +74,7 @@ pub fn router(state: AppState, tokens: Tokens) -> Router {
     let doc = Arc::new(doc.to_json().expect("the OpenAPI document serializes"));
     app.route("/v1/openapi.json", get(move || async move { ([(header::CONTENT_TYPE, "application/json")], doc.as_str().to_owned()) }))
         .layer(DefaultBodyLimit::max(limit))
-        .layer(middleware::map_response_with_state(limit, too_large))
+        .layer(middleware::from_fn_with_state(limit, json_errors))
         .with_state(state)
 }
 
@@ -134,18 +135,32 @@ pub fn metrics_router(state: AppState) -> Router {
     Router::new().route("/metrics", get(metrics)).with_state(state)
 }
 
-/// axum answers an oversized body with a plain-text 413; ours says what the limit is and how
-/// to change it, in the API's error shape.
-async fn too_large(State(limit): State<usize>, response: Response) -> Response {
-    if response.status() != StatusCode::PAYLOAD_TOO_LARGE {
+/// axum's own refusals (an unknown route or method, an oversized body, a query string that
+/// does not parse) are plain text; this gives every one of them the API's error shape, with
+/// what was asked and where to look.
+async fn json_errors(State(limit): State<usize>, request: Request, next: Next) -> Response {
+    let asked = format!("{} {}", request.method(), request.uri().path());
+    let response = next.run(request).await;
+    let status = response.status();
+    let is_json =
+        response.headers().get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).is_some_and(|v| v.starts_with("application/json"));
+    if !(status.is_client_error() || status.is_server_error()) || is_json {
         return response;
     }
-    ApiError::new(
-        StatusCode::PAYLOAD_TOO_LARGE,
-        "body_too_large",
-        format!("the request body is over this coordinator's limit of {limit} bytes; send less, or raise `max_request_bytes` (RENDERFLEET_MAX_REQUEST_BYTES)"),
-    )
-    .into_response()
+    let text = axum::body::to_bytes(response.into_body(), 64 * 1024)
+        .await
+        .map(|b| String::from_utf8_lossy(&b).trim().to_string())
+        .unwrap_or_default();
+    let (code, message) = match status {
+        StatusCode::PAYLOAD_TOO_LARGE => (
+            "body_too_large",
+            format!("the request body is over this coordinator's limit of {limit} bytes; send less, or raise `max_request_bytes` (RENDERFLEET_MAX_REQUEST_BYTES)"),
+        ),
+        StatusCode::NOT_FOUND => ("not_found", format!("no such endpoint: {asked}; /v1/openapi.json lists them")),
+        StatusCode::METHOD_NOT_ALLOWED => ("method_not_allowed", format!("{asked} is not allowed; /v1/openapi.json lists each path's methods")),
+        _ => ("invalid_request", format!("{asked}: {text}; /v1/openapi.json describes the request")),
+    };
+    ApiError::new(status, code, message).into_response()
 }
 
 /// An error answer: `{"error": code, "message": ..., "problems": [...]}`.
