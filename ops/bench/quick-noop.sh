@@ -9,7 +9,7 @@
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/../.."
 N="${1:-1000}"; WORKERS="${2:-2}"; CONC="${3:-4}"
-BIN=target/release
+BIN="${BIN:-target/release}"   # another build, for side-by-side comparisons
 DB="rf_bench_$$"
 VHOST="rf-bench-$$"
 PORT=18181

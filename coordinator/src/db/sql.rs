@@ -93,11 +93,12 @@ SELECT module_key FROM n";
 /// of the two CTEs here would be planned blind, and a fan-out of 10,000 made it quadratic),
 /// `run`   (run id, whether it just succeeded).
 ///
-/// The `id = ANY(...)` conditions look redundant next to the joins but are what keep the
-/// plan on the primary key: the coordinator runs generic plans, which assume an unnested
-/// array holds 10 rows, so on a table not yet analysed (a fresh or fast-growing one) a
-/// join alone was planned as a sequential scan of every node_run, per hop (3,000 node_runs:
-/// 1.7 ms → 0.37 ms execution).
+/// Plans: the coordinator runs generic plans, which assume an unnested array holds 10 rows.
+/// Below a few thousand node_runs that makes the joins hash joins over a sequential scan
+/// (up to ~1 ms per hop at 3,000 rows); above, nested loops over the primary key. Both
+/// stay linear in the batch. Adding `id = ANY($1)` to pin the index was tried and made it
+/// worse: a nested loop with a join *filter*, quadratic for a large batch or fan-out
+/// (10,000-wide: 0.14 → 2.1 ms per node).
 pub const SUCCEEDED: &str = "
 WITH input AS (
   SELECT * FROM unnest($1::uuid[], $2::int4[], $3::text[], $4::timestamptz[], $5::timestamptz[], $6::jsonb[])
@@ -106,21 +107,19 @@ WITH input AS (
   UPDATE node_runs n SET status = 'succeeded', worker_id = i.worker_id, started_at = i.started_at,
          finished_at = i.finished_at, outputs = i.outputs, error = NULL, heartbeat_at = NULL
   FROM input i
-  WHERE n.id = ANY($1) AND n.id = i.id AND n.attempt = i.attempt AND n.status IN ('queued', 'running')
+  WHERE n.id = i.id AND n.attempt = i.attempt AND n.status IN ('queued', 'running')
   RETURNING n.id, n.run_id, n.attempt, n.module_key, n.successors, n.queued_at, i.worker_id, i.started_at, i.finished_at
 ), attempts AS (
   INSERT INTO node_attempts (node_run_id, attempt, status, worker_id, started_at, finished_at)
   SELECT id, attempt, 'succeeded', worker_id, started_at, finished_at FROM done
   ON CONFLICT (node_run_id, attempt) DO UPDATE
   SET status = 'succeeded', worker_id = EXCLUDED.worker_id, started_at = EXCLUDED.started_at, finished_at = EXCLUDED.finished_at
-), succ AS (
-  SELECT s AS id, count(*)::int4 AS cnt FROM done, unnest(done.successors) AS s GROUP BY s
 ), released AS (
   UPDATE node_runs n SET unmet_deps = n.unmet_deps - c.cnt,
          status = CASE WHEN n.unmet_deps = c.cnt THEN 'queued' ELSE n.status END,
          queued_at = CASE WHEN n.unmet_deps = c.cnt THEN now() ELSE n.queued_at END
-  FROM succ c
-  WHERE n.id = ANY(ARRAY(SELECT id FROM succ)) AND n.id = c.id AND n.status = 'pending'
+  FROM (SELECT s AS id, count(*)::int4 AS cnt FROM done, unnest(done.successors) AS s GROUP BY s) c
+  WHERE n.id = c.id AND n.status = 'pending'
   RETURNING n.id, n.run_id, n.node_id, n.module_key, n.params, n.attempt, n.timeout_ms, n.status
 ), enqueued AS (
   INSERT INTO outbox (node_run_id, attempt, routing_key, claimed_until)
@@ -213,12 +212,11 @@ VALUES ($1, $2, $3, $4, $5, $6, $7, now())
 ON CONFLICT (id) DO UPDATE SET host = EXCLUDED.host, version = EXCLUDED.version, modules = EXCLUDED.modules,
   concurrency = EXCLUDED.concurrency, running = EXCLUDED.running, status = EXCLUDED.status, last_seen = now()";
 
-/// Refreshes the heartbeat of attempts in hand. $1 node_run ids, $2 attempts. (`id = ANY`:
-/// see [`SUCCEEDED`].)
+/// Refreshes the heartbeat of attempts in hand. $1 node_run ids, $2 attempts.
 pub const TOUCH_RUNNING: &str = "
 UPDATE node_runs n SET heartbeat_at = now()
 FROM unnest($1::uuid[], $2::int4[]) AS t(id, attempt)
-WHERE n.id = ANY($1) AND n.id = t.id AND n.attempt = t.attempt AND n.status = 'running'";
+WHERE n.id = t.id AND n.attempt = t.attempt AND n.status = 'running'";
 
 /// Running attempts whose worker went quiet for more than $1 seconds.
 pub const FIND_LOST: &str = "
