@@ -433,6 +433,7 @@ async fn a_task_from_a_newer_version_fails_its_node_instead_of_hanging() {
         attempt: 1,
         params: json!({}),
         timeout_ms: 1000,
+        inputs: Default::default(),
     };
     w.publish_raw(&w.topology.tasks_exchange(), "noop", &wire::encode(&future)).await;
     w.start_worker("w1", &[]);

@@ -206,7 +206,8 @@ pub struct WorkerConfig {
     pub broker_prefix: String,
     /// Unique per worker process; empty means `<host name>-<pid>`.
     pub worker_id: String,
-    /// Module queues to consume (`RENDERFLEET_MODULES=noop,sleep`).
+    /// Module queues to consume (`RENDERFLEET_MODULES=noop,sleep`). [`AUTO_MODULES`] means
+    /// every module of this build whose tools this host has (probed at start-up).
     pub modules: Vec<String>,
     /// Tasks run at once; also the broker prefetch, so a worker never holds more tasks than
     /// it has free slots.
@@ -228,7 +229,36 @@ pub struct WorkerConfig {
     /// Longest pause between reconnect attempts after the broker link drops.
     #[serde(with = "humantime_serde")]
     pub reconnect_max: Duration,
+    /// The artifact store: a directory, shared by every host of the fleet when workers run
+    /// on several (NFS, a mounted bucket). Files are named by their SHA-256.
+    pub artifacts_dir: String,
+    /// Where subjects' CAD files are read from: a subject's `cad_file` is a path inside it.
+    pub cad_dir: String,
+    /// Scratch space: each attempt works in a directory of its own here, removed after.
+    /// Empty: the system's temporary directory.
+    pub scratch_dir: String,
+    pub tools: ToolsConfig,
     pub log: LogConfig,
+}
+
+/// The module value that asks the worker to probe for what it can run.
+pub const AUTO_MODULES: &str = "auto";
+
+/// External programs the modules run. Plain names are looked up on `PATH`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ToolsConfig {
+    /// Blender 3.4 or newer, with numpy for its glTF importer.
+    pub blender: String,
+    /// A Python 3 that can `import cascadio` (STEP → GLB).
+    pub python: String,
+    pub ffmpeg: String,
+}
+
+impl Default for ToolsConfig {
+    fn default() -> Self {
+        Self { blender: "blender".into(), python: "python3".into(), ffmpeg: "ffmpeg".into() }
+    }
 }
 
 impl Default for WorkerConfig {
@@ -237,9 +267,7 @@ impl Default for WorkerConfig {
             amqp_url: "amqp://guest:guest@127.0.0.1:5672/%2f".into(),
             broker_prefix: "renderfleet".into(),
             worker_id: String::new(),
-            modules: [crate::registry::module::NOOP, crate::registry::module::SLEEP, crate::registry::module::FAIL]
-                .map(String::from)
-                .to_vec(),
+            modules: vec![AUTO_MODULES.into()],
             concurrency: 2,
             heartbeat_interval: Duration::from_secs(5),
             report_start_after: Duration::from_millis(50),
@@ -247,6 +275,10 @@ impl Default for WorkerConfig {
             metrics_addr: "127.0.0.1:9464".into(),
             startup_timeout: Duration::from_secs(60),
             reconnect_max: Duration::from_secs(30),
+            artifacts_dir: "/var/lib/renderfleet/artifacts".into(),
+            cad_dir: "/var/lib/renderfleet/cad".into(),
+            scratch_dir: String::new(),
+            tools: ToolsConfig::default(),
             log: LogConfig::default(),
         }
     }

@@ -6,7 +6,7 @@
 //! fixes a graph in one round trip. It also yields the *normalised* graph: current type
 //! names, every edge's ports named, params with their defaults. That is what gets stored.
 
-use crate::registry::{ArtifactKind, ExecutionRole, Family, NodeType, Port, Registry};
+use crate::registry::{ArtifactKind, Context, ExecutionRole, Family, NodeType, Port, Registry};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use std::collections::{HashMap, HashSet};
@@ -189,6 +189,23 @@ pub struct PlannedNode {
     pub deps: u32,
     /// Indexes into `Plan::nodes`.
     pub successors: Vec<usize>,
+    /// Where each artifact input comes from, resolved when the task is built.
+    pub inputs: Vec<InputBinding>,
+}
+
+/// One input of a node: an upstream node's output, or something of the run's.
+#[derive(Debug, Clone, PartialEq)]
+pub struct InputBinding {
+    pub port: String,
+    pub source: InputSource,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum InputSource {
+    /// Output `port` of the node at this index of `Plan::nodes`.
+    Node { node: usize, port: String },
+    /// A context of the run (see [`Context`]).
+    Context(Context),
 }
 
 impl Plan {
@@ -599,10 +616,18 @@ pub fn plan(graph: &GraphSpec, registry: &Registry, defaults: NodeDefaults) -> R
     }
     let index: HashMap<&str, usize> = v.normalized.nodes.iter().enumerate().map(|(i, n)| (n.id.as_str(), i)).collect();
     let mut successors: Vec<Vec<usize>> = vec![Vec::new(); v.normalized.nodes.len()];
+    let mut inputs: Vec<Vec<InputBinding>> = vec![Vec::new(); v.normalized.nodes.len()];
     for e in &v.normalized.edges {
         let (from, to) = (index[e.from.as_str()], index[e.to.as_str()]);
         if !successors[from].contains(&to) {
             successors[from].push(to);
+        }
+        // Ports are named in the normalised graph. A `many` port only orders test nodes:
+        // nothing travels along it, so the task needs no lookup for it.
+        let (Some(from_port), Some(to_port)) = (&e.from_port, &e.to_port) else { continue };
+        let target = registry.get(&v.normalized.nodes[to].node_type).and_then(|t| t.input(to_port));
+        if target.is_some_and(|p| !p.many) {
+            inputs[to].push(InputBinding { port: to_port.clone(), source: InputSource::Node { node: from, port: from_port.clone() } });
         }
     }
     let deps = in_degrees(&successors);
@@ -612,8 +637,10 @@ pub fn plan(graph: &GraphSpec, registry: &Registry, defaults: NodeDefaults) -> R
         .iter()
         .zip(successors)
         .zip(deps)
-        .map(|((node, successors), deps)| {
+        .zip(inputs)
+        .map(|(((node, successors), deps), mut inputs)| {
             let t = registry.get(&node.node_type).expect("validated above");
+            inputs.extend(t.context.iter().map(|&c| InputBinding { port: c.port().into(), source: InputSource::Context(c) }));
             let type_timeout = t.default_timeout_s.map(|s| Duration::from_secs(s).min(defaults.max_timeout));
             PlannedNode {
                 id: node.id.clone(),
@@ -623,6 +650,7 @@ pub fn plan(graph: &GraphSpec, registry: &Registry, defaults: NodeDefaults) -> R
                 timeout: node.timeout.or(type_timeout).unwrap_or(defaults.timeout),
                 deps,
                 successors,
+                inputs,
             }
         })
         .collect();

@@ -5,10 +5,13 @@
 //! This crate does no I/O: no tokio, no lapin, no postgres. Loading configuration takes
 //! the file text and the environment as arguments so it stays a pure function.
 
+pub mod artifact;
 pub mod config;
 pub mod graph;
+pub mod legacy;
 pub mod metrics;
 pub mod overrides;
+pub mod parts;
 pub mod registry;
 pub mod starters;
 pub mod topology;

@@ -4,7 +4,7 @@
 
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::OnceLock;
 
 /// What a graph is about (DESIGN §2). A graph has exactly one.
@@ -43,6 +43,26 @@ pub enum ExecutionRole {
     Sink,
     /// Hidden `util.*` nodes for tests and benchmarks.
     Test,
+}
+
+/// Inputs a node gets from the run rather than from an edge.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq, utoipa::ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum Context {
+    /// The run's subject (the CAD file, or the order line and its product), as input `subject`.
+    Subject,
+    /// The subject product's material map and the material library, as input `product_materials`.
+    ProductMaterials,
+}
+
+impl Context {
+    /// The input name the context arrives under.
+    pub fn port(self) -> &'static str {
+        match self {
+            Context::Subject => "subject",
+            Context::ProductMaterials => "product_materials",
+        }
+    }
 }
 
 /// What travels along an edge (DESIGN §2 artifact kinds), plus `any` for test nodes.
@@ -123,6 +143,9 @@ pub struct NodeType {
     pub description: &'static str,
     /// Per-attempt time limit when the graph sets none (seconds); the fleet default otherwise.
     pub default_timeout_s: Option<u64>,
+    /// What the coordinator adds to the node's inputs when it builds the task, beside
+    /// what edges feed it (workers have no database to look these up).
+    pub context: &'static [Context],
     /// JSON Schema (draft 2020-12) of `params`, with defaults and bounds.
     pub params_schema: Value,
 }
@@ -189,6 +212,8 @@ pub struct Registry {
     types: Vec<NodeType>,
     by_key: HashMap<&'static str, usize>,
     validators: Vec<jsonschema::Validator>,
+    /// Modules whose tasks carry inputs (an artifact port or a context).
+    takes_inputs: HashSet<&'static str>,
 }
 
 impl std::fmt::Debug for Registry {
@@ -211,7 +236,18 @@ impl Registry {
                     .unwrap_or_else(|e| panic!("params schema of `{}` is not valid JSON Schema: {e}", t.type_key))
             })
             .collect();
-        Registry { types, by_key, validators }
+        let takes_inputs = types
+            .iter()
+            .filter(|t| !t.context.is_empty() || t.inputs.iter().any(|p| !p.many))
+            .map(|t| t.module_key)
+            .collect();
+        Registry { types, by_key, validators, takes_inputs }
+    }
+
+    /// Whether tasks of `module_key` need their inputs resolved before they are sent. Test
+    /// modules do not, which keeps their hops (the benchmark's) free of that lookup.
+    pub fn takes_inputs(&self, module_key: &str) -> bool {
+        self.takes_inputs.contains(module_key)
     }
 
     pub fn all(&self) -> &[NodeType] {
@@ -392,6 +428,7 @@ fn node_types() -> Vec<NodeType> {
             palette_group: "CAD",
             description: "The subject's STEP file from the artifact store (the CAD file itself, or the order line's product).",
             default_timeout_s: Some(300),
+            context: &[Context::Subject],
             params_schema: object(json!({
                 "max_bytes": {"type": "integer", "default": 1073741824u64, "minimum": 1, "description": "refuse larger files"}
             })),
@@ -410,6 +447,7 @@ fn node_types() -> Vec<NodeType> {
             palette_group: "CAD",
             description: "STEP → GLB with OpenCASCADE (cascadio), plus a manifest of instance-aware part keys.",
             default_timeout_s: Some(1800),
+            context: &[],
             params_schema: object(json!({
                 "tol_linear": {"type": "number", "default": 0.1, "exclusiveMinimum": 0, "maximum": 100,
                                "description": "linear deflection of the tessellation (model units; relative share if tol_relative)"},
@@ -433,6 +471,7 @@ fn node_types() -> Vec<NodeType> {
             palette_group: "CAD",
             description: "GLB → part manifest and metadata: bounding box, triangle, part and instance counts.",
             default_timeout_s: Some(300),
+            context: &[],
             params_schema: object(json!({
                 "units": {"type": "string", "enum": ["mm", "m"], "default": "mm", "description": "units of the reported bounding box"},
                 "include_instances": {"type": "boolean", "default": true, "description": "list every instance, not only distinct parts"}
@@ -452,6 +491,7 @@ fn node_types() -> Vec<NodeType> {
             palette_group: "Materials",
             description: "Part keys + the product's material map + the library → material map; unassigned parts are listed and counted.",
             default_timeout_s: Some(120),
+            context: &[Context::Subject, Context::ProductMaterials],
             params_schema: object(json!({
                 "on_missing": {"type": "string", "enum": ["fail", "default"], "default": "default",
                                "description": "a part with no material: fail the node, or use `default_material` (listed in the output either way)"},
@@ -472,6 +512,7 @@ fn node_types() -> Vec<NodeType> {
             palette_group: "Render",
             description: "A still with Blender Cycles on CPU (a product shot, or a CAD file's thumbnail): resolution, samples, background, camera, seed.",
             default_timeout_s: Some(3600),
+            context: &[],
             params_schema: still,
         },
         NodeType {
@@ -488,6 +529,7 @@ fn node_types() -> Vec<NodeType> {
             palette_group: "Render",
             description: "Turntable frames with Blender Cycles; a frame range lets a turntable be split into chunks.",
             default_timeout_s: Some(7200),
+            context: &[],
             params_schema: turntable,
         },
         NodeType {
@@ -504,6 +546,7 @@ fn node_types() -> Vec<NodeType> {
             palette_group: "Export",
             description: "Frames → MP4 (H.264) with ffmpeg.",
             default_timeout_s: Some(900),
+            context: &[],
             params_schema: object(json!({
                 "fps": {"type": "integer", "default": 24, "minimum": 1, "maximum": 120},
                 "codec": {"type": "string", "enum": ["h264"], "default": "h264"},
@@ -525,6 +568,7 @@ fn node_types() -> Vec<NodeType> {
             palette_group: "Export",
             description: "The prepared Blender scene (materials, camera, lights) as a .blend file.",
             default_timeout_s: Some(1800),
+            context: &[],
             params_schema: object(json!({
                 "compress": {"type": "boolean", "default": true},
                 "pack_resources": {"type": "boolean", "default": true, "description": "embed textures in the file"},
@@ -545,6 +589,7 @@ fn node_types() -> Vec<NodeType> {
             palette_group: "Output",
             description: "Delivers its input as the request's result (the artifact kind an output type promises).",
             default_timeout_s: Some(120),
+            context: &[],
             params_schema: object(json!({
                 "name": {"type": "string", "default": "primary", "pattern": "^[a-z0-9_]{1,40}$",
                          "description": "the result's name within the request"}
@@ -564,6 +609,7 @@ fn node_types() -> Vec<NodeType> {
             palette_group: "Rollout",
             description: "Compares a legacy (control) and a graph (candidate) artifact; added by shadow mode.",
             default_timeout_s: Some(600),
+            context: &[],
             params_schema: object(json!({
                 "fail": {"type": "number", "default": 0.016, "minimum": 0, "maximum": 1, "description": "per-pixel difference that counts as failing"},
                 "fail_percent": {"type": "number", "default": 1.0, "minimum": 0, "maximum": 100, "description": "share of failing pixels allowed"},
@@ -584,6 +630,7 @@ fn node_types() -> Vec<NodeType> {
             palette_group: "Legacy",
             description: "The whole legacy pipeline in one task, driven by the output type's legacy preset. Dispatch adds it; editors do not.",
             default_timeout_s: Some(7200),
+            context: &[Context::Subject, Context::ProductMaterials],
             params_schema: json!({"type": "object", "additionalProperties": false, "required": ["output_type", "artifact_kind", "preset"],
                                   "properties": {"output_type": {"type": "string", "minLength": 1},
                                                  "artifact_kind": {"type": "string", "minLength": 1},
@@ -603,6 +650,7 @@ fn node_types() -> Vec<NodeType> {
             palette_group: "Testing",
             description: "Does nothing (tests and benchmarks).",
             default_timeout_s: None,
+            context: &[],
             params_schema: object(json!({})),
         },
         NodeType {
@@ -619,6 +667,7 @@ fn node_types() -> Vec<NodeType> {
             palette_group: "Testing",
             description: "Sleeps `ms` milliseconds (tests).",
             default_timeout_s: None,
+            context: &[],
             params_schema: json!({"type": "object", "additionalProperties": false, "required": ["ms"],
                                   "properties": {"ms": {"type": "integer", "minimum": 0, "maximum": 3_600_000}}}),
         },
@@ -636,6 +685,7 @@ fn node_types() -> Vec<NodeType> {
             palette_group: "Testing",
             description: "Fails its first `times` attempts with a retryable error, then succeeds (tests).",
             default_timeout_s: None,
+            context: &[],
             params_schema: json!({"type": "object", "additionalProperties": false, "required": ["times"],
                                   "properties": {"times": {"type": "integer", "minimum": 0, "maximum": 1000}}}),
         },

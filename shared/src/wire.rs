@@ -22,6 +22,11 @@ pub struct TaskMessage {
     pub attempt: u32,
     pub params: Value,
     pub timeout_ms: u64,
+    /// What the node's inputs resolved to when the task was built: an upstream output (an
+    /// artifact reference) per input port, and the run's contexts (`subject`,
+    /// `product_materials`). Empty for nodes that take nothing.
+    #[serde(default, skip_serializing_if = "serde_json::Map::is_empty")]
+    pub inputs: serde_json::Map<String, Value>,
 }
 
 impl TaskMessage {
@@ -243,6 +248,7 @@ mod tests {
             attempt: 2,
             params: json!({"ms": 5, "nested": {"a": [1, 2.5, null, "x"]}}),
             timeout_ms: 1000,
+            inputs: Default::default(),
         };
         assert_eq!(decode::<TaskMessage>(&encode(&t)).unwrap(), t);
     }

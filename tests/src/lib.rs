@@ -206,6 +206,8 @@ impl World {
             ("AMQP_URL", AMQP),
             ("RENDERFLEET_BROKER_PREFIX", self.topology.prefix()),
             ("RENDERFLEET_WORKER_ID", name),
+            // The spine's test modules unless a test asks for others (no tool probing).
+            ("RENDERFLEET_MODULES", "noop,sleep,fail"),
             ("RENDERFLEET_HEARTBEAT_INTERVAL", "300ms"),
             ("RENDERFLEET_SHUTDOWN_GRACE", "10s"),
         ]

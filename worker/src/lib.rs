@@ -1,8 +1,13 @@
 //! The worker: a stateless process on a render host that runs the modules it is configured
 //! for. [`run`] connects, serves `/metrics`, and runs the supervised consumer until shutdown.
 
+pub mod artifacts;
+mod blender;
 mod consumer;
+pub mod geometry;
 pub mod modules;
+mod scripts;
+mod tools;
 
 use axum::routing::get;
 use metrics_exporter_prometheus::PrometheusHandle;
@@ -24,7 +29,11 @@ pub(crate) struct Worker {
 #[derive(Debug, thiserror::Error)]
 pub enum StartupError {
     #[error(transparent)]
-    UnknownModule(#[from] modules::UnknownModule),
+    Modules(#[from] modules::SelectError),
+    #[error(transparent)]
+    Store(#[from] artifacts::StoreError),
+    #[error("cannot write the tool scripts under {dir}: {source}; check `scratch_dir` (RENDERFLEET_SCRATCH_DIR)")]
+    Scripts { dir: String, source: std::io::Error },
     #[error("the worker has no modules to run; set `modules` (RENDERFLEET_MODULES=noop,sleep,fail)")]
     NoModules,
     #[error("`concurrency` must be at least 1 (RENDERFLEET_CONCURRENCY)")]
@@ -45,7 +54,18 @@ pub async fn run(config: WorkerConfig, metrics: PrometheusHandle, shutdown: Canc
     if config.concurrency == 0 {
         return Err(StartupError::NoSlots);
     }
-    let modules = modules::registry(&config.modules)?;
+    let scratch = if config.scratch_dir.is_empty() { std::env::temp_dir() } else { config.scratch_dir.clone().into() };
+    let scripts = scripts::Scripts::install(&scratch)
+        .await
+        .map_err(|source| StartupError::Scripts { dir: scratch.display().to_string(), source })?;
+    let env = Arc::new(modules::Env {
+        store: artifacts::Store::open(&config.artifacts_dir).await?,
+        cad_dir: config.cad_dir.clone().into(),
+        scratch,
+        tools: config.tools.clone(),
+        scripts,
+    });
+    let modules = modules::select(&config.modules, &env).await?;
     if modules.is_empty() {
         return Err(StartupError::NoModules);
     }

@@ -14,14 +14,42 @@ pub const RUN_BY_KEY: &str = "SELECT id, subject = $2 AND graph = $3 FROM runs W
 
 /// All node_runs of a run in one statement. $1 run_id, then parallel arrays:
 /// $2 ids, $3 node ids, $4 module keys, $5 params, $6 successors (as '{..}' literals),
-/// $7 max_attempts, $8 timeout_ms, $9 unmet_deps.
+/// $7 max_attempts, $8 timeout_ms, $9 unmet_deps, $10 input bindings.
 pub const INSERT_NODE_RUNS: &str = "
-INSERT INTO node_runs (id, run_id, node_id, module_key, params, successors, status, max_attempts, timeout_ms, unmet_deps, queued_at)
+INSERT INTO node_runs (id, run_id, node_id, module_key, params, successors, status, max_attempts, timeout_ms, unmet_deps, queued_at,
+                       bindings)
 SELECT t.id, $1, t.node_id, t.module_key, t.params, t.successors::uuid[],
        CASE WHEN t.deps = 0 THEN 'queued' ELSE 'pending' END, t.max_attempts, t.timeout_ms, t.deps,
-       CASE WHEN t.deps = 0 THEN now() END
-FROM unnest($2::uuid[], $3::text[], $4::text[], $5::jsonb[], $6::text[], $7::int4[], $8::int8[], $9::int4[])
-     AS t(id, node_id, module_key, params, successors, max_attempts, timeout_ms, deps)";
+       CASE WHEN t.deps = 0 THEN now() END, t.bindings
+FROM unnest($2::uuid[], $3::text[], $4::text[], $5::jsonb[], $6::text[], $7::int4[], $8::int8[], $9::int4[], $10::jsonb[])
+     AS t(id, node_id, module_key, params, successors, max_attempts, timeout_ms, deps, bindings)";
+
+/// The inputs of node_runs $1, resolved from their bindings: upstream outputs by port, the
+/// run's subject, and the subject product's material map with the library.
+pub const RESOLVE_INPUTS: &str = "
+SELECT n.id, jsonb_object_agg(b.key,
+  CASE b.value->>'context'
+    WHEN 'subject' THEN r.subject
+    WHEN 'product_materials' THEN jsonb_build_object(
+      'product', r.subject->>'product',
+      'assignments', coalesce((SELECT jsonb_object_agg(m.target, m.material) FROM product_material_maps m
+                               WHERE m.product = r.subject->>'product'), '{}'),
+      'library', coalesce((SELECT jsonb_object_agg(l.name, jsonb_build_object('base_color', l.base_color,
+                           'metallic', l.metallic, 'roughness', l.roughness)) FROM materials l), '{}'))
+    ELSE coalesce(p.outputs -> (b.value->>'port'), 'null')
+  END)
+FROM node_runs n JOIN runs r ON r.id = n.run_id
+CROSS JOIN LATERAL jsonb_each(n.bindings) b
+LEFT JOIN node_runs p ON p.id = (b.value->>'node_run')::uuid
+WHERE n.id = ANY($1)
+GROUP BY n.id";
+
+/// Artifacts named by results. Parallel arrays: $1 sha256, $2 kind, $3 bytes, $4 mime,
+/// $5 meta, $6 node_run. The first producer is kept.
+pub const RECORD_ARTIFACTS: &str = "
+INSERT INTO artifacts (sha256, kind, bytes, mime, meta, first_node_run)
+SELECT * FROM unnest($1::text[], $2::text[], $3::int8[], $4::text[], $5::jsonb[], $6::uuid[])
+ON CONFLICT (sha256) DO NOTHING";
 
 /// Tasks for the outbox. Parallel arrays: $1 node_run ids, $2 attempts, $3 routing keys,
 /// $4 delay in seconds before publishing; $5 lease in seconds (0: none) for a publisher that

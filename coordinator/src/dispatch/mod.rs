@@ -8,7 +8,7 @@ pub mod request;
 use crate::db::{sql, DbError};
 use crate::outbox::{self, Ready, LEASE};
 use deadpool_postgres::{Pool, Transaction};
-use renderfleet_shared::graph::Plan;
+use renderfleet_shared::graph::{InputBinding, InputSource, Plan};
 use renderfleet_shared::metrics as m;
 use renderfleet_shared::wire::{TaskMessage, WIRE_VERSION};
 use serde_json::Value;
@@ -79,6 +79,7 @@ pub async fn insert_run(
     let max_attempts: Vec<i32> = plan.nodes.iter().map(|n| n.max_attempts as i32).collect();
     let timeouts: Vec<i64> = plan.nodes.iter().map(|n| n.timeout.as_millis().max(1) as i64).collect();
     let deps: Vec<i32> = plan.nodes.iter().map(|n| n.deps as i32).collect();
+    let bindings: Vec<Value> = plan.nodes.iter().map(|n| bindings(&n.inputs, &ids)).collect();
     let ready: Vec<TaskMessage> = plan
         .ready()
         .map(|i| TaskMessage {
@@ -90,6 +91,7 @@ pub async fn insert_run(
             attempt: 1,
             params: plan.nodes[i].params.clone(),
             timeout_ms: timeouts[i] as u64,
+            inputs: Default::default(),
         })
         .collect();
     let nodes_total = plan.nodes.len() as i32;
@@ -115,7 +117,22 @@ pub async fn insert_run(
     if inserted.is_none() {
         return Ok(None);
     }
-    tx.execute(sql::INSERT_NODE_RUNS, &[&run_id, &ids, &node_ids, &modules, &params, &successors, &max_attempts, &timeouts, &deps]).await?;
+    tx.execute(sql::INSERT_NODE_RUNS, &[&run_id, &ids, &node_ids, &modules, &params, &successors, &max_attempts, &timeouts, &deps, &bindings]).await?;
     let ready = outbox::enqueue(tx, ready, Duration::ZERO, Some(LEASE)).await?;
     Ok(Some((run_id, ready)))
+}
+
+/// A node's input bindings as stored in `node_runs.bindings` (see migration V3).
+fn bindings(inputs: &[InputBinding], ids: &[Uuid]) -> Value {
+    let map = inputs
+        .iter()
+        .map(|b| {
+            let source = match &b.source {
+                InputSource::Node { node, port } => serde_json::json!({"node_run": ids[*node], "port": port}),
+                InputSource::Context(c) => serde_json::json!({"context": c.port()}),
+            };
+            (b.port.clone(), source)
+        })
+        .collect();
+    Value::Object(map)
 }

@@ -10,7 +10,8 @@
 //! idempotency makes harmless.
 
 use crate::db::{sql, DbError};
-use deadpool_postgres::{Pool, Transaction};
+use deadpool_postgres::{GenericClient, Pool, Transaction};
+use renderfleet_shared::registry::registry;
 use lapin::options::BasicPublishOptions;
 use lapin::{BasicProperties, Channel, Confirmation};
 use renderfleet_shared::config::OutboxConfig;
@@ -90,7 +91,28 @@ pub fn task_at(row: &tokio_postgres::Row, first: usize) -> TaskMessage {
         params: row.get(first + 4),
         attempt: row.get::<_, i32>(first + 5) as u32,
         timeout_ms: row.get::<_, i64>(first + 6) as u64,
+        inputs: Default::default(),
     }
+}
+
+/// Fills in the inputs of the tasks whose modules take any (see
+/// [`Registry::takes_inputs`](renderfleet_shared::registry::Registry::takes_inputs)): one
+/// query for all of them, none at all for a batch of test tasks. Upstream outputs are
+/// final once committed, so resolving at publish time is the same as at release time.
+pub async fn attach_inputs(client: &impl GenericClient, ready: &mut [Ready]) -> Result<(), DbError> {
+    let ids: Vec<Uuid> = ready.iter().filter(|r| registry().takes_inputs(&r.task.module_key)).map(|r| r.task.node_run_id).collect();
+    if ids.is_empty() {
+        return Ok(());
+    }
+    let stmt = client.prepare_cached(sql::RESOLVE_INPUTS).await?;
+    let rows = client.query(&stmt, &[&ids]).await?;
+    let mut found: HashMap<Uuid, serde_json::Value> = rows.iter().map(|r| (r.get(0), r.get(1))).collect();
+    for r in ready.iter_mut() {
+        if let Some(serde_json::Value::Object(inputs)) = found.remove(&r.task.node_run_id) {
+            r.task.inputs = inputs;
+        }
+    }
+    Ok(())
 }
 
 /// Writes tasks to the outbox inside `tx`; `delay` holds them back (retry backoff); with
@@ -177,6 +199,11 @@ pub async fn publish_loop(
                             ready.extend(h.ready);
                         }
                     }
+                    if let Err(e) = with_inputs(&pool, &mut ready).await {
+                        // Left to the safety net, which resolves them again when the lease ends.
+                        tracing::warn!(error = %e, "outbox: task inputs could not be resolved; the tasks go out when their lease ends");
+                        continue;
+                    }
                     let (sent, refused) = match publish(&channel, &exchange, &ready).await {
                         Ok(done) => done,
                         Err(e) => {
@@ -256,6 +283,15 @@ impl Marks {
     }
 }
 
+/// [`attach_inputs`] on a pooled connection, only taken when a task needs it.
+async fn with_inputs(pool: &Pool, ready: &mut [Ready]) -> Result<(), DbError> {
+    if !ready.iter().any(|r| registry().takes_inputs(&r.task.module_key)) {
+        return Ok(());
+    }
+    let client = pool.get().await?;
+    attach_inputs(&client, ready).await
+}
+
 async fn next_due(pool: &Pool) -> Option<Duration> {
     let client = pool.get().await.ok()?;
     let row = client.query_one(sql::NEXT_DUE, &[]).await.ok()?;
@@ -275,7 +311,8 @@ async fn publish_due(pool: &Pool, channel: &Channel, exchange: &str, limit: i64)
     }
     let lag: f64 = rows.iter().map(|r| r.get::<_, f64>(8)).fold(0.0, f64::max);
     metrics::gauge!(m::OUTBOX_LAG_SECONDS).set(lag);
-    let ready: Vec<Ready> = rows.iter().map(|r| Ready { outbox_id: r.get(0), task: task_at(r, 1) }).collect();
+    let mut ready: Vec<Ready> = rows.iter().map(|r| Ready { outbox_id: r.get(0), task: task_at(r, 1) }).collect();
+    attach_inputs(&tx, &mut ready).await?;
     let (sent, refused) = publish(channel, exchange, &ready).await?;
     let mark = tx.prepare_cached(sql::MARK_SENT).await?;
     tx.execute(&mark, &[&sent]).await?;

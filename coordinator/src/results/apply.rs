@@ -9,6 +9,7 @@ use crate::db::{sql, DbError};
 use crate::outbox::{self, Ready, LEASE};
 use chrono::{DateTime, Utc};
 use deadpool_postgres::{Client, Transaction};
+use renderfleet_shared::artifact::refs_in;
 use renderfleet_shared::config::RetryConfig;
 use renderfleet_shared::wire::{ErrorKind, Finished, Outcome, ResultBody, Started, TaskError, WorkerHeartbeat};
 use serde_json::{json, Value};
@@ -141,7 +142,45 @@ async fn succeeded(tx: &Transaction<'_>, done: &[&Finished], fx: &mut Effects) -
     let input = SuccessInput::of(done);
     let rows = tx.query(&stmt, &input.params()).await?;
     read_succeeded(rows, done.len(), fx);
+    let artifacts = Artifacts::of(done);
+    if !artifacts.sha256.is_empty() {
+        let stmt = tx.prepare_cached(sql::RECORD_ARTIFACTS).await?;
+        tx.execute(&stmt, &artifacts.params()).await?;
+    }
     Ok(())
+}
+
+/// The artifacts a batch's outputs name, as the parallel arrays of [`sql::RECORD_ARTIFACTS`].
+#[derive(Default)]
+struct Artifacts {
+    sha256: Vec<String>,
+    kind: Vec<String>,
+    bytes: Vec<i64>,
+    mime: Vec<String>,
+    meta: Vec<Value>,
+    node_run: Vec<Uuid>,
+}
+
+impl Artifacts {
+    fn of(done: &[&Finished]) -> Self {
+        let mut a = Artifacts::default();
+        for f in done {
+            let Outcome::Succeeded { outputs } = &f.outcome else { continue };
+            for r in refs_in(outputs) {
+                a.sha256.push(r.sha256);
+                a.kind.push(r.kind);
+                a.bytes.push(r.bytes as i64);
+                a.mime.push(r.mime);
+                a.meta.push(if r.meta.is_null() { json!({}) } else { r.meta });
+                a.node_run.push(f.node_run_id);
+            }
+        }
+        a
+    }
+
+    fn params(&self) -> [&(dyn ToSql + Sync); 6] {
+        [&self.sha256, &self.kind, &self.bytes, &self.mime, &self.meta, &self.node_run]
+    }
 }
 
 /// A batch of nothing but successes, the whole transaction in one round trip: `BEGIN`, the
@@ -177,13 +216,25 @@ async fn one_trip(client: &Client, messages: &[ResultBody]) -> Result<Effects, D
     let touched: Vec<Uuid> = done.iter().map(|f| f.node_run_id).collect();
     let lock = client.prepare_cached(sql::LOCK_RUNS).await?;
     let stmt = client.prepare_cached(sql::SUCCEEDED).await?;
+    let record = client.prepare_cached(sql::RECORD_ARTIFACTS).await?;
     let input = SuccessInput::of(&done);
     let params = input.params();
     let lock_params: [&(dyn ToSql + Sync); 1] = [&touched];
-    let (_, _, rows, _) = tokio::try_join!(
+    let artifacts = Artifacts::of(&done);
+    let artifact_params = artifacts.params();
+    // Only batches whose outputs name artifacts pay for the extra statement.
+    let record_artifacts = async {
+        if artifacts.sha256.is_empty() {
+            Ok(0)
+        } else {
+            client.execute(&record, &artifact_params).await
+        }
+    };
+    let (_, _, rows, _, _) = tokio::try_join!(
         client.batch_execute("BEGIN"),
         client.query(&lock, &lock_params),
         client.query(&stmt, &params),
+        record_artifacts,
         client.batch_execute("COMMIT"),
     )?;
     read_succeeded(rows, done.len(), &mut fx);

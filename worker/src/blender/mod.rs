@@ -1,0 +1,90 @@
+//! The Blender driver: runs `ops/blender/render.py` headless on a GLB, with every setting
+//! in a JSON file (never generated Python), and reads back the script's report. The
+//! still, turntable and .blend modules and the legacy pipeline all render through here, so
+//! the same settings give the same pixels whichever pipeline asked.
+
+use crate::modules::{Env, ModuleError};
+use crate::tools;
+use serde_json::{json, Value};
+use std::ffi::OsStr;
+use std::path::Path;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+/// What the script did, and where the time went.
+#[derive(Debug)]
+pub(crate) struct Rendered {
+    /// The script's report (`mesh_objects`, `materials_assigned`, `frames`, `timings`...).
+    pub(crate) report: Value,
+    /// Seconds: Blender start-up (process start → script start), import, render, total.
+    pub(crate) timings: Value,
+}
+
+/// Renders in `mode` (`still`, `turntable`, `blend`) into `output`; `params` are the node's
+/// params (defaults filled in by the coordinator).
+pub(crate) async fn render(
+    env: &Env,
+    dir: &Path,
+    mode: &str,
+    glb: &Path,
+    material_map: Option<&Path>,
+    output: &Path,
+    params: &Value,
+) -> Result<Rendered, ModuleError> {
+    let mut job = params.as_object().cloned().unwrap_or_default();
+    let report_path = dir.join("report.json");
+    job.insert("mode".into(), json!(mode));
+    job.insert("glb".into(), json!(glb));
+    job.insert("material_map".into(), json!(material_map));
+    job.insert("output".into(), json!(output));
+    job.insert("report".into(), json!(report_path));
+    let params_path = dir.join("blender-params.json");
+    tokio::fs::write(&params_path, serde_json::to_vec_pretty(&Value::Object(job)).expect("JSON"))
+        .await
+        .map_err(|e| ModuleError::Retryable { message: format!("cannot write {}: {e}", params_path.display()), log_tail: None })?;
+    let script = env.scripts.render.as_os_str();
+    let args: [&OsStr; 9] = [
+        "-b".as_ref(),
+        "--factory-startup".as_ref(),
+        "-noaudio".as_ref(),
+        "--python-exit-code".as_ref(),
+        "3".as_ref(),
+        "--python".as_ref(),
+        script,
+        "--".as_ref(),
+        params_path.as_os_str(),
+    ];
+    let spawned = unix_now();
+    // A script error is about this input (a broken GLB, a bad setting): retrying will not help.
+    let ran = tools::run(&env.tools.blender, &args, dir, &format!("Blender ({mode})"), true).await?;
+    let report: Value = match tokio::fs::read(&report_path).await {
+        Ok(bytes) => serde_json::from_slice(&bytes).unwrap_or(Value::Null),
+        Err(_) => Value::Null,
+    };
+    if report.is_null() {
+        return Err(ModuleError::Fatal {
+            message: format!("Blender ({mode}) exited without writing its report; see the log tail"),
+            log_tail: Some(ran.tail),
+        });
+    }
+    let t = &report["timings"];
+    let script_start = t["script_start_unix"].as_f64().unwrap_or(spawned);
+    let total = ran.wall.as_secs_f64();
+    let timings = json!({
+        "blender_startup_s": round3(script_start - spawned),
+        "import_s": t["import_s"],
+        "setup_s": t["setup_s"],
+        "render_s": t["render_s"],
+        "save_s": t["save_s"],
+        "total_s": round3(total),
+    });
+    tracing::info!(mode, %timings, "blender finished");
+    Ok(Rendered { report, timings })
+}
+
+fn unix_now() -> f64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs_f64()).unwrap_or(0.0)
+}
+
+fn round3(v: f64) -> f64 {
+    (v * 1000.0).round() / 1000.0
+}

@@ -1,0 +1,85 @@
+//! `legacy_render` (`legacy.render`): the legacy pipeline, one task that runs the same
+//! module code as the graph in a fixed order inside this worker, with params mapped from
+//! the output type's `legacy_preset` (see `renderfleet_shared::legacy`). It must stay
+//! callable at all times: it is what rollback falls back to.
+
+use super::{blender_blend, blender_still, blender_turntable, cad_resolve, fatal, glb_export, materials, video_encode};
+use super::{Env, Module, ModuleFuture};
+use crate::geometry;
+use renderfleet_shared::legacy::{steps, Deliverable};
+use renderfleet_shared::registry::module::LEGACY_RENDER;
+use renderfleet_shared::wire::TaskMessage;
+use serde_json::{json, Value};
+use std::sync::Arc;
+use std::time::Instant;
+
+pub(super) struct LegacyRender(pub(super) Arc<Env>);
+
+impl Module for LegacyRender {
+    fn key(&self) -> &'static str {
+        LEGACY_RENDER
+    }
+
+    fn run<'a>(&'a self, task: &'a TaskMessage) -> ModuleFuture<'a> {
+        Box::pin(async move {
+            let env = &self.0;
+            let kind = task.params["artifact_kind"].as_str().unwrap_or_default();
+            let s = steps(kind, &task.params["preset"]).map_err(|e| fatal(format!("output type `{}`: {e}", task.params["output_type"])))?;
+            let subject = task.inputs.get("subject").cloned().unwrap_or(Value::Null);
+            let context = task.inputs.get("product_materials").cloned().unwrap_or(Value::Null);
+            let mut seconds = serde_json::Map::new();
+            let mut out = serde_json::Map::new();
+            let mut t = Instant::now();
+            let mut lap = |name: &str, t: &mut Instant| {
+                seconds.insert(name.into(), json!((t.elapsed().as_secs_f64() * 1000.0).round() / 1000.0));
+                *t = Instant::now();
+            };
+            let step = cad_resolve::resolve(env, &subject, &s.resolve).await?;
+            lap("resolve", &mut t);
+            let (glb, parts) = glb_export::export(env, &step, &s.export).await?;
+            lap("export", &mut t);
+            out.insert("glb".into(), json!(glb));
+            out.insert("parts".into(), json!(parts));
+            let deliverable = match s.deliverable {
+                Deliverable::Glb => json!(glb),
+                Deliverable::PartManifest => json!(parts),
+                Deliverable::Metadata => {
+                    let bytes = env.store.read(&glb).await?;
+                    let units = s.metadata["units"].as_str().unwrap_or("mm");
+                    let (meta, _) = geometry::metadata(&bytes, units).map_err(|e| fatal(e.to_string()))?;
+                    let m = env.store.put_bytes(&serde_json::to_vec_pretty(&meta).expect("JSON"), "metadata_json", "application/json", json!({})).await?;
+                    lap("metadata", &mut t);
+                    json!(m)
+                }
+                render => {
+                    let map = materials::assign(env, &parts, &context, &s.materials).await?;
+                    lap("materials", &mut t);
+                    out.insert("materials".into(), json!(map));
+                    match render {
+                        Deliverable::Still => {
+                            let image = blender_still::still(env, &glb, Some(&map), &s.still).await?;
+                            lap("render", &mut t);
+                            json!(image)
+                        }
+                        Deliverable::Turntable => {
+                            let frames = blender_turntable::turntable(env, &glb, Some(&map), &s.turntable).await?;
+                            lap("render", &mut t);
+                            out.insert("frames".into(), json!(frames));
+                            let video = video_encode::encode(env, &frames, &s.encode).await?;
+                            lap("encode", &mut t);
+                            if kind == "frames" { json!(frames) } else { json!(video) }
+                        }
+                        _ => {
+                            let blend = blender_blend::blend(env, &glb, Some(&map), &s.blend).await?;
+                            lap("render", &mut t);
+                            json!(blend)
+                        }
+                    }
+                }
+            };
+            out.insert("artifact".into(), deliverable);
+            out.insert("step_seconds".into(), Value::Object(seconds));
+            Ok(Value::Object(out))
+        })
+    }
+}

@@ -1,0 +1,158 @@
+//! Running external tools (Blender, Python with cascadio, ffmpeg) for modules, and probing
+//! for them at start-up.
+//!
+//! A tool runs in a process group of its own. The running future owns a guard that kills
+//! the whole group when it is dropped, which is how the executor's timeout and cancellation
+//! reach the tool: nothing a module starts outlives its attempt. Errors carry the tail of
+//! the tool's output, which is what an operator needs to see first.
+
+use crate::modules::ModuleError;
+use nix::sys::signal::{killpg, Signal};
+use nix::unistd::Pid;
+use std::ffi::OsStr;
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::time::{Duration, Instant};
+use tokio::io::AsyncReadExt;
+
+/// Lines of output kept for errors and logs.
+const TAIL_LINES: usize = 40;
+
+/// A finished tool run.
+#[derive(Debug)]
+pub(crate) struct Ran {
+    /// The last lines of stdout and stderr together, for logs.
+    pub(crate) tail: String,
+    pub(crate) wall: Duration,
+}
+
+/// Kills the tool's process group unless the tool has been waited for.
+struct GroupGuard {
+    pgid: Option<i32>,
+}
+
+impl Drop for GroupGuard {
+    fn drop(&mut self) {
+        if let Some(pgid) = self.pgid {
+            let _ = killpg(Pid::from_raw(pgid), Signal::SIGKILL);
+        }
+    }
+}
+
+/// The last `TAIL_LINES` lines of `text`.
+pub(crate) fn tail(text: &str) -> String {
+    let lines: Vec<&str> = text.lines().collect();
+    lines[lines.len().saturating_sub(TAIL_LINES)..].join("\n")
+}
+
+/// Runs `program args` in `cwd` to the end. A non-zero exit is an error whose message is
+/// `what` failed plus the line the tool marked as its error (`renderfleet-error: ...`), if
+/// any, and whose log tail is the tool's output. `fatal_exit` decides whether another
+/// attempt could help.
+pub(crate) async fn run(program: &str, args: &[&OsStr], cwd: &Path, what: &str, fatal_exit: bool) -> Result<Ran, ModuleError> {
+    let started = Instant::now();
+    let mut cmd = tokio::process::Command::new(program);
+    cmd.args(args)
+        .current_dir(cwd)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .process_group(0)
+        .kill_on_drop(true);
+    let mut child = cmd.spawn().map_err(|e| ModuleError::Fatal {
+        message: format!("{what}: cannot start `{program}`: {e}; install it or set its path in the worker's [tools] settings"),
+        log_tail: None,
+    })?;
+    let guard = GroupGuard { pgid: child.id().map(|id| id as i32) };
+    let (mut out, mut err) = (child.stdout.take().expect("piped"), child.stderr.take().expect("piped"));
+    let (mut stdout, mut stderr) = (Vec::new(), Vec::new());
+    let (status, _, _) = tokio::join!(child.wait(), out.read_to_end(&mut stdout), err.read_to_end(&mut stderr));
+    // Reap whatever the tool left in its group (a helper process it forked).
+    drop(guard);
+    let stdout = String::from_utf8_lossy(&stdout).into_owned();
+    let stderr = String::from_utf8_lossy(&stderr).into_owned();
+    let both = format!("{stdout}\n{stderr}");
+    let log_tail = tail(both.trim());
+    let status = status.map_err(|e| ModuleError::Retryable { message: format!("{what}: waiting for `{program}`: {e}"), log_tail: None })?;
+    if !status.success() {
+        let marked = both.lines().rev().find_map(|l| l.split_once("renderfleet-error: ").map(|(_, m)| m.trim().to_string()));
+        let reason = marked.unwrap_or_else(|| match status.code() {
+            Some(code) => format!("`{program}` exited with status {code}"),
+            None => format!("`{program}` was killed by a signal"),
+        });
+        let message = format!("{what} failed: {reason}");
+        return Err(if fatal_exit { ModuleError::Fatal { message, log_tail: Some(log_tail) } } else { ModuleError::Retryable { message, log_tail: Some(log_tail) } });
+    }
+    Ok(Ran { tail: log_tail, wall: started.elapsed() })
+}
+
+/// Whether `program args` runs and exits 0 within `limit` (start-up probes).
+pub(crate) async fn probe(program: &str, args: &[&str], limit: Duration) -> Result<(), String> {
+    let mut cmd = tokio::process::Command::new(program);
+    cmd.args(args).stdin(Stdio::null()).stdout(Stdio::null()).stderr(Stdio::piped()).process_group(0).kill_on_drop(true);
+    let child = cmd.spawn().map_err(|e| format!("`{program}` cannot be started: {e}"))?;
+    let guard = GroupGuard { pgid: child.id().map(|id| id as i32) };
+    let out = tokio::time::timeout(limit, child.wait_with_output()).await;
+    drop(guard);
+    match out {
+        Err(_) => Err(format!("`{program} {}` did not answer within {limit:?}", args.join(" "))),
+        Ok(Err(e)) => Err(format!("`{program}`: {e}")),
+        Ok(Ok(o)) if !o.status.success() => {
+            Err(format!("`{program} {}` failed: {}", args.join(" "), tail(String::from_utf8_lossy(&o.stderr).trim())))
+        }
+        Ok(Ok(_)) => Ok(()),
+    }
+}
+
+/// A directory for one attempt's files, removed when dropped (also on timeout or cancel).
+pub(crate) struct Scratch {
+    pub(crate) dir: PathBuf,
+}
+
+impl Scratch {
+    pub(crate) async fn new(root: &Path, label: &str) -> Result<Scratch, ModuleError> {
+        let dir = root.join(format!("rf-{label}-{}", uuid::Uuid::now_v7().simple()));
+        tokio::fs::create_dir_all(&dir).await.map_err(|e| ModuleError::Retryable {
+            message: format!("cannot create scratch directory {}: {e}; check the worker's `scratch_dir` (free space, permissions)", dir.display()),
+            log_tail: None,
+        })?;
+        Ok(Scratch { dir })
+    }
+}
+
+impl Drop for Scratch {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn a_failing_tool_reports_its_marked_error_and_tail() {
+        let dir = std::env::temp_dir();
+        let argv = ["-c", "echo working; echo 'renderfleet-error: the file is broken; fix it' >&2; exit 3"];
+        let args: Vec<&OsStr> = argv.iter().map(OsStr::new).collect();
+        let err = run("sh", &args, &dir, "converting", true).await.unwrap_err();
+        assert!(!err.retryable());
+        assert_eq!(err.to_string(), "converting failed: the file is broken; fix it");
+        assert!(err.log_tail().unwrap().contains("working"));
+    }
+
+    #[tokio::test]
+    async fn dropping_the_run_kills_the_whole_group() {
+        let dir = std::env::temp_dir();
+        let marker = format!("rf-sleeper-{}", uuid::Uuid::now_v7().simple());
+        // A shell that starts a grandchild: both must die when the attempt is dropped.
+        let script = format!("sleep 30 & exec -a {marker} sleep 30");
+        let argv = ["-c", script.as_str()];
+        let args: Vec<&OsStr> = argv.iter().map(OsStr::new).collect();
+        let r = tokio::time::timeout(Duration::from_millis(300), run("bash", &args, &dir, "sleeping", false)).await;
+        assert!(r.is_err(), "the tool should still have been running");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        let left = std::process::Command::new("pgrep").args(["-f", &marker]).output().unwrap();
+        assert!(left.stdout.is_empty(), "left behind: {}", String::from_utf8_lossy(&left.stdout));
+    }
+}
