@@ -59,7 +59,11 @@ fn deliverable(artifact_kind: &str) -> Result<Deliverable, String> {
         "image_png" => Deliverable::Still,
         "video_mp4" | "frames" => Deliverable::Turntable,
         "blend" => Deliverable::Blend,
-        other => return Err(format!("the legacy pipeline cannot produce `{other}`; it makes glb, part_manifest, metadata_json, image_png, video_mp4 and blend")),
+        other => {
+            return Err(format!(
+                "the legacy pipeline cannot produce `{other}`; it makes glb, part_manifest, metadata_json, image_png, video_mp4 and blend"
+            ))
+        }
     })
 }
 
@@ -162,7 +166,8 @@ mod tests {
 
     #[test]
     fn a_still_preset_gives_the_graph_nodes_params() {
-        let s = steps("image_png", &json!({"resolution": 128, "samples": 8, "background": "white", "tessellation": {"linear": 0.2}})).unwrap();
+        let s =
+            steps("image_png", &json!({"resolution": 128, "samples": 8, "background": "white", "tessellation": {"linear": 0.2}})).unwrap();
         assert_eq!(s.deliverable, Deliverable::Still);
         assert_eq!(s.still, graph_params("render.still", json!({"width": 128, "height": 128, "samples": 8, "background": "white"})));
         assert_eq!(s.export, graph_params("cad.export_glb", json!({"tol_linear": 0.2})));

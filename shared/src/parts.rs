@@ -71,13 +71,14 @@ pub fn part_keys(nodes: &[TreeNode], roots: &[usize]) -> Vec<PartOccurrence> {
     // (node, parent's key, nearest named part above, depth): an explicit stack, since CAD
     // trees can be deep and a cycle in a broken file must not recurse forever.
     let mut stack: Vec<(usize, String, Option<String>, usize)> = Vec::new();
-    let push_level = |stack: &mut Vec<(usize, String, Option<String>, usize)>, level: &[usize], prefix: &str, part: Option<String>, depth: usize| {
-        let segments = sibling_segments(nodes, level);
-        for (&child, segment) in level.iter().zip(segments).rev() {
-            let key = if prefix.is_empty() { segment } else { format!("{prefix}/{segment}") };
-            stack.push((child, key, part.clone(), depth));
-        }
-    };
+    let push_level =
+        |stack: &mut Vec<(usize, String, Option<String>, usize)>, level: &[usize], prefix: &str, part: Option<String>, depth: usize| {
+            let segments = sibling_segments(nodes, level);
+            for (&child, segment) in level.iter().zip(segments).rev() {
+                let key = if prefix.is_empty() { segment } else { format!("{prefix}/{segment}") };
+                stack.push((child, key, part.clone(), depth));
+            }
+        };
     push_level(&mut stack, roots, "", None, 0);
     while let Some((i, key, above, depth)) = stack.pop() {
         let Some(node) = nodes.get(i) else { continue };
@@ -90,11 +91,8 @@ pub fn part_keys(nodes: &[TreeNode], roots: &[usize]) -> Vec<PartOccurrence> {
         let mesh = node.mesh_name.as_deref().filter(|m| !m.is_empty() && !is_label(m) && !is_generic(m));
         let own = node.name.as_deref().filter(|n| !n.is_empty() && !is_label(n) && !is_generic(n));
         if node.has_mesh {
-            let part = mesh
-                .map(str::to_string)
-                .or_else(|| above.clone())
-                .or_else(|| own.map(str::to_string))
-                .unwrap_or_else(|| name.clone());
+            let part =
+                mesh.map(str::to_string).or_else(|| above.clone()).or_else(|| own.map(str::to_string)).unwrap_or_else(|| name.clone());
             out.push(PartOccurrence { key: key.clone(), part, name: node.name.clone().unwrap_or_default(), node: i });
         }
         let named_here = own.map(str::to_string).or(above);
@@ -129,12 +127,7 @@ mod tests {
     use super::*;
 
     fn node(name: &str, mesh: Option<&str>, children: &[usize]) -> TreeNode {
-        TreeNode {
-            name: Some(name.into()),
-            mesh_name: mesh.map(String::from),
-            has_mesh: mesh.is_some(),
-            children: children.to_vec(),
-        }
+        TreeNode { name: Some(name.into()), mesh_name: mesh.map(String::from), has_mesh: mesh.is_some(), children: children.to_vec() }
     }
 
     #[test]

@@ -236,11 +236,8 @@ impl Registry {
                     .unwrap_or_else(|e| panic!("params schema of `{}` is not valid JSON Schema: {e}", t.type_key))
             })
             .collect();
-        let takes_inputs = types
-            .iter()
-            .filter(|t| !t.context.is_empty() || t.inputs.iter().any(|p| !p.many))
-            .map(|t| t.module_key)
-            .collect();
+        let takes_inputs =
+            types.iter().filter(|t| !t.context.is_empty() || t.inputs.iter().any(|p| !p.many)).map(|t| t.module_key).collect();
         Registry { types, by_key, validators, takes_inputs }
     }
 

@@ -55,9 +55,8 @@ pub async fn run(config: WorkerConfig, metrics: PrometheusHandle, shutdown: Canc
         return Err(StartupError::NoSlots);
     }
     let scratch = if config.scratch_dir.is_empty() { std::env::temp_dir() } else { config.scratch_dir.clone().into() };
-    let scripts = scripts::Scripts::install(&scratch)
-        .await
-        .map_err(|source| StartupError::Scripts { dir: scratch.display().to_string(), source })?;
+    let scripts =
+        scripts::Scripts::install(&scratch).await.map_err(|source| StartupError::Scripts { dir: scratch.display().to_string(), source })?;
     let env = Arc::new(modules::Env {
         store: artifacts::Store::open(&config.artifacts_dir).await?,
         cad_dir: config.cad_dir.clone().into(),

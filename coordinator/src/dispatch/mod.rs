@@ -117,7 +117,11 @@ pub async fn insert_run(
     if inserted.is_none() {
         return Ok(None);
     }
-    tx.execute(sql::INSERT_NODE_RUNS, &[&run_id, &ids, &node_ids, &modules, &params, &successors, &max_attempts, &timeouts, &deps, &bindings]).await?;
+    tx.execute(
+        sql::INSERT_NODE_RUNS,
+        &[&run_id, &ids, &node_ids, &modules, &params, &successors, &max_attempts, &timeouts, &deps, &bindings],
+    )
+    .await?;
     let ready = outbox::enqueue(tx, ready, Duration::ZERO, Some(LEASE)).await?;
     Ok(Some((run_id, ready)))
 }

@@ -11,11 +11,11 @@
 
 use crate::db::{sql, DbError};
 use deadpool_postgres::{GenericClient, Pool, Transaction};
-use renderfleet_shared::registry::registry;
 use lapin::options::BasicPublishOptions;
 use lapin::{BasicProperties, Channel, Confirmation};
 use renderfleet_shared::config::OutboxConfig;
 use renderfleet_shared::metrics as m;
+use renderfleet_shared::registry::registry;
 use renderfleet_shared::wire::{self, TaskMessage, CONTENT_TYPE, WIRE_VERSION};
 use std::collections::HashMap;
 use std::sync::Arc;

@@ -57,7 +57,9 @@ fn triangles(node: &gltf::Node) -> u64 {
         .map(|m| {
             m.primitives()
                 .filter(|p| p.mode() == gltf::mesh::Mode::Triangles)
-                .map(|p| p.indices().map(|a| a.count()).or_else(|| p.get(&gltf::Semantic::Positions).map(|a| a.count())).unwrap_or(0) as u64 / 3)
+                .map(|p| {
+                    p.indices().map(|a| a.count()).or_else(|| p.get(&gltf::Semantic::Positions).map(|a| a.count())).unwrap_or(0) as u64 / 3
+                })
                 .sum()
         })
         .unwrap_or(0)
@@ -67,7 +69,13 @@ fn manifest(doc: &gltf::Document, occurrences: &[PartOccurrence]) -> Manifest {
     let nodes: Vec<gltf::Node> = doc.nodes().collect();
     let parts: Vec<ManifestPart> = occurrences
         .iter()
-        .map(|o| ManifestPart { key: o.key.clone(), part: o.part.clone(), name: o.name.clone(), node: o.node, triangles: triangles(&nodes[o.node]) })
+        .map(|o| ManifestPart {
+            key: o.key.clone(),
+            part: o.part.clone(),
+            name: o.name.clone(),
+            node: o.node,
+            triangles: triangles(&nodes[o.node]),
+        })
         .collect();
     let mut distinct: Vec<&str> = parts.iter().map(|p| p.part.as_str()).collect();
     distinct.sort_unstable();
@@ -98,11 +106,7 @@ pub fn annotate(glb: &[u8]) -> Result<(Vec<u8>, Manifest), BadGlb> {
     }
     let bin: Option<Cow<[u8]>> = parsed.bin.map(|b| Cow::Owned(b.into_owned()));
     let length = 12 + 8 + text.len() + bin.as_ref().map(|b| 8 + b.len().div_ceil(4) * 4).unwrap_or(0);
-    let out = Glb {
-        header: gltf::binary::Header { magic: *b"glTF", version: 2, length: length as u32 },
-        json: Cow::Owned(text),
-        bin,
-    };
+    let out = Glb { header: gltf::binary::Header { magic: *b"glTF", version: 2, length: length as u32 }, json: Cow::Owned(text), bin };
     let bytes = out.to_vec().map_err(|e| BadGlb(e.to_string()))?;
     Ok((bytes, manifest(&doc, &occurrences)))
 }

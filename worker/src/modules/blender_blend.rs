@@ -27,7 +27,12 @@ impl Module for BlenderBlend {
 }
 
 /// Prepares the scene and stores the .blend file.
-pub(crate) async fn blend(env: &Env, glb: &ArtifactRef, materials: Option<&ArtifactRef>, params: &Value) -> Result<ArtifactRef, ModuleError> {
+pub(crate) async fn blend(
+    env: &Env,
+    glb: &ArtifactRef,
+    materials: Option<&ArtifactRef>,
+    params: &Value,
+) -> Result<ArtifactRef, ModuleError> {
     let scratch = Scratch::new(&env.scratch, "blend").await?;
     let glb_path = env.store.path(glb).await?;
     let map_path = match materials {
@@ -41,6 +46,7 @@ pub(crate) async fn blend(env: &Env, glb: &ArtifactRef, materials: Option<&Artif
         s.extend(p.clone());
     }
     let r = blender::render(env, &scratch.dir, "blend", &glb_path, map_path.as_deref(), &out, &settings).await?;
-    let meta = json!({"mesh_objects": r.report["mesh_objects"], "materials_assigned": r.report["materials_assigned"], "timings": r.timings});
+    let meta =
+        json!({"mesh_objects": r.report["mesh_objects"], "materials_assigned": r.report["materials_assigned"], "timings": r.timings});
     Ok(env.store.put_file(&out, "blend", "application/x-blender", meta).await?)
 }

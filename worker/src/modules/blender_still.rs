@@ -26,7 +26,12 @@ impl Module for BlenderStill {
 }
 
 /// Renders and stores the still.
-pub(crate) async fn still(env: &Env, glb: &ArtifactRef, materials: Option<&ArtifactRef>, params: &Value) -> Result<ArtifactRef, ModuleError> {
+pub(crate) async fn still(
+    env: &Env,
+    glb: &ArtifactRef,
+    materials: Option<&ArtifactRef>,
+    params: &Value,
+) -> Result<ArtifactRef, ModuleError> {
     let scratch = Scratch::new(&env.scratch, "still").await?;
     let glb_path = env.store.path(glb).await?;
     let map_path = match materials {

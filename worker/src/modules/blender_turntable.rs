@@ -27,7 +27,12 @@ impl Module for BlenderTurntable {
 }
 
 /// Renders the frames, stores each, and stores their manifest (the `frames` artifact).
-pub(crate) async fn turntable(env: &Env, glb: &ArtifactRef, materials: Option<&ArtifactRef>, params: &Value) -> Result<ArtifactRef, ModuleError> {
+pub(crate) async fn turntable(
+    env: &Env,
+    glb: &ArtifactRef,
+    materials: Option<&ArtifactRef>,
+    params: &Value,
+) -> Result<ArtifactRef, ModuleError> {
     let count = params["frame_count"].as_u64().unwrap_or(36);
     let (start, end) = match params.get("frame_range").filter(|r| !r.is_null()) {
         Some(r) => (r["start"].as_u64().unwrap_or(0), r["end"].as_u64().unwrap_or(count - 1)),

@@ -35,10 +35,15 @@ pub(crate) async fn resolve(env: &Env, subject: &Value, params: &Value) -> Resul
     };
     let relative = Path::new(name);
     if name.is_empty() || name.contains('\0') || !relative.components().all(|c| matches!(c, Component::Normal(_))) {
-        return Err(fatal(format!("`cad_file` {name:?} must be a relative path inside cad_dir without `..`; ask for the file by its name in the CAD library")));
+        return Err(fatal(format!(
+            "`cad_file` {name:?} must be a relative path inside cad_dir without `..`; ask for the file by its name in the CAD library"
+        )));
     }
     let root = tokio::fs::canonicalize(&env.cad_dir).await.map_err(|e| ModuleError::Retryable {
-        message: format!("the CAD directory {} is not readable ({e}); check the worker's `cad_dir` (RENDERFLEET_CAD_DIR)", env.cad_dir.display()),
+        message: format!(
+            "the CAD directory {} is not readable ({e}); check the worker's `cad_dir` (RENDERFLEET_CAD_DIR)",
+            env.cad_dir.display()
+        ),
         log_tail: None,
     })?;
     let path = match tokio::fs::canonicalize(root.join(relative)).await {
@@ -51,7 +56,9 @@ pub(crate) async fn resolve(env: &Env, subject: &Value, params: &Value) -> Resul
     let max = params.get("max_bytes").and_then(Value::as_u64).unwrap_or(u64::MAX);
     let size = tokio::fs::metadata(&path).await.map_err(|e| fatal(format!("CAD file {name:?}: {e}")))?.len();
     if size > max {
-        return Err(fatal(format!("CAD file {name:?} is {size} bytes, above the node's max_bytes of {max}; raise `max_bytes` if it is expected")));
+        return Err(fatal(format!(
+            "CAD file {name:?} is {size} bytes, above the node's max_bytes of {max}; raise `max_bytes` if it is expected"
+        )));
     }
     let mut head = vec![0u8; 64];
     let n = {

@@ -47,7 +47,10 @@ impl Module for LegacyRender {
                     let bytes = env.store.read(&glb).await?;
                     let units = s.metadata["units"].as_str().unwrap_or("mm");
                     let (meta, _) = geometry::metadata(&bytes, units).map_err(|e| fatal(e.to_string()))?;
-                    let m = env.store.put_bytes(&serde_json::to_vec_pretty(&meta).expect("JSON"), "metadata_json", "application/json", json!({})).await?;
+                    let m = env
+                        .store
+                        .put_bytes(&serde_json::to_vec_pretty(&meta).expect("JSON"), "metadata_json", "application/json", json!({}))
+                        .await?;
                     lap("metadata", &mut t);
                     json!(m)
                 }
@@ -67,7 +70,11 @@ impl Module for LegacyRender {
                             out.insert("frames".into(), json!(frames));
                             let video = video_encode::encode(env, &frames, &s.encode).await?;
                             lap("encode", &mut t);
-                            if kind == "frames" { json!(frames) } else { json!(video) }
+                            if kind == "frames" {
+                                json!(frames)
+                            } else {
+                                json!(video)
+                            }
                         }
                         _ => {
                             let blend = blender_blend::blend(env, &glb, Some(&map), &s.blend).await?;

@@ -83,7 +83,8 @@ fn build(manifest: &Manifest, context: &Value, params: &Value) -> Result<Value, 
         assignments.insert(key.clone(), default.to_string());
     }
     if !missing.is_empty() {
-        let props = library.get(default).cloned().unwrap_or_else(|| json!({"base_color": BUILT_IN_DEFAULT, "metallic": 0.0, "roughness": 0.5}));
+        let props =
+            library.get(default).cloned().unwrap_or_else(|| json!({"base_color": BUILT_IN_DEFAULT, "metallic": 0.0, "roughness": 0.5}));
         used.insert(default.to_string(), props);
     }
     let matched: std::collections::HashSet<&str> = manifest.parts.iter().flat_map(|p| [p.key.as_str(), p.part.as_str()]).collect();
@@ -106,7 +107,12 @@ mod tests {
 
     fn manifest() -> Manifest {
         let part = |key: &str, part: &str| ManifestPart { key: key.into(), part: part.into(), name: String::new(), node: 0, triangles: 0 };
-        Manifest { version: 1, parts: vec![part("a/bolt_1", "bolt"), part("b/bolt_1", "bolt"), part("a/plate_1", "plate")], part_count: 2, instance_count: 3 }
+        Manifest {
+            version: 1,
+            parts: vec![part("a/bolt_1", "bolt"), part("b/bolt_1", "bolt"), part("a/plate_1", "plate")],
+            part_count: 2,
+            instance_count: 3,
+        }
     }
 
     fn context() -> Value {

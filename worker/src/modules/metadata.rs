@@ -27,8 +27,12 @@ impl Module for Metadata {
                 meta["instances"] = json!(manifest.parts);
             }
             let summary = json!({"part_count": manifest.part_count, "instance_count": manifest.instance_count});
-            let parts = env.store.put_bytes(&serde_json::to_vec_pretty(&manifest).expect("JSON"), "part_manifest", "application/json", summary.clone()).await?;
-            let metadata = env.store.put_bytes(&serde_json::to_vec_pretty(&meta).expect("JSON"), "metadata_json", "application/json", summary).await?;
+            let parts = env
+                .store
+                .put_bytes(&serde_json::to_vec_pretty(&manifest).expect("JSON"), "part_manifest", "application/json", summary.clone())
+                .await?;
+            let metadata =
+                env.store.put_bytes(&serde_json::to_vec_pretty(&meta).expect("JSON"), "metadata_json", "application/json", summary).await?;
             Ok(json!({ "parts": parts, "metadata": metadata }))
         })
     }

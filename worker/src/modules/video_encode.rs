@@ -48,13 +48,30 @@ pub(crate) async fn encode(env: &Env, frames: &ArtifactRef, params: &Value) -> R
     let pix = params["pixel_format"].as_str().unwrap_or("yuv420p");
     let out = scratch.dir.join("video.mp4");
     let flags = [
-        "-hide_banner", "-loglevel", "error", "-nostdin", "-y", "-framerate", &fps, "-i", "f%06d.png",
-        "-c:v", "libx264", "-crf", &crf, "-pix_fmt", pix, "-movflags", "+faststart",
+        "-hide_banner",
+        "-loglevel",
+        "error",
+        "-nostdin",
+        "-y",
+        "-framerate",
+        &fps,
+        "-i",
+        "f%06d.png",
+        "-c:v",
+        "libx264",
+        "-crf",
+        &crf,
+        "-pix_fmt",
+        pix,
+        "-movflags",
+        "+faststart",
         // yuv420p needs even sizes; pad odd ones by a pixel instead of failing.
-        "-vf", "pad=ceil(iw/2)*2:ceil(ih/2)*2",
+        "-vf",
+        "pad=ceil(iw/2)*2:ceil(ih/2)*2",
     ];
     let args: Vec<&OsStr> = flags.iter().map(OsStr::new).chain(std::iter::once(out.as_os_str())).collect();
     tools::run(&env.tools.ffmpeg, &args, &scratch.dir, "encoding the turntable (ffmpeg)", true).await?;
-    let meta = json!({"frames": list.len(), "fps": params["fps"], "width": manifest["width"], "height": manifest["height"], "codec": "h264"});
+    let meta =
+        json!({"frames": list.len(), "fps": params["fps"], "width": manifest["width"], "height": manifest["height"], "codec": "h264"});
     Ok(env.store.put_file(&out, "video_mp4", "video/mp4", meta).await?)
 }

@@ -52,13 +52,7 @@ pub(crate) fn tail(text: &str) -> String {
 pub(crate) async fn run(program: &str, args: &[&OsStr], cwd: &Path, what: &str, fatal_exit: bool) -> Result<Ran, ModuleError> {
     let started = Instant::now();
     let mut cmd = tokio::process::Command::new(program);
-    cmd.args(args)
-        .current_dir(cwd)
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .process_group(0)
-        .kill_on_drop(true);
+    cmd.args(args).current_dir(cwd).stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::piped()).process_group(0).kill_on_drop(true);
     let mut child = cmd.spawn().map_err(|e| ModuleError::Fatal {
         message: format!("{what}: cannot start `{program}`: {e}; install it or set its path in the worker's [tools] settings"),
         log_tail: None,
@@ -81,7 +75,11 @@ pub(crate) async fn run(program: &str, args: &[&OsStr], cwd: &Path, what: &str, 
             None => format!("`{program}` was killed by a signal"),
         });
         let message = format!("{what} failed: {reason}");
-        return Err(if fatal_exit { ModuleError::Fatal { message, log_tail: Some(log_tail) } } else { ModuleError::Retryable { message, log_tail: Some(log_tail) } });
+        return Err(if fatal_exit {
+            ModuleError::Fatal { message, log_tail: Some(log_tail) }
+        } else {
+            ModuleError::Retryable { message, log_tail: Some(log_tail) }
+        });
     }
     Ok(Ran { tail: log_tail, wall: started.elapsed() })
 }
@@ -113,7 +111,10 @@ impl Scratch {
     pub(crate) async fn new(root: &Path, label: &str) -> Result<Scratch, ModuleError> {
         let dir = root.join(format!("rf-{label}-{}", uuid::Uuid::now_v7().simple()));
         tokio::fs::create_dir_all(&dir).await.map_err(|e| ModuleError::Retryable {
-            message: format!("cannot create scratch directory {}: {e}; check the worker's `scratch_dir` (free space, permissions)", dir.display()),
+            message: format!(
+                "cannot create scratch directory {}: {e}; check the worker's `scratch_dir` (free space, permissions)",
+                dir.display()
+            ),
             log_tail: None,
         })?;
         Ok(Scratch { dir })
