@@ -1,9 +1,12 @@
 # syntax=docker/dockerfile:1
 #
-# One image for the whole fleet: `coordinator` (default), `worker` and `renderctl`.
+# Two images: `runtime` (the default target) runs `coordinator` (default), `worker` for the
+# tool-free modules, and `renderctl`; `render-worker` adds what render hosts need (Blender,
+# ffmpeg, numpy, cascadio) and runs `worker`.
 #   docker build -t renderfleet .
+#   docker build -t renderfleet-render-worker --target render-worker .
 #   docker run renderfleet                # coordinator
-#   docker run renderfleet worker         # worker
+#   docker run renderfleet-render-worker  # a render host's worker
 #   docker run renderfleet renderctl --help
 # Configuration comes from the environment (DATABASE_URL, AMQP_URL, RENDERFLEET_*) or a file
 # given with RENDERFLEET_CONFIG; see ops/coordinator.example.toml and ops/worker.example.toml.
@@ -21,6 +24,9 @@ COPY worker worker
 COPY tests tests
 # Embedded into the coordinator at compile time (refinery::embed_migrations!).
 COPY migrations migrations
+# Embedded into the worker at compile time (the scripts Blender and Python run).
+COPY ops/blender ops/blender
+COPY ops/cad ops/cad
 
 # The registry and target caches survive between builds; the binaries are copied out of the
 # cache mount within the same step.
@@ -54,3 +60,19 @@ EXPOSE 8080 9464
 # Both binaries drain on SIGTERM (the default stop signal); exec form keeps them PID 1 so
 # they receive it directly.
 CMD ["coordinator"]
+
+# ---- render worker ----------------------------------------------------------------------------
+# Blender 3.4 and numpy (its glTF importer) and ffmpeg from Debian; cascadio (OpenCASCADE
+# STEP -> GLB) from PyPI in a venv over Debian's Python, so it sees the same numpy.
+FROM runtime AS render-worker
+USER root
+RUN apt-get update \
+ && apt-get install -y --no-install-recommends blender python3-numpy python3-venv ffmpeg \
+ && rm -rf /var/lib/apt/lists/* \
+ && python3 -m venv --system-site-packages /opt/cad-venv \
+ && /opt/cad-venv/bin/pip install --no-cache-dir cascadio==0.1.1 \
+ && mkdir -p /var/lib/renderfleet/artifacts /var/lib/renderfleet/cad \
+ && chown -R 10001:10001 /var/lib/renderfleet
+ENV RENDERFLEET_TOOLS__PYTHON=/opt/cad-venv/bin/python
+USER 10001:10001
+CMD ["worker"]

@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
 # renderfleet developer bring-up.
 #
-#   ops/dev.sh demo       install/start PostgreSQL and RabbitMQ if needed, build, start a
-#                         coordinator and two workers, run the sample diamond graph, print it,
-#                         then stop what this script started.
+#   ops/dev.sh demo [GRAPH]  install/start PostgreSQL and RabbitMQ and the render tools (Blender,
+#                         ffmpeg, numpy, cascadio) if needed, build, start a coordinator and two
+#                         workers, render a real STEP file (still, turntable MP4, .blend), print
+#                         where they are, then stop what this script started.
 #   ops/dev.sh test       make sure the services are up, build, run the whole test suite.
 #   ops/dev.sh services   only install and start PostgreSQL and RabbitMQ.
 #   ops/dev.sh bench      the orchestration benchmark (release build; Celery in a local venv).
@@ -92,6 +93,38 @@ ensure_python_venv() {
   python3 -c 'import venv, ensurepip' 2>/dev/null || apt_install python3-venv
 }
 
+# What the render modules run: Blender (with Debian's numpy for its glTF importer), ffmpeg,
+# and cascadio (OpenCASCADE STEP -> GLB) from PyPI in target/cad-venv, a venv over Debian's
+# Python so it sees the same numpy. Workers find it through RENDERFLEET_TOOLS__PYTHON.
+CASCADIO_VERSION=0.1.1
+ensure_render_tools() {
+  local missing=()
+  command -v blender >/dev/null || missing+=(blender)
+  command -v ffmpeg >/dev/null || missing+=(ffmpeg)
+  /usr/bin/python3 -c 'import numpy' 2>/dev/null || missing+=(python3-numpy)
+  /usr/bin/python3 -c 'import venv, ensurepip' 2>/dev/null || missing+=(python3-venv)
+  if [ ${#missing[@]} -gt 0 ]; then apt_install "${missing[@]}"; fi
+  local venv="$ROOT/target/cad-venv"
+  if ! "$venv/bin/python" -c 'import cascadio' 2>/dev/null; then
+    log "installing cascadio $CASCADIO_VERSION (PyPI) into target/cad-venv"
+    mkdir -p "$ROOT/target"
+    /usr/bin/python3 -m venv --system-site-packages "$venv"
+    "$venv/bin/pip" install -q --disable-pip-version-check "cascadio==$CASCADIO_VERSION" \
+      || die "could not install cascadio from PyPI into target/cad-venv"
+  fi
+  export RENDERFLEET_TOOLS__PYTHON="$venv/bin/python"
+}
+
+# The CAD files the demo renders: the team's fixtures beside the project when present,
+# else the small assembly the project ships.
+demo_cad() {
+  if [ -f "$ROOT/../shared/fixtures/cad/as1-oc-214.stp" ]; then
+    DEMO_CAD_DIR="$(cd "$ROOT/../shared/fixtures/cad" && pwd)"; DEMO_CAD_FILE=as1-oc-214.stp; DEMO_PRODUCT=as1
+  else
+    DEMO_CAD_DIR="$ROOT/ops/examples/cad"; DEMO_CAD_FILE=bracket.stp; DEMO_PRODUCT=demo-bracket
+  fi
+}
+
 services() {
   ensure_build_tools
   ensure_postgres
@@ -119,6 +152,7 @@ cleanup_demo() {
 
 demo() {
   services
+  ensure_render_tools
   ensure_rust
   log "building"
   cargo build --quiet --bins
@@ -137,8 +171,12 @@ demo() {
   log "starting the coordinator on $RENDERFLEET_HTTP_ADDR (logs in target/demo-logs/)"
   target/debug/coordinator >"$logs/coordinator.log" 2>&1 & PIDS+=($!)
   local i
+  demo_cad
+  local data="$ROOT/target/demo"
+  mkdir -p "$data/artifacts" "$data/scratch" "$data/out"
   for i in 1 2; do
     RENDERFLEET_WORKER_ID="demo-worker-$i" RENDERFLEET_METRICS_ADDR="127.0.0.1:$((9463 + i))" \
+      RENDERFLEET_ARTIFACTS_DIR="$data/artifacts" RENDERFLEET_SCRATCH_DIR="$data/scratch" RENDERFLEET_CAD_DIR="$DEMO_CAD_DIR" \
       target/debug/worker >"$logs/worker-$i.log" 2>&1 & PIDS+=($!)
   done
   local url="http://$RENDERFLEET_HTTP_ADDR"
@@ -148,14 +186,46 @@ demo() {
     sleep 0.2
   done
   curl -fsS "$url/readyz" >/dev/null || die "the coordinator is not ready; see target/demo-logs/coordinator.log"
-  log "submitting ops/examples/diamond.json (A → B, A → C, B+C → D)"
+  local ctl=(target/debug/renderctl --coordinator "$url")
+  "${ctl[@]}" materials apply ops/examples/materials.json >/dev/null
+  "${ctl[@]}" products map-set "$DEMO_PRODUCT" "ops/examples/$DEMO_PRODUCT.material-map.json" >/dev/null
+  local graph="${1:-ops/examples/order-line.json}"
+  log "rendering $DEMO_CAD_FILE (product $DEMO_PRODUCT) with $graph"
   local started=$SECONDS
-  target/debug/renderctl --coordinator "$url" submit ops/examples/diamond.json --wait
+  "${ctl[@]}" submit "$graph" --wait --subject "{\"cad_file\": \"$DEMO_CAD_FILE\", \"product\": \"$DEMO_PRODUCT\"}" \
+    | tee "$data/run.txt"
   log "done in $((SECONDS - started))s wall clock (including the CLI's polling)"
+  local run_id
+  run_id="$(awk '/^run /{print $2; exit}' "$data/run.txt")"
+  "${ctl[@]}" -o json runs show "$run_id" > "$data/run.json"
+  # Published artifacts, copied out of the content-addressed store under readable names.
+  /usr/bin/python3 - "$data" <<'PY'
+import json, shutil, sys
+data = sys.argv[1]
+run = json.load(open(f"{data}/run.json"))
+names = {"image_png": "still.png", "video_mp4": "turntable.mp4", "blend": "scene.blend"}
+print("  where Blender's time went (seconds):")
+for n in run["nodes"]:
+    for port, a in (n.get("outputs") or {}).items():
+        t = isinstance(a, dict) and (a.get("meta") or {}).get("timings")
+        if t and n["module"] != "publish":
+            print(f"    {n['node_id']:<12} start-up {t['blender_startup_s']:.2f}  import {t['import_s']:.2f}  "
+                  f"render {t['render_s']:.2f}  save {t['save_s']:.2f}  whole process {t['total_s']:.2f}")
+print("  published:")
+for n in run["nodes"]:
+    a = (n.get("outputs") or {}).get("artifact")
+    if n["module"] != "publish" or not a:
+        continue
+    sha = a["sha256"]
+    dest = f"{data}/out/{names.get(a['kind'], sha)}"
+    shutil.copyfile(f"{data}/artifacts/sha256/{sha[:2]}/{sha}", dest)
+    print(f"  {a['kind']:<10} {dest}  ({a['bytes']} bytes, sha256 {sha[:12]}…)")
+PY
 }
 
 run_tests() {
   services
+  ensure_render_tools
   ensure_rust
   if cargo fmt --version >/dev/null 2>&1; then
     log "checking formatting (cargo fmt)"
@@ -179,7 +249,7 @@ run_tests() {
 command -v curl >/dev/null || apt_install curl ca-certificates
 
 case "${1:-}" in
-  demo) demo ;;
+  demo) demo "${@:2}" ;;
   test) run_tests ;;
   bench)
     services

@@ -160,7 +160,7 @@ async fn output_types_refuse_what_would_fail_at_dispatch() {
     let wf = wf["id"].as_str().unwrap().to_string();
     let url = format!("{}/v1/output-types", c.url);
     let base = json!({"key": "still-2000", "family": "order_line", "artifact_kind": "image_png", "workflow_id": wf,
-                      "invocation_overrides": {"still": {"width": 2000, "height": 2000}}, "legacy_preset": {"size": "2000px"},
+                      "invocation_overrides": {"still": {"width": 2000, "height": 2000}}, "legacy_preset": {"resolution": 2000},
                       "rollout_mode": "shadow", "shadow_sample_pct": 10});
     let with = |patch: Value| {
         let mut b = base.clone();
@@ -183,6 +183,8 @@ async fn output_types_refuse_what_would_fail_at_dispatch() {
         (json!({"workflow_id": uuid::Uuid::now_v7()}), "unknown_workflow"),
         (json!({"key": "Bad Key"}), "invalid_key"),
         (json!({"shadow_sample_pct": 101}), "invalid_sample"),
+        (json!({"legacy_preset": {"sampels": 8}}), "invalid_legacy_preset"),
+        (json!({"legacy_preset": {"resolution": 99999}}), "invalid_legacy_preset"),
     ];
     for (patch, code) in refusals {
         let (status, body) = post(&w, url.clone(), with(patch.clone())).await;
@@ -250,7 +252,7 @@ async fn render_requests_are_idempotent_and_follow_the_rollout_mode() {
     output_type(
         &w,
         &c.url,
-        json!({"key": "legacy-still", "family": "order_line", "artifact_kind": "image_png", "legacy_preset": {"size": 2000}}),
+        json!({"key": "legacy-still", "family": "order_line", "artifact_kind": "image_png", "legacy_preset": {"resolution": 2000}}),
     )
     .await;
     output_type(
@@ -281,7 +283,7 @@ async fn render_requests_are_idempotent_and_follow_the_rollout_mode() {
     assert_eq!(w.count("SELECT count(*) FROM render_requests").await, 1);
     assert_eq!(w.count("SELECT count(*) FROM runs").await, 1);
     let preset = w.db().await.query_one("SELECT params FROM node_runs WHERE module_key = 'legacy_render'", &[]).await.unwrap();
-    assert_eq!(preset.get::<_, Value>(0)["preset"], json!({"size": 2000}));
+    assert_eq!(preset.get::<_, Value>(0)["preset"], json!({"resolution": 2000}));
     let (status, reused) = render(&w, &c.url, "ol-1/legacy", body("shadow-still")).await;
     assert_eq!((status, reused["error"].as_str()), (422, Some("idempotency_key_reused")), "{reused:#}");
 

@@ -32,6 +32,8 @@ pub const AMQP: &str = "amqp://guest:guest@127.0.0.1:5672/%2f";
 
 pub struct World {
     pub name: String,
+    /// The artifact store and scratch space of this world's render workers; removed on drop.
+    pub data_dir: PathBuf,
     pub database_url: String,
     db_name: String,
     pub topology: Topology,
@@ -121,6 +123,7 @@ impl World {
         std::fs::create_dir_all(&log_dir).unwrap();
         World {
             name: name.into(),
+            data_dir: std::env::temp_dir().join(format!("rf-{name}-{short}")),
             database_url: format!("{}/{db_name}", admin_url().rsplit_once('/').expect("URL with a database").0),
             db_name,
             topology: Topology::new(format!("rf-{name}-{short}")),
@@ -218,6 +221,50 @@ impl World {
         let env = overridden(env, extra);
         self.spawn(name, "worker", &env);
         format!("http://127.0.0.1:{port}/metrics")
+    }
+
+    /// Starts a worker that runs real modules (`modules`, a comma list or `auto`): its
+    /// artifact store and scratch space are in this world's `data_dir`, CAD files come from
+    /// the fixtures, and the tools are found as `ops/dev.sh` set them up
+    /// (`RENDERFLEET_TOOLS__*` passed through). Returns its metrics URL.
+    pub fn start_render_worker(&mut self, name: &str, modules: &str, extra: &[(&str, &str)]) -> String {
+        let artifacts = self.artifacts_dir().display().to_string();
+        let scratch = self.data_dir.join("scratch").display().to_string();
+        let cad = fixtures().display().to_string();
+        let mut env: Vec<(String, String)> = vec![
+            ("RENDERFLEET_MODULES".into(), modules.into()),
+            ("RENDERFLEET_ARTIFACTS_DIR".into(), artifacts),
+            ("RENDERFLEET_SCRATCH_DIR".into(), scratch),
+            ("RENDERFLEET_CAD_DIR".into(), cad),
+        ];
+        for tool in ["RENDERFLEET_TOOLS__PYTHON", "RENDERFLEET_TOOLS__BLENDER", "RENDERFLEET_TOOLS__FFMPEG"] {
+            if let Ok(v) = std::env::var(tool) {
+                env.push((tool.into(), v));
+            }
+        }
+        let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (k.as_str(), v.as_str())).chain(extra.iter().copied()).collect();
+        self.start_worker(name, &env)
+    }
+
+    pub fn artifacts_dir(&self) -> PathBuf {
+        self.data_dir.join("artifacts")
+    }
+
+    /// Where the store keeps the artifact `r` (an `ArtifactRef` as JSON).
+    pub fn artifact_path(&self, r: &Value) -> PathBuf {
+        let sha = r["sha256"].as_str().unwrap_or_else(|| panic!("not an artifact reference: {r}"));
+        assert!(renderfleet_shared::artifact::is_sha256(sha), "bad sha256 {sha}");
+        self.artifacts_dir().join("sha256").join(&sha[..2]).join(sha)
+    }
+
+    /// Submits `graph` for `subject`; panics unless the coordinator answers 201.
+    pub async fn submit_for(&self, coord: &Coord, subject: Value, graph: Value) -> Uuid {
+        let body = serde_json::json!({"subject": subject, "graph": graph});
+        let resp = self.http.post(format!("{}/v1/runs", coord.url)).json(&body).send().await.expect("POST /v1/runs");
+        let status = resp.status();
+        let body: Value = resp.json().await.unwrap_or(Value::Null);
+        assert_eq!(status, 201, "POST /v1/runs: {body}");
+        body["run_id"].as_str().unwrap().parse().unwrap()
     }
 
     fn proc(&mut self, name: &str) -> &mut Proc {
@@ -364,6 +411,20 @@ impl World {
     }
 }
 
+/// The CAD fixtures: `RENDERFLEET_FIXTURES`, else `../shared/fixtures/cad` beside the
+/// project. Panics, saying where it looked, when they are not there.
+pub fn fixtures() -> PathBuf {
+    let dir = std::env::var_os("RENDERFLEET_FIXTURES")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../shared/fixtures/cad"));
+    assert!(
+        dir.join("as1-oc-214.stp").is_file(),
+        "CAD fixtures not found in {}: the folder `shared/fixtures/cad` must sit beside the project (or set RENDERFLEET_FIXTURES)",
+        dir.display()
+    );
+    dir.canonicalize().unwrap_or(dir)
+}
+
 /// Runs `renderctl` with `args` and returns its output.
 pub fn renderctl(args: &[&str]) -> std::process::Output {
     Command::new(bin("renderctl"))
@@ -440,6 +501,7 @@ impl Drop for World {
                 }
             }
         }
+        let _ = std::fs::remove_dir_all(&self.data_dir);
         let db_name = self.db_name.clone();
         let topology = self.topology.clone();
         // Clean-up runs on its own runtime: Drop cannot await, and the test's runtime may be

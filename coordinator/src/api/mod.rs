@@ -27,6 +27,7 @@ use utoipa_axum::routes;
 use uuid::Uuid;
 
 pub mod auth;
+mod materials;
 mod nodes;
 mod output_types;
 mod requests;
@@ -53,14 +54,19 @@ pub fn router(state: AppState, tokens: Tokens) -> Router {
         .routes(routes!(workflows::get))
         .routes(routes!(workflows::preflight))
         .routes(routes!(output_types::list))
-        .routes(routes!(output_types::get));
+        .routes(routes!(output_types::get))
+        .routes(routes!(materials::list_materials))
+        .routes(routes!(materials::get_map));
     let admin = OpenApiRouter::new()
         .routes(routes!(create_run))
         .routes(routes!(workflows::create))
         .routes(routes!(workflows::update))
         .routes(routes!(workflows::repair))
         .routes(routes!(output_types::create))
-        .routes(routes!(output_types::update));
+        .routes(routes!(output_types::update))
+        .routes(routes!(materials::put_material))
+        .routes(routes!(materials::put_map))
+        .routes(routes!(materials::repair_map));
     let mut open = OpenApiRouter::new().routes(routes!(healthz)).routes(routes!(readyz));
     if state.config.metrics_addr.is_empty() {
         open = open.routes(routes!(metrics));

@@ -14,8 +14,8 @@ use axum::response::{IntoResponse, Response};
 use axum::Json;
 use chrono::{DateTime, Utc};
 use renderfleet_shared::graph::{self, Problem};
-use renderfleet_shared::overrides;
 use renderfleet_shared::registry::{registry, ArtifactKind, Family};
+use renderfleet_shared::{legacy, overrides};
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 use uuid::Uuid;
@@ -146,6 +146,9 @@ async fn check(state: &AppState, key: &str, input: &OutputTypeInput) -> Result<(
     if !input.legacy_preset.is_object() || !input.gate_config.is_object() {
         return Err(refused("invalid_body", "`legacy_preset` and `gate_config` must be JSON objects".into()));
     }
+    // The legacy pipeline is what rollback falls back to: its preset must work before it is needed.
+    legacy::steps(input.artifact_kind.as_str(), &input.legacy_preset)
+        .map_err(|e| refused("invalid_legacy_preset", format!("{e}; nothing was saved")))?;
     let Some(workflow_id) = input.workflow_id else {
         if input.rollout_mode != RolloutMode::Legacy {
             return Err(refused(

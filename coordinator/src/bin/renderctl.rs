@@ -71,6 +71,16 @@ enum Command {
         #[command(subcommand)]
         command: RequestsCommand,
     },
+    /// The material library.
+    Materials {
+        #[command(subcommand)]
+        command: MaterialsCommand,
+    },
+    /// Products' material maps.
+    Products {
+        #[command(subcommand)]
+        command: ProductsCommand,
+    },
     /// API tokens.
     Token {
         #[command(subcommand)]
@@ -140,6 +150,35 @@ enum OutputTypesCommand {
     /// Create or replace the output type described by FILE (JSON with a `key`).
     Apply {
         file: PathBuf,
+    },
+}
+
+#[derive(Subcommand)]
+enum MaterialsCommand {
+    List,
+    /// Create or replace materials from FILE: `{"NAME": {"base_color": "#RRGGBB", "metallic": 0,
+    /// "roughness": 0.5}, ...}`.
+    Apply {
+        file: PathBuf,
+    },
+}
+
+#[derive(Subcommand)]
+enum ProductsCommand {
+    /// A product's material map.
+    Map { product: String },
+    /// Replace a product's material map with FILE: `{"PART KEY or PART NAME": "MATERIAL", ...}`.
+    #[command(name = "map-set")]
+    MapSet { product: String, file: PathBuf },
+    /// Give MATERIAL to every part the product's last render found without one.
+    #[command(name = "map-repair")]
+    MapRepair {
+        product: String,
+        #[arg(long)]
+        material: String,
+        /// Show what would be assigned, write nothing.
+        #[arg(long)]
+        dry_run: bool,
     },
 }
 
@@ -289,6 +328,37 @@ async fn dispatch(cli: Cli) -> anyhow::Result<i32> {
                     send(http.post(format!("{base}/v1/render-requests")).header("Idempotency-Key", key).json(&body), &base).await?
                 }
                 RequestsCommand::Show { id } => send(http.get(format!("{base}/v1/render-requests/{id}")), &base).await?,
+            };
+            print_value(&v, cli.output);
+            Ok(0)
+        }
+        Command::Materials { command } => {
+            let v = match command {
+                MaterialsCommand::List => send(http.get(format!("{base}/v1/materials")), &base).await?,
+                MaterialsCommand::Apply { file } => {
+                    let body = read_json(&file)?;
+                    let all = body.as_object().context("the file must be an object of materials by name")?;
+                    let mut saved = Vec::new();
+                    for (name, material) in all {
+                        saved.push(send(http.put(format!("{base}/v1/materials/{name}")).json(material), &base).await?);
+                    }
+                    json!({ "saved": saved })
+                }
+            };
+            print_value(&v, cli.output);
+            Ok(0)
+        }
+        Command::Products { command } => {
+            let v = match command {
+                ProductsCommand::Map { product } => send(http.get(format!("{base}/v1/products/{product}/material-map")), &base).await?,
+                ProductsCommand::MapSet { product, file } => {
+                    let body = json!({ "assignments": read_json(&file)? });
+                    send(http.put(format!("{base}/v1/products/{product}/material-map")).json(&body), &base).await?
+                }
+                ProductsCommand::MapRepair { product, material, dry_run } => {
+                    let url = format!("{base}/v1/products/{product}/material-map/repair?dry_run={dry_run}");
+                    send(http.post(url).json(&json!({ "material": material })), &base).await?
+                }
             };
             print_value(&v, cli.output);
             Ok(0)

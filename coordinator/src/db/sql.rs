@@ -343,3 +343,38 @@ ORDER BY (r.role = 'authoritative') DESC, r.created_at";
 pub const LIVE_WORKERS: &str = "
 SELECT id, host, modules, status, last_seen FROM workers
 WHERE last_seen > now() - make_interval(secs => $1) AND status <> 'stopped' ORDER BY id";
+
+/// Creates or replaces material $1. $2 description, $3 base colour, $4 metallic, $5 roughness.
+pub const UPSERT_MATERIAL: &str = "
+INSERT INTO materials (name, description, base_color, metallic, roughness) VALUES ($1, $2, $3, $4, $5)
+ON CONFLICT (name) DO UPDATE SET description = EXCLUDED.description, base_color = EXCLUDED.base_color,
+  metallic = EXCLUDED.metallic, roughness = EXCLUDED.roughness, updated_at = now()
+RETURNING name, description, base_color, metallic, roughness, updated_at";
+
+/// The material library by name.
+pub const MATERIALS: &str = "SELECT name, description, base_color, metallic, roughness, updated_at FROM materials ORDER BY name";
+
+/// Product $1's material map: (target, material).
+pub const PRODUCT_MAP: &str = "SELECT target, material FROM product_material_maps WHERE product = $1 ORDER BY target";
+
+/// $1 product.
+pub const DELETE_PRODUCT_MAP: &str = "DELETE FROM product_material_maps WHERE product = $1";
+
+/// Map entries of product $1: parallel arrays $2 targets, $3 materials.
+pub const UPSERT_PRODUCT_MAP: &str = "
+INSERT INTO product_material_maps (product, target, material)
+SELECT $1, t.target, t.material FROM unnest($2::text[], $3::text[]) AS t(target, material)
+ON CONFLICT (product, target) DO UPDATE SET material = EXCLUDED.material, updated_at = now()";
+
+/// The names among $1 that the library does not have.
+pub const UNKNOWN_MATERIALS: &str = "
+SELECT DISTINCT m FROM unnest($1::text[]) AS m WHERE NOT EXISTS (SELECT 1 FROM materials WHERE name = m) ORDER BY m";
+
+/// The part keys that product $1's most recent materials step (graph or legacy) found
+/// without a material, and its run.
+pub const LAST_MISSING_PARTS: &str = "
+SELECT coalesce(n.outputs->'missing', n.outputs->'missing_materials', '[]'), n.run_id
+FROM node_runs n JOIN runs r ON r.id = n.run_id
+WHERE n.module_key IN ('materials', 'legacy_render') AND n.status = 'succeeded' AND r.subject->>'product' = $1
+  AND (n.outputs ? 'missing' OR n.outputs ? 'missing_materials')
+ORDER BY n.finished_at DESC LIMIT 1";

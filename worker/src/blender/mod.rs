@@ -5,9 +5,10 @@
 
 use crate::modules::{Env, ModuleError};
 use crate::tools;
+use renderfleet_shared::artifact::ArtifactRef;
 use serde_json::{json, Value};
 use std::ffi::OsStr;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 /// What the script did, and where the time went.
@@ -79,6 +80,20 @@ pub(crate) async fn render(
     });
     tracing::info!(mode, %timings, "blender finished");
     Ok(Rendered { report, timings })
+}
+
+/// The local paths of a render's inputs: the GLB and, when given, the material map.
+pub(crate) async fn input_paths(
+    env: &Env,
+    glb: &ArtifactRef,
+    materials: Option<&ArtifactRef>,
+) -> Result<(PathBuf, Option<PathBuf>), ModuleError> {
+    let glb = env.store.path(glb).await?;
+    let map = match materials {
+        Some(m) => Some(env.store.path(m).await?),
+        None => None,
+    };
+    Ok((glb, map))
 }
 
 fn unix_now() -> f64 {

@@ -37,6 +37,22 @@ pub struct ManifestPart {
 #[error("the GLB is not valid glTF 2.0 ({0}); re-export it")]
 pub struct BadGlb(String);
 
+/// The extras key of the node [`annotate`] puts above the scene to turn CAD's Z-up into
+/// glTF's Y-up; it is not part of the product, so part keys look through it.
+const UP_AXIS_NODE: &str = "renderfleet_up_axis";
+
+/// The scene's root nodes, looking through the up-axis node.
+fn roots(doc: &gltf::Document) -> Vec<gltf::Node<'_>> {
+    let scene = doc.default_scene().or_else(|| doc.scenes().next());
+    let mut roots: Vec<gltf::Node> = scene.map(|s| s.nodes().collect()).unwrap_or_default();
+    if let [only] = roots.as_slice() {
+        if only.extras().as_ref().is_some_and(|e| e.get().contains(UP_AXIS_NODE)) {
+            roots = only.children().collect();
+        }
+    }
+    roots
+}
+
 fn scene_tree(doc: &gltf::Document) -> (Vec<TreeNode>, Vec<usize>) {
     let nodes = doc
         .nodes()
@@ -47,9 +63,7 @@ fn scene_tree(doc: &gltf::Document) -> (Vec<TreeNode>, Vec<usize>) {
             children: n.children().map(|c| c.index()).collect(),
         })
         .collect();
-    let scene = doc.default_scene().or_else(|| doc.scenes().next());
-    let roots = scene.map(|s| s.nodes().map(|n| n.index()).collect()).unwrap_or_default();
-    (nodes, roots)
+    (nodes, roots(doc).iter().map(|n| n.index()).collect())
 }
 
 fn triangles(node: &gltf::Node) -> u64 {
@@ -83,7 +97,9 @@ fn manifest(doc: &gltf::Document, occurrences: &[PartOccurrence]) -> Manifest {
     Manifest { version: 1, part_count: distinct.len(), instance_count: parts.len(), parts }
 }
 
-/// Writes each part's key into its node's extras and returns the new GLB and the manifest.
+/// Writes each part's key into its node's extras, stands the product up (STEP is Z-up, glTF
+/// Y-up, and OpenCASCADE writes the coordinates unchanged: without this every product
+/// renders lying on its back), and returns the new GLB and the manifest.
 pub fn annotate(glb: &[u8]) -> Result<(Vec<u8>, Manifest), BadGlb> {
     let parsed = Glb::from_slice(glb).map_err(|e| BadGlb(e.to_string()))?;
     let doc = gltf::Gltf::from_slice(glb).map_err(|e| BadGlb(e.to_string()))?.document;
@@ -98,6 +114,16 @@ pub fn annotate(glb: &[u8]) -> Result<(Vec<u8>, Manifest), BadGlb> {
             extras.insert("part_key".into(), json!(o.key));
             extras.insert("part".into(), json!(o.part));
         }
+    }
+    let wrapper = nodes.len();
+    let scene = json["scene"].as_u64().unwrap_or(0) as usize;
+    let roots = json["scenes"][scene]["nodes"].take();
+    if roots.as_array().is_some_and(|r| !r.is_empty()) {
+        // -90° about X: CAD's +Z becomes glTF's +Y.
+        let half = std::f64::consts::FRAC_1_SQRT_2;
+        let up = json!({"name": "z-up", "rotation": [-half, 0.0, 0.0, half], "children": roots, "extras": {UP_AXIS_NODE: "z"}});
+        json["nodes"].as_array_mut().expect("checked above").push(up);
+        json["scenes"][scene]["nodes"] = json!([wrapper]);
     }
     let mut text = serde_json::to_vec(&json).map_err(|e| BadGlb(e.to_string()))?;
     // GLB chunks are 4-byte aligned; JSON pads with spaces.
@@ -141,6 +167,8 @@ pub fn metadata(glb: &[u8], units: &str) -> Result<(Value, Manifest), BadGlb> {
     let identity: Mat = [[1.0, 0.0, 0.0, 0.0], [0.0, 1.0, 0.0, 0.0], [0.0, 0.0, 1.0, 0.0], [0.0, 0.0, 0.0, 1.0]];
     let mut stack: Vec<(gltf::Node, Mat, usize)> =
         doc.default_scene().or_else(|| doc.scenes().next()).map(|s| s.nodes().map(|n| (n, identity, 0)).collect()).unwrap_or_default();
+    // The bounding box is in the GLB's frame (Y-up); only the part keys look through the
+    // up-axis node.
     while let Some((node, parent, depth)) = stack.pop() {
         if depth > 256 {
             continue;

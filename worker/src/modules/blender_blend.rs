@@ -34,11 +34,7 @@ pub(crate) async fn blend(
     params: &Value,
 ) -> Result<ArtifactRef, ModuleError> {
     let scratch = Scratch::new(&env.scratch, "blend").await?;
-    let glb_path = env.store.path(glb).await?;
-    let map_path = match materials {
-        Some(m) => Some(env.store.path(m).await?),
-        None => None,
-    };
+    let (glb_path, map_path) = blender::input_paths(env, glb, materials).await?;
     let out = scratch.dir.join("scene.blend");
     // The scene carries render settings too: a still's defaults, under this node's params.
     let mut settings = registry().with_defaults("render.still", &json!({}));

@@ -33,11 +33,7 @@ pub(crate) async fn still(
     params: &Value,
 ) -> Result<ArtifactRef, ModuleError> {
     let scratch = Scratch::new(&env.scratch, "still").await?;
-    let glb_path = env.store.path(glb).await?;
-    let map_path = match materials {
-        Some(m) => Some(env.store.path(m).await?),
-        None => None,
-    };
+    let (glb_path, map_path) = blender::input_paths(env, glb, materials).await?;
     let out = scratch.dir.join("still.png");
     let r = blender::render(env, &scratch.dir, "still", &glb_path, map_path.as_deref(), &out, params).await?;
     let meta = json!({

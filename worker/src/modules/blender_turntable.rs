@@ -42,11 +42,7 @@ pub(crate) async fn turntable(
         return Err(fatal(format!("frame_range {start}..={end} does not fit a turntable of {count} frames; use 0..={}", count - 1)));
     }
     let scratch = Scratch::new(&env.scratch, "turntable").await?;
-    let glb_path = env.store.path(glb).await?;
-    let map_path = match materials {
-        Some(m) => Some(env.store.path(m).await?),
-        None => None,
-    };
+    let (glb_path, map_path) = blender::input_paths(env, glb, materials).await?;
     let dir = scratch.dir.join("frames");
     tokio::fs::create_dir_all(&dir).await.map_err(|e| fatal(format!("cannot create {}: {e}", dir.display())))?;
     let r = blender::render(env, &scratch.dir, "turntable", &glb_path, map_path.as_deref(), &dir, params).await?;

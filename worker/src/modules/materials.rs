@@ -29,19 +29,21 @@ impl Module for Materials {
         Box::pin(async move {
             let parts = input_ref(task, "parts")?;
             let context = task.inputs.get("product_materials").cloned().unwrap_or(Value::Null);
-            let map = assign(&self.0, &parts, &context, &task.params).await?;
-            Ok(json!({ "materials": map }))
+            let (map, missing) = assign(&self.0, &parts, &context, &task.params).await?;
+            // Listed in the node's outputs too, so `material-map/repair` can find them.
+            Ok(json!({ "materials": map, "missing": missing }))
         })
     }
 }
 
-/// Builds and stores the material map.
-pub(crate) async fn assign(env: &Env, parts: &ArtifactRef, context: &Value, params: &Value) -> Result<ArtifactRef, ModuleError> {
+/// Builds and stores the material map; also returns the part keys that had no material.
+pub(crate) async fn assign(env: &Env, parts: &ArtifactRef, context: &Value, params: &Value) -> Result<(ArtifactRef, Value), ModuleError> {
     let manifest: Manifest =
         serde_json::from_slice(&env.store.read(parts).await?).map_err(|e| fatal(format!("the part manifest is not readable ({e})")))?;
     let map = build(&manifest, context, params)?;
     let meta = json!({"assigned": map["counts"]["assigned"], "missing": map["counts"]["missing"], "product": context.get("product")});
-    Ok(env.store.put_bytes(&serde_json::to_vec_pretty(&map).expect("JSON"), "material_map", "application/json", meta).await?)
+    let stored = env.store.put_bytes(&serde_json::to_vec_pretty(&map).expect("JSON"), "material_map", "application/json", meta).await?;
+    Ok((stored, map["missing"].clone()))
 }
 
 fn build(manifest: &Manifest, context: &Value, params: &Value) -> Result<Value, ModuleError> {

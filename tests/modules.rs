@@ -1,0 +1,382 @@
+//! Golden cases for the real modules: the project's CAD fixtures through real OpenCASCADE
+//! (cascadio), Blender and ffmpeg, in the graph pipeline and in the legacy pipeline, at
+//! small sizes so the suite stays quick. Pixels are compared decoded, never as file bytes.
+
+use renderfleet_tests::{node, World};
+use serde_json::{json, Value};
+use std::collections::HashSet;
+use std::path::Path;
+use std::process::Command;
+use std::time::Duration;
+
+const RENDER_MODULES: &str =
+    "cad_resolve,glb_export,metadata,materials,blender_still,blender_turntable,blender_blend,video_encode,publish,legacy_render";
+const RUN_TIMEOUT: Duration = Duration::from_secs(180);
+
+/// The order-line starter with a small still.
+fn still_graph(size: u32, samples: u32) -> Value {
+    json!({
+        "nodes": [
+            {"id": "resolve", "type": "cad.resolve"},
+            {"id": "export", "type": "cad.export_glb"},
+            {"id": "assign", "type": "material.assign"},
+            {"id": "still", "type": "render.still", "params": {"width": size, "height": size, "samples": samples}},
+            {"id": "publish", "type": "output.publish", "params": {"name": "still"}}
+        ],
+        "edges": [
+            {"from": "resolve", "to": "export"},
+            {"from": "export", "from_port": "parts", "to": "assign"},
+            {"from": "export", "from_port": "glb", "to": "still", "to_port": "glb"},
+            {"from": "assign", "to": "still", "to_port": "materials"},
+            {"from": "still", "to": "publish"}
+        ]
+    })
+}
+
+/// The legacy pipeline as one node, as dispatch adds it for a legacy run.
+fn legacy_graph(artifact_kind: &str, preset: Value) -> Value {
+    json!({"nodes": [{"id": "legacy", "type": "legacy.render",
+                      "params": {"output_type": "golden", "artifact_kind": artifact_kind, "preset": preset}}]})
+}
+
+/// STEP → GLB (+ parts) → published.
+fn export_graph() -> Value {
+    json!({
+        "nodes": [
+            {"id": "resolve", "type": "cad.resolve"},
+            {"id": "export", "type": "cad.export_glb"},
+            {"id": "publish", "type": "output.publish", "params": {"name": "glb"}}
+        ],
+        "edges": [{"from": "resolve", "to": "export"}, {"from": "export", "from_port": "glb", "to": "publish"}]
+    })
+}
+
+struct Image {
+    width: u32,
+    height: u32,
+    channels: usize,
+    data: Vec<u8>,
+}
+
+impl Image {
+    fn rgb(&self, x: u32, y: u32) -> [u8; 3] {
+        assert!(x < self.width && y < self.height);
+        let i = (y * self.width + x) as usize * self.channels;
+        [self.data[i], self.data[i + 1], self.data[i + 2]]
+    }
+}
+
+fn decode(path: &Path) -> Image {
+    let file = std::fs::File::open(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    let mut reader = png::Decoder::new(std::io::BufReader::new(file)).read_info().expect("a PNG");
+    let mut data = vec![0; reader.output_buffer_size()];
+    let info = reader.next_frame(&mut data).expect("PNG pixels");
+    data.truncate(info.buffer_size());
+    assert_eq!(info.bit_depth, png::BitDepth::Eight);
+    Image { width: info.width, height: info.height, channels: info.color_type.samples(), data }
+}
+
+fn read_json(path: &Path) -> Value {
+    serde_json::from_slice(&std::fs::read(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()))).expect("JSON")
+}
+
+/// The JSON chunk of a GLB file.
+fn glb_json(path: &Path) -> Value {
+    let bytes = std::fs::read(path).unwrap();
+    assert_eq!(&bytes[..4], b"glTF");
+    let len = u32::from_le_bytes(bytes[12..16].try_into().unwrap()) as usize;
+    serde_json::from_slice(&bytes[20..20 + len]).expect("GLB JSON chunk")
+}
+
+fn output<'a>(run: &'a Value, node_id: &str, port: &str) -> &'a Value {
+    let n = node(run, node_id).unwrap_or_else(|| panic!("no node {node_id} in {run}"));
+    &n["outputs"][port]
+}
+
+async fn expect_success(w: &World, coord: &renderfleet_tests::Coord, id: uuid::Uuid) -> Value {
+    let run = w.wait_run(coord, id, RUN_TIMEOUT).await;
+    assert_eq!(run["status"], "succeeded", "run {id}: {}", serde_json::to_string_pretty(&run).unwrap());
+    run
+}
+
+fn blender() -> String {
+    std::env::var("RENDERFLEET_TOOLS__BLENDER").unwrap_or_else(|_| "blender".into())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn graph_and_legacy_pipelines_render_the_same_pixels_for_every_fixture() {
+    let mut w = World::new("golden_pixels").await;
+    let coord = w.start_coordinator("c1", &[]).await;
+    w.start_render_worker("w1", RENDER_MODULES, &[("RENDERFLEET_CONCURRENCY", "2")]);
+    let fixtures = ["as1-oc-214.stp", "as1_pe_203.stp", "face_recognition_sample_part.stp", "splinecage.stp"];
+    let mut pairs = Vec::new();
+    for f in fixtures {
+        let subject = json!({"cad_file": f, "product": f});
+        let graph = w.submit_for(&coord, subject.clone(), still_graph(128, 8)).await;
+        let legacy = w.submit_for(&coord, subject, legacy_graph("image_png", json!({"resolution": 128, "samples": 8}))).await;
+        pairs.push((f, graph, legacy));
+    }
+    for (f, graph, legacy) in pairs {
+        let g = expect_success(&w, &coord, graph).await;
+        let l = expect_success(&w, &coord, legacy).await;
+        let (gi, li) = (output(&g, "publish", "artifact"), output(&l, "legacy", "artifact"));
+        assert_eq!(gi["kind"], "image_png", "{f}");
+        assert_eq!(li["kind"], "image_png", "{f}");
+        let (a, b) = (decode(&w.artifact_path(gi)), decode(&w.artifact_path(li)));
+        assert_eq!((a.width, a.height), (128, 128), "{f}");
+        assert_eq!((a.width, a.height, a.channels), (b.width, b.height, b.channels), "{f}");
+        let differing = a.data.iter().zip(&b.data).filter(|(x, y)| x != y).count();
+        assert_eq!(differing, 0, "{f}: graph and legacy stills differ in {differing} channel values");
+        // The product is in the picture: not every pixel is background white.
+        assert!(a.data.chunks(a.channels).any(|p| p[..3] != [255, 255, 255]), "{f}: the still is blank");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn as1_part_keys_are_per_occurrence_stable_and_drive_the_materials_of_the_render() {
+    let mut w = World::new("golden_keys").await;
+    let coord = w.start_coordinator("c1", &[]).await;
+    w.start_render_worker("w1", RENDER_MODULES, &[("RENDERFLEET_CONCURRENCY", "2")]);
+    // Colours the file's own palette (red, orange, blue, greens) does not have.
+    for (name, color) in [("magenta", "#FF00FF"), ("cyan", "#00FFFF"), ("steel", "#B0B4B8")] {
+        let r = w
+            .http
+            .put(format!("{}/v1/materials/{name}", coord.url))
+            .json(&json!({"base_color": color, "roughness": 0.6}))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 200, "{}", r.text().await.unwrap());
+    }
+    // Every bolt by its part name, the plate by its key.
+    let map = json!({"assignments": {"bolt": "magenta", "as1/plate_1": "cyan"}});
+    let r = w.http.put(format!("{}/v1/products/as1/material-map", coord.url)).json(&map).send().await.unwrap();
+    assert_eq!(r.status(), 200, "{}", r.text().await.unwrap());
+    let subject = json!({"cad_file": "as1-oc-214.stp", "product": "as1"});
+    let render = w.submit_for(&coord, subject.clone(), still_graph(128, 8)).await;
+    let export = w.submit_for(&coord, subject, export_graph()).await;
+    let render = expect_success(&w, &coord, render).await;
+    let export = expect_success(&w, &coord, export).await;
+
+    // One key per occurrence, counted against the GLB, identical across two exports.
+    let first = read_json(&w.artifact_path(output(&render, "export", "parts")));
+    let second = read_json(&w.artifact_path(output(&export, "export", "parts")));
+    let keys: Vec<&str> = first["parts"].as_array().unwrap().iter().map(|p| p["key"].as_str().unwrap()).collect();
+    let again: Vec<&str> = second["parts"].as_array().unwrap().iter().map(|p| p["key"].as_str().unwrap()).collect();
+    assert_eq!(keys, again, "part keys differ between two exports of the same file");
+    let glb = glb_json(&w.artifact_path(output(&render, "export", "glb")));
+    let mesh_nodes: Vec<&Value> = glb["nodes"].as_array().unwrap().iter().filter(|n| n.get("mesh").is_some()).collect();
+    assert_eq!(keys.len(), mesh_nodes.len(), "one key per occurrence with geometry");
+    assert_eq!(keys.len(), 18);
+    assert_eq!(keys.iter().collect::<HashSet<_>>().len(), keys.len(), "keys are unique: {keys:?}");
+    assert!(keys.iter().all(|k| !k.contains("=>[")), "{keys:?}");
+    let in_glb: HashSet<&str> =
+        mesh_nodes.iter().map(|n| n["extras"]["part_key"].as_str().expect("part_key in the GLB's extras")).collect();
+    assert_eq!(in_glb, keys.iter().copied().collect::<HashSet<_>>(), "the GLB carries the manifest's keys");
+    let bolts: Vec<&Value> =
+        first["parts"].as_array().unwrap().iter().filter(|p| p["key"].as_str().unwrap().ends_with("/bolt_1")).collect();
+    assert_eq!(bolts.len(), 6, "six bolt_1 occurrences under different parents");
+    assert!(bolts.iter().all(|b| b["part"] == "bolt"), "every bolt_1 is an instance of the same part: {bolts:?}");
+    assert!(keys.contains(&"as1/l-bracket-assembly_2/nut-bolt-assembly_3/bolt_1"), "{keys:?}");
+
+    // The map reached the render: 6 bolts + the plate assigned, the other 11 parts listed as
+    // missing (and given the default material), never dropped.
+    let assign = node(&render, "assign").unwrap();
+    assert_eq!(assign["outputs"]["missing"].as_array().unwrap().len(), 11, "{assign}");
+    assert_eq!(assign["outputs"]["materials"]["meta"]["assigned"], 7);
+    let img = decode(&w.artifact_path(output(&render, "publish", "artifact")));
+    let count = |f: &dyn Fn([u8; 3]) -> bool| {
+        (0..img.height).flat_map(|y| (0..img.width).map(move |x| (x, y))).filter(|&(x, y)| f(img.rgb(x, y))).count()
+    };
+    let magenta = count(&|[r, g, b]| r > 150 && b > 150 && g < 100);
+    let cyan = count(&|[r, g, b]| g > 150 && b > 150 && r < 100);
+    let grey = count(&|[r, g, b]| r.abs_diff(g) < 20 && g.abs_diff(b) < 20 && (50..230).contains(&r));
+    // The six bolts are a few pixels each at 128 px; the plate and the grey brackets are large.
+    assert!(magenta >= 12, "the bolts (mapped by part name) should show magenta: {magenta} pixels");
+    assert!(cyan >= 300, "the plate (mapped by key) should show cyan: {cyan} pixels");
+    assert!(grey >= 200, "unmapped parts should get the default grey: {grey} pixels");
+
+    // Repair gives the listed parts a material, without hand-editing the database.
+    let url = format!("{}/v1/products/as1/material-map/repair", coord.url);
+    let dry: Value =
+        w.http.post(format!("{url}?dry_run=true")).json(&json!({"material": "steel"})).send().await.unwrap().json().await.unwrap();
+    assert_eq!(dry["added"].as_array().unwrap().len(), 11, "{dry}");
+    let map: Value = w.http.get(format!("{}/v1/products/as1/material-map", coord.url)).send().await.unwrap().json().await.unwrap();
+    assert_eq!(map["assignments"].as_object().unwrap().len(), 2, "a dry run writes nothing");
+    let done: Value = w.http.post(url).json(&json!({"material": "steel"})).send().await.unwrap().json().await.unwrap();
+    assert_eq!(done["added"].as_array().unwrap().len(), 11, "{done}");
+    let map: Value = w.http.get(format!("{}/v1/products/as1/material-map", coord.url)).send().await.unwrap().json().await.unwrap();
+    assert_eq!(map["assignments"].as_object().unwrap().len(), 13);
+    let refused = w
+        .http
+        .put(format!("{}/v1/products/as1/material-map", coord.url))
+        .json(&json!({"assignments": {"bolt": "gold"}}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(refused.status(), 422);
+    let body: Value = refused.json().await.unwrap();
+    assert!(body["message"].as_str().unwrap().contains("gold"), "{body}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn as1_pe_203_labels_resolve_to_unique_readable_keys() {
+    let mut w = World::new("golden_pe203").await;
+    let coord = w.start_coordinator("c1", &[]).await;
+    w.start_render_worker("w1", "cad_resolve,glb_export,publish", &[]);
+    let id = w.submit_for(&coord, json!({"cad_file": "as1_pe_203.stp"}), export_graph()).await;
+    let run = expect_success(&w, &coord, id).await;
+    let manifest = read_json(&w.artifact_path(output(&run, "export", "parts")));
+    let keys: Vec<&str> = manifest["parts"].as_array().unwrap().iter().map(|p| p["key"].as_str().unwrap()).collect();
+    let glb = glb_json(&w.artifact_path(output(&run, "export", "glb")));
+    let meshes = glb["nodes"].as_array().unwrap().iter().filter(|n| n.get("mesh").is_some()).count();
+    assert_eq!(keys.len(), meshes);
+    assert_eq!(keys.iter().collect::<HashSet<_>>().len(), keys.len(), "keys are unique: {keys:?}");
+    for k in &keys {
+        assert!(!k.contains("=>[") && !k.contains("//") && k.split('/').all(|s| !s.is_empty()), "unreadable key {k}");
+    }
+    assert!(keys.iter().any(|k| k.contains("NUT_BOLT_ASSEMBLY[2]")), "repeated assemblies get instance indexes: {keys:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_six_frame_turntable_encodes_and_the_blend_reopens() {
+    let mut w = World::new("golden_turntable").await;
+    let coord = w.start_coordinator("c1", &[]).await;
+    w.start_render_worker("w1", RENDER_MODULES, &[("RENDERFLEET_CONCURRENCY", "2")]);
+    let graph = json!({
+        "nodes": [
+            {"id": "resolve", "type": "cad.resolve"},
+            {"id": "export", "type": "cad.export_glb"},
+            {"id": "assign", "type": "material.assign"},
+            {"id": "turntable", "type": "render.turntable", "params": {"width": 128, "height": 128, "samples": 4, "frame_count": 6}},
+            {"id": "encode", "type": "video.encode", "params": {"fps": 12}},
+            {"id": "publish", "type": "output.publish", "params": {"name": "video"}},
+            {"id": "blend", "type": "export.blend"},
+            {"id": "publish_blend", "type": "output.publish", "params": {"name": "blend"}}
+        ],
+        "edges": [
+            {"from": "resolve", "to": "export"},
+            {"from": "export", "from_port": "parts", "to": "assign"},
+            {"from": "export", "from_port": "glb", "to": "turntable", "to_port": "glb"},
+            {"from": "assign", "to": "turntable", "to_port": "materials"},
+            {"from": "turntable", "to": "encode"},
+            {"from": "encode", "to": "publish"},
+            {"from": "export", "from_port": "glb", "to": "blend", "to_port": "glb"},
+            {"from": "assign", "to": "blend", "to_port": "materials"},
+            {"from": "blend", "to": "publish_blend"}
+        ]
+    });
+    let id = w.submit_for(&coord, json!({"cad_file": "as1-oc-214.stp", "product": "as1"}), graph).await;
+    let run = expect_success(&w, &coord, id).await;
+    let frames = read_json(&w.artifact_path(output(&run, "turntable", "frames")));
+    assert_eq!(frames["frames"].as_array().unwrap().len(), 6);
+    let video = w.artifact_path(output(&run, "publish", "artifact"));
+    let probe = Command::new("ffprobe")
+        .args([
+            "-v",
+            "error",
+            "-count_frames",
+            "-select_streams",
+            "v:0",
+            "-show_entries",
+            "stream=nb_read_frames,width,height",
+            "-of",
+            "json",
+        ])
+        .arg(&video)
+        .output()
+        .expect("ffprobe (apt-get install ffmpeg)");
+    let probed: Value = serde_json::from_slice(&probe.stdout).expect("ffprobe JSON");
+    let stream = &probed["streams"][0];
+    assert_eq!(stream["nb_read_frames"], "6", "{probed}");
+    assert_eq!((stream["width"].as_u64(), stream["height"].as_u64()), (Some(128), Some(128)), "{probed}");
+
+    // The .blend opens in Blender and holds the product's 18 mesh objects.
+    let blend = w.data_dir.join("reopen.blend");
+    std::fs::copy(w.artifact_path(output(&run, "publish_blend", "artifact")), &blend).unwrap();
+    let out = Command::new(blender())
+        .arg("-b")
+        .arg(&blend)
+        .args(["--python-expr", "import bpy; print('MESH_OBJECTS', len([o for o in bpy.data.objects if o.type == 'MESH']))"])
+        .output()
+        .expect("blender");
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains("MESH_OBJECTS 18"), "blender said: {text}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_broken_step_file_fails_its_node_with_the_converters_message_and_the_worker_goes_on() {
+    let mut w = World::new("golden_broken").await;
+    let coord = w.start_coordinator("c1", &[]).await;
+    w.start_render_worker("w1", "cad_resolve,glb_export,publish", &[]);
+    let id = w.submit_for(&coord, json!({"cad_file": "truncated.stp"}), export_graph()).await;
+    let run = w.wait_run(&coord, id, RUN_TIMEOUT).await;
+    assert_eq!(run["status"], "failed", "{run}");
+    let export = node(&run, "export").unwrap();
+    assert_eq!(export["status"], "failed");
+    assert_eq!(export["attempt"], 1, "a broken file is not retried: {export}");
+    let message = export["error"]["message"].as_str().unwrap();
+    assert!(message.contains("STEP → GLB") && message.contains("converter:") && message.contains("STEP"), "{message}");
+    assert!(export["log_tail"].as_str().unwrap_or("").contains("StepFile"), "the converter's output is kept: {export}");
+    assert_eq!(node(&run, "publish").unwrap()["status"], "skipped");
+    // A path that leaves the CAD directory is refused before it touches the filesystem.
+    let id = w.submit_for(&coord, json!({"cad_file": "../fixtures/cad/as1-oc-214.stp"}), export_graph()).await;
+    let run = w.wait_run(&coord, id, RUN_TIMEOUT).await;
+    assert!(node(&run, "resolve").unwrap()["error"]["message"].as_str().unwrap().contains("without `..`"), "{run}");
+    // The same worker serves the next task.
+    let id = w.submit_for(&coord, json!({"cad_file": "face_recognition_sample_part.stp"}), export_graph()).await;
+    expect_success(&w, &coord, id).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_render_past_its_timeout_is_killed_and_leaves_no_blender_behind() {
+    let mut w = World::new("golden_timeout").await;
+    let coord = w.start_coordinator("c1", &[]).await;
+    w.start_render_worker("w1", RENDER_MODULES, &[]);
+    let mut graph = still_graph(1024, 4096);
+    graph["nodes"][3]["timeout"] = json!("3s");
+    graph["nodes"][3]["max_attempts"] = json!(1);
+    let id = w.submit_for(&coord, json!({"cad_file": "as1-oc-214.stp", "product": "as1"}), graph).await;
+    let run = w.wait_run(&coord, id, RUN_TIMEOUT).await;
+    let still = node(&run, "still").unwrap();
+    assert_eq!(still["status"], "failed", "{still}");
+    assert_eq!(still["error"]["kind"], "timeout", "{still}");
+    let scratch = w.data_dir.join("scratch").display().to_string();
+    renderfleet_tests::wait_until("no Blender left running", Duration::from_secs(10), || {
+        let scratch = scratch.clone();
+        async move {
+            let out = Command::new("pgrep").args(["-f", &scratch]).output().unwrap();
+            out.stdout.is_empty().then_some(())
+        }
+    })
+    .await;
+    // The attempt's scratch directory went with it.
+    let left = std::fs::read_dir(&scratch)
+        .map(|d| d.filter_map(Result::ok).filter(|e| e.file_name().to_string_lossy().starts_with("rf-still")).count())
+        .unwrap_or(0);
+    assert_eq!(left, 0, "scratch directories left in {scratch}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_worker_binds_only_the_modules_its_host_can_run() {
+    let mut w = World::new("capabilities").await;
+    let coord = w.start_coordinator("c1", &[]).await;
+    w.start_render_worker("no-blender", "auto", &[("RENDERFLEET_TOOLS__BLENDER", "/nonexistent/blender")]);
+    let modules: Vec<String> = renderfleet_tests::wait_until("the worker's heartbeat", Duration::from_secs(60), || async {
+        let db = w.db().await;
+        db.query_opt("SELECT modules FROM workers WHERE id = 'no-blender'", &[]).await.ok().flatten().map(|r| r.get(0))
+    })
+    .await;
+    assert!(modules.iter().any(|m| m == "glb_export"), "{modules:?}");
+    assert!(modules.iter().any(|m| m == "video_encode"), "{modules:?}");
+    for m in ["blender_still", "blender_turntable", "blender_blend", "legacy_render"] {
+        assert!(!modules.iter().any(|x| x == m), "{m} bound without Blender: {modules:?}");
+    }
+    // Asked for explicitly, a module the host cannot run stops start-up with the fix.
+    w.start_render_worker("insists", "blender_still", &[("RENDERFLEET_TOOLS__BLENDER", "/nonexistent/blender")]);
+    let status = w.wait_exit("insists", Duration::from_secs(60)).await;
+    assert!(!status.success());
+    let log = w.log("insists");
+    assert!(log.contains("blender_still") && log.contains("apt-get install blender"), "{log}");
+    let _ = coord;
+}
