@@ -118,8 +118,9 @@ ensure_render_tools() {
 # The CAD files the demo renders: the team's fixtures beside the project when present,
 # else the small assembly the project ships.
 demo_cad() {
-  if [ -f "$ROOT/../shared/fixtures/cad/as1-oc-214.stp" ]; then
-    DEMO_CAD_DIR="$(cd "$ROOT/../shared/fixtures/cad" && pwd)"; DEMO_CAD_FILE=as1-oc-214.stp; DEMO_PRODUCT=as1
+  local fixtures="${RENDERFLEET_FIXTURES:-$ROOT/../shared/fixtures/cad}"
+  if [ -f "$fixtures/as1-oc-214.stp" ]; then
+    DEMO_CAD_DIR="$(cd "$fixtures" && pwd)"; DEMO_CAD_FILE=as1-oc-214.stp; DEMO_PRODUCT=as1
   else
     DEMO_CAD_DIR="$ROOT/ops/examples/cad"; DEMO_CAD_FILE=bracket.stp; DEMO_PRODUCT=demo-bracket
   fi
