@@ -9,6 +9,7 @@ pub mod dispatch;
 pub mod outbox;
 pub mod recovery;
 pub mod results;
+pub mod rollout;
 
 use deadpool_postgres::Pool;
 use metrics_exporter_prometheus::PrometheusHandle;
@@ -33,9 +34,17 @@ pub struct AppState {
     /// True while the result consumer has a backlog: heartbeats may be waiting in the
     /// queue, so the recovery sweeper must not judge attempts lost.
     pub results_behind: Arc<AtomicBool>,
+    /// Wakes the rollout reconciler: a run of a render request ended.
+    pub rollout_kick: Arc<tokio::sync::Notify>,
 }
 
 impl AppState {
+    /// Node defaults for planning graphs (attempts, timeouts).
+    pub fn node_defaults(&self) -> renderfleet_shared::graph::NodeDefaults {
+        let n = &self.config.nodes;
+        renderfleet_shared::graph::NodeDefaults { max_attempts: n.max_attempts, timeout: n.timeout, max_timeout: n.max_timeout }
+    }
+
     /// How results and losses are applied.
     pub fn policy(&self) -> results::apply::Policy<'_> {
         results::apply::Policy { retry: &self.config.retry, heartbeat_timeout: self.config.recovery.heartbeat_timeout }
@@ -83,11 +92,13 @@ pub async fn run(config: CoordinatorConfig, metrics: PrometheusHandle, shutdown:
         metrics,
         instance,
         results_behind: Arc::new(AtomicBool::new(false)),
+        rollout_kick: Arc::new(tokio::sync::Notify::new()),
     };
     let tasks = TaskTracker::new();
     let background = shutdown.child_token();
     tasks.spawn(broker::supervise(state.clone(), conn, background.clone()));
     tasks.spawn(recovery::run(state.clone(), background.clone()));
+    tasks.spawn(rollout::run(state.clone(), background.clone()));
     tasks.close();
 
     if let Some(l) = metrics_listener {

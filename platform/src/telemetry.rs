@@ -2,7 +2,7 @@
 
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 use renderfleet_shared::config::{LogConfig, LogFormat};
-use renderfleet_shared::metrics::SECONDS_BUCKETS;
+use renderfleet_shared::metrics::{COMPARISON_FAIL_RATIO, COMPARISON_RMSE, RATIO_BUCKETS, SECONDS_BUCKETS};
 use tracing_subscriber::EnvFilter;
 
 /// Installs the tracing subscriber; `RUST_LOG` wins over the configured filter.
@@ -21,6 +21,10 @@ pub fn init_metrics() -> PrometheusHandle {
         .set_buckets_for_metric(Matcher::Suffix("_seconds".into()), SECONDS_BUCKETS)
         .expect("bucket list is not empty")
         .set_buckets_for_metric(Matcher::Suffix("_size".into()), &[1.0, 2.0, 5.0, 10.0, 20.0, 50.0, 100.0, 200.0, 500.0, 1000.0])
+        .expect("bucket list is not empty")
+        .set_buckets_for_metric(Matcher::Full(COMPARISON_FAIL_RATIO.into()), RATIO_BUCKETS)
+        .expect("bucket list is not empty")
+        .set_buckets_for_metric(Matcher::Full(COMPARISON_RMSE.into()), RATIO_BUCKETS)
         .expect("bucket list is not empty")
         .install_recorder()
         .expect("the metrics recorder is installed once per process")

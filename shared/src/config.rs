@@ -33,6 +33,7 @@ pub struct CoordinatorConfig {
     pub outbox: OutboxConfig,
     pub results: ResultsConfig,
     pub recovery: RecoveryConfig,
+    pub rollout: RolloutConfig,
     pub retry: RetryConfig,
     pub nodes: NodeDefaultsConfig,
     pub auth: AuthConfig,
@@ -55,6 +56,7 @@ impl Default for CoordinatorConfig {
             outbox: OutboxConfig::default(),
             results: ResultsConfig::default(),
             recovery: RecoveryConfig::default(),
+            rollout: RolloutConfig::default(),
             retry: RetryConfig::default(),
             nodes: NodeDefaultsConfig::default(),
             auth: AuthConfig::default(),
@@ -129,6 +131,25 @@ pub struct RecoveryConfig {
 impl Default for RecoveryConfig {
     fn default() -> Self {
         Self { heartbeat_timeout: Duration::from_secs(30), sweep_interval: Duration::from_secs(5) }
+    }
+}
+
+/// The rollout reconciler: shadow comparisons, fallbacks, gates and automatic rollback.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct RolloutConfig {
+    /// How often gates are re-evaluated (and their gauges refreshed) and missed work is
+    /// looked for, besides the wake-up when a request's run ends.
+    #[serde(with = "humantime_serde")]
+    pub interval: Duration,
+    /// How far back the safety-net pass looks for finished runs of requests.
+    #[serde(with = "humantime_serde")]
+    pub lookback: Duration,
+}
+
+impl Default for RolloutConfig {
+    fn default() -> Self {
+        Self { interval: Duration::from_secs(10), lookback: Duration::from_secs(3600) }
     }
 }
 

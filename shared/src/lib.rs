@@ -7,7 +7,9 @@
 
 pub mod artifact;
 pub mod config;
+pub mod gate;
 pub mod graph;
+pub mod imagediff;
 pub mod legacy;
 pub mod metrics;
 pub mod overrides;

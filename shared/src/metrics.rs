@@ -35,6 +35,28 @@ pub const WORKER_BUSY_SLOTS: &str = "renderfleet_worker_busy_slots";
 /// Gauge: task slots configured on this worker.
 pub const WORKER_SLOTS: &str = "renderfleet_worker_slots";
 
+/// Counter, labels `output_type`, `kind` (`shadow|noise`), `verdict`
+/// (`match|mismatch|candidate_error|control_error|ignored`): shadow comparisons decided.
+pub const COMPARISONS_TOTAL: &str = "renderfleet_comparisons_total";
+/// Histogram, label `output_type`: share of failing pixels (0..1) of compared images.
+pub const COMPARISON_FAIL_RATIO: &str = "renderfleet_comparison_fail_ratio";
+/// Histogram, label `output_type`: RMSE (0..1) of compared images.
+pub const COMPARISON_RMSE: &str = "renderfleet_comparison_rmse";
+/// Gauge, labels `output_type`, `status` (`pass|fail|insufficient_data`): 1 for the gate's
+/// current status, 0 for the others. Refreshed by the rollout reconciler.
+pub const GATE_STATUS: &str = "renderfleet_gate_status";
+/// Gauge, label `output_type`: the gate's mismatch rate net of the noise floor (0..1).
+pub const GATE_MISMATCH_RATIO: &str = "renderfleet_gate_mismatch_ratio";
+/// Gauge, labels `output_type`, `mode` (`legacy|shadow|graph`): 1 for the current mode.
+pub const ROLLOUT_MODE: &str = "renderfleet_rollout_mode";
+/// Counter, label `output_type`: failed authoritative graph runs replaced by a legacy run.
+pub const FALLBACKS_TOTAL: &str = "renderfleet_fallbacks_total";
+/// Counter, labels `output_type`, `reason` (`manual|auto`): mode changes back to legacy.
+pub const ROLLBACKS_TOTAL: &str = "renderfleet_rollbacks_total";
+
+/// Buckets for ratio histograms (0..1): fine near 0, where matching images sit.
+pub const RATIO_BUCKETS: &[f64] = &[0.0, 0.0001, 0.001, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 0.5, 1.0];
+
 /// Buckets for `_seconds` histograms: from sub-millisecond hops to hour-long renders.
 pub const SECONDS_BUCKETS: &[f64] =
     &[0.0005, 0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0, 900.0, 3600.0];

@@ -610,6 +610,7 @@ fn node_types() -> Vec<NodeType> {
             params_schema: object(json!({
                 "fail": {"type": "number", "default": 0.016, "minimum": 0, "maximum": 1, "description": "per-pixel difference that counts as failing"},
                 "fail_percent": {"type": "number", "default": 1.0, "minimum": 0, "maximum": 100, "description": "share of failing pixels allowed"},
+                "hard_fail": {"type": "number", "default": 1.0, "minimum": 0, "maximum": 1, "description": "any pixel differing more than this is a mismatch"},
                 "frame_sample": {"type": "integer", "default": 0, "minimum": 0, "description": "compare every n-th turntable frame (0: all)"}
             })),
         },

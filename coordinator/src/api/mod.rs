@@ -12,7 +12,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::{Json, Router};
 use chrono::{DateTime, Utc};
-use renderfleet_shared::graph::{self, GraphSpec, NodeDefaults, Problem};
+use renderfleet_shared::graph::{self, GraphSpec, Problem};
 use renderfleet_shared::registry::registry;
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
@@ -31,6 +31,7 @@ mod materials;
 mod nodes;
 mod output_types;
 mod requests;
+mod rollout;
 mod workflows;
 
 use auth::{Scope, Tokens};
@@ -56,7 +57,12 @@ pub fn router(state: AppState, tokens: Tokens) -> Router {
         .routes(routes!(output_types::list))
         .routes(routes!(output_types::get))
         .routes(routes!(materials::list_materials))
-        .routes(routes!(materials::get_map));
+        .routes(routes!(materials::get_map))
+        .routes(routes!(rollout::get_gate))
+        .routes(routes!(rollout::events))
+        .routes(routes!(rollout::list_comparisons))
+        .routes(routes!(rollout::get_comparison));
+    let operate = OpenApiRouter::new().routes(routes!(rollout::rollback));
     let admin = OpenApiRouter::new()
         .routes(routes!(create_run))
         .routes(routes!(workflows::create))
@@ -66,7 +72,8 @@ pub fn router(state: AppState, tokens: Tokens) -> Router {
         .routes(routes!(output_types::update))
         .routes(routes!(materials::put_material))
         .routes(routes!(materials::put_map))
-        .routes(routes!(materials::repair_map));
+        .routes(routes!(materials::repair_map))
+        .routes(routes!(rollout::promote));
     let mut open = OpenApiRouter::new().routes(routes!(healthz)).routes(routes!(readyz));
     if state.config.metrics_addr.is_empty() {
         open = open.routes(routes!(metrics));
@@ -74,6 +81,7 @@ pub fn router(state: AppState, tokens: Tokens) -> Router {
     let (app, doc) = OpenApiRouter::with_openapi(ApiDoc::openapi())
         .merge(scoped(&tokens, Scope::Submit, submit))
         .merge(scoped(&tokens, Scope::Read, read))
+        .merge(scoped(&tokens, Scope::Operate, operate))
         .merge(scoped(&tokens, Scope::Admin, admin))
         .merge(open)
         .split_for_parts();
@@ -256,8 +264,7 @@ struct Created {
         (status = 400, description = "malformed JSON or an unknown field", body = ErrorBody), (status = 401, description = "no token, or an unknown one", body = ErrorBody), (status = 403, description = "the token lacks the scope", body = ErrorBody), (status = 422, body = ErrorBody, description = "every problem of the graph; nothing was written")))]
 async fn create_run(State(state): State<AppState>, headers: HeaderMap, body: Bytes) -> Result<Response, ApiError> {
     let req: CreateRun = json_body(&headers, &body, r#"{"subject": {...}, "graph": {"nodes": [...], "edges": [...]}}"#)?;
-    let n = &state.config.nodes;
-    let defaults = NodeDefaults { max_attempts: n.max_attempts, timeout: n.timeout, max_timeout: n.max_timeout };
+    let defaults = state.node_defaults();
     let plan = graph::plan(&req.graph, registry(), defaults).map_err(|problems| ApiError {
         status: StatusCode::UNPROCESSABLE_ENTITY,
         code: "invalid_graph",

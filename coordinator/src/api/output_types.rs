@@ -13,6 +13,7 @@ use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use chrono::{DateTime, Utc};
+use renderfleet_shared::gate::GateConfig;
 use renderfleet_shared::graph::{self, Problem};
 use renderfleet_shared::registry::{registry, ArtifactKind, Family};
 use renderfleet_shared::{legacy, overrides};
@@ -146,6 +147,10 @@ async fn check(state: &AppState, key: &str, input: &OutputTypeInput) -> Result<(
     if !input.legacy_preset.is_object() || !input.gate_config.is_object() {
         return Err(refused("invalid_body", "`legacy_preset` and `gate_config` must be JSON objects".into()));
     }
+    let gate: GateConfig = serde_json::from_value(input.gate_config.clone()).map_err(|e| {
+        refused("invalid_gate_config", format!("`gate_config` does not fit: {e}; see GET /v1/output-types/{{key}}/gate for the fields"))
+    })?;
+    gate.check().map_err(|e| refused("invalid_gate_config", e))?;
     // The legacy pipeline is what rollback falls back to: its preset must work before it is needed.
     legacy::steps(input.artifact_kind.as_str(), &input.legacy_preset)
         .map_err(|e| refused("invalid_legacy_preset", format!("{e}; nothing was saved")))?;

@@ -9,7 +9,6 @@ use axum::extract::{Path, State};
 use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
-use renderfleet_shared::graph::NodeDefaults;
 use serde::Deserialize;
 use serde_json::{json, Value};
 use uuid::Uuid;
@@ -64,8 +63,7 @@ pub(super) async fn create(State(state): State<AppState>, headers: HeaderMap, bo
             "`order_line_id` must be non-empty and `subject` a JSON object describing what to render",
         ));
     }
-    let n = &state.config.nodes;
-    let defaults = NodeDefaults { max_attempts: n.max_attempts, timeout: n.timeout, max_timeout: n.max_timeout };
+    let defaults = state.node_defaults();
     let req = request::Request {
         idempotency_key: &key,
         order_line_id: &input.order_line_id,
@@ -90,8 +88,12 @@ async fn read(state: &AppState, id: Uuid) -> Result<Value, ApiError> {
     let Some(first) = rows.first() else {
         return Err(ApiError::new(StatusCode::NOT_FOUND, "request_not_found", format!("no render request {id}")));
     };
-    let run = rows.iter().find(|r| r.get::<_, Option<String>>(8).as_deref() == Some("authoritative")).map(|r| {
+    // A legacy fallback, when there is one, answers instead of the failed graph run.
+    let role = |r: &&tokio_postgres::Row, want: &str| r.get::<_, Option<String>>(8).as_deref() == Some(want);
+    let answering = rows.iter().find(|r| role(r, "fallback")).or_else(|| rows.iter().find(|r| role(r, "authoritative")));
+    let run = answering.map(|r| {
         json!({
+            "role": r.get::<_, Option<String>>(8),
             "run_id": r.get::<_, Uuid>(6),
             "pipeline": r.get::<_, String>(7),
             "status": r.get::<_, String>(9),
@@ -102,21 +104,36 @@ async fn read(state: &AppState, id: Uuid) -> Result<Value, ApiError> {
             "finished_at": r.get::<_, Option<chrono::DateTime<chrono::Utc>>>(14),
         })
     });
+    let artifact = match answering {
+        Some(r) if r.get::<_, Option<String>>(9).as_deref() == Some("succeeded") => client
+            .query_opt(crate::db::sql::DELIVERED, &[&r.get::<_, Uuid>(6), &first.get::<_, String>(4)])
+            .await?
+            .map(|a| a.get::<_, Value>(0)),
+        _ => None,
+    };
+    // A failed graph run is always followed by a legacy fallback (the rollout reconciler
+    // creates it within moments): until then the request is not failed, it is falling back.
+    let falling_back = answering.is_some_and(|r| {
+        role(&r, "authoritative") && r.get::<_, String>(7) == "graph" && r.get::<_, Option<String>>(9).as_deref() == Some("failed")
+    });
+    let status = if falling_back { json!("running") } else { run.as_ref().map(|r| r["status"].clone()).unwrap_or(json!("unknown")) };
     Ok(json!({
         "id": first.get::<_, Uuid>(0),
+        "status": status,
+        "fallback_pending": falling_back,
+        "artifact": artifact,
         "idempotency_key": first.get::<_, String>(1),
         "order_line_id": first.get::<_, String>(2),
         "subject": first.get::<_, Value>(3),
         "output_type": first.get::<_, String>(4),
         "received_at": first.get::<_, chrono::DateTime<chrono::Utc>>(5),
-        "status": run.as_ref().map(|r| r["status"].clone()).unwrap_or(json!("unknown")),
         "run": run,
     }))
 }
 
 /// `GET /v1/render-requests/{id}`.
 #[utoipa::path(get, path = "/v1/render-requests/{id}", tag = "render requests", params(("id" = String, Path, description = "a UUID")),
-    responses((status = 200, body = Object, description = "the request and its authoritative run (never a shadow)"), (status = 401, description = "no token, or an unknown one", body = ErrorBody), (status = 403, description = "the token lacks the scope", body = ErrorBody), (status = 404, body = ErrorBody)))]
+    responses((status = 200, body = Object, description = "the request, the run that answers it (the authoritative run, or its legacy fallback; never a shadow) and, once it succeeded, the delivered artifact"), (status = 401, description = "no token, or an unknown one", body = ErrorBody), (status = 403, description = "the token lacks the scope", body = ErrorBody), (status = 404, body = ErrorBody)))]
 pub(super) async fn get(State(state): State<AppState>, Path(id): Path<String>) -> Result<Json<Value>, ApiError> {
     let id: Uuid = id.parse().map_err(|_| {
         ApiError::new(

@@ -71,6 +71,16 @@ enum Command {
         #[command(subcommand)]
         command: RequestsCommand,
     },
+    /// Rolling a graph workflow out: gate, promote, rollback, history.
+    Rollout {
+        #[command(subcommand)]
+        command: RolloutCommand,
+    },
+    /// Shadow comparisons of graph against legacy.
+    Comparisons {
+        #[command(subcommand)]
+        command: ComparisonsCommand,
+    },
     /// The material library.
     Materials {
         #[command(subcommand)]
@@ -151,6 +161,43 @@ enum OutputTypesCommand {
     Apply {
         file: PathBuf,
     },
+}
+
+#[derive(Subcommand)]
+enum RolloutCommand {
+    /// The output type's mode and its gate, with the numbers behind it.
+    Status { output_type: String },
+    /// legacy → shadow, or shadow → graph when the gate passes.
+    Promote {
+        output_type: String,
+        /// Promote although the gate does not pass (needs --reason; recorded).
+        #[arg(long)]
+        force: bool,
+        #[arg(long)]
+        reason: Option<String>,
+    },
+    /// Back to legacy at once; the next request is legacy.
+    Rollback {
+        output_type: String,
+        #[arg(long)]
+        reason: Option<String>,
+    },
+    /// Mode changes, newest first.
+    Events { output_type: String },
+}
+
+#[derive(Subcommand)]
+enum ComparisonsCommand {
+    List {
+        #[arg(long)]
+        output_type: Option<String>,
+        #[arg(long)]
+        verdict: Option<String>,
+        #[arg(long, default_value_t = 20)]
+        limit: u32,
+    },
+    /// A comparison's metrics and where its diff image is.
+    Show { id: String },
 }
 
 #[derive(Subcommand)]
@@ -328,6 +375,101 @@ async fn dispatch(cli: Cli) -> anyhow::Result<i32> {
                     send(http.post(format!("{base}/v1/render-requests")).header("Idempotency-Key", key).json(&body), &base).await?
                 }
                 RequestsCommand::Show { id } => send(http.get(format!("{base}/v1/render-requests/{id}")), &base).await?,
+            };
+            print_value(&v, cli.output);
+            Ok(0)
+        }
+        Command::Rollout { command } => {
+            let v = match command {
+                RolloutCommand::Status { output_type } => {
+                    let v = send(http.get(format!("{base}/v1/output-types/{output_type}/gate")), &base).await?;
+                    if cli.output == Output::Tree {
+                        let g = &v["gate"];
+                        println!(
+                            "{output_type}: mode {}, gate {}",
+                            v["rollout_mode"].as_str().unwrap_or("?"),
+                            g["status"].as_str().unwrap_or("?")
+                        );
+                        println!(
+                            "  samples {}/{}  mismatch {:.2}% (noise {:.2}%, net {:.2}%)  graph errors {:.2}% vs legacy {:.2}%  p95 duration ratio {}",
+                            g["samples"],
+                            g["min_samples"],
+                            g["mismatch_rate"].as_f64().unwrap_or(0.0) * 100.0,
+                            g["noise_rate"].as_f64().unwrap_or(0.0) * 100.0,
+                            g["net_mismatch_rate"].as_f64().unwrap_or(0.0) * 100.0,
+                            g["candidate_error_rate"].as_f64().unwrap_or(0.0) * 100.0,
+                            g["control_error_rate"].as_f64().unwrap_or(0.0) * 100.0,
+                            g["duration_ratio"].as_f64().map(|r| format!("{r:.2}×")).unwrap_or_else(|| "-".into()),
+                        );
+                        for r in g["reasons"].as_array().into_iter().flatten() {
+                            println!("  - {}", r.as_str().unwrap_or(""));
+                        }
+                        return Ok(0);
+                    }
+                    v
+                }
+                RolloutCommand::Promote { output_type, force, reason } => {
+                    let body = json!({"force": force, "reason": reason});
+                    send(http.post(format!("{base}/v1/output-types/{output_type}/promote")).json(&body), &base).await?
+                }
+                RolloutCommand::Rollback { output_type, reason } => {
+                    send(http.post(format!("{base}/v1/output-types/{output_type}/rollback")).json(&json!({"reason": reason})), &base)
+                        .await?
+                }
+                RolloutCommand::Events { output_type } => {
+                    send(http.get(format!("{base}/v1/output-types/{output_type}/rollout-events")), &base).await?
+                }
+            };
+            print_value(&v, cli.output);
+            Ok(0)
+        }
+        Command::Comparisons { command } => {
+            let v = match command {
+                ComparisonsCommand::List { output_type, verdict, limit } => {
+                    // Output type keys and verdicts are URL-safe by construction (a-z, 0-9, `_.-`).
+                    let mut q = format!("limit={limit}");
+                    q.extend(output_type.map(|o| format!("&output_type={o}")));
+                    q.extend(verdict.map(|v| format!("&verdict={v}")));
+                    let v = send(http.get(format!("{base}/v1/comparisons?{q}")), &base).await?;
+                    if cli.output == Output::Tree {
+                        println!("{:<38} {:<20} {:<7} {:<16} {:>10} {:>8}", "ID", "OUTPUT TYPE", "KIND", "VERDICT", "FAIL %", "PSNR");
+                        for c in v["items"].as_array().into_iter().flatten() {
+                            let m = if c["metrics"]["worst"].is_object() { &c["metrics"]["worst"] } else { &c["metrics"] };
+                            println!(
+                                "{:<38} {:<20} {:<7} {:<16} {:>10} {:>8}",
+                                c["id"].as_str().unwrap_or("?"),
+                                c["output_type"].as_str().unwrap_or("?"),
+                                c["kind"].as_str().unwrap_or("?"),
+                                c["verdict"].as_str().unwrap_or(c["status"].as_str().unwrap_or("?")),
+                                m["fail_share"].as_f64().map(|f| format!("{:.3}", f * 100.0)).unwrap_or_else(|| "-".into()),
+                                m["psnr_db"].as_f64().map(|p| format!("{p:.1}")).unwrap_or_else(|| "-".into()),
+                            );
+                        }
+                        return Ok(0);
+                    }
+                    v
+                }
+                ComparisonsCommand::Show { id } => {
+                    let v = send(http.get(format!("{base}/v1/comparisons/{id}")), &base).await?;
+                    if cli.output == Output::Tree {
+                        println!(
+                            "comparison {id}: {} ({})",
+                            v["verdict"].as_str().unwrap_or(v["status"].as_str().unwrap_or("?")),
+                            v["kind"].as_str().unwrap_or("?")
+                        );
+                        println!(
+                            "  legacy run {}  graph run {}",
+                            v["control_run"].as_str().unwrap_or("?"),
+                            v["candidate_run"].as_str().unwrap_or("?")
+                        );
+                        if let Some(d) = v["diff_sha256"].as_str() {
+                            println!("  diff image: <artifacts_dir>/sha256/{}/{d}", &d[..2.min(d.len())]);
+                        }
+                        println!("  metrics: {}", serde_json::to_string_pretty(&v["metrics"]).unwrap_or_default());
+                        return Ok(0);
+                    }
+                    v
+                }
             };
             print_value(&v, cli.output);
             Ok(0)

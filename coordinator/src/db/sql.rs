@@ -119,7 +119,7 @@ SELECT module_key FROM n";
 /// `ready` (-, node_run, run, node id, module, params, attempt, timeout_ms) for each node queued,
 /// `outbox` (outbox id, node_run) for each outbox row written (the caller pairs them: a join
 /// of the two CTEs here would be planned blind, and a fan-out of 10,000 made it quadratic),
-/// `run`   (run id, whether it just succeeded).
+/// `run`   (run id, its render request, whether it just succeeded).
 ///
 /// Plans: the coordinator runs generic plans, which assume an unnested array holds 10 rows.
 /// Below a few thousand node_runs that makes the joins hash joins over a sequential scan
@@ -161,7 +161,7 @@ WITH input AS (
   FROM (SELECT d.run_id, count(*)::int4 AS cnt, min(r0.status) AS before
         FROM done d JOIN runs r0 ON r0.id = d.run_id GROUP BY d.run_id) d
   WHERE r.id = d.run_id
-  RETURNING r.id, d.before = 'running' AND r.status = 'succeeded' AS just_succeeded
+  RETURNING r.id, r.request_id, d.before = 'running' AND r.status = 'succeeded' AS just_succeeded
 )
 SELECT 'done' AS kind, NULL::int8, NULL::uuid, NULL::uuid, NULL::text, module_key, NULL::jsonb, NULL::int4, NULL::int8,
        extract(epoch FROM finished_at - started_at)::float8, extract(epoch FROM started_at - queued_at)::float8, NULL::bool
@@ -172,7 +172,7 @@ FROM released WHERE status = 'queued'
 UNION ALL
 SELECT 'outbox', id, node_run_id, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL FROM enqueued
 UNION ALL
-SELECT 'run', NULL, id, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, just_succeeded FROM progress";
+SELECT 'run', NULL, id, request_id, NULL, NULL, NULL, NULL, NULL, NULL, NULL, just_succeeded FROM progress";
 
 /// Locks the runs of the node_runs $1, in id order. Every batch takes its run locks first and
 /// in the same order, so concurrent batches (several coordinators, the recovery sweeper)
@@ -231,7 +231,7 @@ WHERE run_id = $1 AND status = 'pending'";
 
 /// Fails run $1 with error $2. No row if it had already ended.
 pub const FAIL_RUN: &str = "
-UPDATE runs SET status = 'failed', finished_at = now(), error = $2 WHERE id = $1 AND status = 'running' RETURNING id";
+UPDATE runs SET status = 'failed', finished_at = now(), error = $2 WHERE id = $1 AND status = 'running' RETURNING id, request_id";
 
 /// A worker's heartbeat. $1 id, $2 host, $3 version, $4 modules, $5 concurrency, $6 running, $7 status.
 pub const UPSERT_WORKER: &str = "
@@ -378,3 +378,129 @@ FROM node_runs n JOIN runs r ON r.id = n.run_id
 WHERE n.module_key IN ('materials', 'legacy_render') AND n.status = 'succeeded' AND r.subject->>'product' = $1
   AND (n.outputs ? 'missing' OR n.outputs ? 'missing_materials')
 ORDER BY n.finished_at DESC LIMIT 1";
+
+/// Shadow pairs (graph against legacy) and A/A pairs (legacy against legacy) whose two runs
+/// have ended and that have no comparison yet; runs that ended within $1 seconds.
+/// Columns: request, output type, control run, its status, its seconds, candidate run, its
+/// status, its seconds, comparison kind, the output type's artifact kind and gate config.
+pub const PAIRS_DUE: &str = "
+SELECT q.id, q.output_type_key, c.id, c.status, extract(epoch FROM c.finished_at - c.created_at)::float8,
+       s.id, s.status, extract(epoch FROM s.finished_at - s.created_at)::float8,
+       CASE s.pipeline WHEN 'graph' THEN 'shadow' ELSE 'noise' END, o.artifact_kind, o.gate_config
+FROM runs s
+JOIN render_requests q ON q.id = s.request_id
+JOIN runs c ON c.request_id = q.id AND c.role = 'authoritative' AND c.pipeline = 'legacy'
+JOIN output_types o ON o.key = q.output_type_key
+WHERE s.role = 'shadow' AND s.status <> 'running' AND c.status <> 'running'
+  AND (s.finished_at > now() - make_interval(secs => $1) OR c.finished_at > now() - make_interval(secs => $1))
+  AND NOT EXISTS (SELECT 1 FROM comparisons k
+                  WHERE k.request_id = q.id AND k.kind = CASE s.pipeline WHEN 'graph' THEN 'shadow' ELSE 'noise' END)
+ORDER BY s.finished_at LIMIT 200";
+
+/// A comparison; no row when the request already has one of this kind. $1 id, $2 request,
+/// $3 output type, $4 kind, $5 control run, $6 candidate run, $7 status, $8 verdict
+/// (null while comparing), $9 metrics, $10 control seconds, $11 candidate seconds.
+pub const INSERT_COMPARISON: &str = "
+INSERT INTO comparisons (id, request_id, output_type_key, kind, control_run, candidate_run, status, verdict, metrics,
+                         control_seconds, candidate_seconds, decided_at)
+VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, CASE WHEN $7 = 'done' THEN now() END)
+ON CONFLICT (request_id, kind) DO NOTHING RETURNING id";
+
+/// The node_run of run $1 that delivered an artifact of kind $2 (the legacy node, or a
+/// publish node of the graph).
+pub const DELIVERABLE: &str = "
+SELECT id FROM node_runs WHERE run_id = $1 AND status = 'succeeded' AND outputs->'artifact'->>'kind' = $2
+ORDER BY node_id LIMIT 1";
+
+/// Points the compare run $2's node at the deliverables: $3 bindings. $1 comparison.
+pub const START_COMPARE: &str = "
+WITH c AS (UPDATE comparisons SET compare_run = $2 WHERE id = $1)
+UPDATE node_runs SET bindings = $3 WHERE run_id = $2";
+
+/// Comparisons whose compare run has ended: comparison, output type, kind, the compare
+/// node's status, outputs and error.
+pub const COMPARES_DONE: &str = "
+SELECT k.id, k.output_type_key, k.kind, n.status, n.outputs, n.error
+FROM comparisons k JOIN runs r ON r.id = k.compare_run JOIN node_runs n ON n.run_id = r.id
+WHERE k.status = 'comparing' AND r.status <> 'running' LIMIT 200";
+
+/// Decides comparison $1: $2 status, $3 verdict, $4 metrics, $5 diff image sha256.
+pub const DECIDE_COMPARISON: &str = "
+UPDATE comparisons SET status = $2, verdict = $3, metrics = $4, diff_sha256 = $5, decided_at = now()
+WHERE id = $1 AND status = 'comparing'";
+
+/// Failed authoritative graph runs (ended within $1 seconds) without a fallback yet:
+/// request, output type, subject.
+pub const FALLBACKS_DUE: &str = "
+SELECT q.id, q.output_type_key, q.subject
+FROM runs a JOIN render_requests q ON q.id = a.request_id
+WHERE a.role = 'authoritative' AND a.pipeline = 'graph' AND a.status = 'failed'
+  AND a.finished_at > now() - make_interval(secs => $1)
+  AND NOT EXISTS (SELECT 1 FROM runs f WHERE f.request_id = q.id AND f.role = 'fallback')
+LIMIT 200";
+
+/// Output type $1's last $2 authoritative graph runs since it last moved to `graph`:
+/// how many ended, how many failed.
+pub const GRAPH_FAILURES: &str = "
+WITH since AS (SELECT coalesce(max(at), '-infinity'::timestamptz) AS t FROM rollout_events
+               WHERE output_type_key = $1 AND to_mode = 'graph')
+SELECT count(*), count(*) FILTER (WHERE w.status = 'failed') FROM (
+  SELECT r.status FROM runs r, since
+  WHERE r.output_type_key = $1 AND r.role = 'authoritative' AND r.pipeline = 'graph' AND r.status IN ('succeeded', 'failed')
+    AND r.created_at >= since.t
+  ORDER BY r.finished_at DESC LIMIT $2) w";
+
+/// What output type $1's gate reads over its last $2 comparisons: match, mismatch,
+/// candidate_error, control_error and ignored counts; A/A samples and mismatches; p95
+/// seconds of compared graph and legacy runs.
+pub const GATE_INPUT: &str = "
+WITH w AS (SELECT verdict, control_seconds, candidate_seconds FROM comparisons
+           WHERE output_type_key = $1 AND kind = 'shadow' AND status = 'done' ORDER BY decided_at DESC LIMIT $2),
+     nz AS (SELECT verdict FROM comparisons
+            WHERE output_type_key = $1 AND kind = 'noise' AND status = 'done' ORDER BY decided_at DESC LIMIT $2)
+SELECT count(*) FILTER (WHERE verdict = 'match'), count(*) FILTER (WHERE verdict = 'mismatch'),
+       count(*) FILTER (WHERE verdict = 'candidate_error'), count(*) FILTER (WHERE verdict = 'control_error'),
+       count(*) FILTER (WHERE verdict = 'ignored'),
+       (SELECT count(*) FROM nz WHERE verdict IN ('match', 'mismatch')), (SELECT count(*) FROM nz WHERE verdict = 'mismatch'),
+       percentile_cont(0.95) WITHIN GROUP (ORDER BY candidate_seconds) FILTER (WHERE verdict IN ('match', 'mismatch')),
+       percentile_cont(0.95) WITHIN GROUP (ORDER BY control_seconds) FILTER (WHERE verdict IN ('match', 'mismatch'))
+FROM w";
+
+/// Every output type's key, mode and gate config (gates and gauges).
+pub const ROLLOUT_STATES: &str = "SELECT key, rollout_mode, gate_config FROM output_types ORDER BY key";
+
+/// Output type $1's mode and bound workflow, locked for a mode change.
+pub const LOCK_MODE: &str = "SELECT rollout_mode, workflow_id, gate_config FROM output_types WHERE key = $1 FOR UPDATE";
+
+/// Sets output type $1's mode to $2.
+pub const SET_MODE: &str = "UPDATE output_types SET rollout_mode = $2, revision = revision + 1, updated_at = now() WHERE key = $1";
+
+/// A mode change. $1 output type, $2 from, $3 to, $4 reason, $5 actor, $6 forced, $7 gate snapshot.
+pub const INSERT_ROLLOUT_EVENT: &str = "
+INSERT INTO rollout_events (output_type_key, from_mode, to_mode, reason, actor, forced, gate_snapshot)
+VALUES ($1, $2, $3, $4, $5, $6, $7) RETURNING id, at";
+
+/// Output type $1's mode changes, newest first, at most $2.
+pub const ROLLOUT_EVENTS: &str = "
+SELECT id, from_mode, to_mode, reason, actor, forced, gate_snapshot, at FROM rollout_events
+WHERE output_type_key = $1 ORDER BY at DESC, id DESC LIMIT $2";
+
+/// Comparisons, newest first: $1 output type (or null), $2 verdict (or null), $3 limit.
+/// (COMPARISON returns the same columns.)
+pub const COMPARISONS: &str = "
+SELECT id, request_id, output_type_key, kind, control_run, candidate_run, compare_run, status, verdict, metrics,
+       diff_sha256, control_seconds, candidate_seconds, created_at, decided_at
+FROM comparisons WHERE ($1::text IS NULL OR output_type_key = $1) AND ($2::text IS NULL OR verdict = $2)
+ORDER BY created_at DESC LIMIT $3";
+
+/// Comparison $1.
+pub const COMPARISON: &str = "
+SELECT id, request_id, output_type_key, kind, control_run, candidate_run, compare_run, status, verdict, metrics,
+       diff_sha256, control_seconds, candidate_seconds, created_at, decided_at
+FROM comparisons WHERE id = $1";
+
+/// The artifact run $1 delivered for output type $2 (its artifact kind).
+pub const DELIVERED: &str = "
+SELECT n.outputs->'artifact' FROM node_runs n, output_types o
+WHERE n.run_id = $1 AND o.key = $2 AND n.status = 'succeeded' AND n.outputs->'artifact'->>'kind' = o.artifact_kind
+ORDER BY n.node_id LIMIT 1";

@@ -76,6 +76,8 @@ struct OutputType {
     legacy_preset: Value,
     mode: String,
     shadow_pct: f64,
+    /// A/A sample share (percent), from the gate config.
+    noise_pct: f64,
 }
 
 /// Whether the request with this key gets a shadow run at `pct` percent. Stable per key.
@@ -122,6 +124,7 @@ async fn load_output_type(pool: &Pool, key: &str) -> Result<OutputType, RequestE
         legacy_preset: r.get(7),
         mode: r.get(8),
         shadow_pct: r.get(9),
+        noise_pct: serde_json::from_value::<renderfleet_shared::gate::GateConfig>(r.get(10)).map(|g| g.noise_sample_pct).unwrap_or(0.0),
     })
 }
 
@@ -168,6 +171,11 @@ pub async fn create(pool: &Pool, req: &Request<'_>, defaults: NodeDefaults) -> R
             if sampled(req.idempotency_key, ot.shadow_pct) {
                 runs.push((graph_run(pool, &ot, defaults).await?, "graph", "shadow"));
             }
+            // A second legacy run on a sample measures legacy against itself: the noise
+            // floor the gate subtracts (A/A). Sampled apart from the shadow runs.
+            if sampled(&format!("{}/noise", req.idempotency_key), ot.noise_pct) {
+                runs.push((legacy()?, "legacy", "shadow"));
+            }
         }
         _ => runs.push((legacy()?, "legacy", "authoritative")),
     }
@@ -198,6 +206,33 @@ pub async fn create(pool: &Pool, req: &Request<'_>, defaults: NodeDefaults) -> R
     tx.commit().await?;
     metrics::counter!(m::RUNS_TOTAL, "status" => "created").increment(created.len() as u64);
     Ok(Outcome::New { request_id, mode: ot.mode, runs: created, ready })
+}
+
+/// The legacy run that answers a request whose authoritative graph run failed (graph mode).
+/// `None` when the request has one already (the key `fallback:<request>` is taken).
+pub async fn fallback(
+    pool: &Pool,
+    request_id: Uuid,
+    output_type: &str,
+    subject: &Value,
+    defaults: NodeDefaults,
+) -> Result<Option<Vec<Ready>>, RequestError> {
+    let ot = load_output_type(pool, output_type).await?;
+    let (plan, stored) = plan_of(&legacy_graph(&ot), defaults).map_err(|p| RequestError::Workflow {
+        key: ot.key.clone(),
+        workflow: Uuid::nil(),
+        reason: "its legacy preset does not form a valid legacy run".into(),
+        problems: p,
+    })?;
+    let mut client = pool.get().await?;
+    let tx = client.transaction().await?;
+    let meta =
+        RunMeta { pipeline: "legacy", role: "fallback", request_id: Some(request_id), output_type_key: Some(&ot.key), workflow: None };
+    let key = format!("fallback:{request_id}");
+    let Some((_, ready)) = insert_run(&tx, &plan, &stored, subject, Some(&key), meta).await? else { return Ok(None) };
+    tx.commit().await?;
+    metrics::counter!(m::RUNS_TOTAL, "status" => "created").increment(1);
+    Ok(Some(ready))
 }
 
 #[cfg(test)]

@@ -32,6 +32,8 @@ pub struct Effects {
     pub skipped: u64,
     pub runs_succeeded: u64,
     pub runs_failed: u64,
+    /// Runs of render requests that ended: shadow pairs and fallbacks may be due.
+    pub request_runs_finished: u64,
     pub ignored: u64,
     /// Tasks queued by this batch, leased to this coordinator's publisher.
     pub ready: Vec<Ready>,
@@ -291,7 +293,13 @@ fn read_succeeded(rows: Vec<Row>, submitted: usize, fx: &mut Effects) {
                 outbox_ids.insert(r.get(2), r.get(1));
             }
             "ready" => queued.push(outbox::task_at(&r, 2)),
-            _ => fx.runs_succeeded += u64::from(r.get::<_, bool>(11)),
+            _ => {
+                let just: bool = r.get(11);
+                fx.runs_succeeded += u64::from(just);
+                if just && r.get::<_, Option<Uuid>>(3).is_some() {
+                    fx.request_runs_finished += 1;
+                }
+            }
         }
     }
     fx.ready.extend(queued.into_iter().filter_map(|task| outbox_ids.get(&task.node_run_id).map(|&outbox_id| Ready { outbox_id, task })));
@@ -369,8 +377,11 @@ async fn failed(tx: &Transaction<'_>, f: &Finished, error: &TaskError, policy: P
         "message": format!("node `{node_id}` failed ({why}): {}", error.message),
     });
     let stmt = tx.prepare_cached(sql::FAIL_RUN).await?;
-    if tx.query_opt(&stmt, &[&run_id, &run_error]).await?.is_some() {
+    if let Some(row) = tx.query_opt(&stmt, &[&run_id, &run_error]).await? {
         fx.runs_failed += 1;
+        if row.get::<_, Option<Uuid>>(1).is_some() {
+            fx.request_runs_finished += 1;
+        }
     }
     Ok(())
 }

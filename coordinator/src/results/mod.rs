@@ -144,6 +144,9 @@ fn finish(state: &AppState, fx: Effects, batch: usize) {
     if fx.delayed > 0 {
         state.hot.kick.notify_one();
     }
+    if fx.request_runs_finished > 0 {
+        state.rollout_kick.notify_one();
+    }
     state.hot.send(fx.ready);
 }
 

@@ -9,6 +9,7 @@ mod blender_blend;
 mod blender_still;
 mod blender_turntable;
 mod cad_resolve;
+mod compare;
 mod fail;
 mod glb_export;
 mod legacy_render;
@@ -132,6 +133,7 @@ fn all(env: &Arc<Env>) -> Vec<(Arc<dyn Module>, &'static [Tool])> {
         (Arc::new(blender_blend::BlenderBlend(env.clone())), &[Tool::Blender]),
         (Arc::new(video_encode::VideoEncode(env.clone())), &[Tool::Ffmpeg]),
         (Arc::new(publish::Publish), &[]),
+        (Arc::new(compare::Compare(env.clone())), &[]),
         (Arc::new(legacy_render::LegacyRender(env.clone())), &[Tool::Cascadio, Tool::Blender, Tool::Ffmpeg]),
     ]
 }

@@ -1,0 +1,260 @@
+//! Shadow mode, comparisons, gates, promotion, rollback and fallback, with real Blender at
+//! small sizes: the graph pipeline replaces the legacy one on evidence, and one call sends
+//! everything back.
+
+use renderfleet_tests::{metric, wait_until, Coord, World};
+use serde_json::{json, Value};
+use std::time::{Duration, Instant};
+
+const RENDER_MODULES: &str =
+    "cad_resolve,glb_export,metadata,materials,blender_still,blender_turntable,blender_blend,video_encode,publish,legacy_render,compare";
+/// A small still, the same through both pipelines.
+const STILL: (u32, u32) = (128, 8);
+
+async fn start(name: &str) -> (World, Coord) {
+    let mut w = World::new(name).await;
+    let c = w.start_coordinator("c1", &[("RENDERFLEET_ROLLOUT__INTERVAL", "200ms")]).await;
+    w.start_render_worker("w1", RENDER_MODULES, &[("RENDERFLEET_CONCURRENCY", "2")]);
+    (w, c)
+}
+
+async fn call(w: &World, method: reqwest::Method, url: String, body: Option<Value>) -> (u16, Value) {
+    let mut req = w.http.request(method, url);
+    if let Some(b) = body {
+        req = req.json(&b);
+    }
+    let resp = req.send().await.unwrap();
+    let status = resp.status().as_u16();
+    (status, resp.json().await.unwrap_or(Value::Null))
+}
+
+/// The order-line starter as a workflow; `still` overrides the still's params.
+async fn workflow(w: &World, c: &Coord, tweak: impl FnOnce(&mut Value)) -> String {
+    let (_, mut graph) = call(w, reqwest::Method::GET, format!("{}/v1/workflows/starters/order_line", c.url), None).await;
+    tweak(&mut graph);
+    let (status, created) = call(
+        w,
+        reqwest::Method::POST,
+        format!("{}/v1/workflows", c.url),
+        Some(json!({"name": "still", "family": "order_line", "graph": graph})),
+    )
+    .await;
+    assert_eq!(status, 201, "{created:#}");
+    created["id"].as_str().unwrap().to_string()
+}
+
+fn node_mut<'a>(graph: &'a mut Value, id: &str) -> &'a mut Value {
+    graph["nodes"].as_array_mut().unwrap().iter_mut().find(|n| n["id"] == id).unwrap()
+}
+
+async fn output_type(w: &World, c: &Coord, key: &str, workflow: &str, mode: &str, gate: Value) {
+    let (size, samples) = STILL;
+    let body = json!({
+        "key": key, "family": "order_line", "artifact_kind": "image_png", "workflow_id": workflow,
+        "invocation_overrides": {"still": {"width": size, "height": size, "samples": samples}},
+        "legacy_preset": {"resolution": size, "samples": samples},
+        "rollout_mode": mode, "shadow_sample_pct": 100, "gate_config": gate,
+    });
+    let (status, created) = call(w, reqwest::Method::POST, format!("{}/v1/output-types", c.url), Some(body)).await;
+    assert_eq!(status, 201, "{created:#}");
+}
+
+async fn request(w: &World, c: &Coord, key: &str, output_type: &str) -> String {
+    let body = json!({"order_line_id": key, "subject": {"cad_file": "as1-oc-214.stp", "product": "as1"}, "output_type": output_type});
+    let resp = w.http.post(format!("{}/v1/render-requests", c.url)).header("Idempotency-Key", key).json(&body).send().await.unwrap();
+    let status = resp.status().as_u16();
+    let body: Value = resp.json().await.unwrap();
+    assert_eq!(status, 201, "{body:#}");
+    body["request_id"].as_str().or(body["id"].as_str()).unwrap_or_else(|| panic!("no request id in {body}")).to_string()
+}
+
+/// Waits until the request's answer has ended.
+async fn answered(w: &World, c: &Coord, id: &str) -> Value {
+    wait_until(&format!("request {id} answered"), Duration::from_secs(120), || async move {
+        let (_, r) = call(w, reqwest::Method::GET, format!("{}/v1/render-requests/{id}", c.url), None).await;
+        (r["status"] == "succeeded" || r["status"] == "failed").then_some(r)
+    })
+    .await
+}
+
+/// Waits for `n` decided comparisons of `output_type` (of any kind) and returns them.
+async fn comparisons(w: &World, c: &Coord, output_type: &str, n: usize) -> Vec<Value> {
+    wait_until(&format!("{n} comparisons of {output_type}"), Duration::from_secs(120), || async move {
+        let (_, v) = call(w, reqwest::Method::GET, format!("{}/v1/comparisons?output_type={output_type}", c.url), None).await;
+        let done: Vec<Value> = v["items"].as_array()?.iter().filter(|k| k["status"] != "comparing").cloned().collect();
+        (done.len() >= n).then_some(done)
+    })
+    .await
+}
+
+async fn gate(w: &World, c: &Coord, key: &str) -> Value {
+    call(w, reqwest::Method::GET, format!("{}/v1/output-types/{key}/gate", c.url), None).await.1
+}
+
+async fn run_pipeline(w: &World, c: &Coord, request: &Value) -> String {
+    let id = request["run"]["run_id"].as_str().unwrap();
+    let (_, run) = call(w, reqwest::Method::GET, format!("{}/v1/runs/{id}?nodes=false", c.url), None).await;
+    run["pipeline"].as_str().unwrap_or("?").to_string()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shadow_matches_open_the_gate_promotion_follows_and_rollback_is_immediate() {
+    let (w, c) = start("rollout_gate").await;
+    let wf = workflow(&w, &c, |_| {}).await;
+    output_type(&w, &c, "still-128", &wf, "shadow", json!({"min_samples": 2, "window": 10, "noise_sample_pct": 100})).await;
+
+    let g = gate(&w, &c, "still-128").await;
+    assert_eq!(g["gate"]["status"], "insufficient_data", "{g:#}");
+    let (status, refused) = call(&w, reqwest::Method::POST, format!("{}/v1/output-types/still-128/promote", c.url), Some(json!({}))).await;
+    assert_eq!(status, 409, "{refused:#}");
+    assert_eq!(refused["error"], "gate_not_passing");
+    assert!(refused["message"].as_str().unwrap().contains("0 of the 2"), "{refused:#}");
+    assert_eq!(refused["gate"]["samples"], 0);
+
+    let a = request(&w, &c, "ol-1/still-128", "still-128").await;
+    let b = request(&w, &c, "ol-2/still-128", "still-128").await;
+    for id in [&a, &b] {
+        let r = answered(&w, &c, id).await;
+        assert_eq!(r["run"]["status"], "succeeded", "{r:#}");
+        assert_eq!(r["run"]["role"], "authoritative");
+        assert_eq!(run_pipeline(&w, &c, &r).await, "legacy", "in shadow mode the order system gets the legacy result");
+        assert_eq!(r["artifact"]["kind"], "image_png", "{r:#}");
+    }
+    // Two shadow (graph vs legacy) and two noise (legacy vs legacy) comparisons, all matching.
+    let done = comparisons(&w, &c, "still-128", 4).await;
+    for k in &done {
+        assert_eq!(k["verdict"], "match", "{k:#}");
+        assert_eq!(k["metrics"]["identical"].as_bool().or(k["metrics"]["identical_bytes"].as_bool()), Some(true), "{k:#}");
+    }
+    assert_eq!(done.iter().filter(|k| k["kind"] == "noise").count(), 2);
+    let g = gate(&w, &c, "still-128").await;
+    assert_eq!(g["gate"]["status"], "pass", "{g:#}");
+    assert_eq!(g["gate"]["samples"], 2);
+    assert_eq!(g["gate"]["input"]["noise_samples"], 2);
+
+    let (status, promoted) = call(&w, reqwest::Method::POST, format!("{}/v1/output-types/still-128/promote", c.url), Some(json!({}))).await;
+    assert_eq!(status, 200, "{promoted:#}");
+    assert_eq!((promoted["from_mode"].as_str(), promoted["to_mode"].as_str()), (Some("shadow"), Some("graph")));
+    let r = answered(&w, &c, &request(&w, &c, "ol-3/still-128", "still-128").await).await;
+    assert_eq!(run_pipeline(&w, &c, &r).await, "graph", "after promotion the graph pipeline answers");
+    assert_eq!(r["artifact"]["kind"], "image_png");
+
+    // Rollback: the very next request is legacy.
+    let t = Instant::now();
+    let (status, rolled) =
+        call(&w, reqwest::Method::POST, format!("{}/v1/output-types/still-128/rollback", c.url), Some(json!({"reason": "test"}))).await;
+    assert_eq!(status, 200, "{rolled:#}");
+    let next = request(&w, &c, "ol-4/still-128", "still-128").await;
+    let (_, r) = call(&w, reqwest::Method::GET, format!("{}/v1/render-requests/{next}", c.url), None).await;
+    let elapsed = t.elapsed();
+    assert_eq!(run_pipeline(&w, &c, &r).await, "legacy");
+    eprintln!("rollback call → next request dispatched legacy: {elapsed:?}");
+
+    let (_, events) = call(&w, reqwest::Method::GET, format!("{}/v1/output-types/still-128/rollout-events", c.url), None).await;
+    let modes: Vec<(&str, &str)> =
+        events["items"].as_array().unwrap().iter().map(|e| (e["from_mode"].as_str().unwrap(), e["to_mode"].as_str().unwrap())).collect();
+    assert_eq!(modes, [("graph", "legacy"), ("shadow", "graph")]);
+    assert_eq!(events["items"][1]["gate_snapshot"]["status"], "pass");
+
+    // The gauges and counters a dashboard reads.
+    let url = format!("{}/metrics", c.url);
+    wait_until("the mode gauge to show legacy", Duration::from_secs(10), || async {
+        (metric(&w.http, &url, "renderfleet_rollout_mode", &[("output_type", "still-128"), ("mode", "legacy")]).await == 1.0).then_some(())
+    })
+    .await;
+    assert_eq!(metric(&w.http, &url, "renderfleet_rollout_mode", &[("output_type", "still-128"), ("mode", "graph")]).await, 0.0);
+    assert_eq!(metric(&w.http, &url, "renderfleet_gate_status", &[("output_type", "still-128"), ("status", "pass")]).await, 1.0);
+    assert_eq!(
+        metric(&w.http, &url, "renderfleet_comparisons_total", &[("output_type", "still-128"), ("kind", "shadow"), ("verdict", "match")])
+            .await,
+        2.0
+    );
+    assert_eq!(metric(&w.http, &url, "renderfleet_rollbacks_total", &[("output_type", "still-128"), ("reason", "manual")]).await, 1.0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_different_graph_is_a_mismatch_with_a_diff_image_and_a_failing_one_a_candidate_error() {
+    let (w, c) = start("rollout_verdicts").await;
+    // Another camera angle: the same product, other pixels.
+    let turned = workflow(&w, &c, |g| node_mut(g, "still")["params"]["camera"]["azimuth_deg"] = json!(80)).await;
+    // Unmapped parts fail the graph's material step; legacy uses the default material.
+    let failing = workflow(&w, &c, |g| node_mut(g, "assign")["params"]["on_missing"] = json!("fail")).await;
+    output_type(&w, &c, "turned", &turned, "shadow", json!({"min_samples": 1, "window": 10})).await;
+    output_type(&w, &c, "failing", &failing, "shadow", json!({"min_samples": 1, "window": 10})).await;
+    let a = request(&w, &c, "ol-1/turned", "turned").await;
+    let b = request(&w, &c, "ol-1/failing", "failing").await;
+
+    let k = comparisons(&w, &c, "turned", 1).await.remove(0);
+    assert_eq!(k["verdict"], "mismatch", "{k:#}");
+    assert!(k["metrics"]["fail_share"].as_f64().unwrap() > 0.01, "{k:#}");
+    assert!(k["metrics"]["psnr_db"].as_f64().unwrap() < 40.0, "{k:#}");
+    let diff = k["diff_sha256"].as_str().expect("a diff image for a mismatch");
+    let path = w.artifacts_dir().join("sha256").join(&diff[..2]).join(diff);
+    assert!(std::fs::metadata(&path).map(|m| m.len() > 100).unwrap_or(false), "diff image at {}", path.display());
+    assert_eq!(answered(&w, &c, &a).await["run"]["status"], "succeeded");
+
+    let k = comparisons(&w, &c, "failing", 1).await.remove(0);
+    assert_eq!(k["verdict"], "candidate_error", "{k:#}");
+    let r = answered(&w, &c, &b).await;
+    assert_eq!(r["run"]["status"], "succeeded", "the order system still gets the legacy result: {r:#}");
+    assert_eq!(r["artifact"]["kind"], "image_png");
+    let g = gate(&w, &c, "failing").await;
+    assert_eq!(g["gate"]["status"], "fail", "{g:#}");
+    let g = gate(&w, &c, "turned").await;
+    assert_eq!(g["gate"]["status"], "fail", "{g:#}");
+
+    // Listing by verdict, and a bad verdict is refused with the known ones.
+    let (_, v) = call(&w, reqwest::Method::GET, format!("{}/v1/comparisons?verdict=mismatch", c.url), None).await;
+    assert_eq!(v["items"].as_array().unwrap().len(), 1);
+    let (status, v) = call(&w, reqwest::Method::GET, format!("{}/v1/comparisons?verdict=bogus", c.url), None).await;
+    assert_eq!(status, 400);
+    assert!(v["message"].as_str().unwrap().contains("candidate_error"), "{v}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn graph_mode_falls_back_to_legacy_and_rolls_back_by_itself() {
+    let (w, c) = start("rollout_fallback").await;
+    let failing = workflow(&w, &c, |g| node_mut(g, "assign")["params"]["on_missing"] = json!("fail")).await;
+    output_type(&w, &c, "fragile", &failing, "graph", json!({"min_samples": 2, "window": 10, "max_graph_failure_rate": 0.2})).await;
+    for key in ["ol-1/fragile", "ol-2/fragile"] {
+        let id = request(&w, &c, key, "fragile").await;
+        let r = answered(&w, &c, &id).await;
+        assert_eq!(r["run"]["status"], "succeeded", "{r:#}");
+        assert_eq!(r["run"]["role"], "fallback", "{r:#}");
+        assert_eq!(run_pipeline(&w, &c, &r).await, "legacy");
+        assert_eq!(r["artifact"]["kind"], "image_png");
+    }
+    let url = format!("{}/metrics", c.url);
+    assert_eq!(metric(&w.http, &url, "renderfleet_fallbacks_total", &[("output_type", "fragile")]).await, 2.0);
+    let events = wait_until("the automatic rollback", Duration::from_secs(30), || async {
+        let (_, e) = call(&w, reqwest::Method::GET, format!("{}/v1/output-types/fragile/rollout-events", c.url), None).await;
+        (!e["items"].as_array()?.is_empty()).then_some(e)
+    })
+    .await;
+    let e = &events["items"][0];
+    assert_eq!(
+        (e["from_mode"].as_str(), e["to_mode"].as_str(), e["actor"].as_str()),
+        (Some("graph"), Some("legacy"), Some("auto")),
+        "{e:#}"
+    );
+    assert!(e["reason"].as_str().unwrap().contains("2 of the last 2"), "{e:#}");
+    let (_, ot) = call(&w, reqwest::Method::GET, format!("{}/v1/output-types/fragile", c.url), None).await;
+    assert_eq!(ot["rollout_mode"], "legacy");
+    assert_eq!(metric(&w.http, &url, "renderfleet_rollbacks_total", &[("output_type", "fragile"), ("reason", "auto")]).await, 1.0);
+    // Resuming is explicit: promote goes to shadow first, never straight back to graph.
+    let (status, p) = call(&w, reqwest::Method::POST, format!("{}/v1/output-types/fragile/promote", c.url), Some(json!({}))).await;
+    assert_eq!((status, p["to_mode"].as_str()), (200, Some("shadow")), "{p:#}");
+}
+
+#[test]
+fn the_alert_rules_load_in_promtool() {
+    let Ok(out) = std::process::Command::new("promtool")
+        .args(["check", "rules"])
+        .arg(concat!(env!("CARGO_MANIFEST_DIR"), "/../ops/prometheus/alerts.yml"))
+        .output()
+    else {
+        eprintln!("promtool is not installed (Debian's `prometheus` package has it); skipping");
+        return;
+    };
+    assert!(out.status.success(), "{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+}

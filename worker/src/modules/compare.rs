@@ -1,0 +1,248 @@
+//! `compare` (`compare.artifacts`): a legacy (control) and a graph (candidate) artifact →
+//! a verdict, the metrics behind it, a `comparison_report`, and for a mismatching image a
+//! diff image. Images are compared decoded, pixel by pixel (`renderfleet_shared::imagediff`);
+//! turntable frames frame by frame; GLB files by hash, then by their part structure; JSON
+//! artifacts path by path; anything else by hash.
+
+use super::{fatal, input_ref, Env, Module, ModuleError, ModuleFuture};
+use crate::geometry;
+use renderfleet_shared::artifact::ArtifactRef;
+use renderfleet_shared::imagediff::{self, ImageMetrics, Rgba};
+use renderfleet_shared::registry::module::COMPARE;
+use renderfleet_shared::wire::TaskMessage;
+use serde_json::{json, Value};
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+pub(super) struct Compare(pub(super) Arc<Env>);
+
+/// The thresholds, from the node's params (the output type's gate config).
+struct Thresholds {
+    fail: f64,
+    fail_percent: f64,
+    hard_fail: f64,
+    frame_sample: usize,
+}
+
+impl Module for Compare {
+    fn key(&self) -> &'static str {
+        COMPARE
+    }
+
+    fn run<'a>(&'a self, task: &'a TaskMessage) -> ModuleFuture<'a> {
+        Box::pin(async move {
+            let env = &self.0;
+            let (control, candidate) = (input_ref(task, "control")?, input_ref(task, "candidate")?);
+            let p = &task.params;
+            let t = Thresholds {
+                fail: p["fail"].as_f64().unwrap_or(0.016),
+                fail_percent: p["fail_percent"].as_f64().unwrap_or(1.0),
+                hard_fail: p["hard_fail"].as_f64().unwrap_or(1.0),
+                frame_sample: p["frame_sample"].as_u64().unwrap_or(0) as usize,
+            };
+            let (matched, metrics, diff) = if control.kind != candidate.kind {
+                (false, json!({"reason": format!("kinds differ: control {} vs candidate {}", control.kind, candidate.kind)}), None)
+            } else if control.sha256 == candidate.sha256 {
+                (true, json!({"identical_bytes": true}), None)
+            } else {
+                match control.kind.as_str() {
+                    "image_png" => images(env, &control, &candidate, &t).await?,
+                    "frames" => frames(env, &control, &candidate, &t).await?,
+                    "glb" => glb(env, &control, &candidate).await?,
+                    "metadata_json" | "part_manifest" | "material_map" | "comparison_report" => {
+                        json_files(env, &control, &candidate).await?
+                    }
+                    other => (false, json!({"reason": format!("the bytes differ and `{other}` has no structural comparison yet")}), None),
+                }
+            };
+            let verdict = if matched { "match" } else { "mismatch" };
+            let report = json!({"verdict": verdict, "kind": control.kind, "control": control, "candidate": candidate, "metrics": metrics, "diff": diff});
+            let stored = env
+                .store
+                .put_bytes(
+                    &serde_json::to_vec_pretty(&report).expect("JSON"),
+                    "comparison_report",
+                    "application/json",
+                    json!({"verdict": verdict}),
+                )
+                .await?;
+            Ok(json!({"report": stored, "verdict": verdict, "metrics": metrics, "diff": diff}))
+        })
+    }
+}
+
+/// A PNG decoded to RGBA8.
+struct Decoded {
+    width: u32,
+    height: u32,
+    data: Vec<u8>,
+}
+
+impl Decoded {
+    fn rgba(&self) -> Rgba<'_> {
+        Rgba { width: self.width, height: self.height, data: &self.data }
+    }
+}
+
+fn decode(bytes: &[u8]) -> Result<Decoded, ModuleError> {
+    let mut decoder = png::Decoder::new(std::io::Cursor::new(bytes));
+    decoder.set_transformations(png::Transformations::normalize_to_color8());
+    let mut reader = decoder.read_info().map_err(|e| fatal(format!("not a readable PNG: {e}")))?;
+    let mut buf = vec![0; reader.output_buffer_size()];
+    let info = reader.next_frame(&mut buf).map_err(|e| fatal(format!("not a readable PNG: {e}")))?;
+    buf.truncate(info.buffer_size());
+    let data = match info.color_type {
+        png::ColorType::Rgba => buf,
+        png::ColorType::Rgb => buf.chunks_exact(3).flat_map(|p| [p[0], p[1], p[2], 255]).collect(),
+        png::ColorType::GrayscaleAlpha => buf.chunks_exact(2).flat_map(|p| [p[0], p[0], p[0], p[1]]).collect(),
+        png::ColorType::Grayscale => buf.iter().flat_map(|&g| [g, g, g, 255]).collect(),
+        png::ColorType::Indexed => return Err(fatal("an indexed PNG was not expanded")),
+    };
+    Ok(Decoded { width: info.width, height: info.height, data })
+}
+
+fn encode_rgb(width: u32, height: u32, rgb: &[u8]) -> Vec<u8> {
+    let mut out = Vec::new();
+    {
+        let mut e = png::Encoder::new(&mut out, width, height);
+        e.set_color(png::ColorType::Rgb);
+        e.set_depth(png::BitDepth::Eight);
+        let mut w = e.write_header().expect("PNG header into memory");
+        w.write_image_data(rgb).expect("PNG data into memory");
+    }
+    out
+}
+
+fn image_metrics(a: &Decoded, b: &Decoded, t: &Thresholds) -> Option<(bool, ImageMetrics)> {
+    let m = imagediff::compare(a.rgba(), b.rgba(), t.fail)?;
+    Some((imagediff::matches(&m, t.fail_percent, t.hard_fail), m))
+}
+
+async fn images(
+    env: &Env,
+    control: &ArtifactRef,
+    candidate: &ArtifactRef,
+    t: &Thresholds,
+) -> Result<(bool, Value, Option<ArtifactRef>), ModuleError> {
+    let a = decode(&env.store.read(control).await?)?;
+    let b = decode(&env.store.read(candidate).await?)?;
+    let Some((matched, m)) = image_metrics(&a, &b, t) else {
+        let reason = format!("sizes differ: {}×{} vs {}×{}", a.width, a.height, b.width, b.height);
+        return Ok((false, json!({"reason": reason}), None));
+    };
+    let diff = if matched {
+        None
+    } else {
+        let png = encode_rgb(a.width, a.height, &imagediff::diff_image(a.rgba(), b.rgba(), t.fail));
+        let meta = json!({"width": a.width, "height": a.height, "diff_of": [control.sha256, candidate.sha256]});
+        Some(env.store.put_bytes(&png, "image_png", "image/png", meta).await?)
+    };
+    Ok((matched, json!(m), diff))
+}
+
+/// Frame by frame (every `frame_sample`-th); the worst frame speaks for the turntable.
+async fn frames(
+    env: &Env,
+    control: &ArtifactRef,
+    candidate: &ArtifactRef,
+    t: &Thresholds,
+) -> Result<(bool, Value, Option<ArtifactRef>), ModuleError> {
+    let read = |r: &ArtifactRef| {
+        let r = r.clone();
+        async move { serde_json::from_slice::<Value>(&env.store.read(&r).await?).map_err(|e| fatal(format!("unreadable frames manifest: {e}"))) }
+    };
+    let (a, b) = (read(control).await?, read(candidate).await?);
+    let (fa, fb) = (a["frames"].as_array().cloned().unwrap_or_default(), b["frames"].as_array().cloned().unwrap_or_default());
+    if fa.len() != fb.len() {
+        return Ok((false, json!({"reason": format!("frame counts differ: {} vs {}", fa.len(), fb.len())}), None));
+    }
+    let frame_ref = |f: &Value| ArtifactRef {
+        sha256: f["sha256"].as_str().unwrap_or_default().into(),
+        kind: "image_png".into(),
+        bytes: f["bytes"].as_u64().unwrap_or(0),
+        mime: "image/png".into(),
+        meta: Value::Null,
+    };
+    let step = t.frame_sample.max(1);
+    let mut per_frame = Vec::new();
+    let mut worst: Option<(f64, Value, Option<ArtifactRef>)> = None;
+    let mut all_match = true;
+    for (x, y) in fa.iter().zip(&fb).step_by(step) {
+        let (matched, m, diff) = images(env, &frame_ref(x), &frame_ref(y), t).await?;
+        all_match &= matched;
+        let score = m["fail_share"].as_f64().unwrap_or(1.0);
+        per_frame.push(json!({"frame": x["index"], "match": matched, "fail_share": m["fail_share"], "rmse": m["rmse"]}));
+        if worst.as_ref().is_none_or(|(s, _, _)| score > *s) {
+            worst = Some((score, m, diff));
+        }
+    }
+    let (_, worst_metrics, diff) = worst.unwrap_or((0.0, json!({}), None));
+    Ok((all_match, json!({"frames_compared": per_frame.len(), "worst": worst_metrics, "frames": per_frame}), diff))
+}
+
+/// Bytes differ: the same parts, keys and triangle counts make a match.
+async fn glb(env: &Env, control: &ArtifactRef, candidate: &ArtifactRef) -> Result<(bool, Value, Option<ArtifactRef>), ModuleError> {
+    let parts = |bytes: Vec<u8>| -> Result<BTreeMap<String, (String, u64)>, ModuleError> {
+        let (_, manifest) = geometry::metadata(&bytes, "m").map_err(|e| fatal(e.to_string()))?;
+        Ok(manifest.parts.into_iter().map(|p| (p.key, (p.part, p.triangles))).collect())
+    };
+    let (a, b) = (parts(env.store.read(control).await?)?, parts(env.store.read(candidate).await?)?);
+    let differing: Vec<&String> =
+        a.keys().chain(b.keys()).filter(|k| a.get(*k) != b.get(*k)).collect::<std::collections::BTreeSet<_>>().into_iter().collect();
+    Ok((
+        differing.is_empty(),
+        json!({"identical_bytes": false, "parts_compared": a.len().max(b.len()), "differing_parts": differing}),
+        None,
+    ))
+}
+
+/// JSON artifacts: every path whose value differs.
+async fn json_files(env: &Env, control: &ArtifactRef, candidate: &ArtifactRef) -> Result<(bool, Value, Option<ArtifactRef>), ModuleError> {
+    let parse = |bytes: Vec<u8>| serde_json::from_slice::<Value>(&bytes).map_err(|e| fatal(format!("unreadable JSON artifact: {e}")));
+    let (a, b) = (parse(env.store.read(control).await?)?, parse(env.store.read(candidate).await?)?);
+    let mut diffs = Vec::new();
+    json_diff("", &a, &b, &mut diffs);
+    Ok((diffs.is_empty(), json!({"differing_paths": diffs.len(), "paths": diffs.iter().take(100).collect::<Vec<_>>()}), None))
+}
+
+fn json_diff(path: &str, a: &Value, b: &Value, out: &mut Vec<Value>) {
+    match (a, b) {
+        (Value::Object(x), Value::Object(y)) => {
+            let keys: std::collections::BTreeSet<&String> = x.keys().chain(y.keys()).collect();
+            for k in keys {
+                let p = format!("{path}/{}", k.replace('~', "~0").replace('/', "~1"));
+                json_diff(&p, x.get(k).unwrap_or(&Value::Null), y.get(k).unwrap_or(&Value::Null), out);
+            }
+        }
+        (Value::Array(x), Value::Array(y)) if x.len() == y.len() => {
+            for (i, (u, v)) in x.iter().zip(y).enumerate() {
+                json_diff(&format!("{path}/{i}"), u, v, out);
+            }
+        }
+        _ if a != b => out.push(json!({"path": path, "control": a, "candidate": b})),
+        _ => {}
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn json_diff_lists_each_differing_path() {
+        let mut out = Vec::new();
+        json_diff("", &json!({"a": 1, "b": {"c": [1, 2]}, "d/e": true}), &json!({"a": 1, "b": {"c": [1, 3]}, "x": null}), &mut out);
+        let paths: Vec<&str> = out.iter().map(|d| d["path"].as_str().unwrap()).collect();
+        assert_eq!(paths, ["/b/c/1", "/d~1e"]);
+    }
+
+    #[test]
+    fn png_round_trip_and_metrics() {
+        let rgb: Vec<u8> = (0..16 * 16).flat_map(|i| [i as u8, 0, 255 - i as u8]).collect();
+        let a = decode(&encode_rgb(16, 16, &rgb)).unwrap();
+        assert_eq!((a.width, a.height, a.data.len()), (16, 16, 16 * 16 * 4));
+        let t = Thresholds { fail: 0.016, fail_percent: 1.0, hard_fail: 1.0, frame_sample: 0 };
+        let (matched, m) = image_metrics(&a, &a, &t).unwrap();
+        assert!(matched && m.identical);
+    }
+}
