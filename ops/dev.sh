@@ -115,6 +115,18 @@ ensure_render_tools() {
   export RENDERFLEET_TOOLS__PYTHON="$venv/bin/python"
 }
 
+# promtool checks the alert rules in the tests. Debian ships it in `prometheus`, whose own
+# service must not start on a development machine: policy-rc.d refuses it for the install.
+ensure_promtool() {
+  command -v promtool >/dev/null && return
+  local policy=/usr/sbin/policy-rc.d created=""
+  if [ ! -e "$policy" ]; then
+    printf '#!/bin/sh\nexit 101\n' | $SUDO tee "$policy" >/dev/null && $SUDO chmod +x "$policy" && created=1
+  fi
+  apt_install --no-install-recommends prometheus
+  if [ -n "$created" ]; then $SUDO rm -f "$policy"; fi
+}
+
 # The CAD files the demo renders: the team's fixtures beside the project when present,
 # else the small assembly the project ships.
 demo_cad() {
@@ -227,6 +239,7 @@ PY
 run_tests() {
   services
   ensure_render_tools
+  ensure_promtool
   ensure_rust
   if cargo fmt --version >/dev/null 2>&1; then
     log "checking formatting (cargo fmt)"
