@@ -181,8 +181,12 @@ async fn a_different_graph_is_a_mismatch_with_a_diff_image_and_a_failing_one_a_c
     let failing = workflow(&w, &c, |g| node_mut(g, "assign")["params"]["on_missing"] = json!("fail")).await;
     output_type(&w, &c, "turned", &turned, "shadow", json!({"min_samples": 1, "window": 10})).await;
     output_type(&w, &c, "failing", &failing, "shadow", json!({"min_samples": 1, "window": 10})).await;
+    // The same difference, excused by a named rule: counted apart, never as a match.
+    let rule = json!([{"name": "camera-moved", "max_fail_percent": 100.0}]);
+    output_type(&w, &c, "turned-ok", &turned, "shadow", json!({"min_samples": 1, "window": 10, "ignore_rules": rule})).await;
     let a = request(&w, &c, "ol-1/turned", "turned").await;
     let b = request(&w, &c, "ol-1/failing", "failing").await;
+    request(&w, &c, "ol-1/turned-ok", "turned-ok").await;
 
     let k = comparisons(&w, &c, "turned", 1).await.remove(0);
     assert_eq!(k["verdict"], "mismatch", "{k:#}");
@@ -202,6 +206,11 @@ async fn a_different_graph_is_a_mismatch_with_a_diff_image_and_a_failing_one_a_c
     assert_eq!(g["gate"]["status"], "fail", "{g:#}");
     let g = gate(&w, &c, "turned").await;
     assert_eq!(g["gate"]["status"], "fail", "{g:#}");
+
+    let k = comparisons(&w, &c, "turned-ok", 1).await.remove(0);
+    assert_eq!((k["verdict"].as_str(), k["ignore_rule"].as_str()), (Some("ignored"), Some("camera-moved")), "{k:#}");
+    let g = gate(&w, &c, "turned-ok").await;
+    assert_eq!((g["gate"]["status"].as_str(), g["gate"]["samples"].as_u64()), (Some("insufficient_data"), Some(0)), "{g:#}");
 
     // Listing by verdict, and a bad verdict is refused with the known ones.
     let (_, v) = call(&w, reqwest::Method::GET, format!("{}/v1/comparisons?verdict=mismatch", c.url), None).await;

@@ -36,6 +36,43 @@ pub struct GateConfig {
     pub hard_fail: f64,
     /// Compare every n-th turntable frame (0: all).
     pub frame_sample: u32,
+    /// Known, accepted differences: a mismatch one of them covers is `ignored`.
+    pub ignore_rules: Vec<IgnoreRule>,
+}
+
+/// A named excuse for a known, accepted difference (the graph's still is a touch softer, a
+/// watermark moved): a mismatch within every bound the rule gives is `ignored` under the
+/// rule's name, counted apart and never as a match.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct IgnoreRule {
+    pub name: String,
+    /// Largest share of failing pixels, percent.
+    #[serde(default)]
+    pub max_fail_percent: Option<f64>,
+    /// Largest channel difference, 0..1.
+    #[serde(default)]
+    pub max_abs: Option<f64>,
+    /// Smallest SSIM.
+    #[serde(default)]
+    pub min_ssim: Option<f64>,
+}
+
+impl IgnoreRule {
+    /// Whether the rule covers a comparison with these metrics (for a turntable, its worst
+    /// frame). A bound whose metric is missing does not hold.
+    pub fn covers(&self, metrics: &serde_json::Value) -> bool {
+        let m = if metrics["worst"].is_object() { &metrics["worst"] } else { metrics };
+        let get = |k: &str| m[k].as_f64();
+        self.max_fail_percent.is_none_or(|b| get("fail_share").is_some_and(|v| v * 100.0 <= b))
+            && self.max_abs.is_none_or(|b| get("max_abs").is_some_and(|v| v <= b))
+            && self.min_ssim.is_none_or(|b| get("ssim").is_some_and(|v| v >= b))
+    }
+}
+
+/// The first rule that covers a mismatch with these metrics.
+pub fn ignored_by<'a>(rules: &'a [IgnoreRule], metrics: &serde_json::Value) -> Option<&'a IgnoreRule> {
+    rules.iter().find(|r| r.covers(metrics))
 }
 
 impl Default for GateConfig {
@@ -52,6 +89,7 @@ impl Default for GateConfig {
             fail_percent: 1.0,
             hard_fail: 1.0,
             frame_sample: 0,
+            ignore_rules: Vec::new(),
         }
     }
 }
@@ -76,6 +114,17 @@ impl GateConfig {
         }
         if self.max_duration_ratio <= 0.0 {
             return Err(format!("gate_config.max_duration_ratio must be above 0, got {}", self.max_duration_ratio));
+        }
+        for (i, r) in self.ignore_rules.iter().enumerate() {
+            if r.name.trim().is_empty() || self.ignore_rules[..i].iter().any(|o| o.name == r.name) {
+                return Err(format!("gate_config.ignore_rules[{i}] needs a name of its own"));
+            }
+            if r.max_fail_percent.is_none() && r.max_abs.is_none() && r.min_ssim.is_none() {
+                return Err(format!(
+                    "ignore rule `{}` has no bound, so it would excuse every mismatch; give max_fail_percent, max_abs or min_ssim",
+                    r.name
+                ));
+            }
         }
         if self.min_samples == 0 || self.window < self.min_samples {
             return Err(format!("gate_config needs 1 <= min_samples <= window, got {} and {}", self.min_samples, self.window));
@@ -284,6 +333,23 @@ mod tests {
         let g = evaluate(&cfg, &GateInput { ignored: 50, ..input(10, 0) });
         assert_eq!(g.status, GateStatus::InsufficientData);
         assert_eq!(g.samples, 10);
+    }
+
+    #[test]
+    fn ignore_rules_cover_only_what_they_bound() {
+        let soft = IgnoreRule { name: "softer".into(), max_fail_percent: Some(5.0), max_abs: None, min_ssim: Some(0.9) };
+        let small = serde_json::json!({"fail_share": 0.03, "ssim": 0.95, "max_abs": 0.4});
+        assert!(soft.covers(&small));
+        assert!(!soft.covers(&serde_json::json!({"fail_share": 0.08, "ssim": 0.95})), "too many failing pixels");
+        assert!(!soft.covers(&serde_json::json!({"fail_share": 0.03})), "a missing metric does not hold");
+        assert!(soft.covers(&serde_json::json!({"worst": small, "frames_compared": 6})), "turntables: the worst frame");
+        let rules = vec![soft];
+        assert_eq!(ignored_by(&rules, &small).map(|r| r.name.as_str()), Some("softer"));
+        let unbounded = GateConfig {
+            ignore_rules: vec![IgnoreRule { name: "all".into(), max_fail_percent: None, max_abs: None, min_ssim: None }],
+            ..Default::default()
+        };
+        assert!(unbounded.check().unwrap_err().contains("no bound"));
     }
 
     #[test]

@@ -198,6 +198,8 @@ pub(super) struct ComparisonView {
     candidate_seconds: Option<f64>,
     created_at: DateTime<Utc>,
     decided_at: Option<DateTime<Utc>>,
+    /// The gate config's ignore rule that excused a mismatch (verdict `ignored`).
+    ignore_rule: Option<String>,
 }
 
 impl ComparisonView {
@@ -218,6 +220,7 @@ impl ComparisonView {
             candidate_seconds: r.get(12),
             created_at: r.get(13),
             decided_at: r.get(14),
+            ignore_rule: r.get(15),
         }
     }
 }

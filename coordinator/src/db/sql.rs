@@ -418,15 +418,17 @@ WITH c AS (UPDATE comparisons SET compare_run = $2 WHERE id = $1)
 UPDATE node_runs SET bindings = $3 WHERE run_id = $2";
 
 /// Comparisons whose compare run has ended: comparison, output type, kind, the compare
-/// node's status, outputs and error.
+/// node's status, outputs and error, and the output type's gate config (ignore rules).
 pub const COMPARES_DONE: &str = "
-SELECT k.id, k.output_type_key, k.kind, n.status, n.outputs, n.error
+SELECT k.id, k.output_type_key, k.kind, n.status, n.outputs, n.error, o.gate_config
 FROM comparisons k JOIN runs r ON r.id = k.compare_run JOIN node_runs n ON n.run_id = r.id
+JOIN output_types o ON o.key = k.output_type_key
 WHERE k.status = 'comparing' AND r.status <> 'running' LIMIT 200";
 
-/// Decides comparison $1: $2 status, $3 verdict, $4 metrics, $5 diff image sha256.
+/// Decides comparison $1: $2 status, $3 verdict, $4 metrics, $5 diff image sha256, $6 the
+/// ignore rule that excused a mismatch.
 pub const DECIDE_COMPARISON: &str = "
-UPDATE comparisons SET status = $2, verdict = $3, metrics = $4, diff_sha256 = $5, decided_at = now()
+UPDATE comparisons SET status = $2, verdict = $3, metrics = $4, diff_sha256 = $5, ignore_rule = $6, decided_at = now()
 WHERE id = $1 AND status = 'comparing'";
 
 /// Failed authoritative graph runs (ended within $1 seconds) without a fallback yet:
@@ -489,14 +491,14 @@ WHERE output_type_key = $1 ORDER BY at DESC, id DESC LIMIT $2";
 /// (COMPARISON returns the same columns.)
 pub const COMPARISONS: &str = "
 SELECT id, request_id, output_type_key, kind, control_run, candidate_run, compare_run, status, verdict, metrics,
-       diff_sha256, control_seconds, candidate_seconds, created_at, decided_at
+       diff_sha256, control_seconds, candidate_seconds, created_at, decided_at, ignore_rule
 FROM comparisons WHERE ($1::text IS NULL OR output_type_key = $1) AND ($2::text IS NULL OR verdict = $2)
 ORDER BY created_at DESC LIMIT $3";
 
 /// Comparison $1.
 pub const COMPARISON: &str = "
 SELECT id, request_id, output_type_key, kind, control_run, candidate_run, compare_run, status, verdict, metrics,
-       diff_sha256, control_seconds, candidate_seconds, created_at, decided_at
+       diff_sha256, control_seconds, candidate_seconds, created_at, decided_at, ignore_rule
 FROM comparisons WHERE id = $1";
 
 /// The artifact run $1 delivered for output type $2 (its artifact kind).

@@ -148,9 +148,17 @@ async fn decide(state: &AppState, row: &tokio_postgres::Row) -> Result<(), DbErr
     let outputs: Option<Value> = row.get(4);
     let error: Option<Value> = row.get(5);
     let client = state.pool.get().await?;
+    let cfg = gate_config(&row.get(6));
+    let mut rule: Option<String> = None;
     let (status, verdict, metrics, diff) = match outputs.filter(|_| node_status == "succeeded") {
         Some(o) => {
-            let verdict = o["verdict"].as_str().unwrap_or("mismatch").to_string();
+            let mut verdict = o["verdict"].as_str().unwrap_or("mismatch").to_string();
+            if verdict == Verdict::Mismatch.as_str() {
+                if let Some(r) = gate::ignored_by(&cfg.ignore_rules, &o["metrics"]) {
+                    verdict = Verdict::Ignored.as_str().into();
+                    rule = Some(r.name.clone());
+                }
+            }
             let diff = o["diff"]["sha256"].as_str().map(String::from);
             let mut metrics = o["metrics"].clone();
             if let Some(r) = o.get("report") {
@@ -161,7 +169,7 @@ async fn decide(state: &AppState, row: &tokio_postgres::Row) -> Result<(), DbErr
         // The comparison itself failed (a store outage, a bug): kept out of the gate.
         None => ("failed", None, json!({"error": error}), None),
     };
-    let changed = client.execute(sql::DECIDE_COMPARISON, &[&id, &status, &verdict, &metrics, &diff]).await?;
+    let changed = client.execute(sql::DECIDE_COMPARISON, &[&id, &status, &verdict, &metrics, &diff, &rule]).await?;
     if changed == 1 {
         if let Some(v) = &verdict {
             metrics::counter!(m::COMPARISONS_TOTAL, "output_type" => key.clone(), "kind" => kind.clone(), "verdict" => v.clone())
