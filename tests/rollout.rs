@@ -267,3 +267,49 @@ fn the_alert_rules_load_in_promtool() {
     };
     assert!(out.status.success(), "{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn videos_are_compared_frame_by_frame_and_blend_files_by_their_objects() {
+    let (w, c) = start("rollout_kinds").await;
+    let turntable = |samples: u32| {
+        json!({"nodes": [
+            {"id": "resolve", "type": "cad.resolve"}, {"id": "export", "type": "cad.export_glb"}, {"id": "assign", "type": "material.assign"},
+            {"id": "turntable", "type": "render.turntable", "params": {"width": 64, "height": 64, "samples": samples, "frame_count": 4}},
+            {"id": "encode", "type": "video.encode", "params": {"fps": 12}}, {"id": "publish", "type": "output.publish"}],
+         "edges": [{"from": "resolve", "to": "export"}, {"from": "export", "from_port": "parts", "to": "assign"},
+                   {"from": "export", "from_port": "glb", "to": "turntable", "to_port": "glb"}, {"from": "assign", "to": "turntable", "to_port": "materials"},
+                   {"from": "turntable", "to": "encode"}, {"from": "encode", "to": "publish"}]})
+    };
+    // Twice the samples of the legacy preset: the same product, other noise in every frame.
+    let video_wf = workflow(&w, &c, |g| *g = turntable(4)).await;
+    let body = json!({"key": "spin", "family": "order_line", "artifact_kind": "video_mp4", "workflow_id": video_wf,
+                      "legacy_preset": {"resolution": 64, "samples": 2, "frames": 4, "fps": 12},
+                      "rollout_mode": "shadow", "shadow_sample_pct": 100, "gate_config": {"min_samples": 1, "window": 10}});
+    let (status, created) = call(&w, reqwest::Method::POST, format!("{}/v1/output-types", c.url), Some(body)).await;
+    assert_eq!(status, 201, "{created:#}");
+    // The scene seen from another angle: other bytes, the same objects and materials.
+    let blend_wf = workflow(&w, &c, |g| {
+        *g = json!({"nodes": [
+            {"id": "resolve", "type": "cad.resolve"}, {"id": "export", "type": "cad.export_glb"}, {"id": "assign", "type": "material.assign"},
+            {"id": "blend", "type": "export.blend", "params": {"camera": {"azimuth_deg": 80}}}, {"id": "publish", "type": "output.publish"}],
+         "edges": [{"from": "resolve", "to": "export"}, {"from": "export", "from_port": "parts", "to": "assign"},
+                   {"from": "export", "from_port": "glb", "to": "blend", "to_port": "glb"}, {"from": "assign", "to": "blend", "to_port": "materials"},
+                   {"from": "blend", "to": "publish"}]})
+    })
+    .await;
+    let body = json!({"key": "scene", "family": "order_line", "artifact_kind": "blend", "workflow_id": blend_wf, "legacy_preset": {},
+                      "rollout_mode": "shadow", "shadow_sample_pct": 100, "gate_config": {"min_samples": 1, "window": 10}});
+    let (status, created) = call(&w, reqwest::Method::POST, format!("{}/v1/output-types", c.url), Some(body)).await;
+    assert_eq!(status, 201, "{created:#}");
+    request(&w, &c, "ol-1/spin", "spin").await;
+    request(&w, &c, "ol-1/scene", "scene").await;
+
+    let k = comparisons(&w, &c, "spin", 1).await.remove(0);
+    assert_eq!(k["verdict"], "mismatch", "{k:#}");
+    assert_eq!(k["metrics"]["frames_compared"], 4, "{k:#}");
+    assert!(k["metrics"]["worst"]["rmse"].as_f64().unwrap() > 0.0, "{k:#}");
+    let k = comparisons(&w, &c, "scene", 1).await.remove(0);
+    assert_eq!(k["verdict"], "match", "{k:#}");
+    assert_eq!(k["metrics"]["identical_bytes"], false, "the camera moved, so the files differ: {k:#}");
+    assert!(k["metrics"]["objects"].as_u64().unwrap() >= 18, "{k:#}");
+}

@@ -1,17 +1,20 @@
 //! `compare` (`compare.artifacts`): a legacy (control) and a graph (candidate) artifact →
 //! a verdict, the metrics behind it, a `comparison_report`, and for a mismatching image a
 //! diff image. Images are compared decoded, pixel by pixel (`renderfleet_shared::imagediff`);
-//! turntable frames frame by frame; GLB files by hash, then by their part structure; JSON
-//! artifacts path by path; anything else by hash.
+//! turntable frames and videos (decoded with ffmpeg) frame by frame; GLB files by hash, then
+//! by their part structure; .blend files by hash, then by the object list Blender reads from
+//! them; JSON artifacts path by path; anything else by hash.
 
 use super::{fatal, input_ref, Env, Module, ModuleError, ModuleFuture};
 use crate::geometry;
+use crate::tools::{self, Scratch};
 use renderfleet_shared::artifact::ArtifactRef;
 use renderfleet_shared::imagediff::{self, ImageMetrics, Rgba};
 use renderfleet_shared::registry::module::COMPARE;
 use renderfleet_shared::wire::TaskMessage;
 use serde_json::{json, Value};
 use std::collections::BTreeMap;
+use std::ffi::OsStr;
 use std::sync::Arc;
 
 pub(super) struct Compare(pub(super) Arc<Env>);
@@ -48,6 +51,8 @@ impl Module for Compare {
                 match control.kind.as_str() {
                     "image_png" => images(env, &control, &candidate, &t).await?,
                     "frames" => frames(env, &control, &candidate, &t).await?,
+                    "video_mp4" => videos(env, &control, &candidate, &t).await?,
+                    "blend" => blends(env, &control, &candidate).await?,
                     "glb" => glb(env, &control, &candidate).await?,
                     "metadata_json" | "part_manifest" | "material_map" | "comparison_report" => {
                         json_files(env, &control, &candidate).await?
@@ -124,8 +129,19 @@ async fn images(
     candidate: &ArtifactRef,
     t: &Thresholds,
 ) -> Result<(bool, Value, Option<ArtifactRef>), ModuleError> {
-    let a = decode(&env.store.read(control).await?)?;
-    let b = decode(&env.store.read(candidate).await?)?;
+    let (a, b) = (env.store.read(control).await?, env.store.read(candidate).await?);
+    png_pair(env, &a, &b, t, json!([control.sha256, candidate.sha256])).await
+}
+
+/// Two PNG files' pixels; a mismatch stores its diff image.
+async fn png_pair(
+    env: &Env,
+    a: &[u8],
+    b: &[u8],
+    t: &Thresholds,
+    diff_of: Value,
+) -> Result<(bool, Value, Option<ArtifactRef>), ModuleError> {
+    let (a, b) = (decode(a)?, decode(b)?);
     let Some((matched, m)) = image_metrics(&a, &b, t) else {
         let reason = format!("sizes differ: {}×{} vs {}×{}", a.width, a.height, b.width, b.height);
         return Ok((false, json!({"reason": reason}), None));
@@ -134,10 +150,87 @@ async fn images(
         None
     } else {
         let png = encode_rgb(a.width, a.height, &imagediff::diff_image(a.rgba(), b.rgba(), t.fail));
-        let meta = json!({"width": a.width, "height": a.height, "diff_of": [control.sha256, candidate.sha256]});
+        let meta = json!({"width": a.width, "height": a.height, "diff_of": diff_of});
         Some(env.store.put_bytes(&png, "image_png", "image/png", meta).await?)
     };
     Ok((matched, json!(m), diff))
+}
+
+/// Videos: decoded to frames with ffmpeg, then compared as a turntable's frames are.
+async fn videos(
+    env: &Env,
+    control: &ArtifactRef,
+    candidate: &ArtifactRef,
+    t: &Thresholds,
+) -> Result<(bool, Value, Option<ArtifactRef>), ModuleError> {
+    let scratch = Scratch::new(&env.scratch, "compare").await?;
+    let mut decoded = Vec::new();
+    for (side, r) in [("control", control), ("candidate", candidate)] {
+        let dir = scratch.dir.join(side);
+        tokio::fs::create_dir_all(&dir).await.map_err(|e| fatal(format!("cannot create {}: {e}", dir.display())))?;
+        let input = env.store.path(r).await?;
+        let args: Vec<&OsStr> = ["-hide_banner", "-loglevel", "error", "-nostdin", "-i"]
+            .map(OsStr::new)
+            .into_iter()
+            .chain(std::iter::once(input.as_os_str()))
+            .chain(["-fps_mode", "passthrough", "-pix_fmt", "rgba", "f%05d.png"].map(OsStr::new))
+            .collect();
+        tools::run(&env.tools.ffmpeg, &args, &dir, &format!("decoding the {side} video (ffmpeg)"), false).await?;
+        let mut names: Vec<std::path::PathBuf> = std::fs::read_dir(&dir)
+            .map_err(|e| fatal(format!("{}: {e}", dir.display())))?
+            .filter_map(|e| e.ok().map(|e| e.path()))
+            .collect();
+        names.sort();
+        decoded.push(names);
+    }
+    let (fa, fb) = (&decoded[0], &decoded[1]);
+    if fa.len() != fb.len() {
+        return Ok((false, json!({"reason": format!("frame counts differ: {} vs {}", fa.len(), fb.len())}), None));
+    }
+    let mut per_frame = Vec::new();
+    let mut worst: Option<(f64, Value, Option<ArtifactRef>)> = None;
+    let mut all_match = true;
+    for (i, (x, y)) in fa.iter().zip(fb).enumerate().step_by(t.frame_sample.max(1)) {
+        let read = |p: &std::path::Path| std::fs::read(p).map_err(|e| fatal(format!("{}: {e}", p.display())));
+        let (matched, m, diff) = png_pair(env, &read(x)?, &read(y)?, t, json!([control.sha256, candidate.sha256, i])).await?;
+        all_match &= matched;
+        let score = m["fail_share"].as_f64().unwrap_or(1.0);
+        per_frame.push(json!({"frame": i, "match": matched, "fail_share": m["fail_share"], "rmse": m["rmse"]}));
+        if worst.as_ref().is_none_or(|(s, _, _)| score > *s) {
+            worst = Some((score, m, diff));
+        }
+    }
+    let (_, worst_metrics, diff) = worst.unwrap_or((0.0, json!({}), None));
+    Ok((all_match, json!({"frames_compared": per_frame.len(), "worst": worst_metrics, "frames": per_frame}), diff))
+}
+
+/// .blend files: the scene's objects (name, type, materials, vertex count, part key), read
+/// by Blender itself; the same objects make a match.
+async fn blends(env: &Env, control: &ArtifactRef, candidate: &ArtifactRef) -> Result<(bool, Value, Option<ArtifactRef>), ModuleError> {
+    const LIST: &str = "import bpy, json; print('RF_OBJECTS ' + json.dumps(sorted([[o.name, o.type, [s.material.name if s.material else '' for s in o.material_slots], len(o.data.vertices) if o.type == 'MESH' else 0, str(o.get('part_key', ''))] for o in bpy.data.objects])))";
+    let scratch = Scratch::new(&env.scratch, "compare").await?;
+    let mut lists = Vec::new();
+    for (side, r) in [("control", control), ("candidate", candidate)] {
+        // Blender wants the extension; the store names files by hash only.
+        let file = scratch.dir.join(format!("{side}.blend"));
+        tokio::fs::symlink(env.store.path(r).await?, &file).await.map_err(|e| fatal(format!("cannot link {}: {e}", file.display())))?;
+        let args: Vec<&OsStr> = ["-b", "--factory-startup", "-noaudio"]
+            .map(OsStr::new)
+            .into_iter()
+            .chain(std::iter::once(file.as_os_str()))
+            .chain(["--python-exit-code", "3", "--python-expr", LIST].map(OsStr::new))
+            .collect();
+        let ran = tools::run(&env.tools.blender, &args, &scratch.dir, &format!("listing the {side} .blend (Blender)"), false).await?;
+        let line = ran
+            .stdout
+            .lines()
+            .find_map(|l| l.strip_prefix("RF_OBJECTS "))
+            .ok_or_else(|| fatal(format!("Blender listed no objects of the {side} .blend")))?;
+        lists.push(serde_json::from_str::<Value>(line).map_err(|e| fatal(format!("unreadable object list: {e}")))?);
+    }
+    let mut diffs = Vec::new();
+    json_diff("", &lists[0], &lists[1], &mut diffs);
+    Ok((diffs.is_empty(), json!({"identical_bytes": false, "objects": lists[0].as_array().map(Vec::len), "differing": diffs}), None))
 }
 
 /// Frame by frame (every `frame_sample`-th); the worst frame speaks for the turntable.

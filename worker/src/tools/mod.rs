@@ -21,6 +21,7 @@ const TAIL_LINES: usize = 40;
 /// A finished tool run.
 #[derive(Debug)]
 pub(crate) struct Ran {
+    pub(crate) stdout: String,
     /// The last lines of stdout and stderr together, for logs.
     pub(crate) tail: String,
     pub(crate) wall: Duration,
@@ -81,7 +82,7 @@ pub(crate) async fn run(program: &str, args: &[&OsStr], cwd: &Path, what: &str, 
             ModuleError::Retryable { message, log_tail: Some(log_tail) }
         });
     }
-    Ok(Ran { tail: log_tail, wall: started.elapsed() })
+    Ok(Ran { stdout, tail: log_tail, wall: started.elapsed() })
 }
 
 /// Whether `program args` runs and exits 0 within `limit` (start-up probes).
