@@ -3,8 +3,11 @@
 -- Compare runs (the `compare` task of a shadow pair) belong to their request too.
 ALTER TABLE runs DROP CONSTRAINT runs_role_check;
 ALTER TABLE runs ADD CONSTRAINT runs_role_check CHECK (role IN ('authoritative', 'shadow', 'fallback', 'comparison'));
--- Finished runs of requests are what the rollout reconciler looks at.
+-- Finished runs of requests are what the rollout reconciler looks at; graph-mode failure
+-- rates read an output type's recent authoritative graph runs.
 CREATE INDEX runs_request_finished ON runs (finished_at) WHERE request_id IS NOT NULL;
+CREATE INDEX runs_graph_authoritative ON runs (output_type_key, finished_at DESC)
+    WHERE role = 'authoritative' AND pipeline = 'graph';
 
 -- One comparison per request and kind: `shadow` is graph (candidate) against legacy
 -- (control); `noise` is legacy against legacy (A/A), the noise floor the gate subtracts.

@@ -217,6 +217,13 @@ async fn output_types_refuse_what_would_fail_at_dispatch() {
     assert_eq!((status, body["error"].as_str()), (422, Some("artifact_kind_not_produced")));
     let (_, after) = get(&w, format!("{url}/still-2000")).await;
     assert_eq!(after["artifact_kind"], "image_png", "a refused edit changes nothing");
+    // The mode moves only through promote and rollback (gate checked, event recorded); an
+    // edit that leaves it out keeps it.
+    let (status, body) = put(&w, format!("{url}/still-2000"), with(json!({"rollout_mode": "graph"}))).await;
+    assert_eq!((status, body["error"].as_str()), (409, Some("mode_change_via_rollout")), "{body:#}");
+    assert!(body["message"].as_str().unwrap().contains("promote"), "{body:#}");
+    let (status, body) = put(&w, format!("{url}/still-2000"), with(json!({"rollout_mode": null, "description": "edited"}))).await;
+    assert_eq!((status, body["rollout_mode"].as_str()), (200, Some("shadow")), "{body:#}");
     let (status, body) = get(&w, format!("{url}/nope")).await;
     assert_eq!((status, body["error"].as_str()), (404, Some("unknown_output_type")));
     let (_, list) = get(&w, url.clone()).await;

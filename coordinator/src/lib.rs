@@ -47,7 +47,11 @@ impl AppState {
 
     /// How results and losses are applied.
     pub fn policy(&self) -> results::apply::Policy<'_> {
-        results::apply::Policy { retry: &self.config.retry, heartbeat_timeout: self.config.recovery.heartbeat_timeout }
+        results::apply::Policy {
+            retry: &self.config.retry,
+            heartbeat_timeout: self.config.recovery.heartbeat_timeout,
+            defaults: self.node_defaults(),
+        }
     }
 }
 

@@ -199,7 +199,8 @@ impl GateStatus {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct GateResult {
     pub status: GateStatus,
-    /// Comparisons that count (every verdict but `ignored`).
+    /// Comparisons that count (every verdict but `ignored`); the gate needs `min_samples` of
+    /// them with a candidate verdict (matches, mismatches, candidate errors).
     pub samples: u32,
     pub min_samples: u32,
     pub mismatch_rate: f64,
@@ -224,10 +225,13 @@ fn rate(n: u32, of: u32) -> f64 {
 /// Evaluates the gate.
 pub fn evaluate(cfg: &GateConfig, input: &GateInput) -> GateResult {
     let samples = input.matches + input.mismatches + input.candidate_errors + input.control_errors;
-    // Mismatches are judged among the pairs where both sides produced something.
+    // Mismatches are judged among the pairs where both sides produced something, and only
+    // such pairs are evidence for the candidate: a broken legacy side proves nothing.
     let compared = input.matches + input.mismatches;
     let mismatch_rate = rate(input.mismatches, compared);
-    let noise_rate = rate(input.noise_mismatches, input.noise_samples);
+    // A noise floor from a handful of A/A pairs would excuse anything: it counts once it has
+    // as many samples as the gate itself needs.
+    let noise_rate = if input.noise_samples >= cfg.min_samples { rate(input.noise_mismatches, input.noise_samples) } else { 0.0 };
     let net = (mismatch_rate - noise_rate).max(0.0);
     let candidate_error_rate = rate(input.candidate_errors, samples);
     let control_error_rate = rate(input.control_errors, samples);
@@ -256,10 +260,15 @@ pub fn evaluate(cfg: &GateConfig, input: &GateInput) -> GateResult {
     if let Some(r) = duration_ratio.filter(|r| *r > cfg.max_duration_ratio) {
         reasons.push(format!("graph runs take {r:.2}× legacy's time at p95 (limit {:.2}×)", cfg.max_duration_ratio));
     }
-    let status = if !reasons.is_empty() && samples >= cfg.min_samples {
+    // Evidence about the candidate: pairs where both delivered, and the candidate's errors.
+    let evidence = compared + input.candidate_errors;
+    let status = if evidence < cfg.min_samples {
+        reasons.insert(0, format!("{evidence} of the {} comparisons needed", cfg.min_samples));
+        GateStatus::InsufficientData
+    } else if !reasons.is_empty() {
         GateStatus::Fail
-    } else if samples < cfg.min_samples {
-        reasons.insert(0, format!("{samples} of the {} comparisons needed", cfg.min_samples));
+    } else if compared == 0 {
+        reasons.push("no pair where both pipelines delivered: nothing shows the graph renders the same".into());
         GateStatus::InsufficientData
     } else {
         GateStatus::Pass
@@ -292,6 +301,12 @@ mod tests {
         let g = evaluate(&GateConfig::default(), &input(19, 0));
         assert_eq!(g.status, GateStatus::InsufficientData);
         assert!(g.reasons[0].contains("19 of the 20"), "{:?}", g.reasons);
+        // Broken legacy runs are no evidence for the graph.
+        let g = evaluate(&GateConfig::default(), &GateInput { control_errors: 20, ..input(0, 0) });
+        assert_eq!(g.status, GateStatus::InsufficientData);
+        // One mismatching A/A pair is no noise floor.
+        let g = evaluate(&GateConfig::default(), &GateInput { noise_samples: 1, noise_mismatches: 1, ..input(10, 10) });
+        assert_eq!((g.status, g.noise_rate), (GateStatus::Fail, 0.0));
     }
 
     #[test]

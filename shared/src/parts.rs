@@ -108,6 +108,9 @@ fn sibling_segments(nodes: &[TreeNode], level: &[usize]) -> Vec<String> {
     for n in &names {
         *total.entry(n.as_str()).or_default() += 1;
     }
+    // An indexed name must not collide with a sibling literally named that way
+    // (`BOLT`, `BOLT`, `BOLT[1]`): the index skips to the next free one.
+    let literal: std::collections::HashSet<&str> = names.iter().map(String::as_str).collect();
     let mut seen: HashMap<&str, usize> = HashMap::new();
     names
         .iter()
@@ -116,8 +119,13 @@ fn sibling_segments(nodes: &[TreeNode], level: &[usize]) -> Vec<String> {
                 return n.clone();
             }
             let k = seen.entry(n.as_str()).or_default();
-            *k += 1;
-            format!("{n}[{k}]")
+            loop {
+                *k += 1;
+                let candidate = format!("{n}[{k}]");
+                if !literal.contains(candidate.as_str()) {
+                    return candidate;
+                }
+            }
         })
         .collect()
 }
@@ -195,6 +203,13 @@ mod tests {
         let keys = part_keys(&nodes, &[0, 1, 2]);
         let k: Vec<&str> = keys.iter().map(|p| p.key.as_str()).collect();
         assert_eq!(k, ["a_b", "node[1]", "node[2]"]);
+    }
+
+    #[test]
+    fn indexes_never_collide_with_literal_names() {
+        let nodes = vec![node("BOLT", Some("m"), &[]), node("BOLT", Some("m"), &[]), node("BOLT[1]", Some("m"), &[])];
+        let keys: Vec<String> = part_keys(&nodes, &[0, 1, 2]).into_iter().map(|p| p.key).collect();
+        assert_eq!(keys, ["BOLT[2]", "BOLT[3]", "BOLT[1]"]);
     }
 
     #[test]

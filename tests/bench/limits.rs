@@ -156,7 +156,12 @@ async fn database(n: usize) -> anyhow::Result<(f64, f64, f64, f64)> {
     let mut lat = Vec::with_capacity(n);
     let mut classic = Vec::with_capacity(n / 2);
     let retry = RetryConfig::default();
-    let policy = apply::Policy { retry: &retry, heartbeat_timeout: Duration::from_secs(30) };
+    let defaults = renderfleet_shared::graph::NodeDefaults {
+        max_attempts: 3,
+        timeout: Duration::from_secs(60),
+        max_timeout: Duration::from_secs(3600),
+    };
+    let policy = apply::Policy { retry: &retry, heartbeat_timeout: Duration::from_secs(30), defaults };
     let mut busy = Duration::ZERO;
     let mut client = pool.get().await?;
     for (hop, id) in ids.into_iter().enumerate() {

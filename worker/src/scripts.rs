@@ -28,7 +28,10 @@ async fn write(dir: &Path, name: &str, text: &str) -> std::io::Result<PathBuf> {
     let dir = dir.join("renderfleet-scripts");
     tokio::fs::create_dir_all(&dir).await?;
     let path = dir.join(format!("{name}-{hash}.py"));
-    if tokio::fs::metadata(&path).await.is_err() {
+    // Trusted only if it holds exactly this binary's script: in a shared temporary directory
+    // anyone could have put a file of that name there first. Otherwise a fresh file is
+    // renamed over it.
+    if tokio::fs::read(&path).await.ok().as_deref() != Some(text.as_bytes()) {
         let tmp = dir.join(format!(".{name}-{}", uuid::Uuid::now_v7().simple()));
         tokio::fs::write(&tmp, text).await?;
         tokio::fs::rename(&tmp, &path).await?;

@@ -64,8 +64,11 @@ struct OutputTypeInput {
     #[serde(default = "empty_object")]
     #[schema(value_type = Object)]
     legacy_preset: Value,
+    /// Only when creating (default `legacy`). Afterwards the mode moves only through
+    /// `POST .../promote` and `.../rollback`, which check the gate and record why; a PUT
+    /// may repeat the current mode or leave it out.
     #[serde(default)]
-    rollout_mode: RolloutMode,
+    rollout_mode: Option<RolloutMode>,
     #[serde(default)]
     shadow_sample_pct: f64,
     #[serde(default = "empty_object")]
@@ -124,7 +127,7 @@ fn refused(code: &'static str, message: String) -> ApiError {
 }
 
 /// Every check that needs no more than the input and the bound workflow.
-async fn check(state: &AppState, key: &str, input: &OutputTypeInput) -> Result<(), ApiError> {
+async fn check(state: &AppState, key: &str, input: &OutputTypeInput, mode: RolloutMode) -> Result<(), ApiError> {
     let key_ok = !key.is_empty()
         && key.len() <= 64
         && key.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || "_.-".contains(c))
@@ -155,12 +158,12 @@ async fn check(state: &AppState, key: &str, input: &OutputTypeInput) -> Result<(
     legacy::steps(input.artifact_kind.as_str(), &input.legacy_preset)
         .map_err(|e| refused("invalid_legacy_preset", format!("{e}; nothing was saved")))?;
     let Some(workflow_id) = input.workflow_id else {
-        if input.rollout_mode != RolloutMode::Legacy {
+        if mode != RolloutMode::Legacy {
             return Err(refused(
                 "workflow_required",
                 format!(
                     "rollout mode `{}` runs the graph pipeline, so it needs `workflow_id`; bind a workflow or use `legacy`",
-                    input.rollout_mode.as_str()
+                    mode.as_str()
                 ),
             ));
         }
@@ -230,7 +233,7 @@ pub(super) async fn load_workflow(state: &AppState, id: Uuid, version: Option<i3
     Ok(WorkflowView::from_row(&row))
 }
 
-async fn write(state: &AppState, stmt: &str, key: &str, i: &OutputTypeInput) -> Result<Option<i32>, ApiError> {
+async fn write(state: &AppState, stmt: &str, key: &str, i: &OutputTypeInput, mode: RolloutMode) -> Result<Option<i32>, ApiError> {
     let client = state.pool.get().await?;
     let row = client
         .query_opt(
@@ -244,7 +247,7 @@ async fn write(state: &AppState, stmt: &str, key: &str, i: &OutputTypeInput) -> 
                 &i.workflow_version,
                 &i.invocation_overrides,
                 &i.legacy_preset,
-                &i.rollout_mode.as_str(),
+                &mode.as_str(),
                 &i.shadow_sample_pct,
                 &i.gate_config,
             ],
@@ -260,15 +263,16 @@ async fn write(state: &AppState, stmt: &str, key: &str, i: &OutputTypeInput) -> 
 pub(super) async fn create(State(state): State<AppState>, headers: HeaderMap, body: Bytes) -> Result<Response, ApiError> {
     let input: OutputTypeInput = json_body(&headers, &body, EXAMPLE)?;
     let key = input.key.clone().ok_or_else(|| refused("invalid_key", "`key` is required, e.g. \"still-2000-white\"".into()))?;
-    check(&state, &key, &input).await?;
-    let Some(_) = write(&state, sql::INSERT_OUTPUT_TYPE, &key, &input).await? else {
+    let mode = input.rollout_mode.unwrap_or_default();
+    check(&state, &key, &input, mode).await?;
+    let Some(_) = write(&state, sql::INSERT_OUTPUT_TYPE, &key, &input, mode).await? else {
         return Err(ApiError::new(
             StatusCode::CONFLICT,
             "output_type_exists",
             format!("output type `{key}` exists; change it with PUT /v1/output-types/{key}"),
         ));
     };
-    tracing::info!(output_type = %key, mode = input.rollout_mode.as_str(), "output type created");
+    tracing::info!(output_type = %key, mode = mode.as_str(), "output type created");
     let view = read(&state, &key).await?;
     Ok((StatusCode::CREATED, [(header::LOCATION, format!("/v1/output-types/{key}"))], Json(view)).into_response())
 }
@@ -286,11 +290,34 @@ pub(super) async fn update(
     if let Some(k) = input.key.as_deref().filter(|k| *k != key) {
         return Err(refused("key_mismatch", format!("the body's key `{k}` differs from the path's `{key}`; keys cannot be renamed")));
     }
-    check(&state, &key, &input).await?;
-    if write(&state, sql::UPDATE_OUTPUT_TYPE, &key, &input).await?.is_none() {
-        return Err(not_found(&key));
+    let current = read(&state, &key).await?;
+    let mode = match current.rollout_mode.as_str() {
+        "shadow" => RolloutMode::Shadow,
+        "graph" => RolloutMode::Graph,
+        _ => RolloutMode::Legacy,
+    };
+    if let Some(asked) = input.rollout_mode.filter(|m| *m != mode) {
+        return Err(ApiError::new(
+            StatusCode::CONFLICT,
+            "mode_change_via_rollout",
+            format!(
+                "`{key}` is `{}`; its mode changes only through POST /v1/output-types/{key}/promote or /rollback (`renderctl rollout promote|rollback {key}`), which check the gate and record why, not to `{}` by PUT",
+                mode.as_str(),
+                asked.as_str()
+            ),
+        ));
     }
-    tracing::info!(output_type = %key, mode = input.rollout_mode.as_str(), "output type changed");
+    check(&state, &key, &input, mode).await?;
+    // The mode is written back unchanged: a concurrent promote or rollback may have moved
+    // it meanwhile, so UPDATE_OUTPUT_TYPE leaves it alone.
+    if write(&state, sql::UPDATE_OUTPUT_TYPE, &key, &input, mode).await?.is_none() {
+        return Err(ApiError::new(
+            StatusCode::CONFLICT,
+            "changed_meanwhile",
+            format!("`{key}` was promoted or rolled back while this edit was checked; read it again and retry"),
+        ));
+    }
+    tracing::info!(output_type = %key, "output type changed");
     Ok(Json(read(&state, &key).await?))
 }
 

@@ -88,7 +88,8 @@ async fn read(state: &AppState, id: Uuid) -> Result<Value, ApiError> {
     let Some(first) = rows.first() else {
         return Err(ApiError::new(StatusCode::NOT_FOUND, "request_not_found", format!("no render request {id}")));
     };
-    // A legacy fallback, when there is one, answers instead of the failed graph run.
+    // A legacy fallback, when there is one, answers instead of the failed graph run (it is
+    // written in the transaction that fails that run).
     let role = |r: &&tokio_postgres::Row, want: &str| r.get::<_, Option<String>>(8).as_deref() == Some(want);
     let answering = rows.iter().find(|r| role(r, "fallback")).or_else(|| rows.iter().find(|r| role(r, "authoritative")));
     let run = answering.map(|r| {
@@ -111,16 +112,10 @@ async fn read(state: &AppState, id: Uuid) -> Result<Value, ApiError> {
             .map(|a| a.get::<_, Value>(0)),
         _ => None,
     };
-    // A failed graph run is always followed by a legacy fallback (the rollout reconciler
-    // creates it within moments): until then the request is not failed, it is falling back.
-    let falling_back = answering.is_some_and(|r| {
-        role(&r, "authoritative") && r.get::<_, String>(7) == "graph" && r.get::<_, Option<String>>(9).as_deref() == Some("failed")
-    });
-    let status = if falling_back { json!("running") } else { run.as_ref().map(|r| r["status"].clone()).unwrap_or(json!("unknown")) };
+    let status = run.as_ref().map(|r| r["status"].clone()).unwrap_or(json!("unknown"));
     Ok(json!({
         "id": first.get::<_, Uuid>(0),
         "status": status,
-        "fallback_pending": falling_back,
         "artifact": artifact,
         "idempotency_key": first.get::<_, String>(1),
         "order_line_id": first.get::<_, String>(2),

@@ -102,7 +102,7 @@ pub(super) async fn promote(
         }
     };
     let forced = input.force && view.gate.status != GateStatus::Pass;
-    let change = rollout::set_mode(&state, &key, to, &reason, "api", forced, snapshot).await?;
+    let change = rollout::set_mode(&state, &key, Some(&view.rollout_mode), to, &reason, "api", forced, snapshot).await?;
     Ok(Json(change).into_response())
 }
 
@@ -127,7 +127,7 @@ pub(super) async fn rollback(
     let view = gate_view(&state, &key).await?;
     let snapshot = serde_json::to_value(&view.gate).expect("gate serializes");
     let reason = input.reason.unwrap_or_else(|| "manual rollback".into());
-    Ok(Json(rollout::set_mode(&state, &key, "legacy", &reason, "api", false, snapshot).await?))
+    Ok(Json(rollout::set_mode(&state, &key, None, "legacy", &reason, "api", false, snapshot).await?))
 }
 
 #[derive(Debug, Serialize, utoipa::ToSchema)]

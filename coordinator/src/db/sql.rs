@@ -229,9 +229,11 @@ pub const SKIP_PENDING: &str = "
 UPDATE node_runs SET status = 'skipped', error = jsonb_build_object('kind', 'run_failed', 'message', $2::text)
 WHERE run_id = $1 AND status = 'pending'";
 
-/// Fails run $1 with error $2. No row if it had already ended.
+/// Fails run $1 with error $2. No row if it had already ended; else its request and whether
+/// it was a request's authoritative graph run (which a legacy fallback then replaces).
 pub const FAIL_RUN: &str = "
-UPDATE runs SET status = 'failed', finished_at = now(), error = $2 WHERE id = $1 AND status = 'running' RETURNING id, request_id";
+UPDATE runs SET status = 'failed', finished_at = now(), error = $2 WHERE id = $1 AND status = 'running'
+RETURNING id, request_id, role = 'authoritative' AND pipeline = 'graph'";
 
 /// A worker's heartbeat. $1 id, $2 host, $3 version, $4 modules, $5 concurrency, $6 running, $7 status.
 pub const UPSERT_WORKER: &str = "
@@ -302,12 +304,14 @@ INSERT INTO output_types (key, description, family, artifact_kind, workflow_id, 
 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)
 ON CONFLICT (key) DO NOTHING RETURNING revision";
 
-/// Replaces output type $1 (parameters as [`INSERT_OUTPUT_TYPE`]); no row when it does not exist.
+/// Replaces output type $1 (parameters as [`INSERT_OUTPUT_TYPE`]) but its rollout mode, which
+/// moves through [`SET_MODE`] only: $9 is the mode the caller checked the rest against, and
+/// no row is changed when a promote or rollback has moved it meanwhile (or the key is gone).
 pub const UPDATE_OUTPUT_TYPE: &str = "
 UPDATE output_types SET description = $2, family = $3, artifact_kind = $4, workflow_id = $5, workflow_version = $6,
-       invocation_overrides = $7, legacy_preset = $8, rollout_mode = $9, shadow_sample_pct = $10, gate_config = $11,
+       invocation_overrides = $7, legacy_preset = $8, shadow_sample_pct = $10, gate_config = $11,
        revision = revision + 1, updated_at = now()
-WHERE key = $1 RETURNING revision";
+WHERE key = $1 AND rollout_mode = $9 RETURNING revision";
 
 /// Output type $1. (Both OUTPUT_TYPE* queries return the same columns.)
 pub const OUTPUT_TYPE: &str = "
@@ -384,18 +388,19 @@ ORDER BY n.finished_at DESC LIMIT 1";
 /// Columns: request, output type, control run, its status, its seconds, candidate run, its
 /// status, its seconds, comparison kind, the output type's artifact kind and gate config.
 pub const PAIRS_DUE: &str = "
+WITH recent AS (SELECT DISTINCT request_id FROM runs
+                WHERE request_id IS NOT NULL AND finished_at > now() - make_interval(secs => $1))
 SELECT q.id, q.output_type_key, c.id, c.status, extract(epoch FROM c.finished_at - c.created_at)::float8,
        s.id, s.status, extract(epoch FROM s.finished_at - s.created_at)::float8,
        CASE s.pipeline WHEN 'graph' THEN 'shadow' ELSE 'noise' END, o.artifact_kind, o.gate_config
-FROM runs s
-JOIN render_requests q ON q.id = s.request_id
-JOIN runs c ON c.request_id = q.id AND c.role = 'authoritative' AND c.pipeline = 'legacy'
+FROM recent
+JOIN render_requests q ON q.id = recent.request_id
+JOIN runs s ON s.request_id = q.id AND s.role = 'shadow' AND s.status <> 'running'
+JOIN runs c ON c.request_id = q.id AND c.role = 'authoritative' AND c.pipeline = 'legacy' AND c.status <> 'running'
 JOIN output_types o ON o.key = q.output_type_key
-WHERE s.role = 'shadow' AND s.status <> 'running' AND c.status <> 'running'
-  AND (s.finished_at > now() - make_interval(secs => $1) OR c.finished_at > now() - make_interval(secs => $1))
-  AND NOT EXISTS (SELECT 1 FROM comparisons k
+WHERE NOT EXISTS (SELECT 1 FROM comparisons k
                   WHERE k.request_id = q.id AND k.kind = CASE s.pipeline WHEN 'graph' THEN 'shadow' ELSE 'noise' END)
-ORDER BY s.finished_at LIMIT 200";
+LIMIT 200";
 
 /// A comparison; no row when the request already has one of this kind. $1 id, $2 request,
 /// $3 output type, $4 kind, $5 control run, $6 candidate run, $7 status, $8 verdict
@@ -431,16 +436,6 @@ pub const DECIDE_COMPARISON: &str = "
 UPDATE comparisons SET status = $2, verdict = $3, metrics = $4, diff_sha256 = $5, ignore_rule = $6, decided_at = now()
 WHERE id = $1 AND status = 'comparing'";
 
-/// Failed authoritative graph runs (ended within $1 seconds) without a fallback yet:
-/// request, output type, subject.
-pub const FALLBACKS_DUE: &str = "
-SELECT q.id, q.output_type_key, q.subject
-FROM runs a JOIN render_requests q ON q.id = a.request_id
-WHERE a.role = 'authoritative' AND a.pipeline = 'graph' AND a.status = 'failed'
-  AND a.finished_at > now() - make_interval(secs => $1)
-  AND NOT EXISTS (SELECT 1 FROM runs f WHERE f.request_id = q.id AND f.role = 'fallback')
-LIMIT 200";
-
 /// Output type $1's last $2 authoritative graph runs since it last moved to `graph`:
 /// how many ended, how many failed.
 pub const GRAPH_FAILURES: &str = "
@@ -452,14 +447,21 @@ SELECT count(*), count(*) FILTER (WHERE w.status = 'failed') FROM (
     AND r.created_at >= since.t
   ORDER BY r.finished_at DESC LIMIT $2) w";
 
-/// What output type $1's gate reads over its last $2 comparisons: match, mismatch,
-/// candidate_error, control_error and ignored counts; A/A samples and mismatches; p95
-/// seconds of compared graph and legacy runs.
+/// What output type $1's gate reads over its last $2 comparisons since it last moved to
+/// `shadow` (evidence from an earlier shadow period, or from another bound workflow, does
+/// not count): match, mismatch, candidate_error, control_error and ignored counts; A/A
+/// samples and mismatches; p95 seconds of compared graph and legacy runs.
 pub const GATE_INPUT: &str = "
-WITH w AS (SELECT verdict, control_seconds, candidate_seconds FROM comparisons
-           WHERE output_type_key = $1 AND kind = 'shadow' AND status = 'done' ORDER BY decided_at DESC LIMIT $2),
-     nz AS (SELECT verdict FROM comparisons
-            WHERE output_type_key = $1 AND kind = 'noise' AND status = 'done' ORDER BY decided_at DESC LIMIT $2)
+WITH since AS (SELECT coalesce(max(at), '-infinity'::timestamptz) AS t FROM rollout_events
+               WHERE output_type_key = $1 AND to_mode = 'shadow'),
+     w AS (SELECT k.verdict, k.control_seconds, k.candidate_seconds
+           FROM comparisons k JOIN runs r ON r.id = k.candidate_run JOIN output_types o ON o.key = k.output_type_key, since
+           WHERE k.output_type_key = $1 AND k.kind = 'shadow' AND k.status = 'done' AND k.decided_at >= since.t
+             AND r.workflow_id IS NOT DISTINCT FROM o.workflow_id
+           ORDER BY k.decided_at DESC LIMIT $2),
+     nz AS (SELECT k.verdict FROM comparisons k, since
+            WHERE k.output_type_key = $1 AND k.kind = 'noise' AND k.status = 'done' AND k.decided_at >= since.t
+            ORDER BY k.decided_at DESC LIMIT $2)
 SELECT count(*) FILTER (WHERE verdict = 'match'), count(*) FILTER (WHERE verdict = 'mismatch'),
        count(*) FILTER (WHERE verdict = 'candidate_error'), count(*) FILTER (WHERE verdict = 'control_error'),
        count(*) FILTER (WHERE verdict = 'ignored'),
@@ -506,3 +508,6 @@ pub const DELIVERED: &str = "
 SELECT n.outputs->'artifact' FROM node_runs n, output_types o
 WHERE n.run_id = $1 AND o.key = $2 AND n.status = 'succeeded' AND n.outputs->'artifact'->>'kind' = o.artifact_kind
 ORDER BY n.node_id LIMIT 1";
+
+/// Render request $1's subject and output type (for its legacy fallback).
+pub const REQUEST_FOR_FALLBACK: &str = "SELECT subject, output_type_key FROM render_requests WHERE id = $1";

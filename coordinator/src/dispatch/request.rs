@@ -10,7 +10,7 @@
 use super::{insert_run, RunMeta};
 use crate::db::{sql, DbError};
 use crate::outbox::Ready;
-use deadpool_postgres::Pool;
+use deadpool_postgres::{Pool, Transaction};
 use renderfleet_shared::graph::{self, GraphSpec, NodeDefaults, NodeSpec, Plan, Problem};
 use renderfleet_shared::metrics as m;
 use renderfleet_shared::overrides;
@@ -114,8 +114,13 @@ fn plan_of(graph: &GraphSpec, defaults: NodeDefaults) -> Result<(Plan, Value), V
 async fn load_output_type(pool: &Pool, key: &str) -> Result<OutputType, RequestError> {
     let client = pool.get().await?;
     let r = client.query_opt(sql::OUTPUT_TYPE, &[&key]).await?.ok_or_else(|| RequestError::UnknownOutputType(key.into()))?;
+    Ok(output_type_of(&r))
+}
+
+/// An output type from a row of [`sql::OUTPUT_TYPE`].
+fn output_type_of(r: &tokio_postgres::Row) -> OutputType {
     let workflow_id: Option<Uuid> = r.get(4);
-    Ok(OutputType {
+    OutputType {
         key: r.get(0),
         family: Family::parse(r.get(2)).unwrap_or(Family::OrderLine),
         artifact_kind: r.get(3),
@@ -125,7 +130,7 @@ async fn load_output_type(pool: &Pool, key: &str) -> Result<OutputType, RequestE
         mode: r.get(8),
         shadow_pct: r.get(9),
         noise_pct: serde_json::from_value::<renderfleet_shared::gate::GateConfig>(r.get(10)).map(|g| g.noise_sample_pct).unwrap_or(0.0),
-    })
+    }
 }
 
 /// The bound workflow with the output type's overrides applied, planned.
@@ -169,7 +174,12 @@ pub async fn create(pool: &Pool, req: &Request<'_>, defaults: NodeDefaults) -> R
         "shadow" => {
             runs.push((legacy()?, "legacy", "authoritative"));
             if sampled(req.idempotency_key, ot.shadow_pct) {
-                runs.push((graph_run(pool, &ot, defaults).await?, "graph", "shadow"));
+                // A broken candidate must never cost the order its (legacy) render.
+                match graph_run(pool, &ot, defaults).await {
+                    Ok(planned) => runs.push((planned, "graph", "shadow")),
+                    Err(RequestError::Db(e)) => return Err(RequestError::Db(e)),
+                    Err(e) => tracing::error!(output_type = %ot.key, error = %e, "no shadow run: the bound workflow cannot run"),
+                }
             }
             // A second legacy run on a sample measures legacy against itself: the noise
             // floor the gate subtracts (A/A). Sampled apart from the shadow runs.
@@ -208,31 +218,30 @@ pub async fn create(pool: &Pool, req: &Request<'_>, defaults: NodeDefaults) -> R
     Ok(Outcome::New { request_id, mode: ot.mode, runs: created, ready })
 }
 
-/// The legacy run that answers a request whose authoritative graph run failed (graph mode).
-/// `None` when the request has one already (the key `fallback:<request>` is taken).
-pub async fn fallback(
-    pool: &Pool,
+/// The legacy run that answers a request whose authoritative graph run failed (graph mode),
+/// written inside `tx`, the transaction that fails the graph run, so the two happen
+/// together or not at all. `None` when the request has one already (its key
+/// `fallback:<request>` is taken) or when the legacy run cannot be planned (logged: the
+/// request then answers with the failed graph run).
+pub async fn insert_fallback(
+    tx: &Transaction<'_>,
     request_id: Uuid,
-    output_type: &str,
-    subject: &Value,
     defaults: NodeDefaults,
-) -> Result<Option<Vec<Ready>>, RequestError> {
-    let ot = load_output_type(pool, output_type).await?;
-    let (plan, stored) = plan_of(&legacy_graph(&ot), defaults).map_err(|p| RequestError::Workflow {
-        key: ot.key.clone(),
-        workflow: Uuid::nil(),
-        reason: "its legacy preset does not form a valid legacy run".into(),
-        problems: p,
-    })?;
-    let mut client = pool.get().await?;
-    let tx = client.transaction().await?;
-    let meta =
-        RunMeta { pipeline: "legacy", role: "fallback", request_id: Some(request_id), output_type_key: Some(&ot.key), workflow: None };
-    let key = format!("fallback:{request_id}");
-    let Some((_, ready)) = insert_run(&tx, &plan, &stored, subject, Some(&key), meta).await? else { return Ok(None) };
-    tx.commit().await?;
-    metrics::counter!(m::RUNS_TOTAL, "status" => "created").increment(1);
-    Ok(Some(ready))
+) -> Result<Option<(String, Vec<Ready>)>, DbError> {
+    let Some(req) = tx.query_opt(sql::REQUEST_FOR_FALLBACK, &[&request_id]).await? else { return Ok(None) };
+    let (subject, key): (Value, String) = (req.get(0), req.get(1));
+    let Some(row) = tx.query_opt(sql::OUTPUT_TYPE, &[&key]).await? else { return Ok(None) };
+    let ot = output_type_of(&row);
+    let (plan, stored) = match plan_of(&legacy_graph(&ot), defaults) {
+        Ok(p) => p,
+        Err(problems) => {
+            tracing::error!(output_type = %key, %request_id, ?problems, "the legacy fallback cannot be planned; the request answers with its failed graph run");
+            return Ok(None);
+        }
+    };
+    let meta = RunMeta { pipeline: "legacy", role: "fallback", request_id: Some(request_id), output_type_key: Some(&key), workflow: None };
+    let run_key = format!("fallback:{request_id}");
+    Ok(insert_run(tx, &plan, &stored, &subject, Some(&run_key), meta).await?.map(|(_, ready)| (key, ready)))
 }
 
 #[cfg(test)]

@@ -6,11 +6,13 @@
 //! ([`sql::SUCCEEDED`]); starts, failures and heartbeats are rarer and go one by one.
 
 use crate::db::{sql, DbError};
+use crate::dispatch::request;
 use crate::outbox::{self, Ready, LEASE};
 use chrono::{DateTime, Utc};
 use deadpool_postgres::{Client, Transaction};
 use renderfleet_shared::artifact::refs_in;
 use renderfleet_shared::config::RetryConfig;
+use renderfleet_shared::graph::NodeDefaults;
 use renderfleet_shared::wire::{ErrorKind, Finished, Outcome, ResultBody, Started, TaskError, WorkerHeartbeat};
 use serde_json::{json, Value};
 use std::collections::{BTreeMap, HashMap, HashSet};
@@ -32,8 +34,10 @@ pub struct Effects {
     pub skipped: u64,
     pub runs_succeeded: u64,
     pub runs_failed: u64,
-    /// Runs of render requests that ended: shadow pairs and fallbacks may be due.
+    /// Runs of render requests that ended: shadow pairs may be due.
     pub request_runs_finished: u64,
+    /// Output types whose failed graph run got a legacy fallback in this batch.
+    pub fallbacks: Vec<String>,
     pub ignored: u64,
     /// Tasks queued by this batch, leased to this coordinator's publisher.
     pub ready: Vec<Ready>,
@@ -47,6 +51,8 @@ pub struct Policy<'a> {
     pub retry: &'a RetryConfig,
     /// An attempt reported `lost` is only declared lost if its node is still this quiet.
     pub heartbeat_timeout: Duration,
+    /// For planning legacy fallbacks.
+    pub defaults: NodeDefaults,
 }
 
 /// Applies `messages` inside `tx`: starts, then failures, then every success at once, then
@@ -379,8 +385,16 @@ async fn failed(tx: &Transaction<'_>, f: &Finished, error: &TaskError, policy: P
     let stmt = tx.prepare_cached(sql::FAIL_RUN).await?;
     if let Some(row) = tx.query_opt(&stmt, &[&run_id, &run_error]).await? {
         fx.runs_failed += 1;
-        if row.get::<_, Option<Uuid>>(1).is_some() {
+        let request: Option<Uuid> = row.get(1);
+        if let Some(request) = request {
             fx.request_runs_finished += 1;
+            // A request's authoritative graph run failed: a legacy run answers instead.
+            if row.get::<_, bool>(2) {
+                if let Some((output_type, ready)) = request::insert_fallback(tx, request, policy.defaults).await? {
+                    fx.fallbacks.push(output_type);
+                    fx.ready.extend(ready);
+                }
+            }
         }
     }
     Ok(())

@@ -221,6 +221,10 @@ pub fn record_effects(fx: &Effects) {
     if fx.skipped > 0 {
         metrics::counter!(m::NODE_TASKS_TOTAL, "module" => "any", "status" => "skipped").increment(fx.skipped);
     }
+    for output_type in &fx.fallbacks {
+        metrics::counter!(m::FALLBACKS_TOTAL, "output_type" => output_type.clone()).increment(1);
+        tracing::warn!(%output_type, "graph run failed: legacy fallback dispatched");
+    }
     metrics::counter!(m::RUNS_TOTAL, "status" => "succeeded").increment(fx.runs_succeeded);
     metrics::counter!(m::RUNS_TOTAL, "status" => "failed").increment(fx.runs_failed);
 }

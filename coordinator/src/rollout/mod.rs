@@ -1,12 +1,12 @@
 //! The rollout reconciler (DESIGN §3, §8): what happens after the runs of a render request
 //! end. It compares shadow pairs (graph against legacy, and legacy against legacy for the
-//! noise floor), records verdicts, replaces a failed authoritative graph run with a legacy
-//! fallback, rolls an output type back when its graph runs fail too often, and keeps the
-//! gate and mode gauges current.
+//! noise floor), records verdicts, rolls an output type back when its graph runs fail too
+//! often, and keeps the gate and mode gauges current. (The legacy fallback of a failed graph
+//! run is written by the result consumer, in the transaction that fails the run.)
 //!
 //! It is woken when a request's run ends and also runs every `rollout.interval`. Every step
-//! is idempotent (a comparison is unique per request and kind, a fallback or compare run has
-//! an idempotency key), so two coordinators, a crash, or a missed wake-up change nothing but
+//! is idempotent (a comparison is unique per request and kind, a compare run has an
+//! idempotency key), so two coordinators, a crash, or a missed wake-up change nothing but
 //! the timing. Mode changes ([`set_mode`]) lock the output type and write a
 //! `rollout_events` row in the same transaction.
 
@@ -26,32 +26,48 @@ use uuid::Uuid;
 /// Reconciles until `cancel`.
 pub async fn run(state: AppState, cancel: CancellationToken) {
     let interval = state.config.rollout.interval;
+    let mut gauges_due = tokio::time::Instant::now();
     loop {
-        if let Err(e) = reconcile(&state).await {
-            tracing::warn!(error = %e, "rollout reconciliation failed; will retry");
+        reconcile(&state).await;
+        // Gates and gauges on the timer only: a busy fleet wakes the reconciler often.
+        if tokio::time::Instant::now() >= gauges_due {
+            if let Err(e) = refresh(&state).await {
+                tracing::warn!(error = %e, "rollout gates could not be refreshed; will retry");
+            }
+            gauges_due = tokio::time::Instant::now() + interval;
         }
         tokio::select! {
             _ = state.rollout_kick.notified() => {}
-            _ = tokio::time::sleep(interval) => {}
+            _ = tokio::time::sleep_until(gauges_due) => {}
             _ = cancel.cancelled() => return,
         }
     }
 }
 
-/// One pass over everything that may be due.
-pub async fn reconcile(state: &AppState) -> Result<(), DbError> {
+/// One pass over the comparisons that may be due. A row that fails is logged and left for
+/// the next pass; it never holds back the others.
+pub async fn reconcile(state: &AppState) {
     let lookback = state.config.rollout.lookback.as_secs_f64();
-    let client = state.pool.get().await?;
-    for row in client.query(sql::PAIRS_DUE, &[&lookback]).await? {
-        start_comparison(state, &row).await?;
+    let rows = async {
+        let client = state.pool.get().await?;
+        let pairs = client.query(sql::PAIRS_DUE, &[&lookback]).await?;
+        let done = client.query(sql::COMPARES_DONE, &[]).await?;
+        Ok::<_, DbError>((pairs, done))
+    };
+    let (pairs, done) = match rows.await {
+        Ok(r) => r,
+        Err(e) => return tracing::warn!(error = %e, "rollout reconciliation failed; will retry"),
+    };
+    for row in &pairs {
+        if let Err(e) = start_comparison(state, row).await {
+            tracing::warn!(error = %e, request = %row.get::<_, Uuid>(0), "a shadow comparison could not be started; will retry");
+        }
     }
-    for row in client.query(sql::COMPARES_DONE, &[]).await? {
-        decide(state, &row).await?;
+    for row in &done {
+        if let Err(e) = decide(state, row).await {
+            tracing::warn!(error = %e, comparison = %row.get::<_, Uuid>(0), "a comparison could not be decided; will retry");
+        }
     }
-    for row in client.query(sql::FALLBACKS_DUE, &[&lookback]).await? {
-        fallback(state, row.get(0), row.get(1), row.get(2)).await?;
-    }
-    refresh_gauges(state).await
 }
 
 fn gate_config(v: &Value) -> GateConfig {
@@ -151,8 +167,8 @@ async fn decide(state: &AppState, row: &tokio_postgres::Row) -> Result<(), DbErr
     let cfg = gate_config(&row.get(6));
     let mut rule: Option<String> = None;
     let (status, verdict, metrics, diff) = match outputs.filter(|_| node_status == "succeeded") {
-        Some(o) => {
-            let mut verdict = o["verdict"].as_str().unwrap_or("mismatch").to_string();
+        Some(o) if o["verdict"] == "match" || o["verdict"] == "mismatch" => {
+            let mut verdict = o["verdict"].as_str().unwrap_or_default().to_string();
             if verdict == Verdict::Mismatch.as_str() {
                 if let Some(r) = gate::ignored_by(&cfg.ignore_rules, &o["metrics"]) {
                     verdict = Verdict::Ignored.as_str().into();
@@ -166,7 +182,9 @@ async fn decide(state: &AppState, row: &tokio_postgres::Row) -> Result<(), DbErr
             }
             ("done", Some(verdict), metrics, diff)
         }
-        // The comparison itself failed (a store outage, a bug): kept out of the gate.
+        // The comparison itself failed (a store outage, a bug) or answered something this
+        // coordinator does not know: kept out of the gate.
+        Some(o) => ("failed", None, json!({"error": format!("the compare task answered an unknown verdict {}", o["verdict"])}), None),
         None => ("failed", None, json!({"error": error}), None),
     };
     let changed = client.execute(sql::DECIDE_COMPARISON, &[&id, &status, &verdict, &metrics, &diff, &rule]).await?;
@@ -187,36 +205,9 @@ async fn decide(state: &AppState, row: &tokio_postgres::Row) -> Result<(), DbErr
     Ok(())
 }
 
-/// Replaces a failed authoritative graph run with a legacy run that becomes the request's
-/// answer, then checks whether the output type must roll back.
-async fn fallback(state: &AppState, request: Uuid, key: String, subject: Value) -> Result<(), DbError> {
-    let created = match dispatch::request::fallback(&state.pool, request, &key, &subject, state.node_defaults()).await {
-        Ok(c) => c,
-        Err(dispatch::request::RequestError::Db(e)) => return Err(e),
-        Err(e) => {
-            tracing::error!(output_type = %key, %request, error = %e, "the legacy fallback cannot be created");
-            return Ok(());
-        }
-    };
-    if let Some(ready) = created {
-        metrics::counter!(m::FALLBACKS_TOTAL, "output_type" => key.clone()).increment(1);
-        tracing::warn!(output_type = %key, %request, "graph run failed: legacy fallback dispatched");
-        state.hot.send(ready);
-        auto_rollback(state, &key).await?;
-    }
-    Ok(())
-}
-
 /// In `graph` mode, too many failed graph runs since the promotion send the output type
-/// back to `legacy`.
-async fn auto_rollback(state: &AppState, key: &str) -> Result<(), DbError> {
-    let client = state.pool.get().await?;
-    let Some(row) = client.query_opt(sql::OUTPUT_TYPE, &[&key]).await? else { return Ok(()) };
-    let mode: String = row.get(8);
-    let cfg = gate_config(&row.get(10));
-    if mode != "graph" {
-        return Ok(());
-    }
+/// back to `legacy` (the fallbacks have already answered their requests).
+async fn auto_rollback(state: &AppState, client: &impl GenericClient, key: &str, cfg: &GateConfig) -> Result<(), DbError> {
     let r = client.query_one(sql::GRAPH_FAILURES, &[&key, &i64::from(cfg.window)]).await?;
     let (ended, failed): (i64, i64) = (r.get(0), r.get(1));
     let rate = if ended > 0 { failed as f64 / ended as f64 } else { 0.0 };
@@ -229,7 +220,7 @@ async fn auto_rollback(state: &AppState, key: &str) -> Result<(), DbError> {
         cfg.max_graph_failure_rate * 100.0
     );
     let snapshot = json!({"graph_runs": ended, "graph_failures": failed, "failure_rate": rate, "limit": cfg.max_graph_failure_rate});
-    match set_mode(state, key, "legacy", &reason, "auto", false, snapshot).await {
+    match set_mode(state, key, Some("graph"), "legacy", &reason, "auto", false, snapshot).await {
         Ok(_) => tracing::error!(output_type = %key, %reason, "rolled back to legacy"),
         Err(ModeError::Db(e)) => return Err(e),
         Err(e) => tracing::warn!(output_type = %key, error = %e, "automatic rollback not applied"),
@@ -255,12 +246,18 @@ pub async fn gate(client: &impl GenericClient, key: &str, cfg: &GateConfig) -> R
     Ok(gate::evaluate(cfg, &input))
 }
 
-/// Sets the mode and gate gauges of every output type.
-async fn refresh_gauges(state: &AppState) -> Result<(), DbError> {
+/// Per output type: the automatic rollback check in `graph` mode, and the mode and gate
+/// gauges.
+async fn refresh(state: &AppState) -> Result<(), DbError> {
     let client = state.pool.get().await?;
     for row in client.query(sql::ROLLOUT_STATES, &[]).await? {
-        let (key, mode): (String, String) = (row.get(0), row.get(1));
-        let g = gate(&client, &key, &gate_config(&row.get(2))).await?;
+        let (key, mut mode): (String, String) = (row.get(0), row.get(1));
+        let cfg = gate_config(&row.get(2));
+        if mode == "graph" {
+            auto_rollback(state, &client, &key, &cfg).await?;
+            mode = client.query_opt(sql::OUTPUT_TYPE, &[&key]).await?.map(|r| r.get(8)).unwrap_or(mode);
+        }
+        let g = gate(&client, &key, &cfg).await?;
         for s in GateStatus::ALL {
             metrics::gauge!(m::GATE_STATUS, "output_type" => key.clone(), "status" => s.as_str()).set(f64::from(u8::from(s == g.status)));
         }
@@ -304,11 +301,14 @@ pub struct ModeChange {
     pub at: chrono::DateTime<chrono::Utc>,
 }
 
-/// Moves output type `key` to `to` and records why, in one transaction. The very next
-/// render request reads the new mode: nothing is cached.
+/// Moves output type `key` to `to` and records why, in one transaction; with
+/// `expected_from`, only if the mode under the lock is still that one (the gate was judged
+/// for it). The very next render request reads the new mode: nothing is cached.
+#[allow(clippy::too_many_arguments)]
 pub async fn set_mode(
     state: &AppState,
     key: &str,
+    expected_from: Option<&str>,
     to: &str,
     reason: &str,
     actor: &str,
@@ -322,6 +322,15 @@ pub async fn set_mode(
     let workflow: Option<Uuid> = row.get(1);
     if from == to {
         return Err(ModeError::Refused { key: key.into(), mode: from, why: format!("it is already `{to}`") });
+    }
+    if let Some(expected) = expected_from.filter(|e| *e != from) {
+        return Err(ModeError::Refused {
+            key: key.into(),
+            mode: from.clone(),
+            why: format!(
+                "it was `{expected}` when this change was decided and has moved since; look again (`renderctl rollout status {key}`)"
+            ),
+        });
     }
     if to != "legacy" && workflow.is_none() {
         return Err(ModeError::Refused {

@@ -116,9 +116,10 @@ pub fn annotate(glb: &[u8]) -> Result<(Vec<u8>, Manifest), BadGlb> {
         }
     }
     let wrapper = nodes.len();
-    let scene = json["scene"].as_u64().unwrap_or(0) as usize;
-    let roots = json["scenes"][scene]["nodes"].take();
-    if roots.as_array().is_some_and(|r| !r.is_empty()) {
+    let scene = json.get("scene").and_then(Value::as_u64).unwrap_or(0) as usize;
+    // A GLB without scenes (or naming one it lacks) has nothing to stand up.
+    let roots = json.get_mut("scenes").and_then(|s| s.get_mut(scene)).and_then(|s| s.get_mut("nodes")).map(Value::take);
+    if let Some(roots) = roots.filter(|r| r.as_array().is_some_and(|r| !r.is_empty())) {
         // -90° about X: CAD's +Z becomes glTF's +Y.
         let half = std::f64::consts::FRAC_1_SQRT_2;
         let up = json!({"name": "z-up", "rotation": [-half, 0.0, 0.0, half], "children": roots, "extras": {UP_AXIS_NODE: "z"}});

@@ -3,9 +3,8 @@
 //! the output type's `legacy_preset` (see `renderfleet_shared::legacy`). It must stay
 //! callable at all times: it is what rollback falls back to.
 
-use super::{blender_blend, blender_still, blender_turntable, cad_resolve, fatal, glb_export, materials, video_encode};
+use super::{blender_blend, blender_still, blender_turntable, cad_resolve, fatal, glb_export, materials, metadata, video_encode};
 use super::{Env, Module, ModuleFuture};
-use crate::geometry;
 use renderfleet_shared::legacy::{steps, Deliverable};
 use renderfleet_shared::registry::module::LEGACY_RENDER;
 use renderfleet_shared::wire::TaskMessage;
@@ -44,13 +43,7 @@ impl Module for LegacyRender {
                 Deliverable::Glb => json!(glb),
                 Deliverable::PartManifest => json!(parts),
                 Deliverable::Metadata => {
-                    let bytes = env.store.read(&glb).await?;
-                    let units = s.metadata["units"].as_str().unwrap_or("mm");
-                    let (meta, _) = geometry::metadata(&bytes, units).map_err(|e| fatal(e.to_string()))?;
-                    let m = env
-                        .store
-                        .put_bytes(&serde_json::to_vec_pretty(&meta).expect("JSON"), "metadata_json", "application/json", json!({}))
-                        .await?;
+                    let (_, m) = metadata::describe(env, &glb, &s.metadata).await?;
                     lap("metadata", &mut t);
                     json!(m)
                 }

@@ -69,12 +69,19 @@ pub(crate) async fn run(program: &str, args: &[&OsStr], cwd: &Path, what: &str, 
     let both = format!("{stdout}\n{stderr}");
     let log_tail = tail(both.trim());
     let status = status.map_err(|e| ModuleError::Retryable { message: format!("{what}: waiting for `{program}`: {e}"), log_tail: None })?;
+    if let Some(signal) = std::os::unix::process::ExitStatusExt::signal(&status) {
+        // Killed from outside (the OOM killer, an operator): not about the input, so another
+        // attempt, perhaps on another host, may succeed.
+        let name = Signal::try_from(signal).map(|s| s.as_str().to_string()).unwrap_or_else(|_| format!("signal {signal}"));
+        let hint = if signal == 9 { "; likely out of memory: lower this host's `concurrency` or the render's resolution" } else { "" };
+        return Err(ModuleError::Retryable {
+            message: format!("{what} failed: `{program}` was killed by {name}{hint}"),
+            log_tail: Some(log_tail),
+        });
+    }
     if !status.success() {
         let marked = both.lines().rev().find_map(|l| l.split_once("renderfleet-error: ").map(|(_, m)| m.trim().to_string()));
-        let reason = marked.unwrap_or_else(|| match status.code() {
-            Some(code) => format!("`{program}` exited with status {code}"),
-            None => format!("`{program}` was killed by a signal"),
-        });
+        let reason = marked.unwrap_or_else(|| format!("`{program}` exited with status {}", status.code().unwrap_or(-1)));
         let message = format!("{what} failed: {reason}");
         return Err(if fatal_exit {
             ModuleError::Fatal { message, log_tail: Some(log_tail) }
