@@ -36,6 +36,8 @@ pub struct AppState {
     pub results_behind: Arc<AtomicBool>,
     /// Wakes the rollout reconciler: a run of a render request ended.
     pub rollout_kick: Arc<tokio::sync::Notify>,
+    /// The broker channel for control messages (cancellations) while a session is up.
+    pub control: Arc<tokio::sync::Mutex<Option<lapin::Channel>>>,
 }
 
 impl AppState {
@@ -97,6 +99,7 @@ pub async fn run(config: CoordinatorConfig, metrics: PrometheusHandle, shutdown:
         instance,
         results_behind: Arc::new(AtomicBool::new(false)),
         rollout_kick: Arc::new(tokio::sync::Notify::new()),
+        control: Arc::new(tokio::sync::Mutex::new(None)),
     };
     let tasks = TaskTracker::new();
     let background = shutdown.child_token();

@@ -62,7 +62,7 @@ pub fn router(state: AppState, tokens: Tokens) -> Router {
         .routes(routes!(rollout::events))
         .routes(routes!(rollout::list_comparisons))
         .routes(routes!(rollout::get_comparison));
-    let operate = OpenApiRouter::new().routes(routes!(rollout::rollback));
+    let operate = OpenApiRouter::new().routes(routes!(rollout::rollback)).routes(routes!(cancel_run)).routes(routes!(retry_run));
     let admin = OpenApiRouter::new()
         .routes(routes!(create_run))
         .routes(routes!(workflows::create))
@@ -462,4 +462,53 @@ async fn readyz(State(state): State<AppState>) -> Response {
 #[utoipa::path(get, path = "/metrics", tag = "health", responses((status = 200, description = "Prometheus text format", content_type = "text/plain")))]
 async fn metrics(State(state): State<AppState>) -> Response {
     ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], state.metrics.render()).into_response()
+}
+
+impl From<dispatch::operate::OperateError> for ApiError {
+    fn from(e: dispatch::operate::OperateError) -> Self {
+        use dispatch::operate::OperateError as E;
+        match e {
+            E::NotFound(_) => ApiError::new(StatusCode::NOT_FOUND, "run_not_found", e.to_string()),
+            E::Refused { .. } => ApiError::new(StatusCode::CONFLICT, "run_state", e.to_string()),
+            E::Db(d) => d.into(),
+        }
+    }
+}
+
+fn run_id(id: &str) -> Result<Uuid, ApiError> {
+    id.parse().map_err(|_| ApiError::new(StatusCode::BAD_REQUEST, "invalid_id", format!("`{id}` is not a run id (a UUID)")))
+}
+
+/// `POST /v1/runs/{id}/cancel` body.
+#[derive(Debug, Default, Deserialize, ToSchema)]
+#[serde(default, deny_unknown_fields)]
+struct CancelInput {
+    reason: Option<String>,
+}
+
+/// `POST /v1/runs/{id}/cancel`: the run ends `cancelled`; nodes not started are skipped and
+/// running ones are stopped on their workers (reported `cancelled`).
+#[utoipa::path(post, path = "/v1/runs/{id}/cancel", tag = "runs", params(("id" = String, Path, description = "a UUID")), request_body = CancelInput,
+    responses((status = 200, body = Object, description = "`workers_told`: whether the workers could be told at once"), (status = 400, body = ErrorBody), (status = 401, description = "no token, or an unknown one", body = ErrorBody), (status = 403, description = "the token lacks the scope", body = ErrorBody), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody, description = "the run is not running")))]
+async fn cancel_run(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Result<Json<Value>, ApiError> {
+    let id = run_id(&id)?;
+    let input: CancelInput = if body.is_empty() { CancelInput::default() } else { json_body(&headers, &body, r#"{"reason": "..."}"#)? };
+    let reason = input.reason.unwrap_or_else(|| "cancelled by an operator".into());
+    let told = dispatch::operate::cancel(&state, id, &reason).await?;
+    Ok(Json(json!({"run_id": id, "status": "cancelled", "workers_told": told})))
+}
+
+/// `POST /v1/runs/{id}/retry`: a failed or cancelled run runs again: every failed or
+/// skipped node gets a new attempt.
+#[utoipa::path(post, path = "/v1/runs/{id}/retry", tag = "runs", params(("id" = String, Path, description = "a UUID")),
+    responses((status = 200, body = Object, description = "`nodes`: how many nodes run again"), (status = 400, body = ErrorBody), (status = 401, description = "no token, or an unknown one", body = ErrorBody), (status = 403, description = "the token lacks the scope", body = ErrorBody), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody, description = "the run has not failed")))]
+async fn retry_run(State(state): State<AppState>, Path(id): Path<String>) -> Result<Json<Value>, ApiError> {
+    let id = run_id(&id)?;
+    let nodes = dispatch::operate::retry(&state, id).await?;
+    Ok(Json(json!({"run_id": id, "status": "running", "nodes": nodes})))
 }

@@ -262,6 +262,19 @@ enum TokenCommand {
 enum RunsCommand {
     /// A run and its nodes as a tree: status, attempt, worker and timings.
     Show { id: String },
+    /// Stop a running run: nodes not started are skipped, running ones stopped on their workers.
+    Cancel {
+        id: String,
+        #[arg(long)]
+        reason: Option<String>,
+    },
+    /// Run a failed or cancelled run again: every failed or skipped node gets a new attempt.
+    Retry {
+        id: String,
+        /// Wait until it finishes again; exit 1 if it failed.
+        #[arg(long)]
+        wait: bool,
+    },
 }
 
 #[tokio::main(flavor = "current_thread")]
@@ -316,6 +329,27 @@ async fn dispatch(cli: Cli) -> anyhow::Result<i32> {
             let run = send(http.get(format!("{base}/v1/runs/{id}")), &base).await?;
             print_run(&run, cli.output);
             Ok(0)
+        }
+        Command::Runs { command: RunsCommand::Cancel { id, reason } } => {
+            let v = send(http.post(format!("{base}/v1/runs/{id}/cancel")).json(&json!({"reason": reason})), &base).await?;
+            if cli.output == Output::Json {
+                print_value(&v, cli.output);
+            } else if v["workers_told"] == true {
+                println!("run {id} cancelled; its running tasks are being stopped");
+            } else {
+                println!("run {id} cancelled; the workers could not be told now (broker down?): running tasks finish and are ignored");
+            }
+            Ok(0)
+        }
+        Command::Runs { command: RunsCommand::Retry { id, wait } } => {
+            let v = send(http.post(format!("{base}/v1/runs/{id}/retry")), &base).await?;
+            eprintln!("run {id}: {} node(s) run again", v["nodes"]);
+            if !wait {
+                return Ok(0);
+            }
+            let run = wait_for(&http, &base, &id, Duration::from_secs(3600)).await?;
+            print_run(&run, cli.output);
+            Ok(if run["status"] == "succeeded" { 0 } else { 1 })
         }
         Command::Workflows { command } => workflows(&http, &base, command, cli.output).await,
         Command::OutputTypes { command } => {

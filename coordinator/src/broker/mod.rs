@@ -48,6 +48,9 @@ async fn session(state: &AppState, conn: &Connection, cancel: &CancellationToken
     consume.basic_qos(state.config.results.prefetch, BasicQosOptions::default()).await?;
     let dead = conn.create_channel().await?;
     dead.confirm_select(ConfirmSelectOptions::default()).await?;
+    let control = conn.create_channel().await?;
+    control.confirm_select(ConfirmSelectOptions::default()).await?;
+    *state.control.lock().await = Some(control);
     state.broker_up.store(true, Ordering::Relaxed);
     tracing::info!(prefix = topo.prefix(), "broker session up");
 
@@ -68,5 +71,6 @@ async fn session(state: &AppState, conn: &Connection, cancel: &CancellationToken
         r = &mut consumer => r,
     };
     session_cancel.cancel();
+    *state.control.lock().await = None;
     result
 }

@@ -511,3 +511,42 @@ ORDER BY n.node_id LIMIT 1";
 
 /// Render request $1's subject and output type (for its legacy fallback).
 pub const REQUEST_FOR_FALLBACK: &str = "SELECT subject, output_type_key FROM render_requests WHERE id = $1";
+
+/// Cancels run $1 ($2 the reason shown). No row if it is not running.
+pub const CANCEL_RUN: &str = "
+UPDATE runs SET status = 'cancelled', finished_at = now(), error = jsonb_build_object('kind', 'cancelled', 'message', $2::text)
+WHERE id = $1 AND status = 'running' RETURNING id";
+
+/// The nodes of cancelled run $1 that have not started: skipped ($2 the reason). Running
+/// ones are stopped by their workers and reported `cancelled`.
+pub const SKIP_FOR_CANCEL: &str = "
+UPDATE node_runs SET status = 'skipped', error = jsonb_build_object('kind', 'cancelled', 'message', $2::text)
+WHERE run_id = $1 AND status IN ('pending', 'queued')";
+
+/// Reopens failed or cancelled run $1. No row if it is not one.
+pub const REOPEN_RUN: &str = "
+UPDATE runs SET status = 'running', finished_at = NULL, error = NULL
+WHERE id = $1 AND status IN ('failed', 'cancelled') RETURNING id";
+
+/// Every failed or skipped node of run $1 becomes pending again with a new attempt (stale
+/// results of the old one are ignored) and a fresh set of attempts; its counter is the
+/// number of its predecessors not succeeded. Then the run's progress is recounted. Returns
+/// how many nodes were reset.
+pub const RESET_NODES: &str = "
+WITH reset AS (
+  UPDATE node_runs n SET status = 'pending', attempt = n.attempt + 1, max_attempts = n.attempt + n.max_attempts,
+         worker_id = NULL, started_at = NULL, finished_at = NULL, heartbeat_at = NULL, error = NULL, log_tail = NULL,
+         outputs = NULL,
+         unmet_deps = (SELECT count(*) FROM node_runs p WHERE p.run_id = n.run_id AND n.id = ANY(p.successors) AND p.status <> 'succeeded')
+  WHERE n.run_id = $1 AND n.status IN ('failed', 'skipped')
+  RETURNING n.id
+), progress AS (
+  UPDATE runs SET nodes_done = (SELECT count(*) FROM node_runs WHERE run_id = $1 AND status = 'succeeded') WHERE id = $1
+)
+SELECT count(*) FROM reset";
+
+/// Queues the pending nodes of run $1 that wait for nothing; returns what their tasks need.
+pub const QUEUE_READY: &str = "
+UPDATE node_runs SET status = 'queued', queued_at = now()
+WHERE run_id = $1 AND status = 'pending' AND unmet_deps = 0
+RETURNING id, run_id, node_id, module_key, params, attempt, timeout_ms";

@@ -3,6 +3,7 @@
 //! Nothing is published here; the outbox publisher does that after the commit.
 //! [`request`] does the same for a render request, whose rollout mode decides the runs.
 
+pub mod operate;
 pub mod request;
 
 use crate::db::{sql, DbError};
