@@ -127,6 +127,13 @@ ensure_promtool() {
   if [ -n "$created" ]; then $SUDO rm -f "$policy"; fi
 }
 
+# The console's browser tests drive Debian's Chromium through chromedriver.
+ensure_chromium() {
+  if ! command -v chromium >/dev/null || ! command -v chromedriver >/dev/null; then
+    apt_install chromium chromium-driver
+  fi
+}
+
 # The CAD files the demo renders: the team's fixtures beside the project when present,
 # else the small assembly the project ships.
 demo_cad() {
@@ -240,6 +247,7 @@ run_tests() {
   services
   ensure_render_tools
   ensure_promtool
+  ensure_chromium
   ensure_rust
   if cargo fmt --version >/dev/null 2>&1; then
     log "checking formatting (cargo fmt)"

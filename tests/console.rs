@@ -76,3 +76,146 @@ async fn a_retried_failed_run_runs_its_failed_node_again_and_completes() {
     let (status, _) = post(&w, format!("{}/v1/runs/{id}/retry", c.url)).await;
     assert_eq!(status, 409);
 }
+
+/// The console in headless Chromium (Debian's `chromium` and `chromedriver`), driven over
+/// WebDriver: sign in, find a failed run and its error, retry it and watch it complete, look
+/// at a shadow comparison's three images, roll an output type back. A screenshot of every
+/// page is saved under `target/test-artifacts/console/`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_console_in_a_real_browser() {
+    use fantoccini::{ClientBuilder, Locator};
+
+    let mut w = World::new("console_browser").await;
+    let artifacts = w.artifacts_dir().display().to_string();
+    let c = w.start_coordinator("c1", &[("RENDERFLEET_ROLLOUT__INTERVAL", "200ms"), ("RENDERFLEET_ARTIFACTS_DIR", &artifacts)]).await;
+    w.start_render_worker(
+        "w1",
+        "noop,sleep,fail,cad_resolve,glb_export,materials,blender_still,publish,legacy_render,compare",
+        &[("RENDERFLEET_CONCURRENCY", "2")],
+    );
+    // A run that fails (one attempt allowed) and would succeed on its second.
+    let failing = w
+        .submit(&c, json!({"nodes": [{"id": "flaky", "type": "util.fail", "params": {"times": 1}, "max_attempts": 1}, {"id": "after", "type": "util.noop"}],
+                          "edges": [{"from": "flaky", "to": "after"}]}))
+        .await;
+    assert_eq!(w.wait_run(&c, failing, Duration::from_secs(30)).await["status"], "failed");
+    // A shadow comparison with a difference: the graph turns the camera.
+    let (_, mut starter) = {
+        let r = w.http.get(format!("{}/v1/workflows/starters/order_line", c.url)).send().await.unwrap();
+        (r.status(), r.json::<Value>().await.unwrap())
+    };
+    for n in starter["nodes"].as_array_mut().unwrap() {
+        if n["id"] == "still" {
+            n["params"]["camera"]["azimuth_deg"] = json!(70);
+        }
+    }
+    let wf: Value = w
+        .http
+        .post(format!("{}/v1/workflows", c.url))
+        .json(&json!({"name": "turned", "family": "order_line", "graph": starter}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let ot = json!({"key": "still-console", "family": "order_line", "artifact_kind": "image_png", "workflow_id": wf["id"],
+                    "invocation_overrides": {"still": {"width": 160, "height": 160, "samples": 4}}, "legacy_preset": {"resolution": 160, "samples": 4},
+                    "rollout_mode": "shadow", "shadow_sample_pct": 100, "gate_config": {"min_samples": 1, "window": 10}});
+    assert_eq!(w.http.post(format!("{}/v1/output-types", c.url)).json(&ot).send().await.unwrap().status(), 201);
+    let body =
+        json!({"order_line_id": "ol-1", "subject": {"cad_file": "as1-oc-214.stp", "product": "as1"}, "output_type": "still-console"});
+    w.http.post(format!("{}/v1/render-requests", c.url)).header("Idempotency-Key", "ol-1").json(&body).send().await.unwrap();
+    let comparison = wait_until("the comparison", Duration::from_secs(120), || async {
+        let v: Value = w.http.get(format!("{}/v1/comparisons", c.url)).send().await.ok()?.json().await.ok()?;
+        v["items"].as_array()?.iter().find(|k| k["status"] == "done").map(|k| k["id"].as_str().unwrap().to_string())
+    })
+    .await;
+
+    // The browser.
+    let port = renderfleet_tests::free_port();
+    let profile = w.data_dir.join("chromium-profile");
+    let mut driver = std::process::Command::new("chromedriver")
+        .arg(format!("--port={port}"))
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("chromedriver (apt-get install chromium chromium-driver; ops/dev.sh test installs them)");
+    let driver_url = format!("http://127.0.0.1:{port}");
+    wait_until("chromedriver", Duration::from_secs(20), || async {
+        reqwest::get(format!("{driver_url}/status")).await.ok().filter(|r| r.status().is_success())
+    })
+    .await;
+    let mut caps = serde_json::Map::new();
+    caps.insert(
+        "goog:chromeOptions".into(),
+        json!({"binary": "/usr/bin/chromium", "args": ["--headless=new", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+               "--disable-background-networking", "--disable-component-update", "--disable-sync", "--window-size=1280,1000",
+               format!("--user-data-dir={}", profile.display())]}),
+    );
+    let b = ClientBuilder::new(hyper_util::client::legacy::connect::HttpConnector::new())
+        .capabilities(caps)
+        .connect(&driver_url)
+        .await
+        .expect("a Chromium session");
+    let shots = std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../target/test-artifacts/console");
+    std::fs::create_dir_all(&shots).unwrap();
+    let shot = |name: &'static str| {
+        let (b, shots) = (b.clone(), shots.clone());
+        async move { std::fs::write(shots.join(name), b.screenshot().await.unwrap()).unwrap() }
+    };
+    let text_of = |css: &'static str| {
+        let b = b.clone();
+        async move { b.find(Locator::Css(css)).await.unwrap().text().await.unwrap() }
+    };
+
+    b.goto(&format!("{}/console/runs", c.url)).await.unwrap();
+    assert!(b.current_url().await.unwrap().path().ends_with("/console/login"), "unsigned visitors are sent to sign in");
+    b.find(Locator::Id("token")).await.unwrap().send_keys(renderfleet_tests::token("admin")).await.unwrap();
+    b.find(Locator::Id("sign-in")).await.unwrap().click().await.unwrap();
+    b.goto(&format!("{}/console/runs?status=failed", c.url)).await.unwrap();
+    shot("runs.png").await;
+    b.find(Locator::Css(&format!("a[href='/console/runs/{failing}']"))).await.expect("the failed run is listed").click().await.unwrap();
+    let error = text_of(".node-error").await;
+    assert!(error.contains("fails on purpose"), "the failing node's error is shown: {error}");
+    shot("run-failed.png").await;
+    b.find(Locator::Id("retry")).await.unwrap().click().await.unwrap();
+    // The page reloads itself while the run runs.
+    wait_until("the retried run to succeed in the page", Duration::from_secs(30), || {
+        let b = b.clone();
+        async move {
+            let badge = b.find(Locator::Css(".card .badge")).await.ok()?.text().await.ok()?;
+            (badge == "succeeded").then_some(())
+        }
+    })
+    .await;
+    assert_eq!(b.find_all(Locator::Css(".dag-node[data-status='succeeded']")).await.unwrap().len(), 2, "the DAG shows both nodes done");
+    shot("run-detail.png").await;
+
+    b.goto(&format!("{}/console/comparisons/{comparison}", c.url)).await.unwrap();
+    assert_eq!(text_of("#verdict").await, "mismatch");
+    for id in ["control-image", "candidate-image", "diff-image"] {
+        let loaded = b.execute(&format!("return document.getElementById('{id}').naturalWidth"), vec![]).await.unwrap();
+        assert_eq!(loaded.as_u64(), Some(160), "{id} is shown");
+    }
+    shot("comparison.png").await;
+
+    b.goto(&format!("{}/console/rollout", c.url)).await.unwrap();
+    assert_eq!(text_of("#rollout-still-console .mode").await, "shadow");
+    let promote = b.find(Locator::Css("#rollout-still-console button[disabled]")).await.expect("promote is disabled while the gate fails");
+    assert!(promote.attr("title").await.unwrap().unwrap_or_default().contains("gate"), "with the reason");
+    b.find(Locator::Id("rollback-still-console")).await.unwrap().click().await.unwrap();
+    assert_eq!(text_of("#rollout-still-console .mode").await, "legacy");
+    shot("rollout.png").await;
+    b.goto(&format!("{}/console/workers", c.url)).await.unwrap();
+    assert!(text_of("#workers").await.contains("w1"));
+    shot("workers.png").await;
+    b.close().await.unwrap();
+    let _ = driver.kill();
+    let _ = driver.wait();
+    let (_, ot) = {
+        let r = w.http.get(format!("{}/v1/output-types/still-console", c.url)).send().await.unwrap();
+        (r.status(), r.json::<Value>().await.unwrap())
+    };
+    assert_eq!(ot["rollout_mode"], "legacy", "the console's rollback is the real one");
+}

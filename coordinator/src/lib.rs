@@ -4,6 +4,7 @@
 
 pub mod api;
 pub mod broker;
+pub mod console;
 pub mod db;
 pub mod dispatch;
 pub mod outbox;
@@ -119,7 +120,7 @@ pub async fn run(config: CoordinatorConfig, metrics: PrometheusHandle, shutdown:
         });
     }
     tracing::info!(%addr, "coordinator listening");
-    let app = api::router(state, tokens);
+    let app = api::router(state.clone(), tokens.clone()).merge(console::router(state, tokens));
     let served = axum::serve(listener, app).with_graceful_shutdown(shutdown.clone().cancelled_owned()).await;
     if let Err(e) = served {
         tracing::error!(error = %e, "HTTP server failed");

@@ -40,6 +40,9 @@ pub struct CoordinatorConfig {
     /// Serve `/metrics` on this address only (e.g. a private interface), instead of on
     /// `http_addr`. Empty: on `http_addr`.
     pub metrics_addr: String,
+    /// The workers' artifact store, read by the console for previews and downloads (the
+    /// same shared directory as the workers' `artifacts_dir`). Empty: no previews.
+    pub artifacts_dir: String,
     pub log: LogConfig,
 }
 
@@ -61,6 +64,7 @@ impl Default for CoordinatorConfig {
             nodes: NodeDefaultsConfig::default(),
             auth: AuthConfig::default(),
             metrics_addr: String::new(),
+            artifacts_dir: "/var/lib/renderfleet/artifacts".into(),
             log: LogConfig::default(),
         }
     }

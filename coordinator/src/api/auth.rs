@@ -102,6 +102,16 @@ impl Tokens {
         self.0.is_none()
     }
 
+    /// For the console's cookie: `None` for a secret this coordinator does not know, else
+    /// the token's name and whether it grants `scope` (an open coordinator grants all).
+    pub fn check(&self, secret: &str, scope: Scope) -> Option<(String, bool)> {
+        if self.is_open() {
+            return Some(("open".into(), true));
+        }
+        let t = self.find(secret)?;
+        Some((t.name.clone(), t.scopes.contains(&scope) || t.scopes.contains(&Scope::Admin)))
+    }
+
     /// The token whose hash matches `secret`. Every configured hash is compared, in constant
     /// time, whatever matches first.
     fn find(&self, secret: &str) -> Option<&Token> {

@@ -550,3 +550,36 @@ pub const QUEUE_READY: &str = "
 UPDATE node_runs SET status = 'queued', queued_at = now()
 WHERE run_id = $1 AND status = 'pending' AND unmet_deps = 0
 RETURNING id, run_id, node_id, module_key, params, attempt, timeout_ms";
+
+/// The console's runs list, newest first, one page: $1 status, $2 output type, $3 pipeline,
+/// $4 role, $5 created since (each null for any), $6/$7 the last row of the previous page
+/// (created_at, id; null for the first page), $8 page size. Keyset paging keeps a deep page
+/// as cheap as the first on a table of any size.
+pub const CONSOLE_RUNS: &str = "
+SELECT id, status, pipeline, role, output_type_key, created_at, finished_at, nodes_done, nodes_total,
+       error->>'node_id', error->>'message'
+FROM runs
+WHERE ($1::text IS NULL OR status = $1) AND ($2::text IS NULL OR output_type_key = $2)
+  AND ($3::text IS NULL OR pipeline = $3) AND ($4::text IS NULL OR role = $4)
+  AND ($5::timestamptz IS NULL OR created_at >= $5)
+  AND ($6::timestamptz IS NULL OR (created_at, id) < ($6, $7::uuid))
+ORDER BY created_at DESC, id DESC LIMIT $8";
+
+/// Run $1 for the console: what GET_RUN has, plus its request and output type.
+pub const CONSOLE_RUN: &str = "
+SELECT id, pipeline, role, status, subject, graph, nodes_total, nodes_done, error, created_at, finished_at,
+       request_id, output_type_key
+FROM runs WHERE id = $1";
+
+/// Workers seen in the last $1 seconds, newest first.
+pub const CONSOLE_WORKERS: &str = "
+SELECT id, host, modules, status, running, concurrency, last_seen, extract(epoch FROM now() - last_seen)::float8
+FROM workers WHERE last_seen > now() - make_interval(secs => $1) ORDER BY id";
+
+/// An artifact's mime type, for serving it.
+pub const ARTIFACT_MIME: &str = "SELECT mime, kind FROM artifacts WHERE sha256 = $1";
+
+/// The artifact run $1 delivered of kind $2 (the comparison page's images).
+pub const RUN_DELIVERABLE: &str = "
+SELECT outputs->'artifact'->>'sha256' FROM node_runs
+WHERE run_id = $1 AND status = 'succeeded' AND outputs->'artifact'->>'kind' = $2 ORDER BY node_id LIMIT 1";

@@ -1,0 +1,656 @@
+//! The web console at `/console`: server-rendered HTML (no front-end build, no CDN: it works
+//! with no network) over the same database and the same operations as the API, so a failed
+//! render is debugged without SQL.
+//!
+//! Pages: runs (filtered and paged on the server by keyset, so a large table stays fast),
+//! a run (its graph drawn as a DAG, every node's attempts, params, errors, log tail and
+//! artifacts with previews; cancel and retry), shadow comparisons (legacy and graph images
+//! beside their diff), rollout (mode, gate, events; promote and rollback) and workers.
+//!
+//! Sign-in: the browser presents an API token once (`/console/login`); it is kept in an
+//! HttpOnly, SameSite=Strict cookie scoped to `/console` and checked like a bearer token on
+//! every request: reading needs `read`, cancel/retry/rollback `operate`, promote `admin`.
+//! SameSite=Strict keeps other sites from posting the console's forms.
+
+mod dag;
+mod html;
+
+use crate::api::auth::{Scope, Tokens};
+use crate::db::sql;
+use crate::dispatch::operate;
+use crate::rollout;
+use crate::AppState;
+use axum::extract::{Form, Path, Query, Request, State};
+use axum::http::{header, HeaderMap, StatusCode};
+use axum::middleware::{self, Next};
+use axum::response::{Html, IntoResponse, Redirect, Response};
+use axum::routing::{get, post};
+use axum::Router;
+use chrono::{DateTime, Utc};
+use html::{esc, page, status_badge};
+use renderfleet_shared::gate::GateConfig;
+use serde::Deserialize;
+use serde_json::Value;
+use std::collections::HashMap;
+use std::fmt::Write;
+use uuid::Uuid;
+
+const COOKIE: &str = "rf_console";
+const PAGE: i64 = 50;
+
+/// The console's routes, under `/console`.
+pub fn router(state: AppState, tokens: Tokens) -> Router {
+    let pages = Router::new()
+        .route("/console", get(|| async { Redirect::to("/console/runs") }))
+        .route("/console/runs", get(runs))
+        .route("/console/runs/{id}", get(run))
+        .route("/console/runs/{id}/cancel", post(cancel))
+        .route("/console/runs/{id}/retry", post(retry))
+        .route("/console/artifacts/{sha}", get(artifact))
+        .route("/console/comparisons", get(comparisons))
+        .route("/console/comparisons/{id}", get(comparison))
+        .route("/console/rollout", get(rollout_page))
+        .route("/console/rollout/{key}/promote", post(promote))
+        .route("/console/rollout/{key}/rollback", post(rollback))
+        .route("/console/workers", get(workers))
+        .route_layer(middleware::from_fn_with_state(tokens.clone(), signed_in));
+    Router::new().route("/console/login", get(login_form).post(login)).with_state(tokens).merge(pages.with_state(state))
+}
+
+/// The token in the console's cookie.
+fn cookie_token(headers: &HeaderMap) -> Option<String> {
+    headers
+        .get_all(header::COOKIE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(';'))
+        .find_map(|c| c.trim().strip_prefix(&format!("{COOKIE}=")).map(String::from))
+}
+
+/// Who is signed in (token name), with the scopes a page may need checked per action.
+#[derive(Clone)]
+struct Viewer {
+    token: Option<String>,
+    tokens: Tokens,
+}
+
+impl Viewer {
+    fn may(&self, scope: Scope) -> bool {
+        self.tokens.check(self.token.as_deref().unwrap_or(""), scope).is_some_and(|(_, ok)| ok)
+    }
+}
+
+async fn signed_in(State(tokens): State<Tokens>, mut request: Request, next: Next) -> Response {
+    let token = cookie_token(request.headers());
+    match tokens.check(token.as_deref().unwrap_or(""), Scope::Read) {
+        Some((_, true)) => {
+            request.extensions_mut().insert(Viewer { token, tokens });
+            next.run(request).await
+        }
+        Some((name, false)) => {
+            (StatusCode::FORBIDDEN, Html(page("Not allowed", &format!("<p>Token <b>{}</b> lacks the <code>read</code> scope the console needs. <a href=\"/console/login\">Sign in with another token</a>.</p>", esc(&name))))).into_response()
+        }
+        None => Redirect::to("/console/login").into_response(),
+    }
+}
+
+async fn login_form() -> Html<String> {
+    Html(page(
+        "Sign in",
+        "<form method=\"post\" action=\"/console/login\" class=\"card\"><p>Paste an API token (scope <code>read</code>; \
+         <code>operate</code> to cancel, retry and roll back; <code>admin</code> to promote). \
+         <code>renderctl token new NAME read+operate</code> makes one.</p>\
+         <input type=\"password\" name=\"token\" id=\"token\" size=\"60\" autofocus> <button type=\"submit\" id=\"sign-in\">Sign in</button></form>",
+    ))
+}
+
+#[derive(Deserialize)]
+struct LoginForm {
+    token: String,
+}
+
+async fn login(State(tokens): State<Tokens>, Form(f): Form<LoginForm>) -> Response {
+    match tokens.check(f.token.trim(), Scope::Read) {
+        Some((_, true)) => {
+            let cookie = format!("{COOKIE}={}; Path=/console; HttpOnly; SameSite=Strict", f.token.trim());
+            ([(header::SET_COOKIE, cookie)], Redirect::to("/console/runs")).into_response()
+        }
+        _ => (
+            StatusCode::UNAUTHORIZED,
+            Html(page(
+                "Sign in",
+                "<p class=\"error\">That token is unknown here or lacks <code>read</code>. <a href=\"/console/login\">Try again</a>.</p>",
+            )),
+        )
+            .into_response(),
+    }
+}
+
+/// An error page that says what went wrong.
+fn oops(status: StatusCode, message: &str) -> Response {
+    (status, Html(page("Error", &format!("<p class=\"error\">{}</p>", esc(message))))).into_response()
+}
+
+fn db_err(e: impl std::fmt::Display) -> Response {
+    oops(StatusCode::SERVICE_UNAVAILABLE, &format!("the database is not answering ({e}); try again in a moment"))
+}
+
+fn forbidden(scope: Scope) -> Response {
+    oops(StatusCode::FORBIDDEN, &format!("this needs a token with scope `{}`; sign in with one at /console/login", scope.as_str()))
+}
+
+#[derive(Deserialize, Default)]
+struct RunFilter {
+    status: Option<String>,
+    output_type: Option<String>,
+    pipeline: Option<String>,
+    role: Option<String>,
+    /// Created in the last N hours.
+    hours: Option<f64>,
+    /// Cursor: the last row of the previous page, `RFC3339_TIME,UUID`.
+    after: Option<String>,
+}
+
+fn some(s: &Option<String>) -> Option<&str> {
+    s.as_deref().map(str::trim).filter(|s| !s.is_empty())
+}
+
+fn ms(a: DateTime<Utc>, b: Option<DateTime<Utc>>) -> String {
+    b.map(|b| html::duration((b - a).num_milliseconds())).unwrap_or_default()
+}
+
+async fn runs(State(state): State<AppState>, Query(f): Query<RunFilter>) -> Response {
+    let cursor: Option<(DateTime<Utc>, Uuid)> = some(&f.after).and_then(|c| {
+        let (t, id) = c.split_once(',')?;
+        Some((DateTime::parse_from_rfc3339(t).ok()?.with_timezone(&Utc), id.parse().ok()?))
+    });
+    let since = f.hours.filter(|h| *h > 0.0).map(|h| Utc::now() - chrono::Duration::milliseconds((h * 3_600_000.0) as i64));
+    let client = match state.pool.get().await {
+        Ok(c) => c,
+        Err(e) => return db_err(e),
+    };
+    let rows = match client
+        .query(
+            sql::CONSOLE_RUNS,
+            &[
+                &some(&f.status),
+                &some(&f.output_type),
+                &some(&f.pipeline),
+                &some(&f.role),
+                &since,
+                &cursor.map(|c| c.0),
+                &cursor.map(|c| c.1),
+                &PAGE,
+            ],
+        )
+        .await
+    {
+        Ok(r) => r,
+        Err(e) => return db_err(e),
+    };
+    let select = |name: &str, current: &Option<String>, options: &[&str]| {
+        let mut s = format!("<select name=\"{name}\" id=\"filter-{name}\"><option value=\"\">any {name}</option>");
+        for o in options {
+            let sel = if some(current) == Some(*o) { " selected" } else { "" };
+            let _ = write!(s, "<option{sel}>{o}</option>");
+        }
+        s + "</select>"
+    };
+    let mut body = String::from("<form method=\"get\" class=\"filters\">");
+    body += &select("status", &f.status, &["running", "succeeded", "failed", "cancelled"]);
+    body += &select("pipeline", &f.pipeline, &["graph", "legacy"]);
+    body += &select("role", &f.role, &["authoritative", "shadow", "fallback", "comparison"]);
+    let _ = write!(
+        body,
+        "<input name=\"output_type\" placeholder=\"output type\" value=\"{}\"> <input name=\"hours\" placeholder=\"last N hours\" size=\"10\" value=\"{}\"> <button>Filter</button></form>",
+        esc(some(&f.output_type).unwrap_or("")),
+        f.hours.map(|h| h.to_string()).unwrap_or_default()
+    );
+    body += "<table id=\"runs\"><tr><th>run</th><th>status</th><th>pipeline</th><th>role</th><th>output type</th><th>created</th><th>took</th><th>nodes</th><th>failing node</th></tr>";
+    for r in &rows {
+        let id: Uuid = r.get(0);
+        let created: DateTime<Utc> = r.get(5);
+        let _ = write!(
+            body,
+            "<tr><td><a href=\"/console/runs/{id}\">{}</a></td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}/{}</td><td class=\"error\">{}</td></tr>",
+            &id.to_string()[..13],
+            status_badge(r.get(1)),
+            esc(r.get(2)),
+            esc(r.get(3)),
+            esc(r.get::<_, Option<&str>>(4).unwrap_or("")),
+            created.format("%Y-%m-%d %H:%M:%S"),
+            ms(created, r.get(6)),
+            r.get::<_, i32>(7),
+            r.get::<_, i32>(8),
+            esc(r.get::<_, Option<&str>>(9).unwrap_or("")),
+        );
+    }
+    body += "</table>";
+    if rows.len() as i64 == PAGE {
+        let last = rows.last().expect("a full page");
+        let mut q: Vec<String> = Vec::new();
+        for (k, v) in [("status", &f.status), ("output_type", &f.output_type), ("pipeline", &f.pipeline), ("role", &f.role)] {
+            if let Some(v) = some(v) {
+                q.push(format!("{k}={}", html::url(v)));
+            }
+        }
+        if let Some(h) = f.hours {
+            q.push(format!("hours={h}"));
+        }
+        q.push(format!("after={},{}", html::url(&last.get::<_, DateTime<Utc>>(5).to_rfc3339()), last.get::<_, Uuid>(0)));
+        let _ = write!(body, "<p><a id=\"next-page\" href=\"/console/runs?{}\">next page →</a></p>", q.join("&"));
+    }
+    Html(page("Runs", &body)).into_response()
+}
+
+async fn run(State(state): State<AppState>, Path(id): Path<String>, viewer: axum::Extension<Viewer>) -> Response {
+    let Ok(id) = id.parse::<Uuid>() else { return oops(StatusCode::BAD_REQUEST, "that is not a run id") };
+    let client = match state.pool.get().await {
+        Ok(c) => c,
+        Err(e) => return db_err(e),
+    };
+    let Ok(Some(run)) = client.query_opt(sql::CONSOLE_RUN, &[&id]).await else {
+        return oops(StatusCode::NOT_FOUND, &format!("no run {id}"));
+    };
+    let nodes = match client.query(sql::GET_NODE_RUNS, &[&id]).await {
+        Ok(n) => n,
+        Err(e) => return db_err(e),
+    };
+    let mut attempts: HashMap<Uuid, Vec<tokio_postgres::Row>> = HashMap::new();
+    for a in client.query(sql::GET_ATTEMPTS, &[&id]).await.unwrap_or_default() {
+        attempts.entry(a.get(0)).or_default().push(a);
+    }
+    let status: String = run.get(3);
+    let created: DateTime<Utc> = run.get(9);
+    let mut body = String::new();
+    let _ = write!(
+        body,
+        "<div class=\"card\"><p>run <code id=\"run-id\">{id}</code> {} · pipeline <b>{}</b> · role <b>{}</b> · output type <b>{}</b> · {}/{} nodes · created {} · took {}</p>",
+        status_badge(&status),
+        esc(run.get(1)),
+        esc(run.get(2)),
+        esc(run.get::<_, Option<&str>>(12).unwrap_or("-")),
+        run.get::<_, i32>(7),
+        run.get::<_, i32>(6),
+        created.format("%Y-%m-%d %H:%M:%S"),
+        ms(created, run.get(10)),
+    );
+    if let Some(e) = run.get::<_, Option<Value>>(8) {
+        let _ = write!(body, "<p class=\"error\" id=\"run-error\">{}</p>", esc(e["message"].as_str().unwrap_or(&e.to_string())));
+    }
+    let _ = write!(body, "<p>subject <code>{}</code></p>", esc(&run.get::<_, Value>(4).to_string()));
+    if viewer.may(Scope::Operate) {
+        if status == "running" {
+            let _ =
+                write!(body, "<form method=\"post\" action=\"/console/runs/{id}/cancel\"><button id=\"cancel\">Cancel run</button></form>");
+        }
+        if status == "failed" || status == "cancelled" {
+            let _ = write!(
+                body,
+                "<form method=\"post\" action=\"/console/runs/{id}/retry\"><button id=\"retry\">Retry failed nodes</button></form>"
+            );
+        }
+    }
+    body += "</div>";
+    let statuses: HashMap<String, String> = nodes.iter().map(|n| (n.get::<_, String>(1), n.get::<_, String>(3))).collect();
+    body += &dag::svg(&run.get::<_, Value>(5), &statuses);
+    for n in &nodes {
+        let node_run: Uuid = n.get(0);
+        let node_id: String = n.get(1);
+        let nstatus: String = n.get(3);
+        let open = if nstatus == "failed" { " open" } else { "" };
+        let _ = write!(
+            body,
+            "<details class=\"node\" id=\"node-{}\"{open}><summary><b>{}</b> {} <span class=\"muted\">{} · attempt {}/{} · {}</span></summary>",
+            esc(&node_id),
+            esc(&node_id),
+            status_badge(&nstatus),
+            esc(n.get(2)),
+            n.get::<_, i32>(4),
+            n.get::<_, i32>(5),
+            esc(n.get::<_, Option<&str>>(6).unwrap_or("")),
+        );
+        if let Some(e) = n.get::<_, Option<Value>>(11) {
+            let _ = write!(body, "<p class=\"error node-error\">{}</p>", esc(e["message"].as_str().unwrap_or(&e.to_string())));
+        }
+        if let Some(t) = n.get::<_, Option<&str>>(12) {
+            let _ = write!(body, "<pre class=\"log\">{}</pre>", esc(t));
+        }
+        body += "<table><tr><th>attempt</th><th>status</th><th>worker</th><th>started</th><th>ran</th><th>error</th></tr>";
+        for a in attempts.get(&node_run).into_iter().flatten() {
+            let started: Option<DateTime<Utc>> = a.get(4);
+            let _ = write!(
+                body,
+                "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td class=\"error\">{}</td></tr>",
+                a.get::<_, i32>(1),
+                status_badge(a.get(2)),
+                esc(a.get::<_, Option<&str>>(3).unwrap_or("")),
+                started.map(|s| s.format("%H:%M:%S%.3f").to_string()).unwrap_or_default(),
+                started.map(|s| ms(s, a.get(5))).unwrap_or_default(),
+                esc(a.get::<_, Option<Value>>(6).and_then(|e| e["message"].as_str().map(String::from)).as_deref().unwrap_or("")),
+            );
+        }
+        body += "</table>";
+        let _ = write!(body, "<p>params <code>{}</code></p>", esc(&n.get::<_, Value>(13).to_string()));
+        if let Some(Value::Object(outputs)) = n.get::<_, Option<Value>>(10) {
+            body += "<div class=\"artifacts\">";
+            for (port, v) in &outputs {
+                if let Some(r) = renderfleet_shared::artifact::ArtifactRef::from_value(v) {
+                    body += &html::artifact(port, &r);
+                }
+            }
+            body += "</div>";
+        }
+        body += "</details>";
+    }
+    let refresh = status == "running";
+    Html(html::page_refreshing("Run", &body, refresh)).into_response()
+}
+
+async fn cancel(State(state): State<AppState>, Path(id): Path<Uuid>, viewer: axum::Extension<Viewer>) -> Response {
+    if !viewer.may(Scope::Operate) {
+        return forbidden(Scope::Operate);
+    }
+    match operate::cancel(&state, id, "cancelled from the console").await {
+        Ok(_) => Redirect::to(&format!("/console/runs/{id}")).into_response(),
+        Err(e) => oops(StatusCode::CONFLICT, &e.to_string()),
+    }
+}
+
+async fn retry(State(state): State<AppState>, Path(id): Path<Uuid>, viewer: axum::Extension<Viewer>) -> Response {
+    if !viewer.may(Scope::Operate) {
+        return forbidden(Scope::Operate);
+    }
+    match operate::retry(&state, id).await {
+        Ok(_) => Redirect::to(&format!("/console/runs/{id}")).into_response(),
+        Err(e) => oops(StatusCode::CONFLICT, &e.to_string()),
+    }
+}
+
+/// An artifact from the store, by its hash (checked before it becomes a path).
+async fn artifact(State(state): State<AppState>, Path(sha): Path<String>) -> Response {
+    if !renderfleet_shared::artifact::is_sha256(&sha) || state.config.artifacts_dir.is_empty() {
+        return oops(StatusCode::NOT_FOUND, "no such artifact here (or the console has no artifacts_dir)");
+    }
+    let mime = match state.pool.get().await {
+        Ok(c) => c.query_opt(sql::ARTIFACT_MIME, &[&sha]).await.ok().flatten().map(|r| r.get::<_, String>(0)),
+        Err(e) => return db_err(e),
+    };
+    let path = std::path::Path::new(&state.config.artifacts_dir).join("sha256").join(&sha[..2]).join(&sha);
+    match tokio::fs::read(&path).await {
+        Ok(bytes) => ([(header::CONTENT_TYPE, mime.unwrap_or_else(|| "application/octet-stream".into()))], bytes).into_response(),
+        Err(_) => oops(StatusCode::NOT_FOUND, &format!("artifact {sha} is not in {}", state.config.artifacts_dir)),
+    }
+}
+
+#[derive(Deserialize, Default)]
+struct ComparisonFilter {
+    output_type: Option<String>,
+    verdict: Option<String>,
+}
+
+async fn comparisons(State(state): State<AppState>, Query(f): Query<ComparisonFilter>) -> Response {
+    let client = match state.pool.get().await {
+        Ok(c) => c,
+        Err(e) => return db_err(e),
+    };
+    let rows = match client.query(sql::COMPARISONS, &[&some(&f.output_type), &some(&f.verdict), &200i64]).await {
+        Ok(r) => r,
+        Err(e) => return db_err(e),
+    };
+    let mut body = format!(
+        "<form method=\"get\" class=\"filters\"><input name=\"output_type\" placeholder=\"output type\" value=\"{}\"> <select name=\"verdict\"><option value=\"\">any verdict</option>{}</select> <button>Filter</button></form>",
+        esc(some(&f.output_type).unwrap_or("")),
+        ["match", "mismatch", "candidate_error", "control_error", "ignored"]
+            .iter()
+            .map(|v| format!("<option{}>{v}</option>", if some(&f.verdict) == Some(*v) { " selected" } else { "" }))
+            .collect::<String>()
+    );
+    body += "<table id=\"comparisons\"><tr><th>comparison</th><th>output type</th><th>kind</th><th>verdict</th><th>failing pixels</th><th>PSNR</th><th>decided</th></tr>";
+    for r in &rows {
+        let id: Uuid = r.get(0);
+        let m: Value = r.get(9);
+        let m = if m["worst"].is_object() { m["worst"].clone() } else { m };
+        let _ = write!(
+            body,
+            "<tr><td><a href=\"/console/comparisons/{id}\">{}</a></td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
+            &id.to_string()[..13],
+            esc(r.get(2)),
+            esc(r.get(3)),
+            status_badge(r.get::<_, Option<&str>>(8).unwrap_or(r.get(7))),
+            m["fail_share"].as_f64().map(|f| format!("{:.3}%", f * 100.0)).unwrap_or_default(),
+            m["psnr_db"].as_f64().map(|p| format!("{p:.1} dB")).unwrap_or_default(),
+            r.get::<_, Option<DateTime<Utc>>>(14).map(|d| d.format("%Y-%m-%d %H:%M:%S").to_string()).unwrap_or_default(),
+        );
+    }
+    body += "</table>";
+    Html(page("Comparisons", &body)).into_response()
+}
+
+async fn comparison(State(state): State<AppState>, Path(id): Path<Uuid>) -> Response {
+    let client = match state.pool.get().await {
+        Ok(c) => c,
+        Err(e) => return db_err(e),
+    };
+    let Ok(Some(k)) = client.query_opt(sql::COMPARISON, &[&id]).await else {
+        return oops(StatusCode::NOT_FOUND, &format!("no comparison {id}"));
+    };
+    let key: String = k.get(2);
+    let kind = client.query_opt(sql::OUTPUT_TYPE, &[&key]).await.ok().flatten().map(|r| r.get::<_, String>(3)).unwrap_or_default();
+    let image = |run: Uuid| {
+        let client = &client;
+        let kind = kind.clone();
+        async move { client.query_opt(sql::RUN_DELIVERABLE, &[&run, &kind]).await.ok().flatten().and_then(|r| r.get::<_, Option<String>>(0)) }
+    };
+    let (control, candidate) = (image(k.get(4)).await, image(k.get(5)).await);
+    let diff: Option<String> = k.get(10);
+    let verdict: Option<String> = k.get(8);
+    let mut body = format!(
+        "<div class=\"card\"><p>comparison <code>{id}</code> of <b>{}</b> ({}) · verdict <span id=\"verdict\">{}</span>{}</p><p>legacy run <a href=\"/console/runs/{}\">{}</a> · graph run <a href=\"/console/runs/{}\">{}</a></p></div>",
+        esc(&key),
+        esc(k.get(3)),
+        status_badge(verdict.as_deref().unwrap_or(k.get(7))),
+        k.get::<_, Option<String>>(15).map(|r| format!(" (ignore rule <b>{}</b>)", esc(&r))).unwrap_or_default(),
+        k.get::<_, Uuid>(4),
+        &k.get::<_, Uuid>(4).to_string()[..13],
+        k.get::<_, Uuid>(5),
+        &k.get::<_, Uuid>(5).to_string()[..13],
+    );
+    body += "<div class=\"side\">";
+    let img = |title: &str, id: &str, sha: &Option<String>| match sha {
+        Some(s) if kind == "image_png" || title == "difference" => {
+            format!("<figure><img id=\"{id}\" src=\"/console/artifacts/{s}\" alt=\"{title}\"><figcaption>{title}</figcaption></figure>")
+        }
+        Some(s) => format!("<figure><a id=\"{id}\" href=\"/console/artifacts/{s}\">{title}: download</a></figure>"),
+        None => format!("<figure><p class=\"muted\">{title}: none</p></figure>"),
+    };
+    body += &img("legacy (control)", "control-image", &control);
+    body += &img("graph (candidate)", "candidate-image", &candidate);
+    body += &img("difference", "diff-image", &diff);
+    body += "</div>";
+    let _ = write!(
+        body,
+        "<h3>metrics</h3><pre id=\"metrics\">{}</pre>",
+        esc(&serde_json::to_string_pretty(&k.get::<_, Value>(9)).unwrap_or_default())
+    );
+    Html(page("Comparison", &body)).into_response()
+}
+
+async fn rollout_page(State(state): State<AppState>, viewer: axum::Extension<Viewer>) -> Response {
+    let client = match state.pool.get().await {
+        Ok(c) => c,
+        Err(e) => return db_err(e),
+    };
+    let types = match client.query(sql::ROLLOUT_STATES, &[]).await {
+        Ok(r) => r,
+        Err(e) => return db_err(e),
+    };
+    let mut body = String::new();
+    for t in &types {
+        let (key, mode): (String, String) = (t.get(0), t.get(1));
+        let cfg: GateConfig = serde_json::from_value(t.get(2)).unwrap_or_default();
+        let gate = match rollout::gate(&client, &key, &cfg).await {
+            Ok(g) => g,
+            Err(e) => return db_err(e),
+        };
+        let _ = write!(
+            body,
+            "<div class=\"card rollout\" id=\"rollout-{k}\"><h3>{k}</h3><p>mode <b class=\"mode\">{mode}</b> · gate {} · {} samples of {} · mismatch {:.2}% (net {:.2}%) · graph errors {:.2}% vs legacy {:.2}%{}</p>",
+            status_badge(gate.status.as_str()),
+            gate.samples,
+            gate.min_samples,
+            gate.mismatch_rate * 100.0,
+            gate.net_mismatch_rate * 100.0,
+            gate.candidate_error_rate * 100.0,
+            gate.control_error_rate * 100.0,
+            gate.duration_ratio.map(|r| format!(" · p95 duration {r:.2}×")).unwrap_or_default(),
+            k = esc(&key),
+        );
+        for r in &gate.reasons {
+            let _ = write!(body, "<p class=\"muted\">– {}</p>", esc(r));
+        }
+        // Promote: legacy → shadow always; shadow → graph only on a passing gate.
+        let blocked = match mode.as_str() {
+            "shadow" if gate.status != renderfleet_shared::gate::GateStatus::Pass => Some(format!("the gate is {}", gate.status.as_str())),
+            "graph" => Some("already on the graph pipeline".to_string()),
+            _ if !viewer.may(Scope::Admin) => Some("needs an admin token".to_string()),
+            _ => None,
+        };
+        match blocked {
+            Some(why) => {
+                let _ =
+                    write!(body, "<button disabled title=\"{0}\">Promote</button> <span class=\"muted\">promote: {0}</span> ", esc(&why));
+            }
+            None => {
+                let _ = write!(body, "<form method=\"post\" action=\"/console/rollout/{0}/promote\" class=\"inline\"><button id=\"promote-{0}\">Promote</button></form> ", esc(&key));
+            }
+        }
+        if mode != "legacy" && viewer.may(Scope::Operate) {
+            let _ = write!(
+                body,
+                "<form method=\"post\" action=\"/console/rollout/{0}/rollback\" class=\"inline\"><input type=\"hidden\" name=\"reason\" value=\"rolled back from the console\"><button id=\"rollback-{0}\">Roll back to legacy</button></form>",
+                esc(&key)
+            );
+        }
+        let events = client.query(sql::ROLLOUT_EVENTS, &[&key, &5i64]).await.unwrap_or_default();
+        if !events.is_empty() {
+            body += "<table><tr><th>at</th><th>from</th><th>to</th><th>actor</th><th>reason</th></tr>";
+            for e in &events {
+                let _ = write!(
+                    body,
+                    "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
+                    e.get::<_, DateTime<Utc>>(7).format("%Y-%m-%d %H:%M:%S"),
+                    esc(e.get(1)),
+                    esc(e.get(2)),
+                    esc(e.get(4)),
+                    esc(e.get(3))
+                );
+            }
+            body += "</table>";
+        }
+        body += "</div>";
+    }
+    if types.is_empty() {
+        body += "<p class=\"muted\">No output types yet.</p>";
+    }
+    Html(page("Rollout", &body)).into_response()
+}
+
+#[derive(Deserialize, Default)]
+struct ReasonForm {
+    reason: Option<String>,
+}
+
+async fn promote(State(state): State<AppState>, Path(key): Path<String>, viewer: axum::Extension<Viewer>) -> Response {
+    if !viewer.may(Scope::Admin) {
+        return forbidden(Scope::Admin);
+    }
+    let client = match state.pool.get().await {
+        Ok(c) => c,
+        Err(e) => return db_err(e),
+    };
+    let Ok(Some(row)) = client.query_opt(sql::OUTPUT_TYPE, &[&key]).await else {
+        return oops(StatusCode::NOT_FOUND, &format!("no output type {key}"));
+    };
+    let mode: String = row.get(8);
+    let cfg: GateConfig = serde_json::from_value(row.get(10)).unwrap_or_default();
+    let gate = match rollout::gate(&client, &key, &cfg).await {
+        Ok(g) => g,
+        Err(e) => return db_err(e),
+    };
+    let to = match mode.as_str() {
+        "legacy" => "shadow",
+        "shadow" if gate.status == renderfleet_shared::gate::GateStatus::Pass => "graph",
+        _ => return oops(StatusCode::CONFLICT, &format!("`{key}` cannot be promoted from `{mode}` now: gate {}", gate.status.as_str())),
+    };
+    let snapshot = serde_json::to_value(&gate).unwrap_or_default();
+    match rollout::set_mode(&state, &key, Some(&mode), to, "promoted from the console", "console", false, snapshot).await {
+        Ok(_) => Redirect::to("/console/rollout").into_response(),
+        Err(e) => oops(StatusCode::CONFLICT, &e.to_string()),
+    }
+}
+
+async fn rollback(
+    State(state): State<AppState>,
+    Path(key): Path<String>,
+    viewer: axum::Extension<Viewer>,
+    Form(f): Form<ReasonForm>,
+) -> Response {
+    if !viewer.may(Scope::Operate) {
+        return forbidden(Scope::Operate);
+    }
+    let reason = f.reason.unwrap_or_else(|| "rolled back from the console".into());
+    match rollout::set_mode(&state, &key, None, "legacy", &reason, "console", false, Value::Null).await {
+        Ok(_) => Redirect::to("/console/rollout").into_response(),
+        Err(e) => oops(StatusCode::CONFLICT, &e.to_string()),
+    }
+}
+
+async fn workers(State(state): State<AppState>) -> Response {
+    let client = match state.pool.get().await {
+        Ok(c) => c,
+        Err(e) => return db_err(e),
+    };
+    let rows = match client.query(sql::CONSOLE_WORKERS, &[&600.0f64]).await {
+        Ok(r) => r,
+        Err(e) => return db_err(e),
+    };
+    let live = state.config.recovery.heartbeat_timeout.as_secs_f64();
+    let mut body = String::from(
+        "<table id=\"workers\"><tr><th>worker</th><th>host</th><th>status</th><th>running</th><th>modules</th><th>last heartbeat</th></tr>",
+    );
+    for r in &rows {
+        let quiet: f64 = r.get(7);
+        let status: String = r.get(3);
+        let shown = if quiet > live && status != "stopped" { "silent".to_string() } else { status };
+        let _ = write!(
+            body,
+            "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}/{}</td><td>{}</td><td>{:.0} s ago</td></tr>",
+            esc(r.get(0)),
+            esc(r.get(1)),
+            status_badge(&shown),
+            r.get::<_, i32>(4),
+            r.get::<_, i32>(5),
+            esc(&r.get::<_, Vec<String>>(2).join(", ")),
+            quiet
+        );
+    }
+    body += "</table><h3>queues</h3><table id=\"queues\"><tr><th>module</th><th>tasks waiting</th><th>consumers</th></tr>";
+    let topo = renderfleet_platform::broker::Topology::new(state.config.broker_prefix.clone());
+    let channel = state.control.lock().await.clone();
+    for module in renderfleet_shared::registry::registry().module_keys() {
+        let depth = match &channel {
+            Some(ch) => {
+                let opts = lapin::options::QueueDeclareOptions { passive: true, ..Default::default() };
+                match ch.queue_declare(topo.task_queue(module).as_str().into(), opts, Default::default()).await {
+                    Ok(q) => format!("{}</td><td>{}", q.message_count(), q.consumer_count()),
+                    Err(_) => "?</td><td>?".into(),
+                }
+            }
+            None => "broker down</td><td>".into(),
+        };
+        let _ = write!(body, "<tr><td>{module}</td><td>{depth}</td></tr>");
+    }
+    body += "</table>";
+    Html(page("Workers", &body)).into_response()
+}
