@@ -207,6 +207,17 @@ async fn the_console_in_a_real_browser() {
     b.find(Locator::Id("rollback-still-console")).await.unwrap().click().await.unwrap();
     assert_eq!(text_of("#rollout-still-console .mode").await, "legacy");
     shot("rollout.png").await;
+    // Preflight and a manual dispatch from the workflow page.
+    b.goto(&format!("{}/console/workflows/{}", c.url, wf["id"].as_str().unwrap())).await.unwrap();
+    b.find(Locator::Id("preflight")).await.unwrap().click().await.unwrap();
+    let preflight = text_of("#preflight-result").await;
+    assert!(preflight.contains("READY") && !preflight.contains("NOT READY"), "{preflight}");
+    assert!(preflight.contains("blender_still") && preflight.contains("w1"), "each module with its live worker: {preflight}");
+    shot("workflow.png").await;
+    b.find(Locator::Id("dispatch")).await.unwrap().click().await.unwrap();
+    assert!(b.current_url().await.unwrap().path().starts_with("/console/runs/"), "the dispatched run is shown");
+    assert!(text_of(".card").await.contains("legacy"), "rolled back: the request renders legacy");
+
     b.goto(&format!("{}/console/workers", c.url)).await.unwrap();
     assert!(text_of("#workers").await.contains("w1"));
     shot("workers.png").await;

@@ -32,7 +32,7 @@ mod nodes;
 mod output_types;
 mod requests;
 mod rollout;
-mod workflows;
+pub(crate) mod workflows;
 
 use auth::{Scope, Tokens};
 

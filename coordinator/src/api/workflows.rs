@@ -339,16 +339,16 @@ fn describe_changes(before: &GraphSpec, v: &Validation) -> Vec<String> {
 /// `POST /v1/workflows/{id}/preflight` body.
 #[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
-struct PreflightInput {
+pub(crate) struct PreflightInput {
     /// What would be rendered (stored with the run as given).
     #[schema(value_type = Object)]
-    subject: Value,
+    pub(crate) subject: Value,
     /// Apply this output type's invocation overrides.
     #[serde(default)]
-    output_type: Option<String>,
+    pub(crate) output_type: Option<String>,
     /// A version other than the latest.
     #[serde(default)]
-    version: Option<i32>,
+    pub(crate) version: Option<i32>,
 }
 
 /// `POST /v1/workflows/{id}/preflight`: would a run of this workflow go through, and where?
@@ -365,8 +365,13 @@ pub(super) async fn preflight(
 ) -> Result<Json<Value>, ApiError> {
     let id = parse_id(&id)?;
     let input: PreflightInput = json_body(&headers, &body, r#"{"subject": {...}, "output_type": "still-2000-white"}"#)?;
+    Ok(Json(preflight_report(&state, id, input).await?))
+}
+
+/// The preflight of workflow `id` (the API's and the console's).
+pub(crate) async fn preflight_report(state: &AppState, id: Uuid, input: PreflightInput) -> Result<Value, ApiError> {
     let workflow =
-        super::output_types::load_workflow(&state, id, input.version).await.map_err(|e| ApiError { status: StatusCode::NOT_FOUND, ..e })?;
+        super::output_types::load_workflow(state, id, input.version).await.map_err(|e| ApiError { status: StatusCode::NOT_FOUND, ..e })?;
     let mut graph = workflow.graph_spec()?;
     graph.family = parse_family(&workflow.family).ok();
     let mut problems = graph::validate(&graph, registry()).problems;
@@ -375,7 +380,7 @@ pub(super) async fn preflight(
     }
     let mut output_type = Value::Null;
     if let Some(key) = &input.output_type {
-        let ot = super::output_types::read(&state, key).await?;
+        let ot = super::output_types::read(state, key).await?;
         if ot.workflow_id != Some(id) {
             problems.push(Problem {
                 severity: renderfleet_shared::graph::Severity::Warning,
@@ -415,14 +420,14 @@ pub(super) async fn preflight(
         nodes.push(json!({"id": node.id, "type": t.type_key, "module": t.module_key, "params": node.params}));
     }
     let ok = !problems.iter().any(|p| p.severity == renderfleet_shared::graph::Severity::Error);
-    Ok(Json(json!({
+    Ok(json!({
         "ok": ok,
         "workflow": {"id": workflow.id, "version": workflow.version, "family": workflow.family},
         "output_type": output_type,
         "problems": problems,
         "nodes": nodes,
         "modules": modules,
-    })))
+    }))
 }
 
 fn preflight_problem(message: &str) -> Problem {

@@ -53,6 +53,10 @@ pub fn router(state: AppState, tokens: Tokens) -> Router {
         .route("/console/rollout/{key}/promote", post(promote))
         .route("/console/rollout/{key}/rollback", post(rollback))
         .route("/console/workers", get(workers))
+        .route("/console/workflows", get(workflows))
+        .route("/console/workflows/{id}", get(workflow))
+        .route("/console/workflows/{id}/preflight", post(workflow_preflight))
+        .route("/console/workflows/{id}/dispatch", post(workflow_dispatch))
         .route_layer(middleware::from_fn_with_state(tokens.clone(), signed_in));
     Router::new().route("/console/login", get(login_form).post(login)).with_state(tokens).merge(pages.with_state(state))
 }
@@ -653,4 +657,156 @@ async fn workers(State(state): State<AppState>) -> Response {
     }
     body += "</table>";
     Html(page("Workers", &body)).into_response()
+}
+
+async fn workflows(State(state): State<AppState>) -> Response {
+    let client = match state.pool.get().await {
+        Ok(c) => c,
+        Err(e) => return db_err(e),
+    };
+    let rows = match client.query(sql::WORKFLOWS_LATEST, &[]).await {
+        Ok(r) => r,
+        Err(e) => return db_err(e),
+    };
+    let mut body =
+        String::from("<table id=\"workflows\"><tr><th>workflow</th><th>name</th><th>family</th><th>version</th><th>created</th></tr>");
+    for r in &rows {
+        let id: Uuid = r.get(0);
+        let _ = write!(
+            body,
+            "<tr><td><a href=\"/console/workflows/{id}\">{}</a></td><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
+            &id.to_string()[..13],
+            esc(r.get(2)),
+            esc(r.get(3)),
+            r.get::<_, i32>(1),
+            r.get::<_, DateTime<Utc>>(7).format("%Y-%m-%d %H:%M:%S")
+        );
+    }
+    body += "</table>";
+    Html(page("Workflows", &body)).into_response()
+}
+
+#[derive(Deserialize, Default)]
+struct DispatchForm {
+    output_type: String,
+    subject: String,
+}
+
+/// The workflow's graph, and a form to preflight or dispatch it for a subject and an output type.
+async fn workflow_page(state: &AppState, id: Uuid, form: &DispatchForm, result: &str) -> Response {
+    let client = match state.pool.get().await {
+        Ok(c) => c,
+        Err(e) => return db_err(e),
+    };
+    let Ok(Some(w)) = client.query_opt(sql::WORKFLOW_LATEST, &[&id]).await else {
+        return oops(StatusCode::NOT_FOUND, &format!("no workflow {id}"));
+    };
+    let types = client.query(sql::OUTPUT_TYPES, &[]).await.unwrap_or_default();
+    let mut options = String::new();
+    for t in types.iter().filter(|t| t.get::<_, Option<Uuid>>(4) == Some(id)) {
+        let key: String = t.get(0);
+        let sel = if key == form.output_type { " selected" } else { "" };
+        let _ = write!(options, "<option{sel}>{}</option>", esc(&key));
+    }
+    let subject = if form.subject.is_empty() { "{\"cad_file\": \"as1-oc-214.stp\", \"product\": \"as1\"}" } else { &form.subject };
+    let mut body = format!(
+        "<div class=\"card\"><p>workflow <code>{id}</code> <b>{}</b> ({}) version {}</p></div>",
+        esc(w.get(2)),
+        esc(w.get(3)),
+        w.get::<_, i32>(1)
+    );
+    body += &dag::svg(&w.get::<_, Value>(4), &HashMap::new());
+    let _ = write!(
+        body,
+        "<form method=\"post\" class=\"card\" id=\"dispatch-form\"><p>output type <select name=\"output_type\" id=\"output-type\">{options}</select> \
+         (those bound to this workflow)</p><p>subject<br><textarea name=\"subject\" id=\"subject\" rows=\"3\" cols=\"80\">{}</textarea></p>\
+         <button formaction=\"/console/workflows/{id}/preflight\" id=\"preflight\">Preflight</button> \
+         <button formaction=\"/console/workflows/{id}/dispatch\" id=\"dispatch\">Dispatch a render request</button></form>{result}",
+        esc(subject)
+    );
+    Html(page("Workflow", &body)).into_response()
+}
+
+async fn workflow(State(state): State<AppState>, Path(id): Path<Uuid>) -> Response {
+    workflow_page(&state, id, &DispatchForm::default(), "").await
+}
+
+async fn workflow_preflight(State(state): State<AppState>, Path(id): Path<Uuid>, Form(f): Form<DispatchForm>) -> Response {
+    let subject: Value = match serde_json::from_str(&f.subject) {
+        Ok(v) => v,
+        Err(e) => {
+            return workflow_page(&state, id, &f, &format!("<p class=\"error\">the subject is not JSON: {}</p>", esc(&e.to_string()))).await
+        }
+    };
+    let input = crate::api::workflows::PreflightInput {
+        subject,
+        output_type: Some(f.output_type.clone()).filter(|o| !o.is_empty()),
+        version: None,
+    };
+    let result = match crate::api::workflows::preflight_report(&state, id, input).await {
+        Ok(report) => {
+            let mut r = format!(
+                "<div class=\"card\" id=\"preflight-result\"><p>preflight: <b>{}</b></p>",
+                if report["ok"] == true { "READY" } else { "NOT READY" }
+            );
+            for p in report["problems"].as_array().into_iter().flatten() {
+                let _ = write!(
+                    r,
+                    "<p class=\"error\">{} [{}] {}</p>",
+                    esc(p["severity"].as_str().unwrap_or("")),
+                    esc(p["code"].as_str().unwrap_or("")),
+                    esc(p["message"].as_str().unwrap_or(""))
+                );
+            }
+            r += "<table><tr><th>node</th><th>type</th><th>module</th><th>live workers</th><th>params</th></tr>";
+            for n in report["nodes"].as_array().into_iter().flatten() {
+                let module = n["module"].as_str().unwrap_or("");
+                let who: Vec<&str> =
+                    report["modules"][module]["workers"].as_array().into_iter().flatten().filter_map(Value::as_str).collect();
+                let _ = write!(
+                    r,
+                    "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td><code>{}</code></td></tr>",
+                    esc(n["id"].as_str().unwrap_or("")),
+                    esc(n["type"].as_str().unwrap_or("")),
+                    esc(module),
+                    esc(&who.join(", ")),
+                    esc(&n["params"].to_string())
+                );
+            }
+            r + "</table></div>"
+        }
+        Err(e) => format!("<p class=\"error\">{}</p>", esc(&format!("{e:?}"))),
+    };
+    workflow_page(&state, id, &f, &result).await
+}
+
+async fn workflow_dispatch(
+    State(state): State<AppState>,
+    Path(id): Path<Uuid>,
+    viewer: axum::Extension<Viewer>,
+    Form(f): Form<DispatchForm>,
+) -> Response {
+    if !viewer.may(Scope::Submit) {
+        return forbidden(Scope::Submit);
+    }
+    let subject: Value = match serde_json::from_str::<Value>(&f.subject) {
+        Ok(v) if v.is_object() => v,
+        _ => return workflow_page(&state, id, &f, "<p class=\"error\">the subject must be a JSON object</p>").await,
+    };
+    let key = format!("console:{}", Uuid::now_v7());
+    let req = crate::dispatch::request::Request {
+        idempotency_key: &key,
+        order_line_id: "console",
+        subject: &subject,
+        output_type: &f.output_type,
+    };
+    match crate::dispatch::request::create(&state.pool, &req, state.node_defaults()).await {
+        Ok(crate::dispatch::request::Outcome::New { runs, ready, .. }) => {
+            state.hot.send(ready);
+            let run = runs.iter().find(|r| r.role == "authoritative").map(|r| r.run_id);
+            Redirect::to(&run.map(|r| format!("/console/runs/{r}")).unwrap_or_else(|| "/console/runs".into())).into_response()
+        }
+        Ok(_) => Redirect::to("/console/runs").into_response(),
+        Err(e) => workflow_page(&state, id, &f, &format!("<p class=\"error\">{}</p>", esc(&e.to_string()))).await,
+    }
 }
