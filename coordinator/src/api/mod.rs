@@ -87,6 +87,19 @@ pub fn router(state: AppState, tokens: Tokens) -> Router {
         .split_for_parts();
     let doc = Arc::new(doc.to_json().expect("the OpenAPI document serializes"));
     app.route("/v1/openapi.json", get(move || async move { ([(header::CONTENT_TYPE, "application/json")], doc.as_str().to_owned()) }))
+        // An explicit fallback, so that it survives merging with the console's router (whose
+        // HTML pages stay out of the JSON error layer) and unknown paths still answer JSON.
+        .fallback(|request: Request| async move {
+            ApiError::new(
+                StatusCode::NOT_FOUND,
+                "not_found",
+                format!(
+                    "no such endpoint: {} {}; /v1/openapi.json lists them (the web console is at /console)",
+                    request.method(),
+                    request.uri().path()
+                ),
+            )
+        })
         .layer(DefaultBodyLimit::max(limit))
         .layer(middleware::from_fn_with_state(limit, json_errors))
         .with_state(state)

@@ -297,6 +297,7 @@ async fn run(State(state): State<AppState>, Path(id): Path<String>, viewer: axum
     }
     body += "</div>";
     let statuses: HashMap<String, String> = nodes.iter().map(|n| (n.get::<_, String>(1), n.get::<_, String>(3))).collect();
+    let names: HashMap<String, String> = nodes.iter().map(|n| (n.get::<_, Uuid>(0).to_string(), n.get::<_, String>(1))).collect();
     body += &dag::svg(&run.get::<_, Value>(5), &statuses);
     for n in &nodes {
         let node_run: Uuid = n.get(0);
@@ -335,12 +336,31 @@ async fn run(State(state): State<AppState>, Path(id): Path<String>, viewer: axum
             );
         }
         body += "</table>";
+        // Where its inputs came from (upstream outputs, or the run's subject and materials).
+        if let Some(Value::Object(bindings)) = n.get::<_, Option<Value>>(14) {
+            let inputs: Vec<String> = bindings
+                .iter()
+                .map(|(port, b)| match (b["node_run"].as_str(), b["context"].as_str()) {
+                    (Some(nr), _) => {
+                        format!("{port} ← {}.{}", names.get(nr).map(String::as_str).unwrap_or("?"), b["port"].as_str().unwrap_or(""))
+                    }
+                    (_, Some(ctx)) => format!("{port} ← run {ctx}"),
+                    _ => port.clone(),
+                })
+                .collect();
+            if !inputs.is_empty() {
+                let _ = write!(body, "<p class=\"inputs\">inputs: {}</p>", esc(&inputs.join(" · ")));
+            }
+        }
         let _ = write!(body, "<p>params <code>{}</code></p>", esc(&n.get::<_, Value>(13).to_string()));
         if let Some(Value::Object(outputs)) = n.get::<_, Option<Value>>(10) {
             body += "<div class=\"artifacts\">";
             for (port, v) in &outputs {
                 if let Some(r) = renderfleet_shared::artifact::ArtifactRef::from_value(v) {
                     body += &html::artifact(port, &r);
+                    if r.kind == "frames" {
+                        body += &frame_previews(&state, &r).await;
+                    }
                 }
             }
             body += "</div>";
@@ -620,8 +640,14 @@ async fn workers(State(state): State<AppState>) -> Response {
         Err(e) => return db_err(e),
     };
     let live = state.config.recovery.heartbeat_timeout.as_secs_f64();
+    let ids: Vec<String> = rows.iter().map(|r| r.get(0)).collect();
+    let mut tasks: HashMap<String, Vec<String>> = HashMap::new();
+    for t in client.query(sql::CONSOLE_WORKER_TASKS, &[&ids]).await.unwrap_or_default() {
+        let run: Uuid = t.get(1);
+        tasks.entry(t.get(0)).or_default().push(format!("<a href=\"/console/runs/{run}\">{}</a> {}", esc(t.get(2)), esc(t.get(3))));
+    }
     let mut body = String::from(
-        "<table id=\"workers\"><tr><th>worker</th><th>host</th><th>status</th><th>running</th><th>modules</th><th>last heartbeat</th></tr>",
+        "<table id=\"workers\"><tr><th>worker</th><th>host</th><th>status</th><th>slots in use</th><th>current tasks</th><th>modules</th><th>last heartbeat</th></tr>",
     );
     for r in &rows {
         let quiet: f64 = r.get(7);
@@ -629,12 +655,13 @@ async fn workers(State(state): State<AppState>) -> Response {
         let shown = if quiet > live && status != "stopped" { "silent".to_string() } else { status };
         let _ = write!(
             body,
-            "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}/{}</td><td>{}</td><td>{:.0} s ago</td></tr>",
+            "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}/{}</td><td>{}</td><td>{}</td><td>{:.0} s ago</td></tr>",
             esc(r.get(0)),
             esc(r.get(1)),
             status_badge(&shown),
             r.get::<_, i32>(4),
             r.get::<_, i32>(5),
+            tasks.get(r.get::<_, &str>(0)).map(|t| t.join("<br>")).unwrap_or_default(),
             esc(&r.get::<_, Vec<String>>(2).join(", ")),
             quiet
         );
@@ -809,4 +836,25 @@ async fn workflow_dispatch(
         Ok(_) => Redirect::to("/console/runs").into_response(),
         Err(e) => workflow_page(&state, id, &f, &format!("<p class=\"error\">{}</p>", esc(&e.to_string()))).await,
     }
+}
+
+/// Thumbnails of a turntable's first frames, read from its manifest in the store.
+async fn frame_previews(state: &AppState, r: &renderfleet_shared::artifact::ArtifactRef) -> String {
+    if state.config.artifacts_dir.is_empty() || !renderfleet_shared::artifact::is_sha256(&r.sha256) {
+        return String::new();
+    }
+    let path = std::path::Path::new(&state.config.artifacts_dir).join("sha256").join(&r.sha256[..2]).join(&r.sha256);
+    let Ok(bytes) = tokio::fs::read(&path).await else { return String::new() };
+    let Ok(manifest) = serde_json::from_slice::<Value>(&bytes) else { return String::new() };
+    let mut out = String::from("<div class=\"frames\">");
+    for f in manifest["frames"].as_array().into_iter().flatten().take(8) {
+        if let Some(sha) = f["sha256"].as_str().filter(|s| renderfleet_shared::artifact::is_sha256(s)) {
+            let _ = write!(
+                out,
+                "<img src=\"/console/artifacts/{sha}\" alt=\"frame {}\" title=\"frame {}\" width=\"96\">",
+                f["index"], f["index"]
+            );
+        }
+    }
+    out + "</div>"
 }

@@ -262,7 +262,7 @@ FROM runs WHERE id = $1";
 /// $1 run id, in submission order.
 pub const GET_NODE_RUNS: &str = "
 SELECT id, node_id, module_key, status, attempt, max_attempts, worker_id, queued_at, started_at, finished_at,
-       outputs, error, log_tail, params
+       outputs, error, log_tail, params, bindings
 FROM node_runs WHERE run_id = $1 ORDER BY id";
 
 /// $1 run id.
@@ -583,3 +583,8 @@ pub const ARTIFACT_MIME: &str = "SELECT mime, kind FROM artifacts WHERE sha256 =
 pub const RUN_DELIVERABLE: &str = "
 SELECT outputs->'artifact'->>'sha256' FROM node_runs
 WHERE run_id = $1 AND status = 'succeeded' AND outputs->'artifact'->>'kind' = $2 ORDER BY node_id LIMIT 1";
+
+/// What each of workers $1 is running now: worker, run, node, module, started.
+pub const CONSOLE_WORKER_TASKS: &str = "
+SELECT worker_id, run_id, node_id, module_key, started_at FROM node_runs
+WHERE status = 'running' AND worker_id = ANY($1) ORDER BY started_at";
