@@ -173,7 +173,13 @@ async fn the_console_in_a_real_browser() {
     assert!(b.current_url().await.unwrap().path().ends_with("/console/login"), "unsigned visitors are sent to sign in");
     b.find(Locator::Id("token")).await.unwrap().send_keys(renderfleet_tests::token("admin")).await.unwrap();
     b.find(Locator::Id("sign-in")).await.unwrap().click().await.unwrap();
-    b.goto(&format!("{}/console/runs?status=failed", c.url)).await.unwrap();
+    b.goto(&format!("{}/console/runs", c.url)).await.unwrap();
+    // Filter through the form itself (its empty boxes are no filter).
+    b.find(Locator::Css("#filter-status option[value='']")).await.unwrap();
+    b.execute("document.getElementById('filter-status').value = 'failed'", vec![]).await.unwrap();
+    b.find(Locator::Css("form.filters button")).await.unwrap().click().await.unwrap();
+    let filtered = b.current_url().await.unwrap();
+    assert!(filtered.query().unwrap_or("").contains("status=failed"), "{filtered}");
     shot("runs.png").await;
     b.find(Locator::Css(&format!("a[href='/console/runs/{failing}']"))).await.expect("the failed run is listed").click().await.unwrap();
     let error = text_of(".node-error").await;

@@ -49,7 +49,7 @@ pub(super) fn page_refreshing(title: &str, body: &str, refresh: bool) -> String 
     let meta = if refresh { "<meta http-equiv=\"refresh\" content=\"2\">" } else { "" };
     format!(
         "<!doctype html><html><head><meta charset=\"utf-8\">{meta}<title>{t} · renderfleet</title><style>{STYLE}</style></head><body>\
-         <nav><a href=\"/console/runs\">Runs</a><a href=\"/console/comparisons\">Comparisons</a><a href=\"/console/rollout\">Rollout</a><a href=\"/console/workers\">Workers</a><a href=\"/console/workflows\">Workflows</a></nav>\
+         <nav><a href=\"/console/runs\">Runs</a><a href=\"/console/comparisons\">Comparisons</a><a href=\"/console/rollout\">Rollout</a><a href=\"/console/workers\">Workers</a><a href=\"/console/workflows\">Workflows</a><a href=\"/console/logout\" style=\"float:right\">Sign out</a></nav>\
          <main><h2>{t}</h2>{body}</main></body></html>",
         t = esc(title)
     )

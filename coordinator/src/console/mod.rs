@@ -116,7 +116,9 @@ struct LoginForm {
 async fn login(State(tokens): State<Tokens>, Form(f): Form<LoginForm>) -> Response {
     match tokens.check(f.token.trim(), Scope::Read) {
         Some((_, true)) => {
-            let cookie = format!("{COOKIE}={}; Path=/console; HttpOnly; SameSite=Strict", f.token.trim());
+            // A working day; sign out at /console/logout. (Serve the console over TLS: the
+            // cookie carries the token itself.)
+            let cookie = format!("{COOKIE}={}; Path=/console; HttpOnly; SameSite=Strict; Max-Age=43200", f.token.trim());
             ([(header::SET_COOKIE, cookie)], Redirect::to("/console/runs")).into_response()
         }
         _ => (
@@ -149,8 +151,8 @@ struct RunFilter {
     output_type: Option<String>,
     pipeline: Option<String>,
     role: Option<String>,
-    /// Created in the last N hours.
-    hours: Option<f64>,
+    /// Created in the last N hours (an empty box is no filter).
+    hours: Option<String>,
     /// Cursor: the last row of the previous page, `RFC3339_TIME,UUID`.
     after: Option<String>,
 }
@@ -168,7 +170,8 @@ async fn runs(State(state): State<AppState>, Query(f): Query<RunFilter>) -> Resp
         let (t, id) = c.split_once(',')?;
         Some((DateTime::parse_from_rfc3339(t).ok()?.with_timezone(&Utc), id.parse().ok()?))
     });
-    let since = f.hours.filter(|h| *h > 0.0).map(|h| Utc::now() - chrono::Duration::milliseconds((h * 3_600_000.0) as i64));
+    let hours = some(&f.hours).and_then(|h| h.parse::<f64>().ok()).filter(|h| h.is_finite() && *h > 0.0 && *h < 1e6);
+    let since = hours.and_then(|h| Utc::now().checked_sub_signed(chrono::Duration::milliseconds((h * 3_600_000.0) as i64)));
     let client = match state.pool.get().await {
         Ok(c) => c,
         Err(e) => return db_err(e),
@@ -208,7 +211,7 @@ async fn runs(State(state): State<AppState>, Query(f): Query<RunFilter>) -> Resp
         body,
         "<input name=\"output_type\" placeholder=\"output type\" value=\"{}\"> <input name=\"hours\" placeholder=\"last N hours\" size=\"10\" value=\"{}\"> <button>Filter</button></form>",
         esc(some(&f.output_type).unwrap_or("")),
-        f.hours.map(|h| h.to_string()).unwrap_or_default()
+        hours.map(|h| h.to_string()).unwrap_or_default()
     );
     body += "<table id=\"runs\"><tr><th>run</th><th>status</th><th>pipeline</th><th>role</th><th>output type</th><th>created</th><th>took</th><th>nodes</th><th>failing node</th></tr>";
     for r in &rows {
@@ -238,7 +241,7 @@ async fn runs(State(state): State<AppState>, Query(f): Query<RunFilter>) -> Resp
                 q.push(format!("{k}={}", html::url(v)));
             }
         }
-        if let Some(h) = f.hours {
+        if let Some(h) = hours {
             q.push(format!("hours={h}"));
         }
         q.push(format!("after={},{}", html::url(&last.get::<_, DateTime<Utc>>(5).to_rfc3339()), last.get::<_, Uuid>(0)));
@@ -401,8 +404,14 @@ async fn artifact(State(state): State<AppState>, Path(sha): Path<String>) -> Res
         Err(e) => return db_err(e),
     };
     let path = std::path::Path::new(&state.config.artifacts_dir).join("sha256").join(&sha[..2]).join(&sha);
-    match tokio::fs::read(&path).await {
-        Ok(bytes) => ([(header::CONTENT_TYPE, mime.unwrap_or_else(|| "application/octet-stream".into()))], bytes).into_response(),
+    // Streamed: a .blend or a video can be large, and the coordinator also applies results.
+    match tokio::fs::File::open(&path).await {
+        Ok(file) => {
+            let length = file.metadata().await.map(|m| m.len()).unwrap_or(0);
+            let body = axum::body::Body::from_stream(tokio_util::io::ReaderStream::new(file));
+            let mime = mime.unwrap_or_else(|| "application/octet-stream".into());
+            ([(header::CONTENT_TYPE, mime), (header::CONTENT_LENGTH, length.to_string())], body).into_response()
+        }
         Err(_) => oops(StatusCode::NOT_FOUND, &format!("artifact {sha} is not in {}", state.config.artifacts_dir)),
     }
 }
@@ -466,8 +475,10 @@ async fn comparison(State(state): State<AppState>, Path(id): Path<Uuid>) -> Resp
         let kind = kind.clone();
         async move { client.query_opt(sql::RUN_DELIVERABLE, &[&run, &kind]).await.ok().flatten().and_then(|r| r.get::<_, Option<String>>(0)) }
     };
-    let (control, candidate) = (image(k.get(4)).await, image(k.get(5)).await);
-    let diff: Option<String> = k.get(10);
+    // Hashes written by workers become URLs: only well-formed ones do.
+    let sha = |s: Option<String>| s.filter(|s| renderfleet_shared::artifact::is_sha256(s));
+    let (control, candidate) = (sha(image(k.get(4)).await), sha(image(k.get(5)).await));
+    let diff: Option<String> = sha(k.get(10));
     let verdict: Option<String> = k.get(8);
     let mut body = format!(
         "<div class=\"card\"><p>comparison <code>{id}</code> of <b>{}</b> ({}) · verdict <span id=\"verdict\">{}</span>{}</p><p>legacy run <a href=\"/console/runs/{}\">{}</a> · graph run <a href=\"/console/runs/{}\">{}</a></p></div>",
@@ -608,6 +619,7 @@ async fn promote(State(state): State<AppState>, Path(key): Path<String>, viewer:
         _ => return oops(StatusCode::CONFLICT, &format!("`{key}` cannot be promoted from `{mode}` now: gate {}", gate.status.as_str())),
     };
     let snapshot = serde_json::to_value(&gate).unwrap_or_default();
+    drop(client); // set_mode takes a connection of its own
     match rollout::set_mode(&state, &key, Some(&mode), to, "promoted from the console", "console", false, snapshot).await {
         Ok(_) => Redirect::to("/console/rollout").into_response(),
         Err(e) => oops(StatusCode::CONFLICT, &e.to_string()),
@@ -714,6 +726,7 @@ async fn workflows(State(state): State<AppState>) -> Response {
 }
 
 #[derive(Deserialize, Default)]
+#[serde(default)]
 struct DispatchForm {
     output_type: String,
     subject: String,

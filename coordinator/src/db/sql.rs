@@ -523,22 +523,35 @@ pub const SKIP_FOR_CANCEL: &str = "
 UPDATE node_runs SET status = 'skipped', error = jsonb_build_object('kind', 'cancelled', 'message', $2::text)
 WHERE run_id = $1 AND status IN ('pending', 'queued')";
 
-/// Reopens failed or cancelled run $1. No row if it is not one.
+/// Reopens failed or cancelled run $1 when a retry can finish it: it has failed or skipped
+/// nodes, none still queued or running (a cancelled task may still be stopping; its late
+/// report would fail the reopened run), and it is not a request's graph run that a legacy
+/// fallback already answered. No row otherwise.
 pub const REOPEN_RUN: &str = "
-UPDATE runs SET status = 'running', finished_at = NULL, error = NULL
-WHERE id = $1 AND status IN ('failed', 'cancelled') RETURNING id";
+UPDATE runs r SET status = 'running', finished_at = NULL, error = NULL
+WHERE r.id = $1 AND r.status IN ('failed', 'cancelled')
+  AND EXISTS (SELECT 1 FROM node_runs WHERE run_id = $1 AND status IN ('failed', 'skipped'))
+  AND NOT EXISTS (SELECT 1 FROM node_runs WHERE run_id = $1 AND status IN ('queued', 'running'))
+  AND NOT (r.role = 'authoritative' AND r.pipeline = 'graph' AND r.request_id IS NOT NULL
+           AND EXISTS (SELECT 1 FROM runs f WHERE f.idempotency_key = 'fallback:' || r.request_id))
+RETURNING r.id";
 
 /// Every failed or skipped node of run $1 becomes pending again with a new attempt (stale
 /// results of the old one are ignored) and a fresh set of attempts; its counter is the
 /// number of its predecessors not succeeded. Then the run's progress is recounted. Returns
 /// how many nodes were reset.
 pub const RESET_NODES: &str = "
-WITH reset AS (
+WITH preds AS (
+  -- predecessors not succeeded, per node, counted once for the run (not per node: a wide
+  -- fan-out would make that quadratic)
+  SELECT s AS id, count(*)::int4 AS cnt FROM node_runs p, unnest(p.successors) AS s
+  WHERE p.run_id = $1 AND p.status <> 'succeeded' GROUP BY s
+), reset AS (
   UPDATE node_runs n SET status = 'pending', attempt = n.attempt + 1, max_attempts = n.attempt + n.max_attempts,
          worker_id = NULL, started_at = NULL, finished_at = NULL, heartbeat_at = NULL, error = NULL, log_tail = NULL,
-         outputs = NULL,
-         unmet_deps = (SELECT count(*) FROM node_runs p WHERE p.run_id = n.run_id AND n.id = ANY(p.successors) AND p.status <> 'succeeded')
-  WHERE n.run_id = $1 AND n.status IN ('failed', 'skipped')
+         outputs = NULL, unmet_deps = coalesce(preds.cnt, 0)
+  FROM node_runs m LEFT JOIN preds ON preds.id = m.id
+  WHERE m.id = n.id AND n.run_id = $1 AND n.status IN ('failed', 'skipped')
   RETURNING n.id
 ), progress AS (
   UPDATE runs SET nodes_done = (SELECT count(*) FROM node_runs WHERE run_id = $1 AND status = 'succeeded') WHERE id = $1
@@ -563,6 +576,9 @@ WHERE ($1::text IS NULL OR status = $1) AND ($2::text IS NULL OR output_type_key
   AND ($3::text IS NULL OR pipeline = $3) AND ($4::text IS NULL OR role = $4)
   AND ($5::timestamptz IS NULL OR created_at >= $5)
   AND ($6::timestamptz IS NULL OR (created_at, id) < ($6, $7::uuid))
+  -- the same bound again, outside the ORs, so that even a generic plan starts the index
+  -- scan at the cursor instead of reading every newer row
+  AND created_at <= coalesce($6::timestamptz, 'infinity')
 ORDER BY created_at DESC, id DESC LIMIT $8";
 
 /// Run $1 for the console: what GET_RUN has, plus its request and output type.

@@ -53,10 +53,12 @@ pub async fn cancel(state: &AppState, id: Uuid, reason: &str) -> Result<bool, Op
     let tx = client.transaction().await?;
     if tx.query_opt(sql::CANCEL_RUN, &[&id, &reason]).await?.is_none() {
         drop(tx);
+        drop(client); // `refuse` takes a connection of its own
         return Err(refuse(state, id, "only a running run can be cancelled").await);
     }
     tx.execute(sql::SKIP_FOR_CANCEL, &[&id, &reason]).await?;
     tx.commit().await?;
+    drop(client); // not held while waiting for the broker
     metrics::counter!(renderfleet_shared::metrics::RUNS_TOTAL, "status" => "cancelled").increment(1);
     tracing::warn!(run_id = %id, %reason, "run cancelled");
     Ok(tell_workers(state, id).await)
@@ -91,7 +93,13 @@ pub async fn retry(state: &AppState, id: Uuid) -> Result<i64, OperateError> {
     let tx = client.transaction().await?;
     if tx.query_opt(sql::REOPEN_RUN, &[&id]).await?.is_none() {
         drop(tx);
-        return Err(refuse(state, id, "only a failed or cancelled run can be retried").await);
+        drop(client);
+        return Err(refuse(
+            state,
+            id,
+            "only a failed or cancelled run with failed or skipped nodes can be retried, once none of its tasks is still queued or stopping, and not a graph run a legacy fallback already answered",
+        )
+        .await);
     }
     let reset: i64 = tx.query_one(sql::RESET_NODES, &[&id]).await?.get(0);
     let tasks = tx.query(sql::QUEUE_READY, &[&id]).await?.iter().map(|r| outbox::task_at(r, 0)).collect();
