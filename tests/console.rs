@@ -164,6 +164,17 @@ async fn the_console_in_a_real_browser() {
         let (b, shots) = (b.clone(), shots.clone());
         async move { std::fs::write(shots.join(name), b.screenshot().await.unwrap()).unwrap() }
     };
+    // Clicks that submit a form return before the next page has loaded: wait for it.
+    let wait_for_page = |what: &'static str, check: fn(&str) -> bool| {
+        let b = b.clone();
+        async move {
+            wait_until(what, Duration::from_secs(20), || {
+                let b = b.clone();
+                async move { b.current_url().await.ok().filter(|u| check(u.as_str())).map(|_| ()) }
+            })
+            .await
+        }
+    };
     let text_of = |css: &'static str| {
         let b = b.clone();
         async move { b.find(Locator::Css(css)).await.unwrap().text().await.unwrap() }
@@ -173,13 +184,13 @@ async fn the_console_in_a_real_browser() {
     assert!(b.current_url().await.unwrap().path().ends_with("/console/login"), "unsigned visitors are sent to sign in");
     b.find(Locator::Id("token")).await.unwrap().send_keys(renderfleet_tests::token("admin")).await.unwrap();
     b.find(Locator::Id("sign-in")).await.unwrap().click().await.unwrap();
+    wait_for_page("the signed-in runs page", |u| u.ends_with("/console/runs")).await;
     b.goto(&format!("{}/console/runs", c.url)).await.unwrap();
     // Filter through the form itself (its empty boxes are no filter).
     b.find(Locator::Css("#filter-status option[value='']")).await.unwrap();
     b.execute("document.getElementById('filter-status').value = 'failed'", vec![]).await.unwrap();
     b.find(Locator::Css("form.filters button")).await.unwrap().click().await.unwrap();
-    let filtered = b.current_url().await.unwrap();
-    assert!(filtered.query().unwrap_or("").contains("status=failed"), "{filtered}");
+    wait_for_page("the filtered list", |u| u.contains("status=failed")).await;
     shot("runs.png").await;
     b.find(Locator::Css(&format!("a[href='/console/runs/{failing}']"))).await.expect("the failed run is listed").click().await.unwrap();
     let error = text_of(".node-error").await;
@@ -211,17 +222,28 @@ async fn the_console_in_a_real_browser() {
     let promote = b.find(Locator::Css("#rollout-still-console button[disabled]")).await.expect("promote is disabled while the gate fails");
     assert!(promote.attr("title").await.unwrap().unwrap_or_default().contains("gate"), "with the reason");
     b.find(Locator::Id("rollback-still-console")).await.unwrap().click().await.unwrap();
-    assert_eq!(text_of("#rollout-still-console .mode").await, "legacy");
+    wait_until("the rollback to show", Duration::from_secs(20), || {
+        let b = b.clone();
+        async move {
+            let mode = b.find(Locator::Css("#rollout-still-console .mode")).await.ok()?.text().await.ok()?;
+            (mode == "legacy").then_some(())
+        }
+    })
+    .await;
     shot("rollout.png").await;
     // Preflight and a manual dispatch from the workflow page.
     b.goto(&format!("{}/console/workflows/{}", c.url, wf["id"].as_str().unwrap())).await.unwrap();
     b.find(Locator::Id("preflight")).await.unwrap().click().await.unwrap();
-    let preflight = text_of("#preflight-result").await;
+    let preflight = wait_until("the preflight result", Duration::from_secs(20), || {
+        let b = b.clone();
+        async move { b.find(Locator::Id("preflight-result")).await.ok()?.text().await.ok() }
+    })
+    .await;
     assert!(preflight.contains("READY") && !preflight.contains("NOT READY"), "{preflight}");
     assert!(preflight.contains("blender_still") && preflight.contains("w1"), "each module with its live worker: {preflight}");
     shot("workflow.png").await;
     b.find(Locator::Id("dispatch")).await.unwrap().click().await.unwrap();
-    assert!(b.current_url().await.unwrap().path().starts_with("/console/runs/"), "the dispatched run is shown");
+    wait_for_page("the dispatched run's page", |u| u.contains("/console/runs/")).await;
     assert!(text_of(".card").await.contains("legacy"), "rolled back: the request renders legacy");
 
     b.goto(&format!("{}/console/workers", c.url)).await.unwrap();
