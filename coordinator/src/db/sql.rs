@@ -385,13 +385,16 @@ ORDER BY n.finished_at DESC LIMIT 1";
 
 /// Shadow pairs (graph against legacy) and A/A pairs (legacy against legacy) whose two runs
 /// have ended and that have no comparison yet; runs that ended within $1 seconds.
-/// Columns: request, output type, control run, its status, its seconds, candidate run, its
-/// status, its seconds, comparison kind, the output type's artifact kind and gate config.
+/// Columns: request, output type, control run, its status, its render seconds, candidate
+/// run, its status, its render seconds, comparison kind, the output type's artifact kind and
+/// gate config. Render seconds are the sum of the run's node run times: what the pipeline
+/// costs, without the time its tasks waited in queues (which depends on the fleet's load).
 pub const PAIRS_DUE: &str = "
 WITH recent AS (SELECT DISTINCT request_id FROM runs
                 WHERE request_id IS NOT NULL AND finished_at > now() - make_interval(secs => $1))
-SELECT q.id, q.output_type_key, c.id, c.status, extract(epoch FROM c.finished_at - c.created_at)::float8,
-       s.id, s.status, extract(epoch FROM s.finished_at - s.created_at)::float8,
+SELECT q.id, q.output_type_key,
+       c.id, c.status, (SELECT sum(extract(epoch FROM n.finished_at - n.started_at)) FROM node_runs n WHERE n.run_id = c.id)::float8,
+       s.id, s.status, (SELECT sum(extract(epoch FROM n.finished_at - n.started_at)) FROM node_runs n WHERE n.run_id = s.id)::float8,
        CASE s.pipeline WHEN 'graph' THEN 'shadow' ELSE 'noise' END, o.artifact_kind, o.gate_config
 FROM recent
 JOIN render_requests q ON q.id = recent.request_id
