@@ -4,7 +4,7 @@
 
 use super::{json_body, ApiError, ErrorBody};
 use crate::db::sql;
-use crate::rollout::{self, ModeChange, ModeError};
+use crate::rollout::{self, ModeChange, ModeError, PromoteError};
 use crate::AppState;
 use axum::body::Bytes;
 use axum::extract::{Path, Query, State};
@@ -12,7 +12,7 @@ use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use chrono::{DateTime, Utc};
-use renderfleet_shared::gate::{GateConfig, GateResult, GateStatus, Verdict};
+use renderfleet_shared::gate::{GateConfig, GateResult, Verdict};
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 use uuid::Uuid;
@@ -38,10 +38,9 @@ pub(super) struct GateView {
 
 async fn gate_view(state: &AppState, key: &str) -> Result<GateView, ApiError> {
     let client = state.pool.get().await?;
-    let row = client.query_opt(sql::OUTPUT_TYPE, &[&key]).await?.ok_or_else(|| ApiError::from(ModeError::Unknown(key.into())))?;
-    let config: GateConfig = serde_json::from_value(row.get(10)).unwrap_or_default();
-    let gate = rollout::gate(&client, key, &config).await?;
-    Ok(GateView { output_type: key.into(), rollout_mode: row.get(8), config, gate })
+    let (rollout_mode, config, gate) =
+        rollout::state_of(&client, key).await?.ok_or_else(|| ApiError::from(ModeError::Unknown(key.into())))?;
+    Ok(GateView { output_type: key.into(), rollout_mode, config, gate })
 }
 
 /// `GET /v1/output-types/{key}/gate`.
@@ -73,37 +72,16 @@ pub(super) async fn promote(
 ) -> Result<Response, ApiError> {
     let input: PromoteInput =
         if body.is_empty() { PromoteInput::default() } else { json_body(&headers, &body, r#"{"force": false, "reason": "..."}"#)? };
-    let view = gate_view(&state, &key).await?;
-    let snapshot = serde_json::to_value(&view.gate).expect("gate serializes");
-    let (to, reason) = match view.rollout_mode.as_str() {
-        "legacy" => ("shadow", input.reason.clone().unwrap_or_else(|| "start shadowing".into())),
-        "shadow" => {
-            let reason = input.reason.clone().filter(|r| !r.trim().is_empty());
-            if input.force && reason.is_none() {
-                return Err(ApiError::new(
-                    StatusCode::UNPROCESSABLE_ENTITY,
-                    "reason_required",
-                    "a forced promotion needs a `reason`; it is recorded with the gate's numbers",
-                ));
-            }
-            if view.gate.status != GateStatus::Pass && !input.force {
-                let message = format!(
-                    "the gate of `{key}` is `{}`: {}; promote when it passes, or force with a reason",
-                    view.gate.status.as_str(),
-                    view.gate.reasons.join("; ")
-                );
-                return Ok((StatusCode::CONFLICT, Json(json!({"error": "gate_not_passing", "message": message, "gate": view.gate})))
-                    .into_response());
-            }
-            ("graph", reason.unwrap_or_else(|| "the gate passes".into()))
+    match rollout::promote(&state, &key, input.force, input.reason, "api").await {
+        Ok(change) => Ok(Json(change).into_response()),
+        Err(e @ PromoteError::GateNotPassing { .. }) => {
+            let message = e.to_string();
+            let PromoteError::GateNotPassing { gate, .. } = e else { unreachable!() };
+            Ok((StatusCode::CONFLICT, Json(json!({"error": "gate_not_passing", "message": message, "gate": gate}))).into_response())
         }
-        other => {
-            return Err(ApiError::from(ModeError::Refused { key, mode: other.into(), why: "it is already on the graph pipeline".into() }))
-        }
-    };
-    let forced = input.force && view.gate.status != GateStatus::Pass;
-    let change = rollout::set_mode(&state, &key, Some(&view.rollout_mode), to, &reason, "api", forced, snapshot).await?;
-    Ok(Json(change).into_response())
+        Err(e @ PromoteError::ReasonRequired) => Err(ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "reason_required", e.to_string())),
+        Err(PromoteError::Mode(e)) => Err(e.into()),
+    }
 }
 
 /// `POST .../rollback` body.

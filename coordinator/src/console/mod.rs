@@ -600,27 +600,7 @@ async fn promote(State(state): State<AppState>, Path(key): Path<String>, viewer:
     if !viewer.may(Scope::Admin) {
         return forbidden(Scope::Admin);
     }
-    let client = match state.pool.get().await {
-        Ok(c) => c,
-        Err(e) => return db_err(e),
-    };
-    let Ok(Some(row)) = client.query_opt(sql::OUTPUT_TYPE, &[&key]).await else {
-        return oops(StatusCode::NOT_FOUND, &format!("no output type {key}"));
-    };
-    let mode: String = row.get(8);
-    let cfg: GateConfig = serde_json::from_value(row.get(10)).unwrap_or_default();
-    let gate = match rollout::gate(&client, &key, &cfg).await {
-        Ok(g) => g,
-        Err(e) => return db_err(e),
-    };
-    let to = match mode.as_str() {
-        "legacy" => "shadow",
-        "shadow" if gate.status == renderfleet_shared::gate::GateStatus::Pass => "graph",
-        _ => return oops(StatusCode::CONFLICT, &format!("`{key}` cannot be promoted from `{mode}` now: gate {}", gate.status.as_str())),
-    };
-    let snapshot = serde_json::to_value(&gate).unwrap_or_default();
-    drop(client); // set_mode takes a connection of its own
-    match rollout::set_mode(&state, &key, Some(&mode), to, "promoted from the console", "console", false, snapshot).await {
+    match rollout::promote(&state, &key, false, Some("promoted from the console".into()), "console").await {
         Ok(_) => Redirect::to("/console/rollout").into_response(),
         Err(e) => oops(StatusCode::CONFLICT, &e.to_string()),
     }

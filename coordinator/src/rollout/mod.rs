@@ -246,6 +246,13 @@ pub async fn gate(client: &impl GenericClient, key: &str, cfg: &GateConfig) -> R
     Ok(gate::evaluate(cfg, &input))
 }
 
+/// 1 for the output type's current mode, 0 for the others.
+fn mode_gauges(key: &str, mode: &str) {
+    for m_ in ["legacy", "shadow", "graph"] {
+        metrics::gauge!(m::ROLLOUT_MODE, "output_type" => key.to_string(), "mode" => m_).set(f64::from(u8::from(m_ == mode)));
+    }
+}
+
 /// Per output type: the automatic rollback check in `graph` mode, and the mode and gate
 /// gauges.
 async fn refresh(state: &AppState) -> Result<(), DbError> {
@@ -262,9 +269,7 @@ async fn refresh(state: &AppState) -> Result<(), DbError> {
             metrics::gauge!(m::GATE_STATUS, "output_type" => key.clone(), "status" => s.as_str()).set(f64::from(u8::from(s == g.status)));
         }
         metrics::gauge!(m::GATE_MISMATCH_RATIO, "output_type" => key.clone()).set(g.net_mismatch_rate);
-        for m_ in ["legacy", "shadow", "graph"] {
-            metrics::gauge!(m::ROLLOUT_MODE, "output_type" => key.clone(), "mode" => m_).set(f64::from(u8::from(m_ == mode)));
-        }
+        mode_gauges(&key, &mode);
     }
     Ok(())
 }
@@ -346,9 +351,53 @@ pub async fn set_mode(
         let why = if actor == "auto" { "auto" } else { "manual" };
         metrics::counter!(m::ROLLBACKS_TOTAL, "output_type" => key.to_string(), "reason" => why).increment(1);
     }
-    for m_ in ["legacy", "shadow", "graph"] {
-        metrics::gauge!(m::ROLLOUT_MODE, "output_type" => key.to_string(), "mode" => m_).set(f64::from(u8::from(m_ == to)));
-    }
+    mode_gauges(key, to);
     tracing::warn!(output_type = %key, from = %from, to = %to, %actor, forced, %reason, "rollout mode changed");
     Ok(ModeChange { output_type: key.into(), from_mode: from, to_mode: to.into(), event_id: ev.get(0), at: ev.get(1) })
+}
+
+/// An output type's mode, gate config and gate as they stand; `None` for an unknown key.
+pub async fn state_of(client: &impl GenericClient, key: &str) -> Result<Option<(String, GateConfig, GateResult)>, DbError> {
+    let Some(row) = client.query_opt(sql::OUTPUT_TYPE, &[&key]).await? else { return Ok(None) };
+    let cfg = gate_config(&row.get(10));
+    let gate = gate(client, key, &cfg).await?;
+    Ok(Some((row.get(8), cfg, gate)))
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum PromoteError {
+    #[error("the gate of `{key}` is `{}`: {}; promote when it passes, or force with a reason", gate.status.as_str(), gate.reasons.join("; "))]
+    GateNotPassing { key: String, gate: Box<GateResult> },
+    #[error("a forced promotion needs a `reason`; it is recorded with the gate's numbers")]
+    ReasonRequired,
+    #[error(transparent)]
+    Mode(#[from] ModeError),
+}
+
+/// The one promotion policy (API and console): `legacy → shadow` always (a workflow must be
+/// bound); `shadow → graph` only when the gate passes, unless forced with a reason, which is
+/// recorded. The mode is re-checked under the lock by [`set_mode`].
+pub async fn promote(state: &AppState, key: &str, force: bool, reason: Option<String>, actor: &str) -> Result<ModeChange, PromoteError> {
+    let client = state.pool.get().await.map_err(ModeError::from)?;
+    let (mode, _, gate) = state_of(&client, key).await.map_err(ModeError::from)?.ok_or_else(|| ModeError::Unknown(key.into()))?;
+    drop(client); // set_mode takes a connection of its own
+    let passes = gate.status == GateStatus::Pass;
+    let (to, reason) = match mode.as_str() {
+        "legacy" => ("shadow", reason.unwrap_or_else(|| "start shadowing".into())),
+        "shadow" => {
+            let reason = reason.filter(|r| !r.trim().is_empty());
+            if force && reason.is_none() {
+                return Err(PromoteError::ReasonRequired);
+            }
+            if !passes && !force {
+                return Err(PromoteError::GateNotPassing { key: key.into(), gate: Box::new(gate) });
+            }
+            ("graph", reason.unwrap_or_else(|| "the gate passes".into()))
+        }
+        other => {
+            return Err(ModeError::Refused { key: key.into(), mode: other.into(), why: "it is already on the graph pipeline".into() }.into())
+        }
+    };
+    let snapshot = serde_json::to_value(&gate).expect("gate serializes");
+    Ok(set_mode(state, key, Some(&mode), to, &reason, actor, force && !passes, snapshot).await?)
 }

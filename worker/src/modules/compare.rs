@@ -187,21 +187,42 @@ async fn videos(
     if fa.len() != fb.len() {
         return Ok((false, json!({"reason": format!("frame counts differ: {} vs {}", fa.len(), fb.len())}), None));
     }
-    let mut per_frame = Vec::new();
-    let mut worst: Option<(f64, Value, Option<ArtifactRef>)> = None;
-    let mut all_match = true;
+    let mut tally = FrameTally::default();
     for (i, (x, y)) in fa.iter().zip(fb).enumerate().step_by(t.frame_sample.max(1)) {
         let read = |p: &std::path::Path| std::fs::read(p).map_err(|e| fatal(format!("{}: {e}", p.display())));
-        let (matched, m, diff) = png_pair(env, &read(x)?, &read(y)?, t, json!([control.sha256, candidate.sha256, i])).await?;
-        all_match &= matched;
+        tally.add(json!(i), png_pair(env, &read(x)?, &read(y)?, t, json!([control.sha256, candidate.sha256, i])).await?);
+    }
+    Ok(tally.finish())
+}
+
+/// Frame-by-frame results of a turntable or a video: every frame's verdict, and the worst
+/// frame (most failing pixels), whose metrics and diff image speak for the whole.
+struct FrameTally {
+    frames: Vec<Value>,
+    worst: Option<(f64, Value, Option<ArtifactRef>)>,
+    all_match: bool,
+}
+
+impl Default for FrameTally {
+    fn default() -> Self {
+        FrameTally { frames: Vec::new(), worst: None, all_match: true }
+    }
+}
+
+impl FrameTally {
+    fn add(&mut self, frame: Value, (matched, m, diff): (bool, Value, Option<ArtifactRef>)) {
+        self.all_match &= matched;
         let score = m["fail_share"].as_f64().unwrap_or(1.0);
-        per_frame.push(json!({"frame": i, "match": matched, "fail_share": m["fail_share"], "rmse": m["rmse"]}));
-        if worst.as_ref().is_none_or(|(s, _, _)| score > *s) {
-            worst = Some((score, m, diff));
+        self.frames.push(json!({"frame": frame, "match": matched, "fail_share": m["fail_share"], "rmse": m["rmse"]}));
+        if self.worst.as_ref().is_none_or(|(s, _, _)| score > *s) {
+            self.worst = Some((score, m, diff));
         }
     }
-    let (_, worst_metrics, diff) = worst.unwrap_or((0.0, json!({}), None));
-    Ok((all_match, json!({"frames_compared": per_frame.len(), "worst": worst_metrics, "frames": per_frame}), diff))
+
+    fn finish(self) -> (bool, Value, Option<ArtifactRef>) {
+        let (_, worst, diff) = self.worst.unwrap_or((0.0, json!({}), None));
+        (self.all_match, json!({"frames_compared": self.frames.len(), "worst": worst, "frames": self.frames}), diff)
+    }
 }
 
 /// .blend files: the scene's objects (name, type, materials, vertex count, part key), read
@@ -257,20 +278,11 @@ async fn frames(
         meta: Value::Null,
     };
     let step = t.frame_sample.max(1);
-    let mut per_frame = Vec::new();
-    let mut worst: Option<(f64, Value, Option<ArtifactRef>)> = None;
-    let mut all_match = true;
+    let mut tally = FrameTally::default();
     for (x, y) in fa.iter().zip(&fb).step_by(step) {
-        let (matched, m, diff) = images(env, &frame_ref(x), &frame_ref(y), t).await?;
-        all_match &= matched;
-        let score = m["fail_share"].as_f64().unwrap_or(1.0);
-        per_frame.push(json!({"frame": x["index"], "match": matched, "fail_share": m["fail_share"], "rmse": m["rmse"]}));
-        if worst.as_ref().is_none_or(|(s, _, _)| score > *s) {
-            worst = Some((score, m, diff));
-        }
+        tally.add(x["index"].clone(), images(env, &frame_ref(x), &frame_ref(y), t).await?);
     }
-    let (_, worst_metrics, diff) = worst.unwrap_or((0.0, json!({}), None));
-    Ok((all_match, json!({"frames_compared": per_frame.len(), "worst": worst_metrics, "frames": per_frame}), diff))
+    Ok(tally.finish())
 }
 
 /// Bytes differ: the same parts, keys and triangle counts make a match.
