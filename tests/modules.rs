@@ -357,6 +357,64 @@ async fn a_render_past_its_timeout_is_killed_and_leaves_no_blender_behind() {
     assert_eq!(left, 0, "scratch directories left in {scratch}");
 }
 
+/// A `cad_file` that would block on open (a FIFO) is refused before it is opened, and the
+/// worker still stops on SIGTERM.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cad_file_that_is_not_a_regular_file_is_refused_and_the_worker_still_stops() {
+    let mut w = World::new("golden_fifo").await;
+    let coord = w.start_coordinator("c1", &[]).await;
+    let cad = w.data_dir.join("cad");
+    std::fs::create_dir_all(&cad).unwrap();
+    assert!(Command::new("mkfifo").arg(cad.join("hung.stp")).status().unwrap().success());
+    let cad_dir = cad.display().to_string();
+    w.start_render_worker("w1", "cad_resolve,glb_export,publish", &[("RENDERFLEET_CAD_DIR", cad_dir.as_str())]);
+    let mut graph = export_graph();
+    graph["nodes"][0]["timeout"] = json!("10s");
+    graph["nodes"][0]["max_attempts"] = json!(1);
+    let id = w.submit_for(&coord, json!({"cad_file": "hung.stp"}), graph).await;
+    let run = w.wait_run(&coord, id, Duration::from_secs(30)).await;
+    let resolve = node(&run, "resolve").unwrap();
+    assert_eq!(resolve["status"], "failed", "{resolve}");
+    let message = resolve["error"]["message"].as_str().unwrap();
+    assert!(message.contains("not a regular file"), "{message}");
+    w.signal("w1", nix::sys::signal::Signal::SIGTERM);
+    assert!(w.wait_exit("w1", Duration::from_secs(15)).await.success());
+}
+
+/// Blender processes started from `scratch` (their command lines name the job there).
+fn blenders_in(scratch: &str) -> Vec<String> {
+    let out = Command::new("pgrep").args(["-a", "-f", scratch]).output().unwrap();
+    String::from_utf8_lossy(&out.stdout).lines().filter(|l| l.contains("blender")).map(str::to_string).collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_sigkilled_worker_takes_its_blender_with_it() {
+    let mut w = World::new("golden_sigkill").await;
+    let coord = w.start_coordinator("c1", &[]).await;
+    w.start_render_worker("w1", RENDER_MODULES, &[]);
+    let id = w.submit_for(&coord, json!({"cad_file": "as1-oc-214.stp", "product": "as1"}), still_graph(1024, 4096)).await;
+    w.wait_node(&coord, id, "still", "running", RUN_TIMEOUT).await;
+    let scratch = w.data_dir.join("scratch").display().to_string();
+    renderfleet_tests::wait_until("Blender rendering", RUN_TIMEOUT, || {
+        let found = blenders_in(&scratch);
+        async move { (!found.is_empty()).then_some(()) }
+    })
+    .await;
+    w.kill("w1");
+    let gone = tokio::time::timeout(Duration::from_secs(2), async {
+        while !blenders_in(&scratch).is_empty() {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    })
+    .await;
+    let left = blenders_in(&scratch);
+    if gone.is_err() {
+        let _ = Command::new("pkill").args(["-KILL", "-f", &scratch]).status(); // not left burning the CPU
+    }
+    assert!(gone.is_ok(), "Blender outlived its SIGKILLed worker by 2 s: {left:?}");
+    let _ = coord;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_worker_binds_only_the_modules_its_host_can_run() {
     let mut w = World::new("capabilities").await;

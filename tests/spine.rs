@@ -270,8 +270,9 @@ async fn coordinator_killed_in_flight_resumes_from_postgres() {
     let id = w.submit(&c, chain(6, json!({"type":"util.sleep","params":{"ms":250}}))).await;
     w.wait_node(&c, id, "n1", "running", LONG).await;
     w.kill("coordinator");
-    // Results pile up in the queue while no coordinator runs.
-    tokio::time::sleep(Duration::from_millis(600)).await;
+    // Results pile up in the queue while no coordinator runs: n1's is there once the
+    // worker has finished it (n0 and n1 done).
+    sleep_tasks_done(&w, &w1, 2.0).await;
     let c2 = w.start_coordinator("coordinator-restarted", &[]).await;
 
     let run = w.wait_run(&c2, id, LONG).await;
@@ -295,7 +296,7 @@ async fn coordinator_killed_in_flight_resumes_from_postgres() {
 async fn database_outage_is_waited_out_and_results_are_kept_until_committed() {
     let mut w = World::new("db_outage").await;
     let c = w.start_coordinator("coordinator", &[]).await;
-    w.start_worker("w1", &[]);
+    let w1 = w.start_worker("w1", &[]);
     let id = w.submit(&c, chain(4, json!({"type":"util.sleep","params":{"ms":300}}))).await;
     w.wait_node(&c, id, "n1", "running", LONG).await;
     w.database_outage().await;
@@ -304,7 +305,7 @@ async fn database_outage_is_waited_out_and_results_are_kept_until_committed() {
     let body: Value = ready.json().await.unwrap();
     assert!(body["database"].as_str().unwrap().starts_with("unreachable"), "{body}");
     // n1 finishes during the outage; its result must wait in the queue, unacked.
-    tokio::time::sleep(Duration::from_millis(1500)).await;
+    sleep_tasks_done(&w, &w1, 2.0).await;
     w.database_back().await;
 
     let run = w.wait_run(&c, id, LONG).await;
@@ -315,6 +316,49 @@ async fn database_outage_is_waited_out_and_results_are_kept_until_committed() {
         assert_eq!(n["attempts"].as_array().unwrap().len(), 1, "{n:#}");
     }
     assert!(w.alive("coordinator"));
+}
+
+/// Waits until the worker whose metrics are at `url` has finished `n` sleep tasks.
+async fn sleep_tasks_done(w: &World, url: &str, n: f64) {
+    let http = w.http.clone();
+    wait_until(&format!("{n} sleep tasks finished by the worker"), LONG, || {
+        let (http, url) = (http.clone(), url.to_string());
+        async move {
+            let done = metric(&http, &url, "renderfleet_worker_tasks_total", &[("module", "sleep"), ("outcome", "succeeded")]).await;
+            (done >= n).then_some(())
+        }
+    })
+    .await;
+}
+
+/// An outage three times the heartbeat timeout: heartbeats (and one result) wait in the
+/// queue meanwhile, so nothing may be judged lost on silence the coordinator could not hear.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_outage_longer_than_the_heartbeat_timeout_loses_nothing() {
+    let mut w = World::new("long_outage").await;
+    let timeout = Duration::from_secs(2);
+    let c = w.start_coordinator("coordinator", &[("RENDERFLEET_RECOVERY__HEARTBEAT_TIMEOUT", "2s")]).await;
+    let w1 = w.start_worker("w1", &[("RENDERFLEET_HEARTBEAT_INTERVAL", "200ms")]);
+    let one = |ms: u64| json!({"nodes": [{"id": "only", "type": "util.sleep", "params": {"ms": ms}, "max_attempts": 1}]});
+    // `long` runs through the whole outage; `short` finishes during it.
+    let long = w.submit(&c, one(9000)).await;
+    let short = w.submit(&c, one(1500)).await;
+    w.wait_node(&c, long, "only", "running", LONG).await;
+    w.wait_node(&c, short, "only", "running", LONG).await;
+    w.database_outage().await;
+    let began = std::time::Instant::now();
+    sleep_tasks_done(&w, &w1, 1.0).await; // `short`'s result is waiting in the queue
+    tokio::time::sleep((timeout * 3).saturating_sub(began.elapsed())).await;
+    w.database_back().await;
+
+    for id in [short, long] {
+        let run = w.wait_run(&c, id, LONG).await;
+        assert_eq!(run["status"], "succeeded", "{run:#}");
+        let n = node(&run, "only").unwrap();
+        assert_eq!(n["attempts"].as_array().unwrap().len(), 1, "{n:#}");
+    }
+    assert_eq!(w.count("SELECT count(*) FROM node_attempts WHERE status <> 'succeeded'").await, 0);
+    assert_eq!(metric(&w.http, &w1, "renderfleet_worker_tasks_total", &[("module", "sleep")]).await, 2.0, "nothing ran twice");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -642,4 +686,47 @@ async fn unreachable_database_fails_start_up_with_the_url_and_the_fix() {
     let log = w.log("worker");
     assert!(log.contains(&format!("cannot reach RabbitMQ at amqp://guest:***@127.0.0.1:{port}/%2f")), "{log}");
     assert!(log.contains("set AMQP_URL"), "{log}");
+}
+
+/// A cancel withdraws what has not started: a retry waiting out its backoff in the outbox
+/// is never sent, and tasks already waiting in a task queue never start a module.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cancel_withdraws_tasks_waiting_in_the_outbox_and_in_queues() {
+    let mut w = World::new("cancel_withdraws").await;
+    let c = w.start_coordinator("coordinator", &[("RENDERFLEET_RETRY__BASE", "60s"), ("RENDERFLEET_RETRY__MAX", "60s")]).await;
+    let fails = w.start_worker("w-fail", &[("RENDERFLEET_MODULES", "fail")]);
+    let sleeps = w.start_worker("w-sleep", &[("RENDERFLEET_MODULES", "sleep"), ("RENDERFLEET_CONCURRENCY", "1")]);
+    let mut nodes = vec![json!({"id": "f", "type": "util.fail", "params": {"times": 5}, "max_attempts": 3})];
+    nodes.extend((0..5).map(|i| json!({"id": format!("s{i}"), "type": "util.sleep", "params": {"ms": 3000}})));
+    let id = w.submit(&c, json!({"nodes": nodes})).await;
+    // f's retry waits in the outbox; one sleep runs, the others wait in the sleep queue.
+    let run = wait_until("a retry in backoff and a sleep running", LONG, || async {
+        let run = w.get_run(&c, id).await;
+        let f = node(&run, "f").unwrap();
+        let running = (0..5).filter(|i| node(&run, &format!("s{i}")).unwrap()["status"] == "running").count();
+        (f["attempt"] == 2 && f["status"] == "queued" && running == 1).then_some(run)
+    })
+    .await;
+    let succeeded = (0..5).filter(|i| node(&run, &format!("s{i}")).unwrap()["status"] == "succeeded").count() as f64;
+    let waiting = 4.0 - succeeded;
+    assert!(waiting >= 1.0, "nothing left waiting in the queue: {run:#}");
+    let resp = w.http.post(format!("{}/v1/runs/{id}/cancel", c.url)).send().await.unwrap();
+    assert_eq!(resp.status(), 200);
+
+    let sleep = |outcome: &'static str| {
+        let (http, url) = (w.http.clone(), sleeps.clone());
+        async move { metric(&http, &url, "renderfleet_worker_tasks_total", &[("module", "sleep"), ("outcome", outcome)]).await }
+    };
+    wait_until("every sleep handled", LONG, || async {
+        (sleep("withdrawn").await + sleep("cancelled").await + sleep("succeeded").await >= 5.0).then_some(())
+    })
+    .await;
+    // The running sleep may finish before the cancel reaches it, and one that the worker
+    // took just before the control message is stopped at once; none of the others starts.
+    assert!(sleep("succeeded").await <= succeeded + 1.0, "a waiting sleep ran to its end");
+    assert!(sleep("withdrawn").await >= waiting - 1.0, "waiting sleeps started: {} withdrawn of {waiting}", sleep("withdrawn").await);
+    assert_eq!(metric(&w.http, &fails, "renderfleet_worker_tasks_total", &[("module", "fail")]).await, 1.0, "the retry never ran");
+    assert_eq!(w.count("SELECT count(*) FROM outbox WHERE sent_at IS NULL").await, 0, "the retry's outbox row is withdrawn");
+    let run = w.wait_run(&c, id, LONG).await;
+    assert_eq!(run["status"], "cancelled");
 }

@@ -32,9 +32,9 @@ pub struct AppState {
     pub metrics: PrometheusHandle,
     /// Distinguishes coordinators sharing a broker (consumer tags, logs).
     pub instance: String,
-    /// True while the result consumer has a backlog: heartbeats may be waiting in the
-    /// queue, so the recovery sweeper must not judge attempts lost.
-    pub results_behind: Arc<AtomicBool>,
+    /// How long the result consumer has been reading heartbeats without a gap: the
+    /// recovery sweeper judges no attempt lost on silence it could not have heard.
+    pub evidence: Arc<recovery::Evidence>,
     /// Wakes the rollout reconciler: a run of a render request ended.
     pub rollout_kick: Arc<tokio::sync::Notify>,
     /// The broker channel for control messages (cancellations) while a session is up.
@@ -98,7 +98,7 @@ pub async fn run(config: CoordinatorConfig, metrics: PrometheusHandle, shutdown:
         broker_up: Arc::new(AtomicBool::new(false)),
         metrics,
         instance,
-        results_behind: Arc::new(AtomicBool::new(false)),
+        evidence: Arc::default(),
         rollout_kick: Arc::new(tokio::sync::Notify::new()),
         control: Arc::new(tokio::sync::Mutex::new(None)),
     };

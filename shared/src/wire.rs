@@ -146,7 +146,7 @@ pub struct WorkerHeartbeat {
     pub at_us: i64,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub struct TaskRef {
     pub node_run_id: Uuid,
     pub attempt: u32,
@@ -179,8 +179,14 @@ pub struct ControlMessage {
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub enum ControlBody {
-    /// Stop every task of this run.
-    CancelRun { run_id: Uuid },
+    /// Stop every task of this run, and never start `withdrawn`: the attempts the cancel
+    /// found queued, whose messages may still wait in a task queue. (Named attempts, not the
+    /// run: a retried run's new attempts must run.)
+    CancelRun {
+        run_id: Uuid,
+        #[serde(default)]
+        withdrawn: Vec<TaskRef>,
+    },
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -290,7 +296,7 @@ mod tests {
     #[test]
     fn garbage_and_future_versions_are_refused() {
         assert!(matches!(decode::<TaskMessage>(b"\xc1not msgpack"), Err(WireError::Decode(_))));
-        let future = ControlMessage { v: WIRE_VERSION + 1, body: ControlBody::CancelRun { run_id: Uuid::nil() } };
+        let future = ControlMessage { v: WIRE_VERSION + 1, body: ControlBody::CancelRun { run_id: Uuid::nil(), withdrawn: vec![] } };
         assert!(matches!(decode::<ControlMessage>(&encode(&future)), Err(WireError::Version { got }) if got == WIRE_VERSION + 1));
     }
 }

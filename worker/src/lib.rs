@@ -24,6 +24,7 @@ pub(crate) struct Worker {
     pub(crate) host: String,
     pub(crate) topology: Topology,
     pub(crate) modules: consumer::Modules,
+    pub(crate) withdrawn: consumer::Withdrawn,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -84,7 +85,14 @@ pub async fn run(config: WorkerConfig, metrics: PrometheusHandle, shutdown: Canc
     };
     let conn = broker::connect(&config.amqp_url, &connection_name(&config.broker_prefix, &id), "worker", config.startup_timeout).await?;
     metrics::gauge!(m::WORKER_SLOTS).set(f64::from(config.concurrency));
-    let worker = Arc::new(Worker { topology: Topology::new(config.broker_prefix.clone()), config, id, host, modules });
+    let worker = Arc::new(Worker {
+        topology: Topology::new(config.broker_prefix.clone()),
+        config,
+        id,
+        host,
+        modules,
+        withdrawn: Default::default(),
+    });
     tracing::info!(worker_id = %worker.id, "worker started");
     consumer::supervise(worker.clone(), conn, shutdown).await;
     if let Some(server) = metrics_server {

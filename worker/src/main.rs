@@ -15,8 +15,16 @@ struct Args {
     config: Option<PathBuf>,
 }
 
-#[tokio::main]
-async fn main() -> anyhow::Result<()> {
+fn main() -> anyhow::Result<()> {
+    let runtime = tokio::runtime::Runtime::new()?;
+    let result = runtime.block_on(serve());
+    // A blocking thread stuck in I/O no timeout can interrupt (an `open` on a hung network
+    // mount) must not keep a stopped worker alive: its attempt has already been given up.
+    runtime.shutdown_timeout(std::time::Duration::from_secs(1));
+    result
+}
+
+async fn serve() -> anyhow::Result<()> {
     let args = Args::parse();
     let loaded = boot::load_config::<WorkerConfig>(args.config.as_deref())?;
     telemetry::init_logging(&loaded.config.log);

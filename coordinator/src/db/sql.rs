@@ -1,4 +1,8 @@
 //! Every SQL statement of the coordinator, named. Parameters are listed in each doc comment.
+//!
+//! Times that order events (queued, finished, outbox rows) are `clock_timestamp()`, the
+//! wall clock at the statement: `now()` is the transaction's start, which can precede what
+//! the same transaction records as having happened before.
 
 /// $1 id, $2 subject, $3 graph, $4 nodes_total, $5 idempotency key (nullable), $6 pipeline,
 /// $7 role, $8 render request, $9 output type key, $10 workflow id, $11 workflow version
@@ -20,7 +24,7 @@ INSERT INTO node_runs (id, run_id, node_id, module_key, params, successors, stat
                        bindings)
 SELECT t.id, $1, t.node_id, t.module_key, t.params, t.successors::uuid[],
        CASE WHEN t.deps = 0 THEN 'queued' ELSE 'pending' END, t.max_attempts, t.timeout_ms, t.deps,
-       CASE WHEN t.deps = 0 THEN now() END, t.bindings
+       CASE WHEN t.deps = 0 THEN clock_timestamp() END, t.bindings
 FROM unnest($2::uuid[], $3::text[], $4::text[], $5::jsonb[], $6::text[], $7::int4[], $8::int8[], $9::int4[], $10::jsonb[])
      AS t(id, node_id, module_key, params, successors, max_attempts, timeout_ms, deps, bindings)";
 
@@ -56,7 +60,7 @@ ON CONFLICT (sha256) DO NOTHING";
 /// sends them itself right after the commit. Returns the ids of the rows written.
 pub const ENQUEUE: &str = "
 INSERT INTO outbox (node_run_id, attempt, routing_key, not_before, claimed_until)
-SELECT t.id, t.attempt, t.rk, now() + make_interval(secs => t.delay),
+SELECT t.id, t.attempt, t.rk, clock_timestamp() + make_interval(secs => t.delay),
        CASE WHEN $5::float8 > 0 THEN clock_timestamp() + make_interval(secs => $5::float8) END
 FROM unnest($1::uuid[], $2::int4[], $3::text[], $4::float8[]) AS t(id, attempt, rk, delay)
 ON CONFLICT (node_run_id, attempt) DO NOTHING
@@ -145,8 +149,8 @@ WITH input AS (
 ), released AS (
   UPDATE node_runs n SET unmet_deps = n.unmet_deps - c.cnt,
          status = CASE WHEN n.unmet_deps = c.cnt THEN 'queued' ELSE n.status END,
-         queued_at = CASE WHEN n.unmet_deps = c.cnt THEN now() ELSE n.queued_at END
-  FROM (SELECT s AS id, count(*)::int4 AS cnt FROM done, unnest(done.successors) AS s GROUP BY s) c
+         queued_at = CASE WHEN n.unmet_deps = c.cnt THEN greatest(clock_timestamp(), c.after) ELSE n.queued_at END
+  FROM (SELECT s AS id, count(*)::int4 AS cnt, max(done.finished_at) AS after FROM done, unnest(done.successors) AS s GROUP BY s) c
   WHERE n.id = c.id AND n.status = 'pending'
   RETURNING n.id, n.run_id, n.node_id, n.module_key, n.params, n.attempt, n.timeout_ms, n.status
 ), enqueued AS (
@@ -157,7 +161,7 @@ WITH input AS (
 ), progress AS (
   UPDATE runs r SET nodes_done = r.nodes_done + d.cnt,
          status = CASE WHEN r.status = 'running' AND r.nodes_done + d.cnt >= r.nodes_total THEN 'succeeded' ELSE r.status END,
-         finished_at = CASE WHEN r.status = 'running' AND r.nodes_done + d.cnt >= r.nodes_total THEN now() ELSE r.finished_at END
+         finished_at = CASE WHEN r.status = 'running' AND r.nodes_done + d.cnt >= r.nodes_total THEN clock_timestamp() ELSE r.finished_at END
   FROM (SELECT d.run_id, count(*)::int4 AS cnt, min(r0.status) AS before
         FROM done d JOIN runs r0 ON r0.id = d.run_id GROUP BY d.run_id) d
   WHERE r.id = d.run_id
@@ -204,7 +208,7 @@ SET status = EXCLUDED.status, worker_id = coalesce(EXCLUDED.worker_id, node_atte
 pub const RETRY: &str = "
 UPDATE node_runs SET attempt = attempt + 1, status = 'queued', worker_id = NULL, started_at = NULL,
        finished_at = NULL, heartbeat_at = NULL, error = $2, log_tail = $3,
-       queued_at = now() + make_interval(secs => $4)
+       queued_at = clock_timestamp() + make_interval(secs => $4)
 WHERE id = $1
 RETURNING id, run_id, node_id, module_key, params, attempt, timeout_ms";
 
@@ -232,7 +236,7 @@ WHERE run_id = $1 AND status = 'pending'";
 /// Fails run $1 with error $2. No row if it had already ended; else its request and whether
 /// it was a request's authoritative graph run (which a legacy fallback then replaces).
 pub const FAIL_RUN: &str = "
-UPDATE runs SET status = 'failed', finished_at = now(), error = $2 WHERE id = $1 AND status = 'running'
+UPDATE runs SET status = 'failed', finished_at = clock_timestamp(), error = $2 WHERE id = $1 AND status = 'running'
 RETURNING id, request_id, role = 'authoritative' AND pipeline = 'graph'";
 
 /// A worker's heartbeat. $1 id, $2 host, $3 version, $4 modules, $5 concurrency, $6 running, $7 status.
@@ -517,14 +521,24 @@ pub const REQUEST_FOR_FALLBACK: &str = "SELECT subject, output_type_key FROM ren
 
 /// Cancels run $1 ($2 the reason shown). No row if it is not running.
 pub const CANCEL_RUN: &str = "
-UPDATE runs SET status = 'cancelled', finished_at = now(), error = jsonb_build_object('kind', 'cancelled', 'message', $2::text)
+UPDATE runs SET status = 'cancelled', finished_at = clock_timestamp(), error = jsonb_build_object('kind', 'cancelled', 'message', $2::text)
 WHERE id = $1 AND status = 'running' RETURNING id";
 
 /// The nodes of cancelled run $1 that have not started: skipped ($2 the reason). Running
-/// ones are stopped by their workers and reported `cancelled`.
+/// ones are stopped by their workers and reported `cancelled`. Returns the attempts that
+/// were queued (their tasks may be waiting in the outbox or a task queue).
 pub const SKIP_FOR_CANCEL: &str = "
-UPDATE node_runs SET status = 'skipped', error = jsonb_build_object('kind', 'cancelled', 'message', $2::text)
-WHERE run_id = $1 AND status IN ('pending', 'queued')";
+WITH s AS (
+  SELECT id, status AS was FROM node_runs WHERE run_id = $1 AND status IN ('pending', 'queued') FOR UPDATE
+)
+UPDATE node_runs n SET status = 'skipped', error = jsonb_build_object('kind', 'cancelled', 'message', $2::text)
+FROM s WHERE n.id = s.id
+RETURNING n.id, n.attempt, s.was = 'queued' AS queued";
+
+/// Deletes the unsent outbox rows of run $1 (cancelled): tasks waiting for a retry backoff
+/// or a publisher are never sent.
+pub const WITHDRAW_UNSENT: &str = "
+DELETE FROM outbox o USING node_runs n WHERE n.id = o.node_run_id AND n.run_id = $1 AND o.sent_at IS NULL";
 
 /// Reopens failed or cancelled run $1 when a retry can finish it: it has failed or skipped
 /// nodes, none still queued or running (a cancelled task may still be stopping; its late
@@ -563,7 +577,7 @@ SELECT count(*) FROM reset";
 
 /// Queues the pending nodes of run $1 that wait for nothing; returns what their tasks need.
 pub const QUEUE_READY: &str = "
-UPDATE node_runs SET status = 'queued', queued_at = now()
+UPDATE node_runs SET status = 'queued', queued_at = clock_timestamp()
 WHERE run_id = $1 AND status = 'pending' AND unmet_deps = 0
 RETURNING id, run_id, node_id, module_key, params, attempt, timeout_ms";
 

@@ -9,7 +9,7 @@ use crate::AppState;
 use lapin::options::BasicPublishOptions;
 use lapin::BasicProperties;
 use renderfleet_platform::broker::Topology;
-use renderfleet_shared::wire::{self, ControlBody, ControlMessage, CONTENT_TYPE, WIRE_VERSION};
+use renderfleet_shared::wire::{self, ControlBody, ControlMessage, TaskRef, CONTENT_TYPE, WIRE_VERSION};
 use std::time::Duration;
 use uuid::Uuid;
 
@@ -56,18 +56,26 @@ pub async fn cancel(state: &AppState, id: Uuid, reason: &str) -> Result<bool, Op
         drop(client); // `refuse` takes a connection of its own
         return Err(refuse(state, id, "only a running run can be cancelled").await);
     }
-    tx.execute(sql::SKIP_FOR_CANCEL, &[&id, &reason]).await?;
+    let withdrawn: Vec<TaskRef> = tx
+        .query(sql::SKIP_FOR_CANCEL, &[&id, &reason])
+        .await?
+        .iter()
+        .filter(|r| r.get::<_, bool>("queued"))
+        .map(|r| TaskRef { node_run_id: r.get("id"), attempt: r.get::<_, i32>("attempt") as u32 })
+        .collect();
+    tx.execute(sql::WITHDRAW_UNSENT, &[&id]).await?;
     tx.commit().await?;
     drop(client); // not held while waiting for the broker
     metrics::counter!(renderfleet_shared::metrics::RUNS_TOTAL, "status" => "cancelled").increment(1);
-    tracing::warn!(run_id = %id, %reason, "run cancelled");
-    Ok(tell_workers(state, id).await)
+    tracing::warn!(run_id = %id, %reason, withdrawn = withdrawn.len(), "run cancelled");
+    Ok(tell_workers(state, id, withdrawn).await)
 }
 
-/// Publishes the cancellation to every worker (fanout), waiting briefly for the confirm.
-async fn tell_workers(state: &AppState, run_id: Uuid) -> bool {
+/// Publishes the cancellation to every worker (fanout), waiting briefly for the confirm:
+/// workers stop the run's tasks in hand and drop the `withdrawn` ones when they arrive.
+async fn tell_workers(state: &AppState, run_id: Uuid, withdrawn: Vec<TaskRef>) -> bool {
     let Some(channel) = state.control.lock().await.clone() else { return false };
-    let msg = ControlMessage { v: WIRE_VERSION, body: ControlBody::CancelRun { run_id } };
+    let msg = ControlMessage { v: WIRE_VERSION, body: ControlBody::CancelRun { run_id, withdrawn } };
     let topo = Topology::new(state.config.broker_prefix.clone());
     let props = BasicProperties::default().with_content_type(CONTENT_TYPE.into()).with_message_id(format!("cancel:{run_id}").into());
     let sent = async {

@@ -2,24 +2,68 @@
 //! heartbeating is failed as `lost` through the same code path as a worker-reported
 //! failure (so it is retried with a new attempt, or fails the node after `max_attempts`);
 //! a late result from the lost attempt is then stale and ignored.
+//!
+//! Silence is only evidence when the coordinator could have heard: heartbeats travel in
+//! the results queue, so while the result consumer cannot store what it reads (a database
+//! outage), is disconnected, or has a backlog, a quiet attempt may be one whose heartbeats
+//! (or even its result) are waiting in that queue. [`Evidence`] tracks how long the
+//! consumer has been reading without a gap, and nothing is judged lost until that is a
+//! whole heartbeat timeout.
 
 use crate::db::{sql, DbError};
 use crate::results::{apply, record_effects};
 use crate::AppState;
 use chrono::{DateTime, Utc};
 use renderfleet_shared::wire::{ErrorKind, Finished, Outcome, ResultBody, TaskError};
-use std::time::Duration;
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
-/// Sweeps until `cancel`. The first sweep waits one heartbeat timeout after start-up, so that
-/// heartbeats queued while no coordinator ran are applied before anything is judged lost.
+/// Whether this coordinator has been reading the workers' heartbeats, and since when.
+/// Starts deaf: heartbeats queued while no coordinator ran must be applied first.
+#[derive(Debug)]
+pub struct Evidence(Mutex<Hearing>);
+
+#[derive(Debug, Clone, Copy)]
+enum Hearing {
+    Deaf,
+    Since(Instant),
+}
+
+impl Default for Evidence {
+    fn default() -> Self {
+        Evidence(Mutex::new(Hearing::Deaf))
+    }
+}
+
+impl Evidence {
+    /// The result consumer cannot keep up with or store what the workers send (a full
+    /// batch, a failed commit, a lost broker session).
+    pub fn deaf(&self) {
+        *self.0.lock().expect("evidence") = Hearing::Deaf;
+    }
+
+    /// The result consumer is consuming and has stored everything it took.
+    pub fn hearing(&self) {
+        let mut h = self.0.lock().expect("evidence");
+        if let Hearing::Deaf = *h {
+            *h = Hearing::Since(Instant::now());
+        }
+    }
+
+    /// How long heartbeats have been read without a gap; `None` while they cannot be.
+    pub fn heard_for(&self) -> Option<Duration> {
+        match *self.0.lock().expect("evidence") {
+            Hearing::Deaf => None,
+            Hearing::Since(t) => Some(t.elapsed()),
+        }
+    }
+}
+
+/// Sweeps until `cancel`.
 pub async fn run(state: AppState, cancel: CancellationToken) {
     let cfg = state.config.recovery.clone();
-    tokio::select! {
-        _ = tokio::time::sleep(cfg.heartbeat_timeout) => {}
-        _ = cancel.cancelled() => return,
-    }
     loop {
         match sweep(&state).await {
             Ok(0) => {}
@@ -38,11 +82,14 @@ pub async fn run(state: AppState, cancel: CancellationToken) {
 
 /// One pass; returns how many attempts were declared lost.
 pub async fn sweep(state: &AppState) -> Result<usize, DbError> {
-    if state.results_behind.load(std::sync::atomic::Ordering::Relaxed) {
-        tracing::debug!("results backlog: not judging heartbeats this round");
-        return Ok(0);
-    }
     let timeout = state.config.recovery.heartbeat_timeout;
+    match state.evidence.heard_for() {
+        Some(heard) if heard >= timeout => {}
+        heard => {
+            tracing::debug!(?heard, "heartbeats not read for a whole timeout yet (start-up, backlog or outage): judging nothing");
+            return Ok(0);
+        }
+    }
     let mut client = state.pool.get().await?;
     let tx = client.transaction().await?;
     let rows = tx.query(sql::FIND_LOST, &[&timeout.as_secs_f64()]).await?;

@@ -16,7 +16,6 @@ use lapin::Channel;
 use renderfleet_platform::broker::dead_letter;
 use renderfleet_shared::metrics as m;
 use renderfleet_shared::wire::{self, ErrorKind, Finished, Outcome, ResultBody, ResultMessage, TaskError};
-use std::sync::atomic::Ordering;
 use std::time::Duration;
 use tokio_util::sync::CancellationToken;
 
@@ -35,6 +34,9 @@ pub async fn consume_loop(
     let mut consumer =
         channel.basic_consume(queue.as_str().into(), tag.as_str().into(), BasicConsumeOptions::default(), FieldTable::default()).await?;
     let batch_max = state.config.results.batch_max;
+    // Consuming with nothing waiting is hearing everything there is; a lost session makes
+    // the evidence deaf again (see `broker::session`).
+    state.evidence.hearing();
     loop {
         let first = tokio::select! {
             d = consumer.next() => d,
@@ -48,8 +50,11 @@ pub async fn consume_loop(
                 _ => break,
             }
         }
-        // A full batch means more are waiting: the sweeper must not judge heartbeats yet.
-        state.results_behind.store(deliveries.len() >= batch_max, Ordering::Relaxed);
+        // A full batch means more are waiting: heartbeats among them are not read yet.
+        let behind = deliveries.len() >= batch_max;
+        if behind {
+            state.evidence.deaf();
+        }
 
         let mut bodies = Vec::with_capacity(deliveries.len());
         let mut good = Vec::with_capacity(deliveries.len());
@@ -71,6 +76,9 @@ pub async fn consume_loop(
                 // The ready tasks first: the acks are not on the next node's path.
                 finish(&state, fx, bodies.len());
                 ack_all(&good).await?;
+                if !behind {
+                    state.evidence.hearing();
+                }
             }
             // One result the database refuses (say, a NUL byte in its text) must not hold back
             // the others: apply them one by one; see `refused`.
@@ -161,12 +169,14 @@ async fn apply_until_committed(state: &AppState, bodies: &[ResultBody], cancel: 
             Err(e) if e.is_transient() => tracing::debug!(error = %e, "result batch conflicted; retrying"),
             Err(e) if e.is_refused_data() => return Some(Err(e)),
             Err(e) => {
+                // What is waiting (heartbeats, results) cannot be stored: silence proves nothing.
+                state.evidence.deaf();
                 tracing::warn!(error = %e, batch = bodies.len(), "applying results failed; retrying");
                 tokio::select! {
                     _ = tokio::time::sleep(delay) => {}
                     _ = cancel.cancelled() => return None,
                 }
-                delay = (delay * 2).min(Duration::from_secs(5));
+                delay = (delay * 2).min(Duration::from_secs(2));
             }
         }
     }

@@ -24,7 +24,7 @@ use renderfleet_shared::wire::{
     self, ControlBody, ControlMessage, ErrorKind, Finished, ResultBody, Started, TaskError, TaskMessage, TaskRef, WorkerHeartbeat,
     WorkerStatus,
 };
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 use tokio::sync::{mpsc, oneshot};
@@ -41,6 +41,35 @@ struct InHand {
 }
 
 type Running = Arc<Mutex<HashMap<Uuid, InHand>>>;
+
+/// How many withdrawn attempts a worker remembers (the newest).
+const WITHDRAWN_KEPT: usize = 100_000;
+
+/// Attempts that cancellations withdrew, remembered across broker sessions: their messages
+/// may still be waiting in a task queue, and must never start a module.
+#[derive(Default)]
+pub(crate) struct Withdrawn(Mutex<(HashSet<TaskRef>, VecDeque<TaskRef>)>);
+
+impl Withdrawn {
+    fn add(&self, tasks: &[TaskRef]) {
+        let mut guard = self.0.lock().expect("withdrawn");
+        let (set, order) = &mut *guard;
+        for t in tasks {
+            if set.insert(*t) {
+                order.push_back(*t);
+            }
+        }
+        while order.len() > WITHDRAWN_KEPT {
+            if let Some(old) = order.pop_front() {
+                set.remove(&old);
+            }
+        }
+    }
+
+    fn contains(&self, task: &TaskRef) -> bool {
+        self.0.lock().expect("withdrawn").0.contains(task)
+    }
+}
 
 /// Takes an attempt off the in-hand list when its handling ends, whichever way it ends.
 struct InHandGuard {
@@ -88,18 +117,22 @@ async fn session(worker: &Arc<Worker>, conn: &Connection, shutdown: &Cancellatio
     let (results, pending) = mpsc::channel::<completer::Pending>(usize::from(worker.config.concurrency).max(1) * 4);
     let result_publisher = tokio::spawn(completer::publish_results(completer.clone(), pending));
 
-    let control_queue = ch
+    // Control messages on a channel of their own: the task channel's prefetch limit would
+    // hold a cancellation back while every slot is busy, which is when it matters.
+    let control_ch = conn.create_channel().await?;
+    let control_queue = control_ch
         .queue_declare("".into(), QueueDeclareOptions { exclusive: true, auto_delete: true, ..Default::default() }, FieldTable::default())
         .await?;
-    ch.queue_bind(
-        control_queue.name().clone(),
-        topo.control_exchange().as_str().into(),
-        "".into(),
-        QueueBindOptions::default(),
-        FieldTable::default(),
-    )
-    .await?;
-    let mut control = ch
+    control_ch
+        .queue_bind(
+            control_queue.name().clone(),
+            topo.control_exchange().as_str().into(),
+            "".into(),
+            QueueBindOptions::default(),
+            FieldTable::default(),
+        )
+        .await?;
+    let mut control = control_ch
         .basic_consume(
             control_queue.name().clone(),
             format!("{}.control", worker.id).as_str().into(),
@@ -139,7 +172,7 @@ async fn session(worker: &Arc<Worker>, conn: &Connection, shutdown: &Cancellatio
                 None => break Err(SessionError::Closed),
             },
             c = control.next() => match c {
-                Some(Ok(d)) => on_control(&running, &d.data),
+                Some(Ok(d)) => on_control(worker, &running, &d.data),
                 Some(Err(e)) => break Err(e.into()),
                 None => break Err(SessionError::Closed),
             },
@@ -193,7 +226,7 @@ async fn session(worker: &Arc<Worker>, conn: &Connection, shutdown: &Cancellatio
     let _ = result_publisher.await;
     let _ = completer.publish_confirmed(heartbeat(worker, &running, WorkerStatus::Stopped)).await;
     // Closing the channels first keeps lapin from logging their forced close as an error.
-    for c in [&ch, &publish, &unconfirmed] {
+    for c in [&ch, &control_ch, &publish, &unconfirmed] {
         let _ = c.close(200, "worker stopped".into()).await;
     }
     Ok(())
@@ -209,9 +242,10 @@ fn stop_all(running: &Running, reason: StopReason) -> usize {
     map.len()
 }
 
-fn on_control(running: &Running, data: &[u8]) {
+fn on_control(worker: &Worker, running: &Running, data: &[u8]) {
     match wire::decode::<ControlMessage>(data) {
-        Ok(ControlMessage { body: ControlBody::CancelRun { run_id }, .. }) => {
+        Ok(ControlMessage { body: ControlBody::CancelRun { run_id, withdrawn }, .. }) => {
+            worker.withdrawn.add(&withdrawn);
             let map = running.lock().expect("running map");
             for t in map.values().filter(|t| t.run_id == run_id) {
                 *t.reason.lock().expect("reason") = StopReason::RunCancelled;
@@ -254,6 +288,12 @@ async fn handle(worker: Arc<Worker>, completer: Completer, results: mpsc::Sender
         return reject(&worker, &completer, &d, &reason, Some(task_ref)).await;
     };
     let span = tracing::info_span!("task", run_id = %task.run_id, node_id = %task.node_id, attempt = task.attempt);
+    if worker.withdrawn.contains(&TaskRef { node_run_id: task.node_run_id, attempt: task.attempt }) {
+        metrics::counter!(m::WORKER_TASKS_TOTAL, "module" => module.key(), "outcome" => "withdrawn").increment(1);
+        tracing::info!(parent: &span, "task withdrawn by the run's cancellation; not started");
+        let _ = d.acker.ack(Default::default()).await;
+        return;
+    }
 
     let cancel = CancellationToken::new();
     let reason = Arc::new(Mutex::new(StopReason::Requeue));

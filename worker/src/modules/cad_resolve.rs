@@ -54,7 +54,15 @@ pub(crate) async fn resolve(env: &Env, subject: &Value, params: &Value) -> Resul
         return Err(fatal(format!("`cad_file` {name:?} leads outside cad_dir (a symbolic link?); refused")));
     }
     let max = params.get("max_bytes").and_then(Value::as_u64).unwrap_or(u64::MAX);
-    let size = tokio::fs::metadata(&path).await.map_err(|e| fatal(format!("CAD file {name:?}: {e}")))?.len();
+    // Opening a FIFO or a device can block for ever (and a thread stuck in `open` cannot
+    // be stopped): only a regular file is opened.
+    let meta = tokio::fs::metadata(&path).await.map_err(|e| fatal(format!("CAD file {name:?}: {e}")))?;
+    if !meta.is_file() {
+        return Err(fatal(format!(
+            "CAD file {name:?} is not a regular file (a FIFO, socket, device or directory); give the STEP file itself"
+        )));
+    }
+    let size = meta.len();
     if size > max {
         return Err(fatal(format!(
             "CAD file {name:?} is {size} bytes, above the node's max_bytes of {max}; raise `max_bytes` if it is expected"

@@ -5,6 +5,11 @@
 //! the whole group when it is dropped, which is how the executor's timeout and cancellation
 //! reach the tool: nothing a module starts outlives its attempt. Errors carry the tail of
 //! the tool's output, which is what an operator needs to see first.
+//!
+//! A worker killed with SIGKILL runs none of that, so a tool is also started under
+//! util-linux `setpriv --pdeathsig KILL`: the kernel kills it when the worker dies. (The
+//! parent that counts is the thread that spawned it; tools are spawned from the runtime's
+//! worker threads, which live as long as the worker.)
 
 use crate::modules::ModuleError;
 use nix::sys::signal::{killpg, Signal};
@@ -52,12 +57,13 @@ pub(crate) fn tail(text: &str) -> String {
 /// attempt could help.
 pub(crate) async fn run(program: &str, args: &[&OsStr], cwd: &Path, what: &str, fatal_exit: bool) -> Result<Ran, ModuleError> {
     let started = Instant::now();
-    let mut cmd = tokio::process::Command::new(program);
-    cmd.args(args).current_dir(cwd).stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::piped()).process_group(0).kill_on_drop(true);
-    let mut child = cmd.spawn().map_err(|e| ModuleError::Fatal {
+    let cannot_start = |e: &dyn std::fmt::Display| ModuleError::Fatal {
         message: format!("{what}: cannot start `{program}`: {e}; install it or set its path in the worker's [tools] settings"),
         log_tail: None,
-    })?;
+    };
+    let mut cmd = command(program).map_err(|e| cannot_start(&e))?;
+    cmd.args(args).current_dir(cwd).stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::piped()).process_group(0).kill_on_drop(true);
+    let mut child = cmd.spawn().map_err(|e| cannot_start(&e))?;
     let guard = GroupGuard { pgid: child.id().map(|id| id as i32) };
     let (mut out, mut err) = (child.stdout.take().expect("piped"), child.stderr.take().expect("piped"));
     let (mut stdout, mut stderr) = (Vec::new(), Vec::new());
@@ -94,7 +100,7 @@ pub(crate) async fn run(program: &str, args: &[&OsStr], cwd: &Path, what: &str, 
 
 /// Whether `program args` runs and exits 0 within `limit` (start-up probes).
 pub(crate) async fn probe(program: &str, args: &[&str], limit: Duration) -> Result<(), String> {
-    let mut cmd = tokio::process::Command::new(program);
+    let mut cmd = command(program).map_err(|e| format!("`{program}` cannot be started: {e}"))?;
     cmd.args(args).stdin(Stdio::null()).stdout(Stdio::null()).stderr(Stdio::piped()).process_group(0).kill_on_drop(true);
     let child = cmd.spawn().map_err(|e| format!("`{program}` cannot be started: {e}"))?;
     let guard = GroupGuard { pgid: child.id().map(|id| id as i32) };
@@ -108,6 +114,43 @@ pub(crate) async fn probe(program: &str, args: &[&str], limit: Duration) -> Resu
         }
         Ok(Ok(_)) => Ok(()),
     }
+}
+
+/// `program` to be run under `setpriv --pdeathsig KILL` when util-linux is there (see the
+/// module's doc). The program is looked up first, so that a missing tool is named as such
+/// rather than as setpriv's failure to run it.
+fn command(program: &str) -> std::io::Result<tokio::process::Command> {
+    let path = find(program).ok_or_else(|| std::io::Error::new(std::io::ErrorKind::NotFound, "not found (PATH searched)"))?;
+    Ok(match setpriv() {
+        Some(setpriv) => {
+            let mut cmd = tokio::process::Command::new(setpriv);
+            cmd.args(["--pdeathsig", "KILL", "--"]).arg(path);
+            cmd
+        }
+        None => tokio::process::Command::new(path),
+    })
+}
+
+/// `program` as given when it names a file, else its first match on `PATH`.
+fn find(program: &str) -> Option<PathBuf> {
+    if program.contains('/') {
+        return Path::new(program).is_file().then(|| PathBuf::from(program));
+    }
+    std::env::split_paths(&std::env::var_os("PATH")?).map(|dir| dir.join(program)).find(|p| p.is_file())
+}
+
+/// util-linux's setpriv, looked up once; a warning when it is missing.
+fn setpriv() -> Option<&'static Path> {
+    static SETPRIV: std::sync::OnceLock<Option<PathBuf>> = std::sync::OnceLock::new();
+    SETPRIV
+        .get_or_init(|| {
+            let found = find("setpriv");
+            if found.is_none() {
+                tracing::warn!("setpriv (util-linux) not found: tools will outlive a SIGKILLed worker; install util-linux");
+            }
+            found
+        })
+        .as_deref()
 }
 
 /// A directory for one attempt's files, removed when dropped (also on timeout or cancel).
@@ -154,12 +197,19 @@ mod tests {
     async fn dropping_the_run_kills_the_whole_group() {
         let dir = std::env::temp_dir();
         let marker = format!("rf-sleeper-{}", uuid::Uuid::now_v7().simple());
-        // A shell that starts a grandchild: both must die when the attempt is dropped.
-        let script = format!("sleep 30 & exec -a {marker} sleep 30");
+        // A shell that starts a grandchild: dropping the attempt must kill the grandchild too
+        // (the direct child, the shell, tokio kills anyway).
+        let script = format!("(exec -a {marker} sleep 30) & wait");
         let argv = ["-c", script.as_str()];
         let args: Vec<&OsStr> = argv.iter().map(OsStr::new).collect();
-        let r = tokio::time::timeout(Duration::from_millis(300), run("bash", &args, &dir, "sleeping", false)).await;
-        assert!(r.is_err(), "the tool should still have been running");
+        let mut attempt = Box::pin(run("bash", &args, &dir, "sleeping", false));
+        tokio::select! {
+            _ = &mut attempt => panic!("the tool should still have been running"),
+            _ = tokio::time::sleep(Duration::from_millis(300)) => {}
+        }
+        let started = std::process::Command::new("pgrep").args(["-f", &marker]).output().unwrap();
+        assert!(!started.stdout.is_empty(), "the grandchild never started");
+        drop(attempt);
         tokio::time::sleep(Duration::from_millis(200)).await;
         let left = std::process::Command::new("pgrep").args(["-f", &marker]).output().unwrap();
         assert!(left.stdout.is_empty(), "left behind: {}", String::from_utf8_lossy(&left.stdout));
