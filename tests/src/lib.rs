@@ -399,6 +399,14 @@ impl World {
         admin.execute("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = $1", &[&self.db_name]).await.unwrap();
     }
 
+    /// Ends every connection to this world's database (a database restart, as clients see
+    /// it); new ones are accepted at once.
+    pub async fn terminate_database_backends(&self) {
+        let (admin, conn) = tokio_postgres::connect(&admin_url(), tokio_postgres::NoTls).await.unwrap();
+        tokio::spawn(conn);
+        admin.execute("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = $1", &[&self.db_name]).await.unwrap();
+    }
+
     pub async fn database_back(&self) {
         let (admin, conn) = tokio_postgres::connect(&admin_url(), tokio_postgres::NoTls).await.unwrap();
         tokio::spawn(conn);
