@@ -730,3 +730,43 @@ async fn cancel_withdraws_tasks_waiting_in_the_outbox_and_in_queues() {
     let run = w.wait_run(&c, id, LONG).await;
     assert_eq!(run["status"], "cancelled");
 }
+
+/// A task that takes down every worker it lands on (here: each is SIGKILLed as soon as it
+/// starts the task) is redelivered only `max_deliveries` times; then its node fails saying
+/// so, and the next worker lives.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_poison_task_is_bounded_by_its_deliveries() {
+    let mut w = World::new("poison").await;
+    let c = w.start_coordinator("coordinator", &[]).await;
+    let id = w.submit(&c, json!({"nodes": [{"id": "p", "type": "util.sleep", "params": {"ms": 60000}}]})).await;
+    let db = w.db().await;
+    let mut killed = 0;
+    let failed = loop {
+        assert!(killed <= 4, "the task was still delivered after {killed} workers died with it");
+        let name = format!("w{killed}");
+        w.start_worker(&name, &[("RENDERFLEET_MAX_DELIVERIES", "3")]);
+        let took = wait_until(&format!("{name} to take the task or the node to fail"), LONG, || async {
+            let row = db.query_one("SELECT status, worker_id FROM node_runs WHERE run_id = $1", &[&id]).await.ok()?;
+            let (status, worker): (String, Option<String>) = (row.get("status"), row.get("worker_id"));
+            match status.as_str() {
+                "failed" => Some(false),
+                "running" if worker.as_deref() == Some(name.as_str()) => Some(true),
+                _ => None,
+            }
+        })
+        .await;
+        if !took {
+            break w.wait_run(&c, id, LONG).await;
+        }
+        w.kill(&name);
+        killed += 1;
+    };
+    assert_eq!(killed, 3, "three workers died with the task; the fourth refused it");
+    let p = node(&failed, "p").unwrap();
+    assert_eq!(p["status"], "failed", "{p:#}");
+    assert_eq!(p["error"]["kind"], "poison", "{p:#}");
+    assert!(p["error"]["message"].as_str().unwrap().contains("delivered 3 times"), "{p:#}");
+    assert!(w.alive(&format!("w{killed}")), "the worker that refused the poison lives");
+    assert_eq!(w.queue_depth(&w.topology.task_queue("sleep")).await, 0);
+    assert_eq!(w.queue_depth(&w.topology.dead_queue()).await, 1, "the poison message is kept for inspection");
+}

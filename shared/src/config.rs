@@ -246,6 +246,10 @@ pub struct WorkerConfig {
     /// On SIGTERM, how long tasks in hand may run before they are stopped and requeued.
     #[serde(with = "humantime_serde")]
     pub shutdown_grace: Duration,
+    /// A task delivered this many times without a result (each worker that took it died,
+    /// or lost its broker link, while running it) is poison: its node fails instead of
+    /// killing the next worker.
+    pub max_deliveries: u32,
     /// `/metrics` and `/healthz`; empty disables the listener.
     pub metrics_addr: String,
     /// How long start-up waits for RabbitMQ before giving up.
@@ -297,6 +301,7 @@ impl Default for WorkerConfig {
             heartbeat_interval: Duration::from_secs(5),
             report_start_after: Duration::from_millis(50),
             shutdown_grace: Duration::from_secs(30),
+            max_deliveries: 5,
             metrics_addr: "127.0.0.1:9464".into(),
             startup_timeout: Duration::from_secs(60),
             reconnect_max: Duration::from_secs(30),

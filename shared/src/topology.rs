@@ -3,6 +3,8 @@
 
 /// Header that carries why a message was dead-lettered.
 pub const REASON_HEADER: &str = "x-renderfleet-reason";
+/// On a task message: how many earlier deliveries of it ended without a result.
+pub const DELIVERIES_HEADER: &str = "x-renderfleet-deliveries";
 
 /// The exchanges and queues of one fleet.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -118,6 +118,9 @@ pub enum ErrorKind {
     Lost,
     /// This worker cannot run the task (unknown module, bad message).
     Unsupported,
+    /// The task was delivered `max_deliveries` times and no worker that took it lived to
+    /// report (set by the worker that refuses it).
+    Poison,
 }
 
 impl ErrorKind {
@@ -128,6 +131,7 @@ impl ErrorKind {
             ErrorKind::Cancelled => "cancelled",
             ErrorKind::Lost => "lost",
             ErrorKind::Unsupported => "unsupported",
+            ErrorKind::Poison => "poison",
         }
     }
 }

@@ -14,9 +14,10 @@ use executor::{execute, Executed, StopReason};
 use futures_util::stream::{select_all, StreamExt};
 use lapin::message::Delivery;
 use lapin::options::{
-    BasicCancelOptions, BasicConsumeOptions, BasicNackOptions, BasicQosOptions, ConfirmSelectOptions, QueueBindOptions, QueueDeclareOptions,
+    BasicCancelOptions, BasicConsumeOptions, BasicNackOptions, BasicPublishOptions, BasicQosOptions, ConfirmSelectOptions,
+    QueueBindOptions, QueueDeclareOptions,
 };
-use lapin::types::FieldTable;
+use lapin::types::{AMQPValue, FieldTable};
 use lapin::Connection;
 use renderfleet_platform::broker::{dead_letter, declare};
 use renderfleet_shared::metrics as m;
@@ -279,16 +280,23 @@ fn now_us() -> i64 {
 async fn handle(worker: Arc<Worker>, completer: Completer, results: mpsc::Sender<completer::Pending>, running: Running, d: Delivery) {
     let task = match wire::decode::<TaskMessage>(&d.data) {
         Ok(t) => t,
-        Err(e) => return reject(&worker, &completer, &d, &format!("undecodable task: {e}"), wire::peek_task_ref(&d.data)).await,
+        Err(e) => {
+            return reject(&worker, &completer, &d, ErrorKind::Unsupported, &format!("undecodable task: {e}"), wire::peek_task_ref(&d.data))
+                .await
+        }
     };
     let Some(module) = worker.modules.get(&task.module_key).cloned() else {
         let reason =
             format!("task for module `{}` arrived on queue `{}`, which this worker does not serve", task.module_key, d.routing_key);
         let task_ref = TaskRef { node_run_id: task.node_run_id, attempt: task.attempt };
-        return reject(&worker, &completer, &d, &reason, Some(task_ref)).await;
+        return reject(&worker, &completer, &d, ErrorKind::Unsupported, &reason, Some(task_ref)).await;
     };
     let span = tracing::info_span!("task", run_id = %task.run_id, node_id = %task.node_id, attempt = task.attempt);
-    if worker.withdrawn.contains(&TaskRef { node_run_id: task.node_run_id, attempt: task.attempt }) {
+    let task_ref = TaskRef { node_run_id: task.node_run_id, attempt: task.attempt };
+    if d.redelivered {
+        return redelivered(&worker, &completer, &d, task_ref).await;
+    }
+    if worker.withdrawn.contains(&task_ref) {
         metrics::counter!(m::WORKER_TASKS_TOTAL, "module" => module.key(), "outcome" => "withdrawn").increment(1);
         tracing::info!(parent: &span, "task withdrawn by the run's cancellation; not started");
         let _ = d.acker.ack(Default::default()).await;
@@ -363,9 +371,60 @@ async fn handle(worker: Arc<Worker>, completer: Completer, results: mpsc::Sender
     }
 }
 
-/// A task this worker cannot run: fail its attempt (when the message names one), so the
-/// node does not wait forever, then keep the message in the dead-letter queue.
-async fn reject(worker: &Worker, completer: &Completer, d: &Delivery, reason: &str, task: Option<TaskRef>) {
+/// How many deliveries of this task ended without a result before this copy was sent.
+fn deliveries(d: &Delivery) -> u32 {
+    let headers = d.properties.headers().as_ref();
+    match headers.and_then(|h| h.inner().get(renderfleet_shared::topology::DELIVERIES_HEADER)) {
+        Some(AMQPValue::LongUInt(n)) => *n,
+        Some(AMQPValue::LongLongInt(n)) => u32::try_from(*n).unwrap_or(u32::MAX),
+        Some(AMQPValue::LongInt(n)) => u32::try_from(*n).unwrap_or(0),
+        _ => 0,
+    }
+}
+
+/// A task the broker delivers again: whoever had it before ended without a result (died,
+/// lost its link, or handed it back). Classic queues do not count redeliveries, so the
+/// count travels in a header: the task goes back to the end of its queue as a copy that
+/// carries it (confirmed before the original is acked), and once it reaches
+/// `max_deliveries` the task is poison: its attempt fails rather than kill another worker.
+async fn redelivered(worker: &Worker, completer: &Completer, d: &Delivery, task: TaskRef) {
+    let n = deliveries(d).saturating_add(1);
+    let max = worker.config.max_deliveries;
+    if max > 0 && n >= max {
+        let reason = format!(
+            "the task was delivered {n} times and no worker that took it lived to report a result (each died or lost its broker \
+             connection while running it); it is treated as poison so that it takes down no more workers: find what kills them \
+             (their logs, the kernel's OOM killer), then retry the run"
+        );
+        metrics::counter!(m::WORKER_TASKS_TOTAL, "module" => "any", "outcome" => "poison").increment(1);
+        return reject(worker, completer, d, ErrorKind::Poison, &reason, Some(task)).await;
+    }
+    let mut headers = d.properties.headers().clone().unwrap_or_default();
+    headers.insert(renderfleet_shared::topology::DELIVERIES_HEADER.into(), AMQPValue::LongUInt(n));
+    let props = d.properties.clone().with_headers(headers);
+    let sent = async {
+        completer
+            .channel
+            .basic_publish(d.exchange.as_str().into(), d.routing_key.as_str().into(), BasicPublishOptions::default(), &d.data, props)
+            .await?
+            .await
+    };
+    match sent.await {
+        Ok(c) if c.is_ack() => {
+            tracing::info!(node_run_id = %task.node_run_id, attempt = task.attempt, deliveries = n, "redelivered task sent back with its count");
+            let _ = d.acker.ack(Default::default()).await;
+        }
+        outcome => {
+            tracing::warn!(?outcome, "could not send a redelivered task back with its count; the broker keeps the original");
+            let _ = d.acker.nack(BasicNackOptions { requeue: true, multiple: false }).await;
+        }
+    }
+}
+
+/// A task this worker cannot run (`Unsupported`) or must not (`Poison`): fail its attempt
+/// (when the message names one), so the node does not wait forever, then keep the message
+/// in the dead-letter queue.
+async fn reject(worker: &Worker, completer: &Completer, d: &Delivery, kind: ErrorKind, reason: &str, task: Option<TaskRef>) {
     if let Some(task) = task {
         let finished = Finished {
             node_run_id: task.node_run_id,
@@ -375,8 +434,13 @@ async fn reject(worker: &Worker, completer: &Completer, d: &Delivery, reason: &s
             finished_at_us: now_us(),
             outcome: wire::Outcome::Failed {
                 error: TaskError {
-                    kind: ErrorKind::Unsupported,
-                    message: format!("worker `{}` (version {}) cannot run this task: {reason}", worker.id, env!("CARGO_PKG_VERSION")),
+                    kind,
+                    message: match kind {
+                        ErrorKind::Unsupported => {
+                            format!("worker `{}` (version {}) cannot run this task: {reason}", worker.id, env!("CARGO_PKG_VERSION"))
+                        }
+                        _ => reason.to_string(),
+                    },
                     retryable: false,
                     log_tail: None,
                 },
