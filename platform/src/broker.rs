@@ -7,7 +7,7 @@
 
 use lapin::options::{BasicPublishOptions, ExchangeDeclareOptions, QueueBindOptions, QueueDeclareOptions};
 use lapin::types::{AMQPValue, FieldTable};
-use lapin::{Channel, Connection, ConnectionProperties, ExchangeKind};
+use lapin::{BasicProperties, Channel, Connection, ConnectionProperties, ExchangeKind};
 use renderfleet_shared::config::redact_url;
 use renderfleet_shared::metrics as m;
 use renderfleet_shared::topology::{self, Declaration};
@@ -100,10 +100,25 @@ pub async fn dead_letter(
     reason: &str,
     source: &'static str,
 ) -> Result<(), lapin::Error> {
-    let mut headers = delivery.properties.headers().clone().unwrap_or_default();
+    let original = &delivery.properties;
+    let mut headers = original.headers().clone().unwrap_or_default();
     headers.insert(topology::REASON_HEADER.into(), AMQPValue::LongString(reason.into()));
     headers.insert("x-original-routing-key".into(), AMQPValue::LongString(delivery.routing_key.as_str().into()));
-    let props = delivery.properties.clone().with_headers(headers).with_delivery_mode(2);
+    // The sender's `user_id` is kept as a header, not as the property: the broker refuses a
+    // `user_id` that is not this connection's user (and closes the channel).
+    if let Some(user) = original.user_id() {
+        headers.insert("x-original-user-id".into(), AMQPValue::LongString(user.as_str().into()));
+    }
+    let mut props = BasicProperties::default().with_headers(headers).with_delivery_mode(2);
+    if let Some(t) = original.content_type() {
+        props = props.with_content_type(t.clone());
+    }
+    if let Some(id) = original.message_id() {
+        props = props.with_message_id(id.clone());
+    }
+    if let Some(at) = original.timestamp() {
+        props = props.with_timestamp(*at);
+    }
     let confirmation =
         channel.basic_publish(dead_exchange.into(), "".into(), BasicPublishOptions::default(), &delivery.data, props).await?.await?;
     if confirmation.is_nack() {

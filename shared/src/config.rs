@@ -112,11 +112,15 @@ pub struct ResultsConfig {
     /// Most results applied in one transaction. A batch is flushed as soon as no further
     /// message is waiting, so a quiet fleet pays no batching delay.
     pub batch_max: usize,
+    /// Accept a result or heartbeat only from the worker it names: the message's `user_id`
+    /// (checked by RabbitMQ against the connection's user) must be its `worker_id`. Give
+    /// each worker a broker user named after its worker id (README, "Security").
+    pub verify_sender: bool,
 }
 
 impl Default for ResultsConfig {
     fn default() -> Self {
-        Self { prefetch: 1000, batch_max: 500 }
+        Self { prefetch: 1000, batch_max: 500, verify_sender: false }
     }
 }
 

@@ -54,6 +54,19 @@ pub enum ResultBody {
 }
 
 impl ResultBody {
+    /// The workers this body speaks for.
+    pub fn worker_ids(&self) -> impl Iterator<Item = &str> {
+        let heartbeat = match self {
+            ResultBody::Heartbeat(h) => Some(h.worker_id.as_str()),
+            _ => None,
+        };
+        let started = match self {
+            ResultBody::Started(s) => Some(s.worker_id.as_str()),
+            _ => None,
+        };
+        heartbeat.into_iter().chain(started).chain(self.finished().iter().map(|f| f.worker_id.as_str()))
+    }
+
     /// The attempt ends this body carries.
     pub fn finished(&self) -> &[Finished] {
         match self {

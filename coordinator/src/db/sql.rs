@@ -246,11 +246,12 @@ VALUES ($1, $2, $3, $4, $5, $6, $7, now())
 ON CONFLICT (id) DO UPDATE SET host = EXCLUDED.host, version = EXCLUDED.version, modules = EXCLUDED.modules,
   concurrency = EXCLUDED.concurrency, running = EXCLUDED.running, status = EXCLUDED.status, last_seen = now()";
 
-/// Refreshes the heartbeat of attempts in hand. $1 node_run ids, $2 attempts.
+/// Refreshes the heartbeat of attempts in hand of worker $3 (only its own: the one whose
+/// start was recorded last). $1 node_run ids, $2 attempts.
 pub const TOUCH_RUNNING: &str = "
 UPDATE node_runs n SET heartbeat_at = now()
 FROM unnest($1::uuid[], $2::int4[]) AS t(id, attempt)
-WHERE n.id = t.id AND n.attempt = t.attempt AND n.status = 'running'";
+WHERE n.id = t.id AND n.attempt = t.attempt AND n.status = 'running' AND n.worker_id = $3";
 
 /// Running attempts whose worker went quiet for more than $1 seconds.
 pub const FIND_LOST: &str = "

@@ -136,7 +136,7 @@ async fn heartbeat(tx: &Transaction<'_>, h: &WorkerHeartbeat) -> Result<(), DbEr
         let ids: Vec<Uuid> = h.running.iter().map(|t| t.node_run_id).collect();
         let attempts: Vec<i32> = h.running.iter().map(|t| t.attempt as i32).collect();
         let stmt = tx.prepare_cached(sql::TOUCH_RUNNING).await?;
-        tx.execute(&stmt, &[&ids, &attempts]).await?;
+        tx.execute(&stmt, &[&ids, &attempts, &h.worker_id]).await?;
     }
     Ok(())
 }

@@ -60,10 +60,13 @@ pub async fn consume_loop(
         let mut good = Vec::with_capacity(deliveries.len());
         for d in deliveries {
             match wire::decode::<ResultMessage>(&d.data) {
-                Ok(msg) => {
-                    bodies.push(msg.body);
-                    good.push(d);
-                }
+                Ok(msg) => match unverified(&state, &d, &msg.body) {
+                    None => {
+                        bodies.push(msg.body);
+                        good.push(d);
+                    }
+                    Some(reason) => dead_letter(&dead_channel, &dead_exchange, &d, &reason, "coordinator").await?,
+                },
                 Err(e) => dead_letter(&dead_channel, &dead_exchange, &d, &format!("undecodable result: {e}"), "coordinator").await?,
             }
         }
@@ -103,6 +106,21 @@ pub async fn consume_loop(
             }
         }
     }
+}
+
+/// Why `body` may not speak for the workers it names, with `results.verify_sender` on:
+/// its `user_id`, which the broker checks against the connection's user, must be each.
+fn unverified(state: &AppState, d: &Delivery, body: &ResultBody) -> Option<String> {
+    if !state.config.results.verify_sender {
+        return None;
+    }
+    let Some(user) = d.properties.user_id().as_ref().map(|u| u.as_str().to_string()) else {
+        return Some("a result message without user_id: with results.verify_sender on, workers must run as their own broker users (README, Security)".into());
+    };
+    let claimed = body.worker_ids().find(|w| *w != user)?;
+    Some(format!(
+        "a message from broker user `{user}` speaks for worker `{claimed}`: a worker may only report as itself; run each worker as the broker user named after its worker id (README, Security)"
+    ))
 }
 
 /// A message the database refused as a whole: its attempt ends are applied one by one, and

@@ -114,7 +114,12 @@ async fn session(worker: &Arc<Worker>, conn: &Connection, shutdown: &Cancellatio
     let publish = conn.create_channel().await?;
     publish.confirm_select(ConfirmSelectOptions::default()).await?;
     let unconfirmed = conn.create_channel().await?;
-    let completer = Completer { channel: publish.clone(), unconfirmed: unconfirmed.clone(), exchange: topo.results_exchange() };
+    let completer = Completer {
+        channel: publish.clone(),
+        unconfirmed: unconfirmed.clone(),
+        exchange: topo.results_exchange(),
+        user_id: broker_user(&worker.config.amqp_url),
+    };
     let (results, pending) = mpsc::channel::<completer::Pending>(usize::from(worker.config.concurrency).max(1) * 4);
     let result_publisher = tokio::spawn(completer::publish_results(completer.clone(), pending));
 
@@ -231,6 +236,11 @@ async fn session(worker: &Arc<Worker>, conn: &Connection, shutdown: &Cancellatio
         let _ = c.close(200, "worker stopped".into()).await;
     }
     Ok(())
+}
+
+/// The user name of an AMQP URL (RabbitMQ's default, `guest`, when it names none).
+fn broker_user(url: &str) -> String {
+    url.parse::<lapin::uri::AMQPUri>().map(|u| u.authority.userinfo.username).unwrap_or_else(|_| "guest".into())
 }
 
 /// Cancels every attempt in hand for `reason`; returns how many.
