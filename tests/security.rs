@@ -17,14 +17,16 @@ const LONG: Duration = Duration::from_secs(60);
 struct BrokerUsers(Vec<String>);
 
 impl BrokerUsers {
-    fn add(&mut self, name: &str, password: &str) {
+    /// A user allowed the names of the fleet with `prefix` only, as README's Security says.
+    fn add(&mut self, name: &str, password: &str, prefix: &str) {
         let ok = |args: &[&str]| {
             let out = Command::new("rabbitmqctl").arg("-q").args(args).output().expect("rabbitmqctl");
             assert!(out.status.success(), "rabbitmqctl {args:?}: {}", String::from_utf8_lossy(&out.stderr));
         };
         ok(&["add_user", name, password]);
         self.0.push(name.to_string());
-        ok(&["set_permissions", "-p", "/", name, ".*", ".*", ".*"]);
+        let names = format!("^({}\\..*|amq\\.gen-.*)$", prefix.replace('.', "\\."));
+        ok(&["set_permissions", "-p", "/", name, &names, &names, &names]);
     }
 }
 
@@ -67,8 +69,9 @@ async fn results_and_heartbeats_are_accepted_only_from_the_worker_they_name() {
     let tag = &w.topology.prefix().rsplit('-').next().unwrap().to_string();
     let (worker, mallory) = (format!("rf-w-{tag}"), format!("rf-mallory-{tag}"));
     let mut users = BrokerUsers(Vec::new());
-    users.add(&worker, "worker-secret");
-    users.add(&mallory, "mallory-secret");
+    let prefix = w.topology.prefix().to_string();
+    users.add(&worker, "worker-secret", &prefix);
+    users.add(&mallory, "mallory-secret", &prefix);
     let c = w.start_coordinator("coordinator", &[("RENDERFLEET_RESULTS__VERIFY_SENDER", "true")]).await;
     let worker_url = url(&worker, "worker-secret");
     w.start_worker(&worker, &[("AMQP_URL", worker_url.as_str()), ("RENDERFLEET_WORKER_ID", worker.as_str())]);
