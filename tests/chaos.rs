@@ -77,15 +77,17 @@ enum Fault {
     KillWorker,
     FreezeWorker,
     KillCoordinator,
+    FreezeCoordinator,
     CloseBrokerConnections,
     TerminateDatabaseBackends,
     RefuseDatabase,
 }
 
-const FAULTS: [Fault; 6] = [
+const FAULTS: [Fault; 7] = [
     Fault::KillWorker,
     Fault::FreezeWorker,
     Fault::KillCoordinator,
+    Fault::FreezeCoordinator,
     Fault::CloseBrokerConnections,
     Fault::TerminateDatabaseBackends,
     Fault::RefuseDatabase,
@@ -190,6 +192,13 @@ async fn the_fleet_keeps_its_promises_under_chaos() {
                 let c = w.spawn_coordinator(COORDINATORS[slot], &coordinator_env());
                 urls.lock().unwrap()[slot] = c.url.clone();
                 coords[slot] = c;
+            }
+            Fault::FreezeCoordinator => {
+                // Its prefetched results and heartbeats wait unread meanwhile.
+                let name = COORDINATORS[rng.below(2) as usize];
+                w.signal(name, Signal::SIGSTOP);
+                tokio::time::sleep(FREEZE).await;
+                w.signal(name, Signal::SIGCONT);
             }
             Fault::CloseBrokerConnections => {
                 let closed = close_broker_connections(w.topology.prefix());

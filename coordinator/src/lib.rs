@@ -32,8 +32,8 @@ pub struct AppState {
     pub metrics: PrometheusHandle,
     /// Distinguishes coordinators sharing a broker (consumer tags, logs).
     pub instance: String,
-    /// How long the result consumer has been reading heartbeats without a gap: the
-    /// recovery sweeper judges no attempt lost on silence it could not have heard.
+    /// Up to when the result consumer had read every heartbeat: the recovery sweeper
+    /// judges no attempt lost on silence it could not have heard.
     pub evidence: Arc<recovery::Evidence>,
     /// Wakes the rollout reconciler: a run of a render request ended.
     pub rollout_kick: Arc<tokio::sync::Notify>,
@@ -54,6 +54,7 @@ impl AppState {
             retry: &self.config.retry,
             heartbeat_timeout: self.config.recovery.heartbeat_timeout,
             defaults: self.node_defaults(),
+            verified_senders: self.config.results.verify_sender,
         }
     }
 }

@@ -161,7 +161,7 @@ async fn database(n: usize) -> anyhow::Result<(f64, f64, f64, f64)> {
         timeout: Duration::from_secs(60),
         max_timeout: Duration::from_secs(3600),
     };
-    let policy = apply::Policy { retry: &retry, heartbeat_timeout: Duration::from_secs(30), defaults };
+    let policy = apply::Policy { retry: &retry, heartbeat_timeout: Duration::from_secs(30), defaults, verified_senders: false };
     let mut busy = Duration::ZERO;
     let mut client = pool.get().await?;
     for (hop, id) in ids.into_iter().enumerate() {

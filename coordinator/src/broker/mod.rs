@@ -32,8 +32,6 @@ pub async fn supervise(state: AppState, first: Connection, cancel: CancellationT
         async move {
             let result = session(&state, &conn, &cancel).await;
             state.broker_up.store(false, Ordering::Relaxed);
-            // Heartbeats keep arriving in the queue while nobody here reads them.
-            state.evidence.deaf();
             result
         }
     })

@@ -76,17 +76,18 @@ WHERE o.sent_at IS NULL AND o.not_before <= now() AND (o.claimed_until IS NULL O
 ORDER BY o.not_before, o.id LIMIT $1 FOR UPDATE OF o SKIP LOCKED";
 
 /// $1 ids.
-pub const MARK_SENT: &str = "UPDATE outbox SET sent_at = now() WHERE id = ANY($1)";
+pub const MARK_SENT: &str = "UPDATE outbox SET sent_at = clock_timestamp() WHERE id = ANY($1)";
 
 /// [`MARK_SENT`] for the hot path, committed asynchronously: losing it in a database crash
 /// only re-publishes the rows when their lease ends, which the result consumer ignores, and
 /// it keeps this bookkeeping commit from queueing behind the hop transactions' WAL flushes.
 pub const MARK_SENT_LAZY: &str = "
 WITH lazy AS (SELECT set_config('synchronous_commit', 'off', true))
-UPDATE outbox SET sent_at = now() FROM lazy WHERE id = ANY($1)";
+UPDATE outbox SET sent_at = clock_timestamp() FROM lazy WHERE id = ANY($1)";
 
 /// Holds rows $1 back for $2 seconds and drops their lease (the broker refused them).
-pub const DEFER: &str = "UPDATE outbox SET not_before = now() + make_interval(secs => $2), claimed_until = NULL WHERE id = ANY($1)";
+pub const DEFER: &str =
+    "UPDATE outbox SET not_before = clock_timestamp() + make_interval(secs => $2), claimed_until = NULL WHERE id = ANY($1)";
 
 /// Seconds until the next unsent row is due (negative when overdue), or NULL.
 pub const NEXT_DUE: &str = "
@@ -246,12 +247,12 @@ VALUES ($1, $2, $3, $4, $5, $6, $7, now())
 ON CONFLICT (id) DO UPDATE SET host = EXCLUDED.host, version = EXCLUDED.version, modules = EXCLUDED.modules,
   concurrency = EXCLUDED.concurrency, running = EXCLUDED.running, status = EXCLUDED.status, last_seen = now()";
 
-/// Refreshes the heartbeat of attempts in hand of worker $3 (only its own: the one whose
-/// start was recorded last). $1 node_run ids, $2 attempts.
+/// Refreshes the heartbeat of attempts in hand. $1 node_run ids, $2 attempts; $3 the
+/// worker when senders are verified: then only its own (whose start it reported) count.
 pub const TOUCH_RUNNING: &str = "
 UPDATE node_runs n SET heartbeat_at = now()
 FROM unnest($1::uuid[], $2::int4[]) AS t(id, attempt)
-WHERE n.id = t.id AND n.attempt = t.attempt AND n.status = 'running' AND n.worker_id = $3";
+WHERE n.id = t.id AND n.attempt = t.attempt AND n.status = 'running' AND ($3::text IS NULL OR n.worker_id = $3)";
 
 /// Running attempts whose worker went quiet for more than $1 seconds.
 pub const FIND_LOST: &str = "
@@ -535,6 +536,10 @@ WITH s AS (
 UPDATE node_runs n SET status = 'skipped', error = jsonb_build_object('kind', 'cancelled', 'message', $2::text)
 FROM s WHERE n.id = s.id
 RETURNING n.id, n.attempt, s.was = 'queued' AS queued";
+
+/// The running attempts of run $1: a cancel withdraws them too (a redelivery after their
+/// worker died must not start them again).
+pub const RUNNING_ATTEMPTS: &str = "SELECT id, attempt FROM node_runs WHERE run_id = $1 AND status = 'running'";
 
 /// Deletes the unsent outbox rows of run $1 (cancelled): tasks waiting for a retry backoff
 /// or a publisher are never sent.

@@ -56,13 +56,10 @@ pub async fn cancel(state: &AppState, id: Uuid, reason: &str) -> Result<bool, Op
         drop(client); // `refuse` takes a connection of its own
         return Err(refuse(state, id, "only a running run can be cancelled").await);
     }
-    let withdrawn: Vec<TaskRef> = tx
-        .query(sql::SKIP_FOR_CANCEL, &[&id, &reason])
-        .await?
-        .iter()
-        .filter(|r| r.get::<_, bool>("queued"))
-        .map(|r| TaskRef { node_run_id: r.get("id"), attempt: r.get::<_, i32>("attempt") as u32 })
-        .collect();
+    let task = |r: &tokio_postgres::Row| TaskRef { node_run_id: r.get("id"), attempt: r.get::<_, i32>("attempt") as u32 };
+    let mut withdrawn: Vec<TaskRef> = tx.query(sql::RUNNING_ATTEMPTS, &[&id]).await?.iter().map(task).collect();
+    let skipped = tx.query(sql::SKIP_FOR_CANCEL, &[&id, &reason]).await?;
+    withdrawn.extend(skipped.iter().filter(|r| r.get::<_, bool>("queued")).map(task));
     tx.execute(sql::WITHDRAW_UNSENT, &[&id]).await?;
     tx.commit().await?;
     drop(client); // not held while waiting for the broker

@@ -6,9 +6,9 @@
 //! Silence is only evidence when the coordinator could have heard: heartbeats travel in
 //! the results queue, so while the result consumer cannot store what it reads (a database
 //! outage), is disconnected, or has a backlog, a quiet attempt may be one whose heartbeats
-//! (or even its result) are waiting in that queue. [`Evidence`] tracks how long the
-//! consumer has been reading without a gap, and nothing is judged lost until that is a
-//! whole heartbeat timeout.
+//! (or even its result) are waiting in that queue. [`Evidence`] tracks up to when the
+//! consumer had read everything, and an attempt is judged lost only when its last heartbeat
+//! is a whole timeout older than that.
 
 use crate::db::{sql, DbError};
 use crate::results::{apply, record_effects};
@@ -20,44 +20,27 @@ use std::time::{Duration, Instant};
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
-/// Whether this coordinator has been reading the workers' heartbeats, and since when.
-/// Starts deaf: heartbeats queued while no coordinator ran must be applied first.
-#[derive(Debug)]
-pub struct Evidence(Mutex<Hearing>);
-
-#[derive(Debug, Clone, Copy)]
-enum Hearing {
-    Deaf,
-    Since(Instant),
-}
-
-impl Default for Evidence {
-    fn default() -> Self {
-        Evidence(Mutex::new(Hearing::Deaf))
-    }
-}
+/// Up to when this coordinator had read and stored everything the workers sent: the
+/// moment it had taken a batch that, once stored, left nothing waiting, or the moment it had
+/// waited a while and nothing arrived. It does not move while results cannot be stored (an
+/// outage), while a batch is stuck, while the broker session is down, or while full batches
+/// say more is waiting. Unknown until the consumer first catches up: heartbeats queued
+/// while no coordinator ran are read first.
+#[derive(Debug, Default)]
+pub struct Evidence(Mutex<Option<Instant>>);
 
 impl Evidence {
-    /// The result consumer cannot keep up with or store what the workers send (a full
-    /// batch, a failed commit, a lost broker session).
-    pub fn deaf(&self) {
-        *self.0.lock().expect("evidence") = Hearing::Deaf;
-    }
-
-    /// The result consumer is consuming and has stored everything it took.
-    pub fn hearing(&self) {
-        let mut h = self.0.lock().expect("evidence");
-        if let Hearing::Deaf = *h {
-            *h = Hearing::Since(Instant::now());
+    /// Everything sent before `at` has been stored.
+    pub fn caught_up(&self, at: Instant) {
+        let mut last = self.0.lock().expect("evidence");
+        if last.is_none_or(|t| t < at) {
+            *last = Some(at);
         }
     }
 
-    /// How long heartbeats have been read without a gap; `None` while they cannot be.
-    pub fn heard_for(&self) -> Option<Duration> {
-        match *self.0.lock().expect("evidence") {
-            Hearing::Deaf => None,
-            Hearing::Since(t) => Some(t.elapsed()),
-        }
+    /// How long ago that was; `None` before the first time.
+    pub fn behind(&self) -> Option<Duration> {
+        self.0.lock().expect("evidence").map(|t| t.elapsed())
     }
 }
 
@@ -83,16 +66,15 @@ pub async fn run(state: AppState, cancel: CancellationToken) {
 /// One pass; returns how many attempts were declared lost.
 pub async fn sweep(state: &AppState) -> Result<usize, DbError> {
     let timeout = state.config.recovery.heartbeat_timeout;
-    match state.evidence.heard_for() {
-        Some(heard) if heard >= timeout => {}
-        heard => {
-            tracing::debug!(?heard, "heartbeats not read for a whole timeout yet (start-up, backlog or outage): judging nothing");
-            return Ok(0);
-        }
-    }
+    // An attempt is quiet for `timeout` only as far as the results were read: its last
+    // heartbeat must be older than the timeout before the moment everything had been read.
+    let Some(behind) = state.evidence.behind() else {
+        tracing::debug!("the result consumer has not caught up yet: judging nothing");
+        return Ok(0);
+    };
     let mut client = state.pool.get().await?;
     let tx = client.transaction().await?;
-    let rows = tx.query(sql::FIND_LOST, &[&timeout.as_secs_f64()]).await?;
+    let rows = tx.query(sql::FIND_LOST, &[&(timeout + behind).as_secs_f64()]).await?;
     let now_us = Utc::now().timestamp_micros();
     let lost: Vec<ResultBody> = rows
         .iter()

@@ -53,6 +53,9 @@ pub struct Policy<'a> {
     pub heartbeat_timeout: Duration,
     /// For planning legacy fallbacks.
     pub defaults: NodeDefaults,
+    /// Senders are verified (`results.verify_sender`): a heartbeat refreshes only the
+    /// attempts whose start its worker reported.
+    pub verified_senders: bool,
 }
 
 /// Applies `messages` inside `tx`: starts, then failures, then every success at once, then
@@ -109,7 +112,7 @@ pub async fn apply(tx: &Transaction<'_>, messages: &[ResultBody], policy: Policy
         succeeded(tx, &successes, &mut fx).await?;
     }
     for h in heartbeats.values() {
-        heartbeat(tx, h).await?;
+        heartbeat(tx, h, policy.verified_senders).await?;
     }
     Ok(fx)
 }
@@ -128,7 +131,7 @@ async fn started(tx: &Transaction<'_>, s: &Started, fx: &mut Effects) -> Result<
     Ok(())
 }
 
-async fn heartbeat(tx: &Transaction<'_>, h: &WorkerHeartbeat) -> Result<(), DbError> {
+async fn heartbeat(tx: &Transaction<'_>, h: &WorkerHeartbeat, verified: bool) -> Result<(), DbError> {
     let stmt = tx.prepare_cached(sql::UPSERT_WORKER).await?;
     let running = h.running.len() as i32;
     tx.execute(&stmt, &[&h.worker_id, &h.host, &h.version, &h.modules, &(h.concurrency as i32), &running, &h.status.as_str()]).await?;
@@ -136,7 +139,8 @@ async fn heartbeat(tx: &Transaction<'_>, h: &WorkerHeartbeat) -> Result<(), DbEr
         let ids: Vec<Uuid> = h.running.iter().map(|t| t.node_run_id).collect();
         let attempts: Vec<i32> = h.running.iter().map(|t| t.attempt as i32).collect();
         let stmt = tx.prepare_cached(sql::TOUCH_RUNNING).await?;
-        tx.execute(&stmt, &[&ids, &attempts, &h.worker_id]).await?;
+        let only_own = verified.then_some(h.worker_id.as_str());
+        tx.execute(&stmt, &[&ids, &attempts, &only_own]).await?;
     }
     Ok(())
 }

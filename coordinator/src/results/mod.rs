@@ -21,6 +21,9 @@ use tokio_util::sync::CancellationToken;
 
 pub use apply::Effects;
 
+/// A consumer that waited this long for a result has read everything there was.
+const IDLE: Duration = Duration::from_millis(500);
+
 /// Consumes `queue` until `cancel` or a broker error.
 pub async fn consume_loop(
     state: AppState,
@@ -34,12 +37,17 @@ pub async fn consume_loop(
     let mut consumer =
         channel.basic_consume(queue.as_str().into(), tag.as_str().into(), BasicConsumeOptions::default(), FieldTable::default()).await?;
     let batch_max = state.config.results.batch_max;
-    // Consuming with nothing waiting is hearing everything there is; a lost session makes
-    // the evidence deaf again (see `broker::session`).
-    state.evidence.hearing();
     loop {
         let first = tokio::select! {
-            d = consumer.next() => d,
+            d = tokio::time::timeout(IDLE, consumer.next()) => match d {
+                Ok(d) => d,
+                Err(_) => {
+                    // Nothing arrived for a while, and all that did is stored.
+                    let now = std::time::Instant::now();
+                    state.evidence.caught_up(now.checked_sub(IDLE).unwrap_or(now));
+                    continue;
+                }
+            },
             _ = cancel.cancelled() => return Ok(()),
         };
         let Some(first) = first else { return Err(SessionError::Closed("the results consumer was cancelled by the broker")) };
@@ -50,11 +58,10 @@ pub async fn consume_loop(
                 _ => break,
             }
         }
-        // A full batch means more are waiting: heartbeats among them are not read yet.
-        let behind = deliveries.len() >= batch_max;
-        if behind {
-            state.evidence.deaf();
-        }
+        // Nothing else was waiting when this batch was cut, unless it is full: once it is
+        // stored, everything sent before now has been read (see `recovery::Evidence`).
+        let collected = std::time::Instant::now();
+        let caught_up = deliveries.len() < batch_max;
 
         let mut bodies = Vec::with_capacity(deliveries.len());
         let mut good = Vec::with_capacity(deliveries.len());
@@ -71,6 +78,9 @@ pub async fn consume_loop(
             }
         }
         if bodies.is_empty() {
+            if caught_up {
+                state.evidence.caught_up(collected);
+            }
             continue;
         }
         match apply_until_committed(&state, &bodies, &cancel).await {
@@ -79,8 +89,8 @@ pub async fn consume_loop(
                 // The ready tasks first: the acks are not on the next node's path.
                 finish(&state, fx, bodies.len());
                 ack_all(&good).await?;
-                if !behind {
-                    state.evidence.hearing();
+                if caught_up {
+                    state.evidence.caught_up(collected);
                 }
             }
             // One result the database refuses (say, a NUL byte in its text) must not hold back
@@ -102,6 +112,9 @@ pub async fn consume_loop(
                             dead_letter(&dead_channel, &dead_exchange, &d, &reason, "coordinator").await?;
                         }
                     }
+                }
+                if caught_up {
+                    state.evidence.caught_up(collected);
                 }
             }
         }
@@ -187,8 +200,7 @@ async fn apply_until_committed(state: &AppState, bodies: &[ResultBody], cancel: 
             Err(e) if e.is_transient() => tracing::debug!(error = %e, "result batch conflicted; retrying"),
             Err(e) if e.is_refused_data() => return Some(Err(e)),
             Err(e) => {
-                // What is waiting (heartbeats, results) cannot be stored: silence proves nothing.
-                state.evidence.deaf();
+                // Meanwhile the evidence does not move: silence proves nothing.
                 tracing::warn!(error = %e, batch = bodies.len(), "applying results failed; retrying");
                 tokio::select! {
                     _ = tokio::time::sleep(delay) => {}

@@ -17,8 +17,8 @@ pub(crate) struct Completer {
     pub(crate) exchange: String,
     /// The broker user this worker connects as, sent as each message's `user_id`: the
     /// broker refuses a `user_id` that is not the connection's own, so the coordinator can
-    /// trust it to say who reported (`results.verify_sender`).
-    pub(crate) user_id: String,
+    /// trust it to say who reported (`results.verify_sender`). None: not sent.
+    pub(crate) user_id: Option<String>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -89,10 +89,10 @@ impl Completer {
 
     async fn publish(&self, channel: &Channel, body: ResultBody) -> Result<lapin::PublisherConfirm, lapin::Error> {
         let payload = wire::encode(&ResultMessage { v: WIRE_VERSION, body });
-        let props = BasicProperties::default()
-            .with_delivery_mode(2)
-            .with_content_type(CONTENT_TYPE.into())
-            .with_user_id(self.user_id.as_str().into());
+        let mut props = BasicProperties::default().with_delivery_mode(2).with_content_type(CONTENT_TYPE.into());
+        if let Some(user) = &self.user_id {
+            props = props.with_user_id(user.as_str().into());
+        }
         channel
             .basic_publish(
                 self.exchange.as_str().into(),

@@ -238,9 +238,16 @@ async fn session(worker: &Arc<Worker>, conn: &Connection, shutdown: &Cancellatio
     Ok(())
 }
 
-/// The user name of an AMQP URL (RabbitMQ's default, `guest`, when it names none).
-fn broker_user(url: &str) -> String {
-    url.parse::<lapin::uri::AMQPUri>().map(|u| u.authority.userinfo.username).unwrap_or_else(|_| "guest".into())
+/// The user this worker authenticates as with a password (the URL's, RabbitMQ's `guest`
+/// when it names none); `None` for other mechanisms (EXTERNAL, a client certificate), where
+/// the broker's idea of the user may differ and a wrong `user_id` would close the channel.
+fn broker_user(url: &str) -> Option<String> {
+    use lapin::uri::SASLMechanism;
+    let uri = url.parse::<lapin::uri::AMQPUri>().ok()?;
+    match uri.query.auth_mechanism {
+        None | Some(SASLMechanism::Plain) | Some(SASLMechanism::AMQPlain) => Some(uri.authority.userinfo.username),
+        Some(_) => None,
+    }
 }
 
 /// Cancels every attempt in hand for `reason`; returns how many.
@@ -296,21 +303,23 @@ async fn handle(worker: Arc<Worker>, completer: Completer, results: mpsc::Sender
         }
     };
     let Some(module) = worker.modules.get(&task.module_key).cloned() else {
-        let reason =
-            format!("task for module `{}` arrived on queue `{}`, which this worker does not serve", task.module_key, d.routing_key);
+        let reason = format!(
+            "task for module `{}` arrived with routing key `{}` (exchange `{}`), and this worker does not serve that module; a task's routing key must be its module, as the coordinator publishes them: find what else publishes there",
+            task.module_key, d.routing_key, d.exchange
+        );
         let task_ref = TaskRef { node_run_id: task.node_run_id, attempt: task.attempt };
         return reject(&worker, &completer, &d, ErrorKind::Unsupported, &reason, Some(task_ref)).await;
     };
     let span = tracing::info_span!("task", run_id = %task.run_id, node_id = %task.node_id, attempt = task.attempt);
     let task_ref = TaskRef { node_run_id: task.node_run_id, attempt: task.attempt };
-    if d.redelivered {
-        return redelivered(&worker, &completer, &d, task_ref).await;
-    }
     if worker.withdrawn.contains(&task_ref) {
         metrics::counter!(m::WORKER_TASKS_TOTAL, "module" => module.key(), "outcome" => "withdrawn").increment(1);
         tracing::info!(parent: &span, "task withdrawn by the run's cancellation; not started");
         let _ = d.acker.ack(Default::default()).await;
         return;
+    }
+    if d.redelivered {
+        return redelivered(&worker, &completer, &d, task_ref).await;
     }
 
     let cancel = CancellationToken::new();
@@ -347,7 +356,11 @@ async fn handle(worker: Arc<Worker>, completer: Completer, results: mpsc::Sender
         Executed::Requeue => {
             metrics::counter!(m::WORKER_TASKS_TOTAL, "module" => module.key(), "outcome" => "requeued").increment(1);
             tracing::info!(parent: &span, "task handed back to the queue");
-            let _ = d.acker.nack(BasicNackOptions { requeue: true, multiple: false }).await;
+            // On purpose (shutdown past its grace): not a delivery that killed a worker, so
+            // it goes back with its count unchanged rather than as a redelivery.
+            if !send_back(&completer, &d, deliveries(&d)).await {
+                let _ = d.acker.nack(BasicNackOptions { requeue: true, multiple: false }).await;
+            }
             return;
         }
         Executed::Report(o) => o,
@@ -409,25 +422,28 @@ async fn redelivered(worker: &Worker, completer: &Completer, d: &Delivery, task:
         metrics::counter!(m::WORKER_TASKS_TOTAL, "module" => "any", "outcome" => "poison").increment(1);
         return reject(worker, completer, d, ErrorKind::Poison, &reason, Some(task)).await;
     }
+    if send_back(completer, d, n).await {
+        tracing::info!(node_run_id = %task.node_run_id, attempt = task.attempt, deliveries = n, "redelivered task sent back with its count");
+    } else {
+        tracing::warn!("could not send a redelivered task back with its count; the broker keeps the original");
+        let _ = d.acker.nack(BasicNackOptions { requeue: true, multiple: false }).await;
+    }
+}
+
+/// Puts a copy of task `d` at the end of its queue with delivery count `n`, and acks the
+/// original once the broker has confirmed the copy (routed: `mandatory`). False when the
+/// copy was not taken; the caller then hands the original back.
+async fn send_back(completer: &Completer, d: &Delivery, n: u32) -> bool {
     let mut headers = d.properties.headers().clone().unwrap_or_default();
     headers.insert(renderfleet_shared::topology::DELIVERIES_HEADER.into(), AMQPValue::LongUInt(n));
     let props = d.properties.clone().with_headers(headers);
+    let options = BasicPublishOptions { mandatory: true, immediate: false };
     let sent = async {
-        completer
-            .channel
-            .basic_publish(d.exchange.as_str().into(), d.routing_key.as_str().into(), BasicPublishOptions::default(), &d.data, props)
-            .await?
-            .await
+        completer.channel.basic_publish(d.exchange.as_str().into(), d.routing_key.as_str().into(), options, &d.data, props).await?.await
     };
-    match sent.await {
-        Ok(c) if c.is_ack() => {
-            tracing::info!(node_run_id = %task.node_run_id, attempt = task.attempt, deliveries = n, "redelivered task sent back with its count");
-            let _ = d.acker.ack(Default::default()).await;
-        }
-        outcome => {
-            tracing::warn!(?outcome, "could not send a redelivered task back with its count; the broker keeps the original");
-            let _ = d.acker.nack(BasicNackOptions { requeue: true, multiple: false }).await;
-        }
+    match tokio::time::timeout(std::time::Duration::from_secs(30), sent).await {
+        Ok(Ok(lapin::Confirmation::Ack(None))) => d.acker.ack(Default::default()).await.is_ok(),
+        _ => false,
     }
 }
 

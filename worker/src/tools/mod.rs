@@ -131,22 +131,33 @@ fn command(program: &str) -> std::io::Result<tokio::process::Command> {
     })
 }
 
-/// `program` as given when it names a file, else its first match on `PATH`.
+/// `program` as given (made absolute: tools run in a scratch directory) when it names a
+/// file, else its first match on `PATH`.
 fn find(program: &str) -> Option<PathBuf> {
     if program.contains('/') {
-        return Path::new(program).is_file().then(|| PathBuf::from(program));
+        return std::path::absolute(program).ok().filter(|p| p.is_file());
     }
     std::env::split_paths(&std::env::var_os("PATH")?).map(|dir| dir.join(program)).find(|p| p.is_file())
 }
 
-/// util-linux's setpriv, looked up once; a warning when it is missing.
+/// util-linux's setpriv when it can set a parent-death signal (2.33 and later), looked up
+/// once; a warning when it cannot.
 fn setpriv() -> Option<&'static Path> {
     static SETPRIV: std::sync::OnceLock<Option<PathBuf>> = std::sync::OnceLock::new();
     SETPRIV
         .get_or_init(|| {
-            let found = find("setpriv");
+            let works = |p: &PathBuf| {
+                std::process::Command::new(p)
+                    .args(["--pdeathsig", "KILL", "--", "true"])
+                    .stdin(Stdio::null())
+                    .stdout(Stdio::null())
+                    .stderr(Stdio::null())
+                    .status()
+                    .is_ok_and(|s| s.success())
+            };
+            let found = find("setpriv").filter(works);
             if found.is_none() {
-                tracing::warn!("setpriv (util-linux) not found: tools will outlive a SIGKILLed worker; install util-linux");
+                tracing::warn!("no setpriv with --pdeathsig (util-linux 2.33+): tools will outlive a SIGKILLed worker; install util-linux");
             }
             found
         })
