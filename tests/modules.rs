@@ -430,6 +430,30 @@ async fn a_worker_binds_only_the_modules_its_host_can_run() {
     for m in ["blender_still", "blender_turntable", "blender_blend", "legacy_render"] {
         assert!(!modules.iter().any(|x| x == m), "{m} bound without Blender: {modules:?}");
     }
+    // Without cascadio (resp. ffmpeg) only the modules that need it are left out, and the
+    // log says how to install it.
+    w.start_render_worker("no-cascadio", "auto", &[("RENDERFLEET_TOOLS__PYTHON", "/nonexistent/python")]);
+    w.start_render_worker("no-ffmpeg", "auto", &[("RENDERFLEET_TOOLS__FFMPEG", "/nonexistent/ffmpeg")]);
+    let everywhere = ["cad_resolve", "metadata", "materials", "publish", "compare", "noop", "sleep", "fail"];
+    for (worker, needs_it, fix) in [
+        ("no-cascadio", ["glb_export", "legacy_render"], "pip install cascadio"),
+        ("no-ffmpeg", ["video_encode", "legacy_render"], "apt-get install ffmpeg"),
+    ] {
+        let modules: Vec<String> = renderfleet_tests::wait_until(&format!("{worker}'s heartbeat"), Duration::from_secs(60), || async {
+            let db = w.db().await;
+            db.query_opt("SELECT modules FROM workers WHERE id = $1", &[&worker]).await.ok().flatten().map(|r| r.get(0))
+        })
+        .await;
+        for m in needs_it {
+            assert!(!modules.iter().any(|x| x == m), "{worker} bound {m}: {modules:?}");
+        }
+        let others = ["blender_still", "blender_turntable", "blender_blend", "glb_export", "video_encode"];
+        for m in everywhere.iter().chain(&others).filter(|m| !needs_it.contains(m)) {
+            assert!(modules.iter().any(|x| x == m), "{worker} left out {m}, which does not need the missing tool: {modules:?}");
+        }
+        let log = w.log(worker);
+        assert!(log.contains("module left out") && log.contains(fix), "{worker}'s log does not say how to install the tool: {log}");
+    }
     // Asked for explicitly, a module the host cannot run stops start-up with the fix.
     w.start_render_worker("insists", "blender_still", &[("RENDERFLEET_TOOLS__BLENDER", "/nonexistent/blender")]);
     let status = w.wait_exit("insists", Duration::from_secs(60)).await;

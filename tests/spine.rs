@@ -8,6 +8,7 @@ use nix::sys::signal::Signal;
 use renderfleet_shared::wire::{self, Finished, Outcome, ResultBody, ResultMessage, TaskMessage, WIRE_VERSION};
 use renderfleet_tests::{metric, node, wait_until, World};
 use serde_json::{json, Value};
+use std::collections::BTreeSet;
 use std::time::Duration;
 use uuid::Uuid;
 
@@ -493,36 +494,121 @@ async fn a_task_from_a_newer_version_fails_its_node_instead_of_hanging() {
     assert_eq!(w.queue_depth(&w.topology.dead_queue()).await, 1, "the message is kept for inspection");
 }
 
+/// The refused result arrives inside a batch of good ones: in the same message (a coalesced
+/// `FinishedBatch`) and beside two other messages, read as one batch. The good ones are
+/// applied, the refused one fails its node with PostgreSQL's own reason, and its message is
+/// dead-lettered.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_result_the_database_refuses_fails_its_node_without_blocking_the_others() {
     let mut w = World::new("refused_result").await;
     let c = w.start_coordinator("coordinator", &[]).await;
-    let id = w.submit(&c, json!({"nodes":[{"id":"a","type":"util.noop"}]})).await;
-    let other = w.submit(&c, json!({"nodes":[{"id":"b","type":"util.noop"}]})).await;
-    let run = w.get_run(&c, id).await;
-    let a: Uuid = node(&run, "a").unwrap()["node_run_id"].as_str().unwrap().parse().unwrap();
-    // PostgreSQL refuses a NUL character in jsonb text: no retry can store this result.
-    let poison = ResultMessage {
-        v: WIRE_VERSION,
-        body: ResultBody::Finished(Finished {
-            node_run_id: a,
-            attempt: 1,
-            worker_id: "impostor".into(),
-            started_at_us: 1,
-            finished_at_us: 2,
-            outcome: Outcome::Succeeded { outputs: json!({"text": "nul\u{0}here"}) },
-        }),
+    let one = |id: &str| json!({"nodes":[{"id": id, "type":"util.noop"}]});
+    let id = w.submit(&c, one("a")).await;
+    let mut goods = Vec::new();
+    for _ in 0..5 {
+        goods.push(w.submit(&c, one("g")).await);
+    }
+    let other = w.submit(&c, one("b")).await;
+    let node_run = |run: Value, n: &str| -> Uuid { node(&run, n).unwrap()["node_run_id"].as_str().unwrap().parse().unwrap() };
+    let a = node_run(w.get_run(&c, id).await, "a");
+    let mut g = Vec::new();
+    for r in &goods {
+        g.push(node_run(w.get_run(&c, *r).await, "g"));
+    }
+    let end = |i: usize, node_run_id: Uuid, outputs: Value| Finished {
+        node_run_id,
+        attempt: 1,
+        worker_id: format!("impostor-{i}"),
+        started_at_us: 1,
+        finished_at_us: 2,
+        outcome: Outcome::Succeeded { outputs },
     };
-    w.publish_raw(&w.topology.results_exchange(), "", &wire::encode(&poison)).await;
+    let good = |i: usize| end(i, g[i], json!({"good": i}));
+    let message = |body: ResultBody| wire::encode(&ResultMessage { v: WIRE_VERSION, body });
+    // PostgreSQL refuses a NUL character in jsonb text: no retry can store this result.
+    let mixed = message(ResultBody::FinishedBatch(vec![good(1), end(9, a, json!({"text": "nul\u{0}here"})), good(2)]));
+
+    // To read the messages as one batch, the consumer is held up while they arrive: the
+    // database is away, so it is stuck retrying a batch of one (good 0).
+    w.database_outage().await;
+    let results = w.topology.results_exchange();
+    w.publish_raw(&results, "", &message(ResultBody::Finished(good(0)))).await;
+    let deadline = std::time::Instant::now() + LONG;
+    while !plain(&w.log("coordinator")).contains("applying results failed; retrying") {
+        assert!(std::time::Instant::now() < deadline, "the coordinator never tried to apply the first result");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    for bytes in [message(ResultBody::Finished(good(3))), mixed.clone(), message(ResultBody::Finished(good(4)))] {
+        w.publish_raw(&results, "", &bytes).await;
+    }
+    let queue = w.topology.results_queue();
+    wait_until("the results to be delivered to the coordinator", LONG, || async { (w.queue_depth(&queue).await == 0).then_some(()) }).await;
+    w.database_back().await;
+
     let dead = w.topology.dead_queue();
     wait_until("the refused result to be dead-lettered", LONG, || async { (w.queue_depth(&dead).await == 1).then_some(()) }).await;
+    // The three messages were one batch, which the database refused as a whole.
+    let log = plain(&w.log("coordinator"));
+    let at = log.find("the database refused a result batch").unwrap_or_else(|| panic!("no refused batch in the log:\n{log}"));
+    let batch: String = log[at..].split("batch=").nth(1).unwrap_or("").chars().take_while(char::is_ascii_digit).collect();
+    assert_eq!(batch, "3", "the refused result was not read in one batch with the good ones: {}", &log[at..]);
+    // PostgreSQL's reason (SQLSTATE 22P05): the NUL escape cannot be stored as text.
+    let pg_reason = ["unsupported Unicode escape sequence", "cannot be converted to text"];
+
     let run = w.wait_run(&c, id, LONG).await;
     assert_eq!(run["status"], "failed", "{run:#}");
-    let msg = node(&run, "a").unwrap()["error"]["message"].as_str().unwrap().to_string();
+    let a_node = node(&run, "a").unwrap();
+    assert_eq!(a_node["status"], "failed");
+    let msg = a_node["error"]["message"].as_str().unwrap().to_string();
     assert!(msg.contains("could not be stored") && msg.contains("dead-letter"), "{msg}");
+    assert!(pg_reason.iter().all(|r| msg.contains(r)), "the node's error lacks the database's reason: {msg}");
+    assert_eq!(a_node["outputs"], Value::Null, "nothing of the refused result was stored: {a_node:#}");
+    for (i, r) in goods.iter().enumerate() {
+        let run = w.wait_run(&c, *r, LONG).await;
+        assert_eq!(run["status"], "succeeded", "good result {i} of the batch was not applied: {run:#}");
+        assert_eq!(node(&run, "g").unwrap()["outputs"], json!({"good": i}));
+    }
+
+    // The dead letter is the mixed message, with the database's reason.
+    let conn = w.amqp().await;
+    let ch = conn.create_channel().await.unwrap();
+    let got = ch.basic_get(dead.as_str().into(), lapin::options::BasicGetOptions { no_ack: true }).await.unwrap().expect("a dead letter");
+    assert_eq!(got.delivery.data, mixed);
+    let reason = dead_letter_reason(&got.delivery);
+    assert!(reason.contains("result refused by the database") && pg_reason.iter().all(|r| reason.contains(r)), "{reason}");
+    let _ = conn.close(200, "done".into()).await;
+
     // Nothing else was held back.
     w.start_worker("w1", &[]);
     assert_eq!(w.wait_run(&c, other, LONG).await["status"], "succeeded");
+}
+
+/// A process log without its colour codes.
+fn plain(log: &str) -> String {
+    let mut out = String::with_capacity(log.len());
+    let mut chars = log.chars();
+    while let Some(ch) = chars.next() {
+        if ch == '\u{1b}' {
+            // CSI: ESC [ parameters, ended by a letter
+            for c in chars.by_ref() {
+                if c.is_ascii_alphabetic() {
+                    break;
+                }
+            }
+        } else {
+            out.push(ch);
+        }
+    }
+    out
+}
+
+/// The `x-renderfleet-reason` header of a dead letter.
+fn dead_letter_reason(d: &lapin::message::Delivery) -> String {
+    let headers = d.properties.headers().clone().expect("headers");
+    match headers.inner().get(renderfleet_shared::topology::REASON_HEADER) {
+        Some(lapin::types::AMQPValue::LongString(s)) => String::from_utf8_lossy(s.as_bytes()).into_owned(),
+        other => panic!("reason header missing: {other:?}"),
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -769,4 +855,250 @@ async fn a_poison_task_is_bounded_by_its_deliveries() {
     assert!(w.alive(&format!("w{killed}")), "the worker that refused the poison lives");
     assert_eq!(w.queue_depth(&w.topology.task_queue("sleep")).await, 0);
     assert_eq!(w.queue_depth(&w.topology.dead_queue()).await, 1, "the poison message is kept for inspection");
+}
+
+/// SIGTERM with a free slot: the draining worker takes no new task (it waits in its queue
+/// until another worker starts), and it keeps heartbeating for itself and its task in hand.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_draining_worker_takes_no_new_task_and_keeps_heartbeating() {
+    let mut w = World::new("draining").await;
+    let c = w.start_coordinator("coordinator", &[]).await;
+    let interval = Duration::from_millis(300);
+    w.start_worker(
+        "draining",
+        &[("RENDERFLEET_CONCURRENCY", "2"), ("RENDERFLEET_SHUTDOWN_GRACE", "60s"), ("RENDERFLEET_HEARTBEAT_INTERVAL", "300ms")],
+    );
+    let long = w.submit(&c, json!({"nodes":[{"id":"s","type":"util.sleep","params":{"ms":8000}}]})).await;
+    w.wait_node(&c, long, "s", "running", LONG).await;
+    let db = w.db().await;
+    let state = "SELECT w.status, w.last_seen, n.status, n.worker_id, n.heartbeat_at FROM workers w, node_runs n \
+                 WHERE w.id = 'draining' AND n.run_id = $1";
+    w.signal("draining", Signal::SIGTERM);
+    let (drained_seen, drained_beat): (DateTime<Utc>, DateTime<Utc>) = wait_until("the worker to report draining", LONG, || async {
+        let r = db.query_one(state, &[&long]).await.unwrap();
+        (r.get::<_, String>(0) == "draining")
+            .then(|| (r.get(1), r.get::<_, Option<DateTime<Utc>>>(4).expect("a running task has a heartbeat")))
+    })
+    .await;
+
+    // One slot is free, but the worker is draining: the new task must wait in its queue.
+    let next = w.submit(&c, json!({"nodes":[{"id":"n","type":"util.noop"}]})).await;
+    let queue = w.topology.task_queue("noop");
+    wait_until("the new task to wait in its queue", LONG, || async { (w.queue_depth(&queue).await == 1).then_some(()) }).await;
+    let waiting = "SELECT status, worker_id FROM node_runs WHERE run_id = $1";
+    // Meanwhile the heartbeats go on: the worker's `last_seen` and its task's `heartbeat_at`
+    // take new values, at least 4 intervals past the moment it began draining.
+    let (mut seen, mut beats) = (BTreeSet::new(), BTreeSet::new());
+    let deadline = std::time::Instant::now() + LONG;
+    loop {
+        let r = db.query_one(state, &[&long]).await.unwrap();
+        let (status, last_seen, s_status, s_worker): (String, DateTime<Utc>, String, Option<String>) =
+            (r.get(0), r.get(1), r.get(2), r.get(3));
+        assert_eq!(status, "draining", "the worker stopped draining before its task ended");
+        assert_eq!((s_status.as_str(), s_worker.as_deref()), ("running", Some("draining")), "the task in hand is no longer the worker's");
+        let heartbeat_at: DateTime<Utc> = r.get::<_, Option<DateTime<Utc>>>(4).expect("a running task has a heartbeat");
+        let n = db.query_one(waiting, &[&next]).await.unwrap();
+        assert_eq!((n.get::<_, String>(0).as_str(), n.get::<_, Option<String>>(1)), ("queued", None), "the draining worker took a task");
+        seen.insert(last_seen);
+        beats.insert(heartbeat_at);
+        let past = |t: DateTime<Utc>, since: DateTime<Utc>| (t - since).to_std().unwrap_or_default() >= interval * 4;
+        if seen.len() >= 5 && beats.len() >= 5 && past(last_seen, drained_seen) && past(heartbeat_at, drained_beat) {
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "heartbeats stopped while draining: last_seen {seen:?}, heartbeat_at {beats:?}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(w.queue_depth(&queue).await, 1, "the new task is still in its queue");
+    assert!(w.alive("draining"));
+
+    // A worker started now takes it; the draining one finishes its own task and exits.
+    w.start_worker("fresh", &[]);
+    let run = w.wait_run(&c, next, LONG).await;
+    assert_eq!(run["status"], "succeeded", "{run:#}");
+    let n = node(&run, "n").unwrap();
+    assert_eq!(n["worker_id"], "fresh");
+    assert_eq!(n["attempts"].as_array().unwrap().len(), 1, "{n:#}");
+    let run = w.wait_run(&c, long, LONG).await;
+    assert_eq!(run["status"], "succeeded", "{run:#}");
+    let s = node(&run, "s").unwrap();
+    assert_eq!((s["worker_id"].as_str(), s["attempt"].as_i64()), (Some("draining"), Some(1)), "{s:#}");
+    let status = w.wait_exit("draining", LONG).await;
+    assert!(status.success(), "worker exit: {status}");
+}
+
+/// A valid task for `noop` routed to the `sleep` queue, whose worker serves only `sleep`:
+/// the attempt fails naming the worker and the misrouting, and the message is dead-lettered
+/// with its reason.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_task_on_the_wrong_queue_fails_its_attempt_and_is_dead_lettered() {
+    let mut w = World::new("wrong_queue").await;
+    let c = w.start_coordinator("coordinator", &[]).await;
+    let id =
+        w.submit(&c, json!({"nodes":[{"id":"a","type":"util.noop"},{"id":"b","type":"util.noop"}],"edges":[{"from":"a","to":"b"}]})).await;
+    let run = w.get_run(&c, id).await;
+    let a: Uuid = node(&run, "a").unwrap()["node_run_id"].as_str().unwrap().parse().unwrap();
+    // The real task is taken away; a copy goes to the sleep queue instead.
+    let noop_queue = w.topology.task_queue("noop");
+    wait_until("the task to be published", LONG, || async { (w.queue_depth(&noop_queue).await == 1).then_some(()) }).await;
+    let conn = w.amqp().await;
+    conn.create_channel().await.unwrap().queue_purge(noop_queue.as_str().into(), Default::default()).await.unwrap();
+    let _ = conn.close(200, "done".into()).await;
+    let task = TaskMessage {
+        v: WIRE_VERSION,
+        run_id: id,
+        node_run_id: a,
+        node_id: "a".into(),
+        module_key: "noop".into(),
+        attempt: 1,
+        params: json!({}),
+        timeout_ms: 1000,
+        inputs: Default::default(),
+    };
+    let bytes = wire::encode(&task);
+    let sleep_queue = w.topology.task_queue("sleep");
+    w.publish_raw(&w.topology.tasks_exchange(), "sleep", &bytes).await;
+    assert_eq!(w.queue_depth(&sleep_queue).await, 1, "the routing key `sleep` leads to the sleep queue");
+    w.start_worker("w-sleep", &[("RENDERFLEET_MODULES", "sleep")]);
+
+    let run = w.wait_run(&c, id, LONG).await;
+    assert_eq!(run["status"], "failed", "{run:#}");
+    let a_node = node(&run, "a").unwrap();
+    assert_eq!(a_node["status"], "failed");
+    assert_eq!(a_node["attempt"], 1);
+    assert_eq!(a_node["error"]["kind"], "unsupported");
+    let msg = a_node["error"]["message"].as_str().unwrap();
+    assert!(msg.contains("worker `w-sleep`") && msg.contains("cannot run this task"), "the message does not name the worker: {msg}");
+    assert!(msg.contains("module `noop`") && msg.contains("routing key `sleep`"), "the message does not say what was misrouted: {msg}");
+    assert!(msg.contains("a task's routing key must be its module"), "the message gives no fix: {msg}");
+    assert_eq!(node(&run, "b").unwrap()["status"], "skipped");
+
+    let dead = w.topology.dead_queue();
+    wait_until("the message to be dead-lettered", LONG, || async { (w.queue_depth(&dead).await == 1).then_some(()) }).await;
+    let conn = w.amqp().await;
+    let ch = conn.create_channel().await.unwrap();
+    let got = ch.basic_get(dead.as_str().into(), lapin::options::BasicGetOptions { no_ack: true }).await.unwrap().expect("a dead letter");
+    assert_eq!(got.delivery.data, bytes, "the dead letter is the misrouted task");
+    let reason = dead_letter_reason(&got.delivery);
+    assert!(reason.contains("task for module `noop` arrived with routing key `sleep`"), "{reason}");
+    let _ = conn.close(200, "done".into()).await;
+    assert_eq!(w.queue_depth(&sleep_queue).await, 0);
+
+    // The worker lives on and serves its own queue.
+    assert!(w.alive("w-sleep"));
+    let id = w.submit(&c, json!({"nodes":[{"id":"s","type":"util.sleep","params":{"ms":10}}]})).await;
+    assert_eq!(w.wait_run(&c, id, LONG).await["status"], "succeeded");
+}
+
+/// Garbage on the results exchange: dead-lettered with its reason; the coordinator lives on.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_undecodable_result_is_dead_lettered_and_the_coordinator_lives_on() {
+    let mut w = World::new("garbage_result").await;
+    let c = w.start_coordinator("coordinator", &[]).await;
+    w.start_worker("w1", &[]);
+    w.publish_raw(&w.topology.results_exchange(), "", b"\xc1 not a result").await;
+    let dead = w.topology.dead_queue();
+    wait_until("the garbage to be dead-lettered", LONG, || async { (w.queue_depth(&dead).await == 1).then_some(()) }).await;
+    let conn = w.amqp().await;
+    let ch = conn.create_channel().await.unwrap();
+    let got = ch.basic_get(dead.as_str().into(), lapin::options::BasicGetOptions { no_ack: true }).await.unwrap().expect("a dead letter");
+    assert_eq!(got.delivery.data, b"\xc1 not a result");
+    let reason = dead_letter_reason(&got.delivery);
+    assert!(reason.contains("undecodable result"), "{reason}");
+    let _ = conn.close(200, "done".into()).await;
+    let dead_lettered =
+        metric(&w.http, &format!("{}/metrics", c.url), "renderfleet_dead_lettered_total", &[("source", "coordinator")]).await;
+    assert_eq!(dead_lettered, 1.0);
+
+    assert!(w.alive("coordinator"), "the coordinator survived the garbage");
+    w.wait_ready(&c).await;
+    let id =
+        w.submit(&c, json!({"nodes":[{"id":"a","type":"util.noop"},{"id":"b","type":"util.noop"}],"edges":[{"from":"a","to":"b"}]})).await;
+    assert_eq!(w.wait_run(&c, id, LONG).await["status"], "succeeded");
+}
+
+/// Retries wait `base · 2^(n−1)` after the n-th failure: with a 200 ms base, the gaps between
+/// an attempt's end and the next one's start are at least 200, 400 and 800 ms, and grow.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn retry_backoff_doubles_from_the_base() {
+    let mut w = World::new("backoff").await;
+    let base = Duration::from_millis(200);
+    let c = w.start_coordinator("coordinator", &[("RENDERFLEET_RETRY__BASE", "200ms"), ("RENDERFLEET_RETRY__MAX", "5s")]).await;
+    w.start_worker("w1", &[]);
+    let id = w.submit(&c, json!({"nodes":[{"id":"f","type":"util.fail","params":{"times":3},"max_attempts":4}]})).await;
+    let run = w.wait_run(&c, id, LONG).await;
+    assert_eq!(run["status"], "succeeded", "{run:#}");
+    let f: Uuid = node(&run, "f").unwrap()["node_run_id"].as_str().unwrap().parse().unwrap();
+    let rows = w
+        .db()
+        .await
+        .query("SELECT attempt, status, started_at, finished_at FROM node_attempts WHERE node_run_id = $1 ORDER BY attempt", &[&f])
+        .await
+        .unwrap();
+    let statuses: Vec<(i32, String)> = rows.iter().map(|r| (r.get(0), r.get(1))).collect();
+    let expected: Vec<(i32, String)> =
+        [(1, "failed"), (2, "failed"), (3, "failed"), (4, "succeeded")].iter().map(|(a, s)| (*a, s.to_string())).collect();
+    assert_eq!(statuses, expected);
+    let mut gaps = Vec::new();
+    for pair in rows.windows(2) {
+        let (finished, started): (DateTime<Utc>, DateTime<Utc>) = (pair[0].get(3), pair[1].get(2));
+        gaps.push((started - finished).to_std().unwrap_or_default());
+    }
+    for (i, gap) in gaps.iter().enumerate() {
+        let delay = base * 2u32.pow(i as u32);
+        assert!(*gap >= delay, "attempt {} started {gap:?} after attempt {} ended; the backoff is {delay:?}", i + 2, i + 1);
+    }
+    assert!(gaps.windows(2).all(|g| g[1] > g[0]), "the gaps do not grow: {gaps:?}");
+}
+
+/// The broker loses a module's queue and then drops every connection: the coordinator
+/// redeclares the whole topology on reconnecting, so the queue is back (and bound) before
+/// any worker that serves it exists, and runs through it succeed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lost_queue_is_redeclared_after_a_reconnect() {
+    let mut w = World::new("redeclare").await;
+    let c = w.start_coordinator("coordinator", &[]).await;
+    w.start_worker("w1", &[("RENDERFLEET_MODULES", "noop")]);
+    let id = w.submit(&c, json!({"nodes":[{"id":"a","type":"util.noop"}]})).await;
+    assert_eq!(w.wait_run(&c, id, LONG).await["status"], "succeeded");
+
+    let queue = w.topology.task_queue("fail");
+    assert!(queue_exists(&w, &queue).await);
+    let conn = w.amqp().await;
+    conn.create_channel().await.unwrap().queue_delete(queue.as_str().into(), Default::default()).await.unwrap();
+    let _ = conn.close(200, "done".into()).await;
+    assert!(!queue_exists(&w, &queue).await, "the queue was not deleted");
+
+    let closed = renderfleet_tests::close_broker_connections(&format!(" {} ", w.topology.prefix()));
+    assert_eq!(closed, 2, "the coordinator's and the worker's connections");
+    wait_until("the queue to be declared again", LONG, || async { queue_exists(&w, &queue).await.then_some(()) }).await;
+    w.wait_ready(&c).await;
+
+    // The task of a `fail` node reaches the redeclared queue (it is bound again), and waits
+    // there for a worker that serves it.
+    let id = w.submit(&c, json!({"nodes":[{"id":"f","type":"util.fail","params":{"times":0}}]})).await;
+    wait_until("the task to reach the redeclared queue", LONG, || async { (w.queue_depth(&queue).await == 1).then_some(()) }).await;
+    w.start_worker("w2", &[("RENDERFLEET_MODULES", "fail")]);
+    assert_eq!(w.wait_run(&c, id, LONG).await["status"], "succeeded");
+    // The worker that lost its connection serves its queue again.
+    let id = w.submit(&c, json!({"nodes":[{"id":"a","type":"util.noop"}]})).await;
+    let run = w.wait_run(&c, id, LONG).await;
+    assert_eq!(run["status"], "succeeded");
+    assert_eq!(node(&run, "a").unwrap()["worker_id"], "w1");
+}
+
+/// Whether `queue` exists on the broker (a passive declare, on a connection of its own: a
+/// missing queue closes the channel).
+async fn queue_exists(w: &World, queue: &str) -> bool {
+    let conn = w.amqp().await;
+    let ch = conn.create_channel().await.unwrap();
+    let found = ch
+        .queue_declare(
+            queue.into(),
+            lapin::options::QueueDeclareOptions { passive: true, ..Default::default() },
+            lapin::types::FieldTable::default(),
+        )
+        .await
+        .is_ok();
+    let _ = conn.close(200, "done".into()).await;
+    found
 }

@@ -131,8 +131,8 @@ async fn main() -> anyhow::Result<()> {
     };
     let rows = table(&limits, &ours, celery.as_ref());
     print_table(&rows);
-    // The smoke run (CI) asserts only that every row was produced with a number.
-    let missing: Vec<&str> = rows.iter().filter(|r| !r.value.is_finite()).map(|r| r.name.as_str()).collect();
+    // The smoke run (CI) asserts that every row was produced with a real figure.
+    let bad = bad_figures(&rows);
     let peer_missing = !args.no_celery && celery.is_none();
     let report = json!({
         "date": started.to_rfc3339(),
@@ -149,9 +149,28 @@ async fn main() -> anyhow::Result<()> {
     }
     std::fs::write(&args.out, serde_json::to_string_pretty(&report)?)?;
     eprintln!("bench: wrote {}", args.out.display());
-    anyhow::ensure!(missing.is_empty(), "rows without a figure: {}", missing.join("; "));
+    anyhow::ensure!(bad.is_empty(), "rows without a positive, finite figure: {}", bad.join("; "));
     anyhow::ensure!(!peer_missing, "the Celery peer produced no rows (see above); run with --no-celery to skip it");
     Ok(())
+}
+
+/// The rows whose figure is not a positive finite number, each named with what it has:
+/// every figure is a rate, a latency, a cost or a size, so zero, a negative number or NaN
+/// (nothing measured) means the measurement failed. Ratios, where given, must be too.
+fn bad_figures(rows: &[Row]) -> Vec<String> {
+    let real = |v: f64| v.is_finite() && v > 0.0;
+    let mut bad = Vec::new();
+    for r in rows {
+        if !real(r.value) {
+            bad.push(format!("{} / {}: {} {}", r.group, r.name, r.value, r.unit));
+        }
+        for (what, ratio) in [("vs Celery", r.vs_celery), ("vs limit", r.vs_limit)] {
+            if let Some(x) = ratio.filter(|x| !real(*x)) {
+                bad.push(format!("{} / {}: {what} {x}", r.group, r.name));
+            }
+        }
+    }
+    bad
 }
 
 fn machine() -> Value {
@@ -321,5 +340,27 @@ fn print_table(rows: &[Row]) {
     println!("| --- | --- | ---: | --- | ---: | ---: |");
     for r in rows {
         println!("| {} | {} | {} | {} | {} | {} |", r.group, r.name, fmt(r.value), r.unit, ratio(r.vs_celery), ratio(r.vs_limit));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn row(name: &str, value: f64) -> Row {
+        Row { group: "g", name: name.into(), value, unit: "u", vs_celery: None, vs_limit: None }
+    }
+
+    #[test]
+    fn only_positive_finite_figures_pass() {
+        let good = [row("rate", 1234.5), row("tiny latency", 0.001), Row { vs_limit: Some(0.8), ..row("with ratio", 2.0) }];
+        assert!(bad_figures(&good).is_empty());
+        for v in [0.0, -1.0, f64::NAN, f64::INFINITY, -0.0] {
+            let bad = bad_figures(&[row("ok", 1.0), row("coordinator peak RSS", v)]);
+            assert_eq!(bad.len(), 1, "{v} passed");
+            assert!(bad[0].contains("coordinator peak RSS"), "the row is named: {bad:?}");
+        }
+        let bad = bad_figures(&[Row { vs_celery: Some(0.0), ..row("hop p50", 3.0) }]);
+        assert!(bad.len() == 1 && bad[0].contains("hop p50") && bad[0].contains("vs Celery"), "{bad:?}");
     }
 }

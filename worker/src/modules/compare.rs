@@ -343,11 +343,47 @@ mod tests {
 
     #[test]
     fn png_round_trip_and_metrics() {
+        // A 16×16 gradient, and the same image with one pixel's red channel raised by 40.
         let rgb: Vec<u8> = (0..16 * 16).flat_map(|i| [i as u8, 0, 255 - i as u8]).collect();
-        let a = decode(&encode_rgb(16, 16, &rgb)).unwrap();
+        let changed = 5 * 16 + 3; // pixel (3, 5), red 83 → 123
+        let mut other = rgb.clone();
+        other[changed * 3] += 40;
+        let (a, b) = (decode(&encode_rgb(16, 16, &rgb)).unwrap(), decode(&encode_rgb(16, 16, &other)).unwrap());
         assert_eq!((a.width, a.height, a.data.len()), (16, 16, 16 * 16 * 4));
+        let rgba: Vec<u8> = rgb.chunks_exact(3).flat_map(|p| [p[0], p[1], p[2], 255]).collect();
+        assert_eq!(a.data, rgba, "the PNG round trip keeps every pixel, opaque");
+        assert_eq!(b.data[changed * 4], 123);
+
         let t = Thresholds { fail: 0.016, fail_percent: 1.0, hard_fail: 1.0, frame_sample: 0 };
+        let (matched, m) = image_metrics(&a, &b, &t).unwrap();
+        let close = |x: f64, y: f64| (x - y).abs() < 1e-12;
+        // One channel of 16·16·4 = 1024 differs, by 40 of 255.
+        assert!(!m.identical);
+        assert!(close(m.max_abs, 40.0 / 255.0), "max_abs {}", m.max_abs);
+        assert!(close(m.mean_abs, 40.0 / 1024.0 / 255.0), "mean_abs {}", m.mean_abs);
+        // A pixel fails when a channel differs by more than round(0.016·255) = 4: one of 256.
+        assert!(close(m.fail_share, 1.0 / 256.0), "fail_share {}", m.fail_share);
+        assert!(close(m.fail_share * 100.0, 0.390_625), "fail percent {}", m.fail_share * 100.0);
+        // RMSE = √(40²/1024) = 1.25 of 255; PSNR = 20·log10(255/1.25) = 20·log10(204) dB.
+        assert!(close(m.rmse, 1.25 / 255.0), "rmse {}", m.rmse);
+        let psnr = m.psnr_db.expect("a finite PSNR for different images");
+        assert!((psnr - 46.192_603_348_517_98).abs() < 1e-9, "psnr {psnr}");
+        assert!(m.ssim < 1.0 && m.ssim > 0.9, "ssim {}", m.ssim);
+        assert!(matched, "0.39% failing pixels is within fail_percent 1%");
+        let strict = Thresholds { fail_percent: 0.3, ..t };
+        assert!(!image_metrics(&a, &b, &strict).unwrap().0, "but not within 0.3%");
+        let hard = Thresholds { fail_percent: 1.0, hard_fail: 0.15, ..strict };
+        assert!(!image_metrics(&a, &b, &hard).unwrap().0, "and a difference of 0.157 breaks a hard_fail of 0.15");
+        // The diff image marks the failing pixel red, and only it.
+        let diff = imagediff::diff_image(a.rgba(), b.rgba(), t.fail);
+        for (i, px) in diff.chunks_exact(3).enumerate() {
+            assert_eq!(px, if i == changed { [255, 0, 0] } else { [0, 0, 0] }, "diff pixel {i}");
+        }
+
+        // Identical images: no difference at all, and no PSNR (it is infinite; `None`).
         let (matched, m) = image_metrics(&a, &a, &t).unwrap();
         assert!(matched && m.identical);
+        assert_eq!((m.max_abs, m.mean_abs, m.rmse, m.fail_share, m.psnr_db), (0.0, 0.0, 0.0, 0.0, None));
+        assert!(close(m.ssim, 1.0), "ssim {}", m.ssim);
     }
 }
