@@ -1102,3 +1102,39 @@ async fn queue_exists(w: &World, queue: &str) -> bool {
     let _ = conn.close(200, "done".into()).await;
     found
 }
+
+/// A worker whose clock runs ahead reports an end later than the coordinator's clock: the
+/// successor it releases is still queued after its predecessor finished (events stay in
+/// order), and the timestamps come from the wall clock at the statement.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_released_successor_is_never_queued_before_its_predecessor_finished() {
+    let mut w = World::new("event_order").await;
+    let c = w.start_coordinator("coordinator", &[]).await;
+    let id = w.submit(&c, chain(2, json!({"type": "util.noop"}))).await;
+    let run = w.get_run(&c, id).await;
+    let n0: Uuid = node(&run, "n0").unwrap()["node_run_id"].as_str().unwrap().parse().unwrap();
+    let ahead = chrono::Utc::now().timestamp_micros() + 10_000_000;
+    let end = Finished {
+        node_run_id: n0,
+        attempt: 1,
+        worker_id: "w-fast-clock".into(),
+        started_at_us: ahead - 1000,
+        finished_at_us: ahead,
+        outcome: Outcome::Succeeded { outputs: json!({}) },
+    };
+    let message = wire::encode(&ResultMessage { v: WIRE_VERSION, body: ResultBody::Finished(end) });
+    w.publish_raw(&w.topology.results_exchange(), "", &message).await;
+    let n1 = w.wait_node(&c, id, "n1", "queued", LONG).await;
+    let finished = time(&node(&w.get_run(&c, id).await, "n0").unwrap()["finished_at"]);
+    assert!(time(&n1["queued_at"]) >= finished, "n1 queued at {} before n0 finished at {finished}", n1["queued_at"]);
+    let outbox: DateTime<Utc> = w
+        .db()
+        .await
+        .query_one("SELECT created_at FROM outbox o JOIN node_runs n ON n.id = o.node_run_id WHERE n.node_id = 'n1'", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert!(outbox <= chrono::Utc::now() + chrono::Duration::seconds(1), "outbox rows carry the coordinator's clock: {outbox}");
+    w.start_worker("w1", &[]);
+    assert_eq!(w.wait_run(&c, id, LONG).await["status"], "succeeded");
+}
