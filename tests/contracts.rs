@@ -4,6 +4,8 @@
 use renderfleet_tests::World;
 use serde_json::{json, Value};
 use std::time::Duration;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
 
 async fn post(w: &World, url: String, body: Value) -> (u16, Value) {
     let resp = w.http.post(url).json(&body).send().await.unwrap();
@@ -515,4 +517,201 @@ async fn renderctl_validates_creates_and_repairs_workflows() {
     assert_eq!(code, Some(2), "{out}");
     assert!(out.contains("unknown scope `reed`"), "{out}");
     let _ = std::fs::remove_file(&file);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn nul_characters_are_refused_naming_the_field_and_nothing_is_written() {
+    let mut w = World::new("nul_text").await;
+    let c = w.start_coordinator("coordinator", &[]).await;
+    let materials = w.count("SELECT count(*) FROM materials").await;
+    let noop = json!({"nodes": [{"id": "a", "type": "util.noop"}]});
+    let bodies = [
+        ("/v1/runs", json!({"subject": {"name": "a\u{0}b"}, "graph": noop}), "`/subject/name`"),
+        ("/v1/runs", json!({"subject": {}, "graph": {"nodes": [{"id": "a\u{0}", "type": "util.noop"}]}}), "`/graph/nodes/0/id`"),
+        ("/v1/workflows", json!({"name": "still\u{0}", "family": "order_line", "graph": noop}), "`/name`"),
+        ("/v1/workflows/validate", json!({"nodes": [{"id": "a", "type": "util.noop", "params": {"k\u{0}": 1}}]}), "`/nodes/0/params`"),
+    ];
+    for (path, body, field) in bodies {
+        let (status, e) = post(&w, format!("{}{path}", c.url), body).await;
+        assert_eq!((status, e["error"].as_str()), (400, Some("nul_in_text")), "{path}: {e:#}");
+        let m = e["message"].as_str().unwrap();
+        assert!(m.contains(field) && m.contains("remove it"), "{path}: {m}");
+    }
+    let urls = [
+        ("/v1/output-types/a%00b", "path parameter `key`"),
+        ("/v1/comparisons?verdict=match&output_type=a%00b", "query parameter `output_type`"),
+    ];
+    for (path, field) in urls {
+        let (status, e) = get(&w, format!("{}{path}", c.url)).await;
+        assert_eq!((status, e["error"].as_str()), (400, Some("nul_in_text")), "{path}: {e:#}");
+        assert!(e["message"].as_str().unwrap().contains(field), "{path}: {e:#}");
+    }
+    let (status, e) = put(&w, format!("{}/v1/products/a%00b/material-map", c.url), json!({"assignments": {}})).await;
+    assert_eq!((status, e["error"].as_str()), (400, Some("nul_in_text")), "{e:#}");
+    assert!(e["message"].as_str().unwrap().contains("path parameter `product`"), "{e:#}");
+    let (status, e) = put(&w, format!("{}/v1/materials/st%00eel", c.url), json!({"base_color": "#B0B4B8"})).await;
+    assert_eq!((status, e["error"].as_str()), (400, Some("nul_in_text")), "{e:#}");
+    for table in ["runs", "workflows", "product_material_maps"] {
+        assert_eq!(w.count(&format!("SELECT count(*) FROM {table}")).await, 0, "{table} was written");
+    }
+    assert_eq!(w.count("SELECT count(*) FROM materials").await, materials);
+}
+
+/// Sends `request` on `stream` and reads one response: its head (lower-cased) and body.
+async fn exchange(stream: &mut TcpStream, request: &str) -> (String, String) {
+    stream.write_all(request.as_bytes()).await.unwrap();
+    let (mut buf, mut chunk) = (Vec::new(), [0u8; 4096]);
+    loop {
+        if let Some(end) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+            let head = String::from_utf8_lossy(&buf[..end]).to_lowercase();
+            let len: usize = head.lines().find_map(|l| l.strip_prefix("content-length:")).map_or(0, |v| v.trim().parse().unwrap());
+            if buf.len() >= end + 4 + len {
+                return (head, String::from_utf8_lossy(&buf[end + 4..end + 4 + len]).into_owned());
+            }
+        }
+        let n = tokio::time::timeout(Duration::from_secs(10), stream.read(&mut chunk)).await.expect("an answer within 10 s").unwrap();
+        assert!(n > 0, "the connection closed before a whole response: {}", String::from_utf8_lossy(&buf));
+        buf.extend_from_slice(&chunk[..n]);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn auth_refusals_with_an_unread_body_close_the_connection_and_say_so() {
+    let mut w = World::new("auth_close").await;
+    let c = w.start_coordinator("coordinator", &[]).await;
+    let addr = c.url.trim_start_matches("http://").to_string();
+    let body = r#"{"nodes": [{"id": "a", "type": "util.noop"}]}"#;
+    let post = |path: &str, token: &str| {
+        format!(
+            "POST {path} HTTP/1.1\r\nhost: {addr}\r\nauthorization: Bearer {token}\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\r\n{body}",
+            body.len()
+        )
+    };
+    for (path, token, status) in [("/v1/workflows/validate", "not-a-token", 401), ("/v1/workflows", renderfleet_tests::token("read"), 403)]
+    {
+        let mut s = TcpStream::connect(&addr).await.unwrap();
+        let (head, _) = exchange(&mut s, &post(path, token)).await;
+        assert!(head.starts_with(&format!("http/1.1 {status}")), "{head}");
+        assert!(
+            head.lines().any(|l| l == "connection: close"),
+            "a {status} that left the body unread must say `Connection: close`:\n{head}"
+        );
+        let mut rest = Vec::new();
+        let end = tokio::time::timeout(Duration::from_secs(10), s.read_to_end(&mut rest)).await.expect("the server closes the connection");
+        assert!(matches!(end, Ok(0) | Err(_)), "nothing follows the answer: {end:?}");
+    }
+    // Without a body, a refusal keeps the connection, and the next request on it goes through.
+    let mut s = TcpStream::connect(&addr).await.unwrap();
+    let (head, _) = exchange(&mut s, &format!("GET /v1/nodes HTTP/1.1\r\nhost: {addr}\r\n\r\n")).await;
+    assert!(head.starts_with("http/1.1 401") && !head.contains("connection: close"), "{head}");
+    let (head, answer) = exchange(&mut s, &post("/v1/workflows/validate", renderfleet_tests::token("read"))).await;
+    assert!(head.starts_with("http/1.1 200") && !head.contains("connection: close"), "{head}\n{answer}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn thousands_of_problems_answer_with_the_first_hundred_and_the_total() {
+    let mut w = World::new("many_problems").await;
+    let c = w.start_coordinator("coordinator", &[]).await;
+    let edges: Vec<Value> = (0..5000).map(|_| json!({"from": "a", "to": "b"})).collect();
+    let graph = json!({"nodes": [{"id": "a", "type": "util.noop"}, {"id": "b", "type": "util.noop"}], "edges": edges});
+    let (status, e) = post(&w, format!("{}/v1/runs", c.url), json!({"subject": {}, "graph": graph})).await;
+    assert_eq!((status, e["error"].as_str()), (422, Some("invalid_graph")), "{e:#}");
+    assert_eq!((e["problems"].as_array().unwrap().len(), e["problems_total"].as_u64()), (100, Some(4999)));
+    assert!(codes(&e).iter().all(|c| c == "duplicate_edge"), "{e:#}");
+    let m = e["message"].as_str().unwrap();
+    assert!(m.contains("4999 problem(s)") && m.contains("4899 more not shown"), "{m}");
+    let (status, v) = post(&w, format!("{}/v1/workflows/validate", c.url), graph).await;
+    assert_eq!((status, v["valid"].as_bool()), (200, Some(false)));
+    assert_eq!((v["problems"].as_array().unwrap().len(), v["problems_total"].as_u64()), (100, Some(4999)));
+    assert_eq!(w.count("SELECT count(*) FROM runs").await, 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn what_would_fail_only_on_a_worker_is_refused_at_submission() {
+    let mut w = World::new("worker_failures").await;
+    let c = w.start_coordinator("coordinator", &[]).await;
+    let turntable = |resolve: Value, turntable: Value| {
+        json!({"family": "order_line", "nodes": [
+            {"id": "resolve", "type": "cad.resolve", "params": resolve}, {"id": "export", "type": "cad.export_glb"},
+            {"id": "turntable", "type": "render.turntable", "params": turntable}, {"id": "publish", "type": "output.publish"}],
+            "edges": [{"from": "resolve", "to": "export"}, {"from": "export", "from_port": "glb", "to": "turntable"},
+                      {"from": "turntable", "to": "publish"}]})
+    };
+    let subject = json!({"product": "bracket", "cad_file": "bracket.stp"});
+    let refusals = [
+        (subject.clone(), turntable(json!({}), json!({"frame_range": {"start": 5, "end": 2}})), "invalid_param", "/frame_range"),
+        (
+            subject.clone(),
+            turntable(json!({}), json!({"frame_count": 10, "frame_range": {"start": 0, "end": 10}})),
+            "invalid_param",
+            "/frame_range/end",
+        ),
+        (subject.clone(), turntable(json!({"max_bytes": 1e30}), json!({})), "invalid_param", "/max_bytes"),
+        (json!({"cad_file": "/etc/passwd"}), turntable(json!({}), json!({})), "invalid_subject", "/subject/cad_file"),
+        (json!({"cad_file": "../../etc/passwd"}), turntable(json!({}), json!({})), "invalid_subject", "/subject/cad_file"),
+        (json!({"cad_file": ""}), turntable(json!({}), json!({})), "invalid_subject", "/subject/cad_file"),
+    ];
+    for (subject, graph, code, pointer) in refusals {
+        let (status, e) = post(&w, format!("{}/v1/runs", c.url), json!({"subject": subject, "graph": graph})).await;
+        assert_eq!(status, 422, "{e:#}");
+        let p = e["problems"].as_array().unwrap().iter().find(|p| p["code"] == code);
+        assert_eq!(p.map(|p| &p["param_path"]), Some(&json!(pointer)), "{subject} {code}: {e:#}");
+    }
+    assert_eq!(w.count("SELECT count(*) FROM runs").await, 0, "no refusal wrote anything");
+    // The same graph with sound values runs; an integer written as a float is stored as an integer.
+    let graph = turntable(json!({"max_bytes": 1e9}), json!({"frame_range": {"start": 2, "end": 5}}));
+    let (status, e) = post(&w, format!("{}/v1/runs", c.url), json!({"subject": subject, "graph": graph})).await;
+    assert_eq!(status, 201, "{e:#}");
+    let row = w.db().await.query_one("SELECT params FROM node_runs WHERE node_id = 'resolve'", &[]).await.unwrap();
+    assert_eq!(row.get::<_, Value>(0)["max_bytes"], json!(1_000_000_000u64));
+    // A render request and a preflight check the subject too.
+    let wf = image_workflow(&w, &c.url).await;
+    output_type(
+        &w,
+        &c.url,
+        json!({"key": "still", "family": "order_line", "artifact_kind": "image_png", "legacy_preset": {"resolution": 512}}),
+    )
+    .await;
+    let bad = json!({"product": "bracket", "cad_file": "../x.stp"});
+    let (status, e) = render(&w, &c.url, "ol-9", json!({"order_line_id": "ol-9", "subject": bad, "output_type": "still"})).await;
+    assert_eq!((status, e["error"].as_str()), (422, Some("invalid_subject")), "{e:#}");
+    assert_eq!(e["problems"][0]["param_path"], "/subject/cad_file");
+    assert_eq!(w.count("SELECT count(*) FROM render_requests").await, 0);
+    let (status, pf) = post(&w, format!("{}/v1/workflows/{wf}/preflight", c.url), json!({"subject": bad})).await;
+    assert_eq!(status, 200, "{pf:#}");
+    assert!(codes(&pf).contains(&"invalid_subject".to_string()), "{pf:#}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn both_binaries_metrics_pass_promtool_check_metrics() {
+    // Without promtool this test fails rather than passing unchecked.
+    if let Err(e) = std::process::Command::new("promtool").arg("--version").output() {
+        panic!("promtool cannot run ({e}): install Debian's `prometheus` package (`apt-get install prometheus`), which provides /usr/bin/promtool");
+    }
+    let mut w = World::new("promtool").await;
+    let c = w.start_coordinator("coordinator", &[]).await;
+    let worker = w.start_worker("w1", &[]);
+    let graph = json!({"nodes": [{"id": "a", "type": "util.noop"}, {"id": "b", "type": "util.fail", "params": {"times": 1}}],
+                       "edges": [{"from": "a", "to": "b"}]});
+    let id = w.submit(&c, graph).await;
+    assert_eq!(w.wait_run(&c, id, Duration::from_secs(60)).await["status"], "succeeded");
+    for (what, url) in [("coordinator", format!("{}/metrics", c.url)), ("worker", worker)] {
+        let text = w.http.get(&url).send().await.unwrap().text().await.unwrap();
+        assert!(text.contains("renderfleet_") && text.contains("# HELP"), "{what}:\n{text}");
+        let mut child = std::process::Command::new("promtool")
+            .args(["check", "metrics"])
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        std::io::Write::write_all(&mut child.stdin.take().unwrap(), text.as_bytes()).unwrap();
+        let out = child.wait_with_output().unwrap();
+        assert!(
+            out.status.success(),
+            "promtool check metrics on the {what}'s metrics: {}{}\n{text}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
 }

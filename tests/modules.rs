@@ -319,10 +319,12 @@ async fn a_broken_step_file_fails_its_node_with_the_converters_message_and_the_w
     assert!(message.contains("STEP → GLB") && message.contains("converter:") && message.contains("STEP"), "{message}");
     assert!(export["log_tail"].as_str().unwrap_or("").contains("StepFile"), "the converter's output is kept: {export}");
     assert_eq!(node(&run, "publish").unwrap()["status"], "skipped");
-    // A path that leaves the CAD directory is refused before it touches the filesystem.
-    let id = w.submit_for(&coord, json!({"cad_file": "../fixtures/cad/as1-oc-214.stp"}), export_graph()).await;
-    let run = w.wait_run(&coord, id, RUN_TIMEOUT).await;
-    assert!(node(&run, "resolve").unwrap()["error"]["message"].as_str().unwrap().contains("without `..`"), "{run}");
+    // A path that leaves the CAD directory is refused at submission (the worker makes the same check).
+    let body = json!({"subject": {"cad_file": "../fixtures/cad/as1-oc-214.stp"}, "graph": export_graph()});
+    let resp = w.http.post(format!("{}/v1/runs", coord.url)).json(&body).send().await.unwrap();
+    assert_eq!(resp.status(), 422);
+    let refused: Value = resp.json().await.unwrap();
+    assert!(refused["message"].as_str().unwrap().contains("without `..`"), "{refused}");
     // The same worker serves the next task.
     let id = w.submit_for(&coord, json!({"cad_file": "face_recognition_sample_part.stp"}), export_graph()).await;
     expect_success(&w, &coord, id).await;

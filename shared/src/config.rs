@@ -37,6 +37,7 @@ pub struct CoordinatorConfig {
     pub retry: RetryConfig,
     pub nodes: NodeDefaultsConfig,
     pub auth: AuthConfig,
+    pub console: ConsoleConfig,
     /// Serve `/metrics` on this address only (e.g. a private interface), instead of on
     /// `http_addr`. Empty: on `http_addr`.
     pub metrics_addr: String,
@@ -63,6 +64,7 @@ impl Default for CoordinatorConfig {
             retry: RetryConfig::default(),
             nodes: NodeDefaultsConfig::default(),
             auth: AuthConfig::default(),
+            console: ConsoleConfig::default(),
             metrics_addr: String::new(),
             artifacts_dir: "/var/lib/renderfleet/artifacts".into(),
             log: LogConfig::default(),
@@ -83,6 +85,16 @@ pub struct AuthConfig {
     /// With no tokens, serve the API without authentication. Development machines only;
     /// without it (and without tokens) the coordinator refuses to start.
     pub open: bool,
+}
+
+/// The web console at `/console`.
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ConsoleConfig {
+    /// Browsers reach the console over HTTPS, through a TLS-terminating proxy that passes
+    /// their Host header on (the coordinator serves plain HTTP): the sign-in cookie is then
+    /// `Secure`, and the console's forms are accepted from the `https://` origin only.
+    pub https: bool,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

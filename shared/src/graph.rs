@@ -6,7 +6,7 @@
 //! fixes a graph in one round trip. It also yields the *normalised* graph: current type
 //! names, every edge's ports named, params with their defaults. That is what gets stored.
 
-use crate::registry::{ArtifactKind, Context, ExecutionRole, Family, NodeType, Port, Registry};
+use crate::registry::{cad_file_problem, ArtifactKind, Context, ExecutionRole, Family, NodeType, Port, Registry};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use std::collections::{HashMap, HashSet};
@@ -77,7 +77,8 @@ pub struct Problem {
     /// Index into `edges`.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub edge: Option<usize>,
-    /// JSON pointer into the node's params.
+    /// JSON pointer into the node's params; of an `invalid_subject` problem, into the
+    /// request (`/subject/cad_file`).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub param_path: Option<String>,
     pub message: String,
@@ -120,6 +121,8 @@ pub enum ProblemCode {
     /// Found by preflight rather than by the graph itself: no live worker serves a module, a
     /// subject is malformed, an output type is bound elsewhere.
     Preflight,
+    /// The run's subject names what no worker could render (a `cad_file` outside `cad_dir`).
+    InvalidSubject,
 }
 
 impl ProblemCode {
@@ -228,6 +231,19 @@ fn ports(list: &[Port]) -> String {
         return "none".into();
     }
     list.iter().map(|p| format!("`{}` ({})", p.name, p.kind.as_str())).collect::<Vec<_>>().join(", ")
+}
+
+/// What is wrong with a run's subject that would otherwise fail only on a worker: a
+/// `cad_file` that cannot name a file inside `cad_dir` (see [`cad_file_problem`]).
+pub fn check_subject(subject: &Value) -> Vec<Problem> {
+    let Some(file) = subject.get("cad_file") else { return Vec::new() };
+    let why = match file.as_str() {
+        Some(name) => cad_file_problem(name),
+        None => Some(format!("`cad_file` must be a string, the STEP file's path inside cad_dir (e.g. \"bracket.stp\"), not {file}")),
+    };
+    why.map(|message| Problem { param_path: Some("/subject/cad_file".into()), ..problem(ProblemCode::InvalidSubject, message) })
+        .into_iter()
+        .collect()
 }
 
 /// Validates `graph` against `registry`; see [`Validation`].
@@ -969,6 +985,18 @@ mod tests {
     fn invalid_field_for_attempts_and_timeouts() {
         let v = check(json!({"nodes":[{"id":"a","type":"util.noop","max_attempts":0},{"id":"b","type":"util.noop","timeout":"0s"}]}));
         assert_eq!(codes(&v), vec![ProblemCode::InvalidField, ProblemCode::InvalidField]);
+    }
+
+    #[test]
+    fn invalid_subject_names_the_cad_file() {
+        for bad in [json!({"cad_file": "/etc/passwd"}), json!({"cad_file": "../x.stp"}), json!({"cad_file": ""}), json!({"cad_file": 7})] {
+            let p = check_subject(&bad);
+            assert_eq!(p.len(), 1, "{bad}");
+            assert_eq!((p[0].code, p[0].param_path.as_deref()), (ProblemCode::InvalidSubject, Some("/subject/cad_file")), "{bad}");
+        }
+        for good in [json!({"cad_file": "as1/as1-oc-214.stp", "product": "as1"}), json!({"product": "as1"}), json!("anything")] {
+            assert!(check_subject(&good).is_empty(), "{good}");
+        }
     }
 
     #[test]

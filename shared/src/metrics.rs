@@ -54,9 +54,101 @@ pub const FALLBACKS_TOTAL: &str = "renderfleet_fallbacks_total";
 /// Counter, labels `output_type`, `reason` (`manual|auto`): mode changes back to legacy.
 pub const ROLLBACKS_TOTAL: &str = "renderfleet_rollbacks_total";
 
+/// What a metric is, for its `# TYPE` line.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kind {
+    Counter,
+    Gauge,
+    Histogram,
+}
+
+/// The unit a metric is measured in, where it has one (Prometheus's base units).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Unit {
+    Seconds,
+    Count,
+}
+
+/// One metric family: its name, kind, unit and `# HELP` text.
+#[derive(Debug, Clone, Copy)]
+pub struct Family {
+    pub name: &'static str,
+    pub kind: Kind,
+    pub unit: Option<Unit>,
+    pub help: &'static str,
+}
+
+const fn family(name: &'static str, kind: Kind, unit: Option<Unit>, help: &'static str) -> Family {
+    Family { name, kind, unit, help }
+}
+
+use Kind::{Counter, Gauge, Histogram};
+const S: Option<Unit> = Some(Unit::Seconds);
+const N: Option<Unit> = Some(Unit::Count);
+
+/// Every metric either binary emits, described once at start-up (`platform::telemetry`):
+/// Prometheus tooling (`promtool check metrics`) refuses families without HELP text.
+pub const FAMILIES: &[Family] = &[
+    family(RUNS_TOTAL, Counter, N, "Runs created, and runs that reached a final status, by status."),
+    family(
+        NODE_TASKS_TOTAL,
+        Counter,
+        N,
+        "Node tasks by module and what happened to them (dispatched, started, succeeded, retried, failed, skipped, lost).",
+    ),
+    family(NODE_DURATION_SECONDS, Histogram, S, "Node run time from start to finish on a worker, by module."),
+    family(DISPATCH_LATENCY_SECONDS, Histogram, S, "Time from a node being ready (queued) to its start on a worker, by module."),
+    family(OUTBOX_LAG_SECONDS, Gauge, S, "Age of the oldest due outbox row at the last publisher pass."),
+    family(OUTBOX_PUBLISHED_TOTAL, Counter, N, "Outbox rows published and confirmed by the broker."),
+    family(RESULTS_TOTAL, Counter, N, "Result messages by effect: applied, or ignored (duplicates, attempts no longer current)."),
+    family(RESULT_BATCH_SIZE, Histogram, N, "Result messages per applied batch."),
+    family(DEAD_LETTERED_TOTAL, Counter, N, "Messages sent to the dead-letter queue, by the component that sent them."),
+    family(BROKER_CONNECTS_TOTAL, Counter, N, "Broker connections made (the first and every reconnection), by component."),
+    family(WORKER_TASKS_TOTAL, Counter, N, "Tasks this worker executed, by module and outcome."),
+    family(WORKER_TASK_SECONDS, Histogram, S, "Module run time on this worker, by module."),
+    family(WORKER_BUSY_SLOTS, Gauge, N, "Task slots in use on this worker."),
+    family(WORKER_SLOTS, Gauge, N, "Task slots configured on this worker."),
+    family(COMPARISONS_TOTAL, Counter, N, "Shadow comparisons decided, by output type, kind (shadow, noise) and verdict."),
+    family(COMPARISON_FAIL_RATIO, Histogram, None, "Share of failing pixels (0 to 1) of compared images, by output type."),
+    family(COMPARISON_RMSE, Histogram, None, "RMSE (0 to 1) of compared images, by output type."),
+    family(
+        GATE_STATUS,
+        Gauge,
+        None,
+        "1 for the rollout gate's current status (pass, fail, insufficient_data), 0 for the others, by output type.",
+    ),
+    family(GATE_MISMATCH_RATIO, Gauge, None, "The rollout gate's mismatch rate net of the noise floor (0 to 1), by output type."),
+    family(ROLLOUT_MODE, Gauge, None, "1 for the output type's current rollout mode (legacy, shadow, graph), 0 for the others."),
+    family(FALLBACKS_TOTAL, Counter, N, "Failed authoritative graph runs replaced by a legacy run, by output type."),
+    family(ROLLBACKS_TOTAL, Counter, N, "Rollout mode changes back to legacy, by output type and reason (manual, auto)."),
+];
+
 /// Buckets for ratio histograms (0..1): fine near 0, where matching images sit.
 pub const RATIO_BUCKETS: &[f64] = &[0.0, 0.0001, 0.001, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 0.5, 1.0];
 
 /// Buckets for `_seconds` histograms: from sub-millisecond hops to hour-long renders.
 pub const SECONDS_BUCKETS: &[f64] =
     &[0.0005, 0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0, 900.0, 3600.0];
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_metric_name_is_described_once() {
+        // The names are the `pub const … = "renderfleet_…"` lines of this file.
+        let names: Vec<&str> =
+            include_str!("metrics.rs").lines().filter_map(|l| l.split("&str = \"").nth(1)?.strip_suffix("\";")).collect();
+        assert!(names.len() >= 22, "{names:?}");
+        for name in &names {
+            let described: Vec<&Family> = FAMILIES.iter().filter(|f| f.name == *name).collect();
+            assert_eq!(described.len(), 1, "{name} must be in FAMILIES exactly once");
+            assert!(described[0].help.len() > 10, "{name}: HELP text");
+        }
+        assert_eq!(FAMILIES.len(), names.len(), "FAMILIES names a metric that has no constant");
+        for f in FAMILIES {
+            assert_eq!(f.kind == Counter, f.name.ends_with("_total"), "{}: only counters end in _total", f.name);
+            assert_eq!(f.unit == S, f.name.ends_with("_seconds"), "{}: `_seconds` is the unit seconds", f.name);
+        }
+    }
+}

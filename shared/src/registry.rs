@@ -5,6 +5,7 @@
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 use std::collections::{HashMap, HashSet};
+use std::path::{Component, Path};
 use std::sync::OnceLock;
 
 /// What a graph is about (DESIGN §2). A graph has exactly one.
@@ -164,6 +165,21 @@ impl NodeType {
     }
 }
 
+/// Why a subject's `cad_file` cannot name a file inside a worker's `cad_dir`, if it cannot:
+/// it must be a relative path of plain names (no root, `.` or `..`), without NUL. Pure
+/// syntax, so the coordinator refuses at submission what `cad_resolve` would refuse on a
+/// worker (which then also checks where symbolic links lead).
+pub fn cad_file_problem(name: &str) -> Option<String> {
+    let plain = !name.is_empty() && !name.contains('\0') && Path::new(name).components().all(|c| matches!(c, Component::Normal(_)));
+    (!plain).then(|| {
+        format!("`cad_file` {name:?} must be a relative path inside cad_dir without `..`; ask for the file by its name in the CAD library")
+    })
+}
+
+/// The largest `max_bytes` of `cad.resolve` (1 TiB): without a bound, a number past what a
+/// worker reads as an integer (`1e30`) silently meant no limit at all.
+const MAX_CAD_BYTES: u64 = 1 << 40;
+
 /// Module keys: one queue each (DESIGN §4).
 pub mod module {
     pub const CAD_RESOLVE: &str = "cad_resolve";
@@ -300,14 +316,43 @@ impl Registry {
             };
             out.push((at, message));
         }
+        if out.is_empty() {
+            out = self.cross_checks(type_key, params);
+        }
         out
     }
 
-    /// `params` with the schema's defaults filled in (recursively into objects).
+    /// What a schema cannot say: bounds between params, checked once each param fits its own.
+    fn cross_checks(&self, type_key: &str, params: &Value) -> Vec<ParamProblem> {
+        if type_key != "render.turntable" {
+            return Vec::new();
+        }
+        let p = self.with_defaults(type_key, params);
+        let Some(range) = p.get("frame_range") else { return Vec::new() };
+        let num = |v: &Value| v.as_f64().unwrap_or(0.0);
+        let (start, end, count) = (num(&range["start"]), num(&range["end"]), num(&p["frame_count"]));
+        if start > end {
+            return vec![(
+                "/frame_range".into(),
+                format!("`start` {start} is after `end` {end}; the range renders frames start..=end: swap them"),
+            )];
+        }
+        if end >= count {
+            return vec![(
+                "/frame_range/end".into(),
+                format!("frame {end} is past the last frame of a {count}-frame turntable; `end` is at most {}", count - 1.0),
+            )];
+        }
+        Vec::new()
+    }
+
+    /// `params` with the schema's defaults filled in (recursively into objects), and
+    /// integers written as floats stored as integers.
     pub fn with_defaults(&self, type_key: &str, params: &Value) -> Value {
         let mut v = params.clone();
         if let Some(t) = self.get(type_key) {
             fill_defaults(&t.params_schema, &mut v);
+            whole_numbers(&t.params_schema, &mut v);
         }
         v
     }
@@ -341,6 +386,25 @@ fn fill_defaults(schema: &Value, v: &mut Value) {
         }
         if let Some(child) = obj.get_mut(name) {
             fill_defaults(prop, child);
+        }
+    }
+}
+
+/// Integers written as floats (`1e9`, `36.0`) pass an `integer` schema, but a worker reading
+/// them with `as_u64` finds no number at all: they are stored as integers.
+fn whole_numbers(schema: &Value, v: &mut Value) {
+    if schema.get("type") == Some(&json!("integer")) {
+        // Below 2^53 a float holds the integer exactly; every integer param's maximum is far below.
+        if let Some(f) = v.as_f64().filter(|f| v.is_f64() && f.fract() == 0.0 && f.abs() < 9_007_199_254_740_992.0) {
+            *v = json!(f as i64);
+        }
+        return;
+    }
+    if let (Some(props), Some(obj)) = (schema.get("properties").and_then(Value::as_object), v.as_object_mut()) {
+        for (name, child) in obj.iter_mut() {
+            if let Some(prop) = props.get(name) {
+                whole_numbers(prop, child);
+            }
         }
     }
 }
@@ -405,7 +469,7 @@ fn node_types() -> Vec<NodeType> {
             "frame_range".into(),
             json!({"type": "object", "additionalProperties": false, "required": ["start", "end"],
                    "description": "render only frames start..=end (0-based), to split a turntable across workers",
-                   "properties": {"start": {"type": "integer", "minimum": 0}, "end": {"type": "integer", "minimum": 0}}}),
+                   "properties": {"start": {"type": "integer", "minimum": 0, "maximum": 719}, "end": {"type": "integer", "minimum": 0, "maximum": 719}}}),
         );
         p.insert("degrees".into(), json!({"type": "number", "default": 360, "exclusiveMinimum": 0, "maximum": 360}));
         object(Value::Object(p))
@@ -427,7 +491,7 @@ fn node_types() -> Vec<NodeType> {
             default_timeout_s: Some(300),
             context: &[Context::Subject],
             params_schema: object(json!({
-                "max_bytes": {"type": "integer", "default": 1073741824u64, "minimum": 1, "description": "refuse larger files"}
+                "max_bytes": {"type": "integer", "default": 1073741824u64, "minimum": 1, "maximum": MAX_CAD_BYTES, "description": "refuse larger files"}
             })),
         },
         NodeType {
@@ -611,7 +675,7 @@ fn node_types() -> Vec<NodeType> {
                 "fail": {"type": "number", "default": 0.016, "minimum": 0, "maximum": 1, "description": "per-pixel difference that counts as failing"},
                 "fail_percent": {"type": "number", "default": 1.0, "minimum": 0, "maximum": 100, "description": "share of failing pixels allowed"},
                 "hard_fail": {"type": "number", "default": 1.0, "minimum": 0, "maximum": 1, "description": "any pixel differing more than this is a mismatch"},
-                "frame_sample": {"type": "integer", "default": 0, "minimum": 0, "description": "compare every n-th turntable frame (0: all)"}
+                "frame_sample": {"type": "integer", "default": 0, "minimum": 0, "maximum": 720, "description": "compare every n-th turntable frame (0: all)"}
             })),
         },
         NodeType {
@@ -727,6 +791,63 @@ mod tests {
         let mut at: Vec<&str> = p.iter().map(|(a, _)| a.as_str()).collect();
         at.sort();
         assert_eq!(at, ["/background", "/width"], "{p:?}");
+    }
+
+    #[test]
+    fn every_number_has_a_maximum() {
+        fn walk(type_key: &str, at: &str, schema: &Value) {
+            let numeric = matches!(schema.get("type").and_then(Value::as_str), Some("integer" | "number"));
+            let bounded = ["maximum", "exclusiveMaximum", "enum"].iter().any(|k| schema.get(k).is_some());
+            assert!(!numeric || bounded, "{type_key} param {at} has no maximum");
+            for (name, prop) in schema.get("properties").and_then(Value::as_object).into_iter().flatten() {
+                walk(type_key, &format!("{at}/{name}"), prop);
+            }
+        }
+        for t in registry().all() {
+            walk(t.type_key, "", &t.params_schema);
+        }
+    }
+
+    #[test]
+    fn max_bytes_past_any_file_is_refused_not_unlimited() {
+        let p = registry().check_params("cad.resolve", &json!({"max_bytes": 1e30}));
+        assert_eq!(p.len(), 1, "{p:?}");
+        assert_eq!(p[0].0, "/max_bytes");
+        assert!(registry().check_params("cad.resolve", &json!({"max_bytes": 1u64 << 40})).is_empty());
+    }
+
+    #[test]
+    fn integers_written_as_floats_are_stored_as_integers() {
+        let v = registry().with_defaults("cad.resolve", &json!({"max_bytes": 1e9}));
+        assert_eq!(v["max_bytes"].as_u64(), Some(1_000_000_000), "{v}");
+        let v = registry()
+            .with_defaults("render.turntable", &json!({"frame_count": 12.0, "frame_range": {"start": 0.0, "end": 3}, "exposure": 1.0}));
+        assert_eq!((v["frame_count"].as_u64(), v["frame_range"]["start"].as_u64()), (Some(12), Some(0)), "{v}");
+        assert!(v["exposure"].is_f64(), "a `number` param stays as given: {v}");
+    }
+
+    #[test]
+    fn a_frame_range_runs_forwards_inside_the_turntable() {
+        let check = |p: Value| registry().check_params("render.turntable", &p);
+        let p = check(json!({"frame_range": {"start": 5, "end": 2}}));
+        assert_eq!(p.len(), 1, "{p:?}");
+        assert!(p[0].0 == "/frame_range" && p[0].1.contains("swap"), "{p:?}");
+        let p = check(json!({"frame_count": 10, "frame_range": {"start": 0, "end": 10}}));
+        assert!(p.len() == 1 && p[0].0 == "/frame_range/end" && p[0].1.contains("at most 9"), "{p:?}");
+        let p = check(json!({"frame_range": {"start": 0, "end": 36}}));
+        assert!(p.len() == 1 && p[0].1.contains("36-frame"), "the default frame count applies: {p:?}");
+        assert!(check(json!({"frame_count": 10, "frame_range": {"start": 3, "end": 9}})).is_empty());
+        assert!(check(json!({"frame_range": {"start": 4, "end": 4}})).is_empty());
+    }
+
+    #[test]
+    fn cad_file_must_be_a_plain_relative_path() {
+        for bad in ["", "/etc/passwd", "../secret.stp", "parts/../../x.stp", "./x.stp", "a\0.stp"] {
+            assert!(cad_file_problem(bad).is_some_and(|m| m.contains("relative path")), "{bad:?} was accepted");
+        }
+        for good in ["bracket.stp", "as1/as1-oc-214.stp", "a b/c..d.stp"] {
+            assert_eq!(cad_file_problem(good), None, "{good:?}");
+        }
     }
 
     #[test]

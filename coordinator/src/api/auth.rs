@@ -41,7 +41,7 @@ impl Scope {
         }
     }
 
-    fn parse(s: &str) -> Option<Scope> {
+    pub fn parse(s: &str) -> Option<Scope> {
         Scope::ALL.into_iter().find(|x| x.as_str() == s)
     }
 }
@@ -102,14 +102,22 @@ impl Tokens {
         self.0.is_none()
     }
 
-    /// For the console's cookie: `None` for a secret this coordinator does not know, else
-    /// the token's name and whether it grants `scope` (an open coordinator grants all).
-    pub fn check(&self, secret: &str, scope: Scope) -> Option<(String, bool)> {
+    /// For the console's sign-in: the name and scopes of the token `secret`, `None` for a
+    /// secret this coordinator does not know (an open coordinator grants every scope).
+    pub fn identify(&self, secret: &str) -> Option<(String, Vec<Scope>)> {
         if self.is_open() {
-            return Some(("open".into(), true));
+            return Some(("open".into(), Scope::ALL.to_vec()));
         }
-        let t = self.find(secret)?;
-        Some((t.name.clone(), t.scopes.contains(&scope) || t.scopes.contains(&Scope::Admin)))
+        self.find(secret).map(|t| (t.name.clone(), t.scopes.clone()))
+    }
+
+    /// The scopes the tokens named `name` hold now; `None` once no token has that name. A
+    /// console session is narrowed to these on every request, so taking a token out of the
+    /// configuration (and restarting) ends its sessions.
+    pub fn scopes_of(&self, name: &str) -> Option<Vec<Scope>> {
+        let Some(tokens) = self.0.as_deref() else { return Some(Scope::ALL.to_vec()) };
+        let named: Vec<Scope> = tokens.iter().filter(|t| t.name == name).flat_map(|t| t.scopes.iter().copied()).collect();
+        (!named.is_empty()).then_some(named)
     }
 
     /// The token whose hash matches `secret`. Every configured hash is compared, in constant
@@ -132,34 +140,53 @@ pub fn hash_secret(secret: &str) -> String {
 }
 
 /// Route layer: lets the request through if it carries a token with `scope` (or `admin`).
+/// A refusal leaves the body unread, so it closes the connection and says so.
 pub async fn require(State((tokens, scope)): State<(Tokens, Scope)>, request: Request, next: Next) -> Response {
+    match refusal(&tokens, scope, &request) {
+        None => next.run(request).await,
+        Some(mut r) => {
+            if super::has_body(request.headers()) {
+                super::close_connection(&mut r);
+            }
+            r
+        }
+    }
+}
+
+/// The 401 or 403 for `request`, if it does not carry a token with `scope`.
+fn refusal(tokens: &Tokens, scope: Scope, request: &Request) -> Option<Response> {
     if tokens.is_open() {
-        return next.run(request).await;
+        return None;
     }
     let what = format!("{} {}", request.method(), request.uri().path());
     let presented = request.headers().get(header::AUTHORIZATION).and_then(|v| v.to_str().ok()).and_then(|v| v.strip_prefix("Bearer "));
     let Some(secret) = presented.map(str::trim).filter(|s| !s.is_empty()) else {
-        return unauthorized(format!("{what} needs a bearer token with scope `{}`: send `Authorization: Bearer TOKEN`", scope.as_str()));
+        return Some(unauthorized(format!(
+            "{what} needs a bearer token with scope `{}`: send `Authorization: Bearer TOKEN`",
+            scope.as_str()
+        )));
     };
     let Some(token) = tokens.find(secret) else {
-        return unauthorized("the bearer token is not one this coordinator knows; check it, or ask for a new one".into());
+        return Some(unauthorized("the bearer token is not one this coordinator knows; check it, or ask for a new one".into()));
     };
     if !token.scopes.contains(&scope) && !token.scopes.contains(&Scope::Admin) {
         let has: Vec<&str> = token.scopes.iter().map(|s| s.as_str()).collect();
-        return ApiError::new(
-            StatusCode::FORBIDDEN,
-            "missing_scope",
-            format!(
-                "{what} needs scope `{}`; token `{}` has {}: use a token with `{}`",
-                scope.as_str(),
-                token.name,
-                has.join(", "),
-                scope.as_str()
-            ),
-        )
-        .into_response();
+        return Some(
+            ApiError::new(
+                StatusCode::FORBIDDEN,
+                "missing_scope",
+                format!(
+                    "{what} needs scope `{}`; token `{}` has {}: use a token with `{}`",
+                    scope.as_str(),
+                    token.name,
+                    has.join(", "),
+                    scope.as_str()
+                ),
+            )
+            .into_response(),
+        );
     }
-    next.run(request).await
+    None
 }
 
 fn unauthorized(message: String) -> Response {
@@ -179,6 +206,8 @@ mod tests {
         let found = t.find("s3cret").unwrap();
         assert_eq!((found.name.as_str(), found.scopes.clone()), ("ops", vec![Scope::Read, Scope::Operate]));
         assert!(t.find("s3cret ").is_none() && t.find("").is_none());
+        assert_eq!(t.identify("s3cret"), Some(("ops".into(), vec![Scope::Read, Scope::Operate])));
+        assert_eq!((t.scopes_of("ops"), t.scopes_of("gone")), (Some(vec![Scope::Read, Scope::Operate]), None));
     }
 
     #[test]

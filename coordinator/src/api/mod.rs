@@ -5,8 +5,8 @@ use crate::db::{sql, DbError};
 use crate::{dispatch, AppState};
 use axum::body::Bytes;
 use axum::extract::Request;
-use axum::extract::{DefaultBodyLimit, Path, Query, State};
-use axum::http::{header, HeaderMap, StatusCode};
+use axum::extract::{DefaultBodyLimit, MatchedPath, Path, Query, State};
+use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
@@ -90,7 +90,7 @@ pub fn router(state: AppState, tokens: Tokens) -> Router {
         // An explicit fallback, so that it survives merging with the console's router (whose
         // HTML pages stay out of the JSON error layer) and unknown paths still answer JSON.
         .fallback(|request: Request| async move {
-            ApiError::new(
+            let mut r = ApiError::new(
                 StatusCode::NOT_FOUND,
                 "not_found",
                 format!(
@@ -99,15 +99,23 @@ pub fn router(state: AppState, tokens: Tokens) -> Router {
                     request.uri().path()
                 ),
             )
+            .into_response();
+            if has_body(request.headers()) {
+                close_connection(&mut r);
+            }
+            r
         })
         .layer(DefaultBodyLimit::max(limit))
         .layer(middleware::from_fn_with_state(limit, json_errors))
         .with_state(state)
 }
 
-/// Guards every route of `router` with `scope`, and says so in the document.
+/// Guards every route of `router` with `scope` (then refuses a NUL in its URL), and says so in
+/// the document.
 fn scoped(tokens: &Tokens, scope: Scope, router: OpenApiRouter<AppState>) -> OpenApiRouter<AppState> {
-    let mut router = router.route_layer(middleware::from_fn_with_state((tokens.clone(), scope), auth::require));
+    let mut router = router
+        .route_layer(middleware::from_fn(refuse_nul_in_url))
+        .route_layer(middleware::from_fn_with_state((tokens.clone(), scope), auth::require));
     let requirement = SecurityRequirement::new(auth::SCHEME, [scope.as_str()]);
     for item in router.get_openapi_mut().paths.paths.values_mut() {
         for op in [&mut item.get, &mut item.put, &mut item.post, &mut item.delete, &mut item.patch].into_iter().flatten() {
@@ -147,9 +155,12 @@ pub(super) struct ErrorBody {
     error: String,
     /// What is wrong and how to fix it.
     message: String,
-    /// Every problem found, when there are several (graphs, overrides).
+    /// Every problem found, when there are several (graphs, overrides); at most the first 100.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     problems: Vec<Problem>,
+    /// How many problems there are, when more than the 100 listed.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    problems_total: Option<usize>,
 }
 
 #[utoipa::path(get, path = "/healthz", tag = "health", responses((status = 200, description = "the process is up", content_type = "text/plain")))]
@@ -167,6 +178,7 @@ pub fn metrics_router(state: AppState) -> Router {
 /// what was asked and where to look.
 async fn json_errors(State(limit): State<usize>, request: Request, next: Next) -> Response {
     let asked = format!("{} {}", request.method(), request.uri().path());
+    let unread = has_body(request.headers());
     let response = next.run(request).await;
     let status = response.status();
     let is_json =
@@ -187,7 +199,78 @@ async fn json_errors(State(limit): State<usize>, request: Request, next: Next) -
         StatusCode::METHOD_NOT_ALLOWED => ("method_not_allowed", format!("{asked} is not allowed; /v1/openapi.json lists each path's methods")),
         _ => ("invalid_request", format!("{asked}: {text}; /v1/openapi.json describes the request")),
     };
-    ApiError::new(status, code, message).into_response()
+    // axum refused before the handler read the body (a route, method, path or query
+    // rejection), or stopped reading it (over the limit).
+    let mut response = ApiError::new(status, code, message).into_response();
+    if unread {
+        close_connection(&mut response);
+    }
+    response
+}
+
+/// Whether the request carries a body, which an answer given before the handler reads it
+/// leaves unread.
+pub(crate) fn has_body(request: &HeaderMap) -> bool {
+    let length = request.get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()).and_then(|v| v.trim().parse::<u64>().ok());
+    length.is_some_and(|n| n > 0) || request.contains_key(header::TRANSFER_ENCODING)
+}
+
+/// Marks an answer given without reading the request's body `Connection: close`: the server
+/// drops such a connection rather than read the rest of the body, and a client that pools
+/// connections must know not to send another request on it.
+pub(crate) fn close_connection(response: &mut Response) {
+    response.headers_mut().insert(header::CONNECTION, HeaderValue::from_static("close"));
+}
+
+/// Route layer: refuses a NUL (`%00`) in a path segment or a query parameter, naming it.
+/// PostgreSQL cannot hold U+0000 in text, so the lookup would fail as a database error.
+pub(crate) async fn refuse_nul_in_url(request: Request, next: Next) -> Response {
+    let uri = request.uri();
+    let route = request.extensions().get::<MatchedPath>().map(|m| m.as_str().to_owned()).unwrap_or_default();
+    let in_path =
+        uri.path().split('/').zip(route.split('/').chain(std::iter::repeat(""))).find(|(seg, _)| seg.contains("%00")).map(|(seg, tpl)| {
+            match tpl.strip_prefix('{').and_then(|t| t.strip_suffix('}')) {
+                Some(name) => format!("path parameter `{name}`"),
+                None => format!("path segment `{seg}`"),
+            }
+        });
+    let in_query = || {
+        uri.query()?.split('&').find_map(|pair| {
+            let (name, value) = pair.split_once('=').unwrap_or((pair, ""));
+            (name.contains("%00") || value.contains("%00")).then(|| format!("query parameter `{name}`"))
+        })
+    };
+    let Some(what) = in_path.or_else(in_query) else { return next.run(request).await };
+    let mut r = nul_refused(&what).into_response();
+    if has_body(request.headers()) {
+        close_connection(&mut r);
+    }
+    r
+}
+
+fn nul_refused(what: &str) -> ApiError {
+    ApiError::new(
+        StatusCode::BAD_REQUEST,
+        "nul_in_text",
+        format!("{what} contains a NUL character (U+0000, `%00` or `\\u0000`), which text here cannot hold; remove it"),
+    )
+}
+
+/// Where the first string (or object key) of `v` with a NUL is, as a JSON pointer.
+fn nul_at(v: &Value, at: &str) -> Option<String> {
+    match v {
+        Value::String(s) if s.contains('\0') => Some(format!("the text at `{}`", if at.is_empty() { "/" } else { at })),
+        Value::Array(items) => items.iter().enumerate().find_map(|(i, x)| nul_at(x, &format!("{at}/{i}"))),
+        Value::Object(map) => map.iter().find_map(|(k, x)| {
+            let here = format!("{at}/{}", k.replace('~', "~0").replace('/', "~1"));
+            if k.contains('\0') {
+                Some(format!("the key `{}` at `{}`", k.replace('\0', "\\u0000"), if at.is_empty() { "/" } else { at }))
+            } else {
+                nul_at(x, &here)
+            }
+        }),
+        _ => None,
+    }
 }
 
 /// An error answer: `{"error": code, "message": ..., "problems": [...]}`.
@@ -205,12 +288,33 @@ impl ApiError {
     }
 }
 
+/// Problems listed in one answer. A graph of 550,000 duplicate edges has 549,999 of them: the
+/// answer would be tens of megabytes, and a client fixes the first ones first anyway.
+const MAX_LISTED: usize = 100;
+
+/// Puts the first [`MAX_LISTED`] of `problems` into `body`, with `problems_total` when there
+/// are more; returns how many were left out.
+pub(super) fn list_problems<P: Serialize>(body: &mut Value, problems: &[P]) -> usize {
+    body["problems"] = serde_json::to_value(&problems[..problems.len().min(MAX_LISTED)]).expect("problems serialize");
+    let hidden = problems.len().saturating_sub(MAX_LISTED);
+    if hidden > 0 {
+        body["problems_total"] = json!(problems.len());
+    }
+    hidden
+}
+
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        let mut body = json!({"error": self.code, "message": self.message});
+        // Keys in this order in the answer; `message` is set last, when it is complete.
+        let mut body = json!({"error": self.code, "message": ""});
+        let mut message = self.message;
         if !self.problems.is_empty() {
-            body["problems"] = serde_json::to_value(&self.problems).expect("problems serialize");
+            let hidden = list_problems(&mut body, &self.problems);
+            if hidden > 0 {
+                message.push_str(&format!("; the first {MAX_LISTED} problems are listed, {hidden} more not shown"));
+            }
         }
+        body["message"] = json!(message);
         (self.status, Json(body)).into_response()
     }
 }
@@ -245,9 +349,27 @@ fn json_body<T: serde::de::DeserializeOwned>(headers: &HeaderMap, body: &[u8], e
             "send the body as JSON with `Content-Type: application/json`",
         ));
     }
-    serde_json::from_slice(body).map_err(|e| {
+    let parsed = serde_json::from_slice(body).map_err(|e| {
         ApiError::new(StatusCode::BAD_REQUEST, "invalid_body", format!("the body is not a valid request: {e}; expected {example}"))
-    })
+    })?;
+    // PostgreSQL's text and jsonb cannot hold U+0000, which would fail as a database error:
+    // refuse it here, naming the field. In JSON it can only be the escape `\u0000`, so most
+    // bodies skip the walk.
+    if std::str::from_utf8(body).is_ok_and(|text| text.contains("\\u0000")) {
+        if let Some(at) = serde_json::from_slice::<Value>(body).ok().and_then(|v| nul_at(&v, "")) {
+            return Err(nul_refused(&at));
+        }
+    }
+    Ok(parsed)
+}
+
+/// A subject that would fail only on a worker: 422 with its problems.
+pub(super) fn invalid_subject(problems: Vec<Problem>) -> ApiError {
+    let message = format!(
+        "the subject cannot be rendered: {}; nothing was created",
+        problems.iter().map(|p| p.message.as_str()).collect::<Vec<_>>().join("; ")
+    );
+    ApiError { problems, ..ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "invalid_subject", message) }
 }
 
 /// `POST /v1/runs` body.
@@ -274,16 +396,24 @@ struct Created {
     request_body = CreateRun,
     params(("Idempotency-Key" = Option<String>, Header, description = "the same key again returns the first run")),
     responses((status = 201, body = Created, description = "the run was created"), (status = 200, body = Created, description = "this key created the run earlier"),
-        (status = 400, description = "malformed JSON or an unknown field", body = ErrorBody), (status = 401, description = "no token, or an unknown one", body = ErrorBody), (status = 403, description = "the token lacks the scope", body = ErrorBody), (status = 422, body = ErrorBody, description = "every problem of the graph; nothing was written")))]
+        (status = 400, description = "malformed JSON, an unknown field or a NUL character", body = ErrorBody), (status = 401, description = "no token, or an unknown one", body = ErrorBody), (status = 403, description = "the token lacks the scope", body = ErrorBody), (status = 422, body = ErrorBody, description = "every problem of the graph and the subject; nothing was written")))]
 async fn create_run(State(state): State<AppState>, headers: HeaderMap, body: Bytes) -> Result<Response, ApiError> {
     let req: CreateRun = json_body(&headers, &body, r#"{"subject": {...}, "graph": {"nodes": [...], "edges": [...]}}"#)?;
     let defaults = state.node_defaults();
-    let plan = graph::plan(&req.graph, registry(), defaults).map_err(|problems| ApiError {
-        status: StatusCode::UNPROCESSABLE_ENTITY,
-        code: "invalid_graph",
-        message: format!("the graph has {} problem(s); nothing was created", problems.len()),
-        problems,
-    })?;
+    let subject = graph::check_subject(&req.subject);
+    let plan = match graph::plan(&req.graph, registry(), defaults) {
+        Ok(plan) if subject.is_empty() => plan,
+        Ok(_) => return Err(invalid_subject(subject)),
+        Err(mut problems) => {
+            problems.extend(subject);
+            return Err(ApiError {
+                status: StatusCode::UNPROCESSABLE_ENTITY,
+                code: "invalid_graph",
+                message: format!("the graph has {} problem(s); nothing was created", problems.len()),
+                problems,
+            });
+        }
+    };
     let key = match headers.get("idempotency-key").map(|v| v.to_str()) {
         None => None,
         Some(Ok(k)) if !k.is_empty() && k.len() <= 255 => Some(k),

@@ -43,7 +43,7 @@ impl From<RequestError> for ApiError {
     description = "What the order system calls. The output type's rollout mode decides the runs; the answer shows only the authoritative one.",
     params(("Idempotency-Key" = String, Header, description = "required: the same key again returns the first answer and never renders twice")),
     responses((status = 201, body = Object, description = "the request and its authoritative run"), (status = 200, body = Object, description = "this key was used before: the first answer"),
-        (status = 400, description = "malformed JSON or an unknown field", body = ErrorBody), (status = 401, description = "no token, or an unknown one", body = ErrorBody), (status = 403, description = "the token lacks the scope", body = ErrorBody), (status = 422, body = ErrorBody, description = "unknown output type, a key reused for a different request, a workflow that cannot run")))]
+        (status = 400, description = "malformed JSON or an unknown field", body = ErrorBody), (status = 401, description = "no token, or an unknown one", body = ErrorBody), (status = 403, description = "the token lacks the scope", body = ErrorBody), (status = 422, body = ErrorBody, description = "unknown output type, a key reused for a different request, a workflow that cannot run, a subject no worker could render")))]
 pub(super) async fn create(State(state): State<AppState>, headers: HeaderMap, body: Bytes) -> Result<Response, ApiError> {
     let key = match headers.get("idempotency-key").map(|v| v.to_str()) {
         Some(Ok(k)) if !k.trim().is_empty() && k.len() <= 255 => k.to_string(),
@@ -62,6 +62,10 @@ pub(super) async fn create(State(state): State<AppState>, headers: HeaderMap, bo
             "invalid_request",
             "`order_line_id` must be non-empty and `subject` a JSON object describing what to render",
         ));
+    }
+    let problems = renderfleet_shared::graph::check_subject(&input.subject);
+    if !problems.is_empty() {
+        return Err(super::invalid_subject(problems));
     }
     let defaults = state.node_defaults();
     let req = request::Request {

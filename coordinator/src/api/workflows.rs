@@ -2,7 +2,7 @@
 //! validate without a write, the canonical starter of each family, and `repair`, which
 //! rewrites a stored workflow into canonical shape and says what it changed.
 
-use super::{json_body, ApiError, ErrorBody};
+use super::{json_body, list_problems, ApiError, ErrorBody};
 use crate::db::{sql, DbError};
 use crate::AppState;
 use axum::body::Bytes;
@@ -43,12 +43,9 @@ fn parse_id(id: &str) -> Result<Uuid, ApiError> {
 pub(super) async fn validate(headers: HeaderMap, body: Bytes) -> Result<Json<Value>, ApiError> {
     let graph: GraphSpec = json_body(&headers, &body, r#"{"family": "order_line", "nodes": [...], "edges": [...]}"#)?;
     let v = graph::validate(&graph, registry());
-    Ok(Json(json!({
-        "valid": v.is_valid(),
-        "family": v.family,
-        "problems": v.problems,
-        "normalized": v.normalized,
-    })))
+    let mut body = json!({"valid": v.is_valid(), "family": v.family, "problems": [], "normalized": v.normalized});
+    list_problems(&mut body, &v.problems);
+    Ok(Json(body))
 }
 
 /// `GET /v1/workflows/starters/{family}`: in canonical shape (defaults filled in).
@@ -177,7 +174,8 @@ pub(super) async fn create(State(state): State<AppState>, headers: HeaderMap, bo
     let id = Uuid::now_v7();
     let (version, _) = insert_version(&state, id, &input.name, input.family, &v, mixed, None).await?;
     tracing::info!(workflow = %id, name = %input.name, mixed, "workflow created");
-    let body = json!({"id": id, "version": version, "mixed_family": mixed, "problems": v.problems, "graph": v.normalized});
+    let mut body = json!({"id": id, "version": version, "mixed_family": mixed, "problems": [], "graph": v.normalized});
+    list_problems(&mut body, &v.problems);
     Ok((StatusCode::CREATED, [(header::LOCATION, format!("/v1/workflows/{id}"))], Json(body)).into_response())
 }
 
@@ -209,7 +207,9 @@ pub(super) async fn update(
     let (v, mixed) = for_storage(&input.name, input.family, input.graph)?;
     let (version, _) = insert_version(&state, id, &input.name, input.family, &v, mixed, None).await?;
     tracing::info!(workflow = %id, version, "workflow edited");
-    Ok(Json(json!({"id": id, "version": version, "mixed_family": mixed, "problems": v.problems, "graph": v.normalized})))
+    let mut body = json!({"id": id, "version": version, "mixed_family": mixed, "problems": [], "graph": v.normalized});
+    list_problems(&mut body, &v.problems);
+    Ok(Json(body))
 }
 
 pub(super) async fn latest(state: &AppState, id: Uuid) -> Result<WorkflowView, ApiError> {
@@ -291,7 +291,7 @@ pub(super) async fn repair(
         version = insert_version(&state, id, &current.name, family, &v, mixed, Some(current.version)).await?.0;
         tracing::info!(workflow = %id, from = current.version, to = version, changes = changes.len(), "workflow repaired");
     }
-    Ok(Json(json!({
+    let mut body = json!({
         "id": id,
         "from_version": current.version,
         "version": version,
@@ -299,8 +299,10 @@ pub(super) async fn repair(
         "dry_run": q.dry_run,
         "changes": changes,
         "mixed_family": mixed,
-        "problems": remaining,
-    })))
+        "problems": [],
+    });
+    list_problems(&mut body, &remaining);
+    Ok(Json(body))
 }
 
 /// What normalisation changed, one line each.
@@ -378,6 +380,7 @@ pub(crate) async fn preflight_report(state: &AppState, id: Uuid, input: Prefligh
     if !input.subject.is_object() {
         problems.push(Problem { node_id: None, ..preflight_problem("`subject` must be a JSON object describing what to render") });
     }
+    problems.extend(graph::check_subject(&input.subject));
     let mut output_type = Value::Null;
     if let Some(key) = &input.output_type {
         let ot = super::output_types::read(state, key).await?;
@@ -420,14 +423,16 @@ pub(crate) async fn preflight_report(state: &AppState, id: Uuid, input: Prefligh
         nodes.push(json!({"id": node.id, "type": t.type_key, "module": t.module_key, "params": node.params}));
     }
     let ok = !problems.iter().any(|p| p.severity == renderfleet_shared::graph::Severity::Error);
-    Ok(json!({
+    let mut report = json!({
         "ok": ok,
         "workflow": {"id": workflow.id, "version": workflow.version, "family": workflow.family},
         "output_type": output_type,
-        "problems": problems,
+        "problems": [],
         "nodes": nodes,
         "modules": modules,
-    }))
+    });
+    list_problems(&mut report, &problems);
+    Ok(report)
 }
 
 fn preflight_problem(message: &str) -> Problem {

@@ -62,7 +62,7 @@ pub(super) fn svg(graph: &Value, statuses: &HashMap<String, String>) -> String {
     let pos = |i: usize| (10 + depth[i] as i64 * (W + GAP_X), 10 + row_of[i] as i64 * (H + GAP_Y));
     let width = 20 + (depth.iter().max().copied().unwrap_or(0) as i64 + 1) * (W + GAP_X);
     let height = 20 + (rows.values().max().copied().unwrap_or(1).min(MAX_NODES) as i64) * (H + GAP_Y);
-    let mut s = format!("<svg id=\"dag\" xmlns=\"http://www.w3.org/2000/svg\" width=\"{width}\" height=\"{height}\" style=\"background:#fff;border:1px solid #e2e2e6;border-radius:6px;max-width:100%\">");
+    let mut s = format!("<svg id=\"dag\" xmlns=\"http://www.w3.org/2000/svg\" width=\"{width}\" height=\"{height}\">");
     for &(a, b) in edges.iter().filter(|(a, b)| shown(*a) && shown(*b)) {
         let ((ax, ay), (bx, by)) = (pos(a), pos(b));
         let (x1, y1, x2, y2) = (ax + W, ay + H / 2, bx, by + H / 2);

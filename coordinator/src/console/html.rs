@@ -1,9 +1,11 @@
 //! The console's page frame and small HTML helpers: escaping, status badges, durations,
-//! artifact previews. Styles are inline: the page needs nothing from the network.
+//! artifact previews. The stylesheet is served by the console itself (`/console/style.css`:
+//! nothing from the network, and no inline style the Content-Security-Policy would have to
+//! allow).
 
 use renderfleet_shared::artifact::ArtifactRef;
 
-const STYLE: &str = "body{font:14px/1.45 system-ui,sans-serif;margin:0;color:#1d1d1f;background:#f6f6f7}
+pub(super) const STYLE: &str = "body{font:14px/1.45 system-ui,sans-serif;margin:0;color:#1d1d1f;background:#f6f6f7}
 nav{background:#1d2733;padding:8px 16px}nav a{color:#dfe6ee;margin-right:18px;text-decoration:none;font-weight:600}
 main{padding:16px 20px}table{border-collapse:collapse;background:#fff;margin:8px 0}td,th{border:1px solid #e2e2e6;padding:4px 8px;text-align:left;vertical-align:top}
 th{background:#f0f1f4}.card{background:#fff;border:1px solid #e2e2e6;border-radius:6px;padding:8px 14px;margin:8px 0}
@@ -15,7 +17,9 @@ pre.log{background:#111;color:#ddd;padding:8px;max-height:260px;overflow:auto;fo
 details.node{background:#fff;border:1px solid #e2e2e6;border-radius:6px;margin:6px 0;padding:6px 10px}
 .artifacts figure,.side figure{display:inline-block;margin:6px 12px 6px 0;vertical-align:top}
 .artifacts img{max-width:160px;max-height:160px;border:1px solid #ddd;background:#fff}.side img{max-width:420px;border:1px solid #ddd}
-.filters{margin:4px 0 8px}form.inline{display:inline}code{font-size:12px}";
+.filters{margin:4px 0 8px}form.inline{display:inline}code{font-size:12px}
+nav form{float:right;margin:0}nav button{background:none;border:0;padding:0;color:#dfe6ee;font:inherit;font-weight:600;cursor:pointer}
+#dag{background:#fff;border:1px solid #e2e2e6;border-radius:6px;max-width:100%}";
 
 /// HTML-escapes text.
 pub(super) fn esc(s: &str) -> String {
@@ -40,16 +44,23 @@ pub(super) fn url(s: &str) -> String {
         .collect()
 }
 
-pub(super) fn page(title: &str, body: &str) -> String {
-    page_refreshing(title, body, false)
+/// The hidden field that carries the session's CSRF token in every state-changing form.
+pub(super) fn csrf_field(token: &str) -> String {
+    format!("<input type=\"hidden\" name=\"csrf\" value=\"{}\">", esc(token))
 }
 
-/// A page; `refresh` reloads it every two seconds (a run still running).
-pub(super) fn page_refreshing(title: &str, body: &str, refresh: bool) -> String {
+/// A page; `csrf` (signed in) adds the sign-out button, `refresh` reloads it every two seconds
+/// (a run still running).
+pub(super) fn page(title: &str, body: &str, csrf: Option<&str>, refresh: bool) -> String {
     let meta = if refresh { "<meta http-equiv=\"refresh\" content=\"2\">" } else { "" };
+    let sign_out = csrf
+        .map(|t| {
+            format!("<form method=\"post\" action=\"/console/logout\">{}<button id=\"sign-out\">Sign out</button></form>", csrf_field(t))
+        })
+        .unwrap_or_default();
     format!(
-        "<!doctype html><html><head><meta charset=\"utf-8\">{meta}<title>{t} · renderfleet</title><style>{STYLE}</style></head><body>\
-         <nav><a href=\"/console/runs\">Runs</a><a href=\"/console/comparisons\">Comparisons</a><a href=\"/console/rollout\">Rollout</a><a href=\"/console/workers\">Workers</a><a href=\"/console/workflows\">Workflows</a><a href=\"/console/logout\" style=\"float:right\">Sign out</a></nav>\
+        "<!doctype html><html><head><meta charset=\"utf-8\">{meta}<title>{t} · renderfleet</title><link rel=\"stylesheet\" href=\"/console/style.css\"></head><body>\
+         <nav><a href=\"/console/runs\">Runs</a><a href=\"/console/comparisons\">Comparisons</a><a href=\"/console/rollout\">Rollout</a><a href=\"/console/workers\">Workers</a><a href=\"/console/workflows\">Workflows</a>{sign_out}</nav>\
          <main><h2>{t}</h2>{body}</main></body></html>",
         t = esc(title)
     )

@@ -7,22 +7,25 @@
 //! artifacts with previews; cancel and retry), shadow comparisons (legacy and graph images
 //! beside their diff), rollout (mode, gate, events; promote and rollback) and workers.
 //!
-//! Sign-in: the browser presents an API token once (`/console/login`); it is kept in an
-//! HttpOnly, SameSite=Strict cookie scoped to `/console` and checked like a bearer token on
-//! every request: reading needs `read`, cancel/retry/rollback `operate`, promote `admin`.
-//! SameSite=Strict keeps other sites from posting the console's forms.
+//! Sign-in (`session`): an API token presented once starts a server-side session; reading
+//! needs `read`, cancel/retry/rollback `operate`, promote `admin`, dispatch `submit`. Every
+//! form that changes something carries the session's CSRF token, and `guard` lets a
+//! state-changing request through only from the console's own origin and puts the security
+//! headers on every response.
 
 mod dag;
+mod guard;
 mod html;
+mod session;
 
 use crate::api::auth::{Scope, Tokens};
 use crate::db::sql;
 use crate::dispatch::operate;
 use crate::rollout;
 use crate::AppState;
-use axum::extract::{Form, Path, Query, Request, State};
-use axum::http::{header, HeaderMap, StatusCode};
-use axum::middleware::{self, Next};
+use axum::extract::{Form, Path, Query, State};
+use axum::http::{header, HeaderValue, StatusCode};
+use axum::middleware;
 use axum::response::{Html, IntoResponse, Redirect, Response};
 use axum::routing::{get, post};
 use axum::Router;
@@ -31,15 +34,17 @@ use html::{esc, page, status_badge};
 use renderfleet_shared::gate::GateConfig;
 use serde::Deserialize;
 use serde_json::Value;
+use session::{Console, Viewer};
 use std::collections::HashMap;
 use std::fmt::Write;
 use uuid::Uuid;
 
-const COOKIE: &str = "rf_console";
 const PAGE: i64 = 50;
 
 /// The console's routes, under `/console`.
 pub fn router(state: AppState, tokens: Tokens) -> Router {
+    let https = state.config.console.https;
+    let console = Console { state: state.clone(), tokens };
     let pages = Router::new()
         .route("/console", get(|| async { Redirect::to("/console/runs") }))
         .route("/console/runs", get(runs))
@@ -57,84 +62,21 @@ pub fn router(state: AppState, tokens: Tokens) -> Router {
         .route("/console/workflows/{id}", get(workflow))
         .route("/console/workflows/{id}/preflight", post(workflow_preflight))
         .route("/console/workflows/{id}/dispatch", post(workflow_dispatch))
-        .route_layer(middleware::from_fn_with_state(tokens.clone(), signed_in));
-    Router::new().route("/console/login", get(login_form).post(login)).with_state(tokens).merge(pages.with_state(state))
-}
-
-/// The token in the console's cookie.
-fn cookie_token(headers: &HeaderMap) -> Option<String> {
-    headers
-        .get_all(header::COOKIE)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(';'))
-        .find_map(|c| c.trim().strip_prefix(&format!("{COOKIE}=")).map(String::from))
-}
-
-/// Who is signed in (token name), with the scopes a page may need checked per action.
-#[derive(Clone)]
-struct Viewer {
-    token: Option<String>,
-    tokens: Tokens,
-}
-
-impl Viewer {
-    fn may(&self, scope: Scope) -> bool {
-        self.tokens.check(self.token.as_deref().unwrap_or(""), scope).is_some_and(|(_, ok)| ok)
-    }
-}
-
-async fn signed_in(State(tokens): State<Tokens>, mut request: Request, next: Next) -> Response {
-    let token = cookie_token(request.headers());
-    match tokens.check(token.as_deref().unwrap_or(""), Scope::Read) {
-        Some((_, true)) => {
-            request.extensions_mut().insert(Viewer { token, tokens });
-            next.run(request).await
-        }
-        Some((name, false)) => {
-            (StatusCode::FORBIDDEN, Html(page("Not allowed", &format!("<p>Token <b>{}</b> lacks the <code>read</code> scope the console needs. <a href=\"/console/login\">Sign in with another token</a>.</p>", esc(&name))))).into_response()
-        }
-        None => Redirect::to("/console/login").into_response(),
-    }
-}
-
-async fn login_form() -> Html<String> {
-    Html(page(
-        "Sign in",
-        "<form method=\"post\" action=\"/console/login\" class=\"card\"><p>Paste an API token (scope <code>read</code>; \
-         <code>operate</code> to cancel, retry and roll back; <code>admin</code> to promote). \
-         <code>renderctl token new NAME read+operate</code> makes one.</p>\
-         <input type=\"password\" name=\"token\" id=\"token\" size=\"60\" autofocus> <button type=\"submit\" id=\"sign-in\">Sign in</button></form>",
-    ))
-}
-
-#[derive(Deserialize)]
-struct LoginForm {
-    token: String,
-}
-
-async fn login(State(tokens): State<Tokens>, Form(f): Form<LoginForm>) -> Response {
-    match tokens.check(f.token.trim(), Scope::Read) {
-        Some((_, true)) => {
-            // A working day; sign out at /console/logout. (Serve the console over TLS: the
-            // cookie carries the token itself.)
-            let cookie = format!("{COOKIE}={}; Path=/console; HttpOnly; SameSite=Strict; Max-Age=43200", f.token.trim());
-            ([(header::SET_COOKIE, cookie)], Redirect::to("/console/runs")).into_response()
-        }
-        _ => (
-            StatusCode::UNAUTHORIZED,
-            Html(page(
-                "Sign in",
-                "<p class=\"error\">That token is unknown here or lacks <code>read</code>. <a href=\"/console/login\">Try again</a>.</p>",
-            )),
-        )
-            .into_response(),
-    }
+        .route("/console/logout", get(session::logout_form).post(session::logout))
+        .route_layer(middleware::from_fn(crate::api::refuse_nul_in_url))
+        .route_layer(middleware::from_fn_with_state(console.clone(), session::signed_in))
+        .with_state(state);
+    Router::new()
+        .route("/console/login", get(session::login_form).post(session::login))
+        .with_state(console)
+        .route("/console/style.css", get(|| async { ([(header::CONTENT_TYPE, "text/css; charset=utf-8")], html::STYLE) }))
+        .merge(pages)
+        .layer(middleware::from_fn_with_state(https, guard::guard))
 }
 
 /// An error page that says what went wrong.
 fn oops(status: StatusCode, message: &str) -> Response {
-    (status, Html(page("Error", &format!("<p class=\"error\">{}</p>", esc(message))))).into_response()
+    (status, Html(page("Error", &format!("<p class=\"error\">{}</p>", esc(message)), None, false))).into_response()
 }
 
 fn db_err(e: impl std::fmt::Display) -> Response {
@@ -165,7 +107,7 @@ fn ms(a: DateTime<Utc>, b: Option<DateTime<Utc>>) -> String {
     b.map(|b| html::duration((b - a).num_milliseconds())).unwrap_or_default()
 }
 
-async fn runs(State(state): State<AppState>, Query(f): Query<RunFilter>) -> Response {
+async fn runs(State(state): State<AppState>, Query(f): Query<RunFilter>, viewer: axum::Extension<Viewer>) -> Response {
     let cursor: Option<(DateTime<Utc>, Uuid)> = some(&f.after).and_then(|c| {
         let (t, id) = c.split_once(',')?;
         Some((DateTime::parse_from_rfc3339(t).ok()?.with_timezone(&Utc), id.parse().ok()?))
@@ -247,7 +189,7 @@ async fn runs(State(state): State<AppState>, Query(f): Query<RunFilter>) -> Resp
         q.push(format!("after={},{}", html::url(&last.get::<_, DateTime<Utc>>(5).to_rfc3339()), last.get::<_, Uuid>(0)));
         let _ = write!(body, "<p><a id=\"next-page\" href=\"/console/runs?{}\">next page →</a></p>", q.join("&"));
     }
-    Html(page("Runs", &body)).into_response()
+    viewer.page("Runs", &body).into_response()
 }
 
 async fn run(State(state): State<AppState>, Path(id): Path<String>, viewer: axum::Extension<Viewer>) -> Response {
@@ -288,13 +230,17 @@ async fn run(State(state): State<AppState>, Path(id): Path<String>, viewer: axum
     let _ = write!(body, "<p>subject <code>{}</code></p>", esc(&run.get::<_, Value>(4).to_string()));
     if viewer.may(Scope::Operate) {
         if status == "running" {
-            let _ =
-                write!(body, "<form method=\"post\" action=\"/console/runs/{id}/cancel\"><button id=\"cancel\">Cancel run</button></form>");
+            let _ = write!(
+                body,
+                "<form method=\"post\" action=\"/console/runs/{id}/cancel\">{}<button id=\"cancel\">Cancel run</button></form>",
+                viewer.field()
+            );
         }
         if status == "failed" || status == "cancelled" {
             let _ = write!(
                 body,
-                "<form method=\"post\" action=\"/console/runs/{id}/retry\"><button id=\"retry\">Retry failed nodes</button></form>"
+                "<form method=\"post\" action=\"/console/runs/{id}/retry\">{}<button id=\"retry\">Retry failed nodes</button></form>",
+                viewer.field()
             );
         }
     }
@@ -370,8 +316,9 @@ async fn run(State(state): State<AppState>, Path(id): Path<String>, viewer: axum
         }
         body += "</details>";
     }
-    let refresh = status == "running";
-    Html(html::page_refreshing("Run", &body, refresh)).into_response()
+    // A running run's page reloads itself.
+    let html = if status == "running" { viewer.refreshing_page("Run", &body) } else { viewer.page("Run", &body) };
+    html.into_response()
 }
 
 async fn cancel(State(state): State<AppState>, Path(id): Path<Uuid>, viewer: axum::Extension<Viewer>) -> Response {
@@ -410,9 +357,36 @@ async fn artifact(State(state): State<AppState>, Path(sha): Path<String>) -> Res
             let length = file.metadata().await.map(|m| m.len()).unwrap_or(0);
             let body = axum::body::Body::from_stream(tokio_util::io::ReaderStream::new(file));
             let mime = mime.unwrap_or_else(|| "application/octet-stream".into());
-            ([(header::CONTENT_TYPE, mime), (header::CONTENT_LENGTH, length.to_string())], body).into_response()
+            // Only PNG previews show in the page; everything else (the type is the worker's
+            // word, and could be text/html) is a download, never rendered here.
+            let disposition = match mime.as_str() {
+                "image/png" => "inline".to_string(),
+                m => format!("attachment; filename=\"{}{}\"", &sha[..16], extension(m)),
+            };
+            let content_type = HeaderValue::from_str(&mime).unwrap_or(HeaderValue::from_static("application/octet-stream"));
+            (
+                [
+                    (header::CONTENT_TYPE, content_type),
+                    (header::CONTENT_DISPOSITION, HeaderValue::from_str(&disposition).expect("hex and ASCII")),
+                    (header::CONTENT_LENGTH, HeaderValue::from(length)),
+                ],
+                body,
+            )
+                .into_response()
         }
         Err(_) => oops(StatusCode::NOT_FOUND, &format!("artifact {sha} is not in {}", state.config.artifacts_dir)),
+    }
+}
+
+/// A download's file name extension, by its type.
+fn extension(mime: &str) -> &'static str {
+    match mime {
+        "model/gltf-binary" => ".glb",
+        "application/x-blender" => ".blend",
+        "video/mp4" => ".mp4",
+        "application/json" => ".json",
+        "model/step" => ".step",
+        _ => "",
     }
 }
 
@@ -422,7 +396,7 @@ struct ComparisonFilter {
     verdict: Option<String>,
 }
 
-async fn comparisons(State(state): State<AppState>, Query(f): Query<ComparisonFilter>) -> Response {
+async fn comparisons(State(state): State<AppState>, Query(f): Query<ComparisonFilter>, viewer: axum::Extension<Viewer>) -> Response {
     let client = match state.pool.get().await {
         Ok(c) => c,
         Err(e) => return db_err(e),
@@ -457,10 +431,10 @@ async fn comparisons(State(state): State<AppState>, Query(f): Query<ComparisonFi
         );
     }
     body += "</table>";
-    Html(page("Comparisons", &body)).into_response()
+    viewer.page("Comparisons", &body).into_response()
 }
 
-async fn comparison(State(state): State<AppState>, Path(id): Path<Uuid>) -> Response {
+async fn comparison(State(state): State<AppState>, Path(id): Path<Uuid>, viewer: axum::Extension<Viewer>) -> Response {
     let client = match state.pool.get().await {
         Ok(c) => c,
         Err(e) => return db_err(e),
@@ -508,7 +482,7 @@ async fn comparison(State(state): State<AppState>, Path(id): Path<Uuid>) -> Resp
         "<h3>metrics</h3><pre id=\"metrics\">{}</pre>",
         esc(&serde_json::to_string_pretty(&k.get::<_, Value>(9)).unwrap_or_default())
     );
-    Html(page("Comparison", &body)).into_response()
+    viewer.page("Comparison", &body).into_response()
 }
 
 async fn rollout_page(State(state): State<AppState>, viewer: axum::Extension<Viewer>) -> Response {
@@ -557,14 +531,15 @@ async fn rollout_page(State(state): State<AppState>, viewer: axum::Extension<Vie
                     write!(body, "<button disabled title=\"{0}\">Promote</button> <span class=\"muted\">promote: {0}</span> ", esc(&why));
             }
             None => {
-                let _ = write!(body, "<form method=\"post\" action=\"/console/rollout/{0}/promote\" class=\"inline\"><button id=\"promote-{0}\">Promote</button></form> ", esc(&key));
+                let _ = write!(body, "<form method=\"post\" action=\"/console/rollout/{0}/promote\" class=\"inline\">{1}<button id=\"promote-{0}\">Promote</button></form> ", esc(&key), viewer.field());
             }
         }
         if mode != "legacy" && viewer.may(Scope::Operate) {
             let _ = write!(
                 body,
-                "<form method=\"post\" action=\"/console/rollout/{0}/rollback\" class=\"inline\"><input type=\"hidden\" name=\"reason\" value=\"rolled back from the console\"><button id=\"rollback-{0}\">Roll back to legacy</button></form>",
-                esc(&key)
+                "<form method=\"post\" action=\"/console/rollout/{0}/rollback\" class=\"inline\">{1}<input type=\"hidden\" name=\"reason\" value=\"rolled back from the console\"><button id=\"rollback-{0}\">Roll back to legacy</button></form>",
+                esc(&key),
+                viewer.field()
             );
         }
         let events = client.query(sql::ROLLOUT_EVENTS, &[&key, &5i64]).await.unwrap_or_default();
@@ -588,7 +563,7 @@ async fn rollout_page(State(state): State<AppState>, viewer: axum::Extension<Vie
     if types.is_empty() {
         body += "<p class=\"muted\">No output types yet.</p>";
     }
-    Html(page("Rollout", &body)).into_response()
+    viewer.page("Rollout", &body).into_response()
 }
 
 #[derive(Deserialize, Default)]
@@ -622,7 +597,7 @@ async fn rollback(
     }
 }
 
-async fn workers(State(state): State<AppState>) -> Response {
+async fn workers(State(state): State<AppState>, viewer: axum::Extension<Viewer>) -> Response {
     let client = match state.pool.get().await {
         Ok(c) => c,
         Err(e) => return db_err(e),
@@ -675,10 +650,10 @@ async fn workers(State(state): State<AppState>) -> Response {
         let _ = write!(body, "<tr><td>{module}</td><td>{depth}</td></tr>");
     }
     body += "</table>";
-    Html(page("Workers", &body)).into_response()
+    viewer.page("Workers", &body).into_response()
 }
 
-async fn workflows(State(state): State<AppState>) -> Response {
+async fn workflows(State(state): State<AppState>, viewer: axum::Extension<Viewer>) -> Response {
     let client = match state.pool.get().await {
         Ok(c) => c,
         Err(e) => return db_err(e),
@@ -702,7 +677,7 @@ async fn workflows(State(state): State<AppState>) -> Response {
         );
     }
     body += "</table>";
-    Html(page("Workflows", &body)).into_response()
+    viewer.page("Workflows", &body).into_response()
 }
 
 #[derive(Deserialize, Default)]
@@ -713,7 +688,7 @@ struct DispatchForm {
 }
 
 /// The workflow's graph, and a form to preflight or dispatch it for a subject and an output type.
-async fn workflow_page(state: &AppState, id: Uuid, form: &DispatchForm, result: &str) -> Response {
+async fn workflow_page(state: &AppState, viewer: &Viewer, id: Uuid, form: &DispatchForm, result: &str) -> Response {
     let client = match state.pool.get().await {
         Ok(c) => c,
         Err(e) => return db_err(e),
@@ -738,24 +713,37 @@ async fn workflow_page(state: &AppState, id: Uuid, form: &DispatchForm, result: 
     body += &dag::svg(&w.get::<_, Value>(4), &HashMap::new());
     let _ = write!(
         body,
-        "<form method=\"post\" class=\"card\" id=\"dispatch-form\"><p>output type <select name=\"output_type\" id=\"output-type\">{options}</select> \
+        "<form method=\"post\" class=\"card\" id=\"dispatch-form\">{}<p>output type <select name=\"output_type\" id=\"output-type\">{options}</select> \
          (those bound to this workflow)</p><p>subject<br><textarea name=\"subject\" id=\"subject\" rows=\"3\" cols=\"80\">{}</textarea></p>\
          <button formaction=\"/console/workflows/{id}/preflight\" id=\"preflight\">Preflight</button> \
          <button formaction=\"/console/workflows/{id}/dispatch\" id=\"dispatch\">Dispatch a render request</button></form>{result}",
+        viewer.field(),
         esc(subject)
     );
-    Html(page("Workflow", &body)).into_response()
+    viewer.page("Workflow", &body).into_response()
 }
 
-async fn workflow(State(state): State<AppState>, Path(id): Path<Uuid>) -> Response {
-    workflow_page(&state, id, &DispatchForm::default(), "").await
+async fn workflow(State(state): State<AppState>, Path(id): Path<Uuid>, viewer: axum::Extension<Viewer>) -> Response {
+    workflow_page(&state, &viewer, id, &DispatchForm::default(), "").await
 }
 
-async fn workflow_preflight(State(state): State<AppState>, Path(id): Path<Uuid>, Form(f): Form<DispatchForm>) -> Response {
+async fn workflow_preflight(
+    State(state): State<AppState>,
+    Path(id): Path<Uuid>,
+    viewer: axum::Extension<Viewer>,
+    Form(f): Form<DispatchForm>,
+) -> Response {
     let subject: Value = match serde_json::from_str(&f.subject) {
         Ok(v) => v,
         Err(e) => {
-            return workflow_page(&state, id, &f, &format!("<p class=\"error\">the subject is not JSON: {}</p>", esc(&e.to_string()))).await
+            return workflow_page(
+                &state,
+                &viewer,
+                id,
+                &f,
+                &format!("<p class=\"error\">the subject is not JSON: {}</p>", esc(&e.to_string())),
+            )
+            .await
         }
     };
     let input = crate::api::workflows::PreflightInput {
@@ -797,7 +785,7 @@ async fn workflow_preflight(State(state): State<AppState>, Path(id): Path<Uuid>,
         }
         Err(e) => format!("<p class=\"error\">{}</p>", esc(&format!("{e:?}"))),
     };
-    workflow_page(&state, id, &f, &result).await
+    workflow_page(&state, &viewer, id, &f, &result).await
 }
 
 async fn workflow_dispatch(
@@ -811,7 +799,7 @@ async fn workflow_dispatch(
     }
     let subject: Value = match serde_json::from_str::<Value>(&f.subject) {
         Ok(v) if v.is_object() => v,
-        _ => return workflow_page(&state, id, &f, "<p class=\"error\">the subject must be a JSON object</p>").await,
+        _ => return workflow_page(&state, &viewer, id, &f, "<p class=\"error\">the subject must be a JSON object</p>").await,
     };
     let key = format!("console:{}", Uuid::now_v7());
     let req = crate::dispatch::request::Request {
@@ -827,7 +815,7 @@ async fn workflow_dispatch(
             Redirect::to(&run.map(|r| format!("/console/runs/{r}")).unwrap_or_else(|| "/console/runs".into())).into_response()
         }
         Ok(_) => Redirect::to("/console/runs").into_response(),
-        Err(e) => workflow_page(&state, id, &f, &format!("<p class=\"error\">{}</p>", esc(&e.to_string()))).await,
+        Err(e) => workflow_page(&state, &viewer, id, &f, &format!("<p class=\"error\">{}</p>", esc(&e.to_string()))).await,
     }
 }
 

@@ -5,10 +5,11 @@
 
 use super::{fatal, Env, Module, ModuleError, ModuleFuture};
 use renderfleet_shared::artifact::ArtifactRef;
+use renderfleet_shared::registry::cad_file_problem;
 use renderfleet_shared::registry::module::CAD_RESOLVE;
 use renderfleet_shared::wire::TaskMessage;
 use serde_json::{json, Value};
-use std::path::{Component, Path};
+use std::path::Path;
 use std::sync::Arc;
 
 pub(super) struct CadResolve(pub(super) Arc<Env>);
@@ -33,12 +34,11 @@ pub(crate) async fn resolve(env: &Env, subject: &Value, params: &Value) -> Resul
             "the subject has no `cad_file`; give the STEP file's path inside the workers' cad_dir, e.g. {{\"cad_file\": \"bracket.stp\"}} (subject: {subject})"
         )));
     };
-    let relative = Path::new(name);
-    if name.is_empty() || name.contains('\0') || !relative.components().all(|c| matches!(c, Component::Normal(_))) {
-        return Err(fatal(format!(
-            "`cad_file` {name:?} must be a relative path inside cad_dir without `..`; ask for the file by its name in the CAD library"
-        )));
+    // The same syntax check the coordinator makes at submission (a run stored before it had one may still get here).
+    if let Some(why) = cad_file_problem(name) {
+        return Err(fatal(why));
     }
+    let relative = Path::new(name);
     let root = tokio::fs::canonicalize(&env.cad_dir).await.map_err(|e| ModuleError::Retryable {
         message: format!(
             "the CAD directory {} is not readable ({e}); check the worker's `cad_dir` (RENDERFLEET_CAD_DIR)",
