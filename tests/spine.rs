@@ -455,20 +455,27 @@ async fn undecodable_task_is_dead_lettered_and_the_worker_lives_on() {
     assert_eq!(w.wait_run(&c, id, LONG).await["status"], "succeeded");
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_task_from_a_newer_version_fails_its_node_instead_of_hanging() {
-    let mut w = World::new("future_task").await;
-    let c = w.start_coordinator("coordinator", &[]).await;
+/// Submits `a → b` (noop, no worker yet) and takes `a`'s task out of its queue, so that a
+/// test can publish a task of its own making in its place. Returns the run and `a`'s node_run.
+async fn intercept_first_task(w: &World, c: &renderfleet_tests::Coord) -> (Uuid, Uuid) {
     let id =
-        w.submit(&c, json!({"nodes":[{"id":"a","type":"util.noop"},{"id":"b","type":"util.noop"}],"edges":[{"from":"a","to":"b"}]})).await;
-    let run = w.get_run(&c, id).await;
+        w.submit(c, json!({"nodes":[{"id":"a","type":"util.noop"},{"id":"b","type":"util.noop"}],"edges":[{"from":"a","to":"b"}]})).await;
+    let run = w.get_run(c, id).await;
     let a: Uuid = node(&run, "a").unwrap()["node_run_id"].as_str().unwrap().parse().unwrap();
-    // Replace the real task with one a newer coordinator might write (schema version 99).
     let queue = w.topology.task_queue("noop");
     wait_until("the task to be published", LONG, || async { (w.queue_depth(&queue).await == 1).then_some(()) }).await;
     let conn = w.amqp().await;
     conn.create_channel().await.unwrap().queue_purge(queue.as_str().into(), Default::default()).await.unwrap();
     let _ = conn.close(200, "done".into()).await;
+    (id, a)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_task_from_a_newer_version_fails_its_node_instead_of_hanging() {
+    let mut w = World::new("future_task").await;
+    let c = w.start_coordinator("coordinator", &[]).await;
+    // Replace the real task with one a newer coordinator might write (schema version 99).
+    let (id, a) = intercept_first_task(&w, &c).await;
     let future = TaskMessage {
         v: 99,
         run_id: id,
@@ -933,16 +940,8 @@ async fn a_draining_worker_takes_no_new_task_and_keeps_heartbeating() {
 async fn a_task_on_the_wrong_queue_fails_its_attempt_and_is_dead_lettered() {
     let mut w = World::new("wrong_queue").await;
     let c = w.start_coordinator("coordinator", &[]).await;
-    let id =
-        w.submit(&c, json!({"nodes":[{"id":"a","type":"util.noop"},{"id":"b","type":"util.noop"}],"edges":[{"from":"a","to":"b"}]})).await;
-    let run = w.get_run(&c, id).await;
-    let a: Uuid = node(&run, "a").unwrap()["node_run_id"].as_str().unwrap().parse().unwrap();
     // The real task is taken away; a copy goes to the sleep queue instead.
-    let noop_queue = w.topology.task_queue("noop");
-    wait_until("the task to be published", LONG, || async { (w.queue_depth(&noop_queue).await == 1).then_some(()) }).await;
-    let conn = w.amqp().await;
-    conn.create_channel().await.unwrap().queue_purge(noop_queue.as_str().into(), Default::default()).await.unwrap();
-    let _ = conn.close(200, "done".into()).await;
+    let (id, a) = intercept_first_task(&w, &c).await;
     let task = TaskMessage {
         v: WIRE_VERSION,
         run_id: id,
