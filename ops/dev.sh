@@ -134,6 +134,20 @@ ensure_chromium() {
   fi
 }
 
+# tests/openapi.rs fuzzes the OpenAPI document against a real coordinator with schemathesis
+# (PyPI), in a venv of its own: target/schemathesis-venv.
+SCHEMATHESIS_VERSION=4.32.5
+ensure_schemathesis() {
+  local venv="$ROOT/target/schemathesis-venv"
+  if "$venv/bin/schemathesis" --version 2>/dev/null | grep -q "version $SCHEMATHESIS_VERSION\$"; then return; fi
+  ensure_python_venv
+  log "installing schemathesis $SCHEMATHESIS_VERSION (PyPI) into target/schemathesis-venv"
+  mkdir -p "$ROOT/target"
+  python3 -m venv "$venv"
+  "$venv/bin/pip" install -q --disable-pip-version-check "schemathesis==$SCHEMATHESIS_VERSION" \
+    || die "could not install schemathesis $SCHEMATHESIS_VERSION from PyPI into target/schemathesis-venv"
+}
+
 # The CAD files the demo renders: the team's fixtures beside the project when present,
 # else the small assembly the project ships.
 demo_cad() {
@@ -248,6 +262,7 @@ run_tests() {
   ensure_render_tools
   ensure_promtool
   ensure_chromium
+  ensure_schemathesis
   ensure_rust
   if cargo fmt --version >/dev/null 2>&1; then
     log "checking formatting (cargo fmt)"

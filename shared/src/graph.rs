@@ -23,6 +23,8 @@ pub struct GraphSpec {
     /// The family every node must belong to; inferred from the node types when absent.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub family: Option<Family>,
+    /// 1 to 50,000 nodes.
+    #[schema(min_items = 1, max_items = 50_000)]
     pub nodes: Vec<NodeSpec>,
     #[serde(default)]
     pub edges: Vec<EdgeSpec>,
@@ -31,7 +33,8 @@ pub struct GraphSpec {
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct NodeSpec {
-    /// Unique within the graph.
+    /// Unique within the graph; not blank.
+    #[schema(min_length = 1, pattern = "\\S")]
     pub id: String,
     /// A `type_key` of the registry (`GET /v1/nodes`).
     #[serde(rename = "type")]
@@ -40,8 +43,9 @@ pub struct NodeSpec {
     #[serde(default = "empty_object")]
     #[schema(value_type = Object)]
     pub params: Value,
-    /// Attempts before the node fails for good (default from the coordinator's config).
+    /// Attempts before the node fails for good, 1 to 100 (default from the coordinator's config).
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(minimum = 1, maximum = 100)]
     pub max_attempts: Option<u32>,
     /// Per-attempt time limit, e.g. "30s" (default: the node type's, else the coordinator's).
     #[serde(default, skip_serializing_if = "Option::is_none", with = "humantime_serde")]

@@ -26,10 +26,15 @@ const MAP_EXAMPLE: &str = r#"{"assignments": {"bolt": "steel", "as1/plate_1": "b
 #[serde(deny_unknown_fields)]
 pub(super) struct MaterialInput {
     /// sRGB `#RRGGBB`.
+    #[schema(pattern = "^#[0-9A-Fa-f]{6}$")]
     base_color: String,
+    /// 0 to 1.
     #[serde(default)]
+    #[schema(minimum = 0, maximum = 1)]
     metallic: f64,
+    /// 0 to 1.
     #[serde(default = "half")]
+    #[schema(minimum = 0, maximum = 1, default = 0.5)]
     roughness: f64,
     #[serde(default)]
     description: String,
@@ -90,8 +95,8 @@ fn check_material(name: &str, m: &MaterialInput) -> Result<(), ApiError> {
 }
 
 /// `PUT /v1/materials/{name}`: creates or replaces a material of the library.
-#[utoipa::path(put, path = "/v1/materials/{name}", tag = "materials", request_body = MaterialInput, params(("name" = String, Path)),
-    responses((status = 200, body = MaterialView), (status = 400, description = "malformed JSON or an unknown field", body = ErrorBody), (status = 401, description = "no token, or an unknown one", body = ErrorBody), (status = 403, description = "the token lacks the scope", body = ErrorBody), (status = 422, body = ErrorBody, description = "a bad name, colour or value")))]
+#[utoipa::path(put, path = "/v1/materials/{name}", tag = "materials", request_body = MaterialInput, params(("name" = String, Path, pattern = "^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$", description = "1 to 64 characters of A-Z, a-z, 0-9, `_`, `.`, `-`")),
+    responses((status = 200, body = MaterialView), (status = 400, description = "malformed JSON or an unknown field", body = ErrorBody), (status = 422, body = ErrorBody, description = "a bad name, colour or value")))]
 pub(super) async fn put_material(
     State(state): State<AppState>,
     Path(name): Path<String>,
@@ -108,7 +113,7 @@ pub(super) async fn put_material(
 
 /// `GET /v1/materials`.
 #[utoipa::path(get, path = "/v1/materials", tag = "materials",
-    responses((status = 200, body = Object, description = "`items`: the library"), (status = 401, description = "no token, or an unknown one", body = ErrorBody), (status = 403, description = "the token lacks the scope", body = ErrorBody)))]
+    responses((status = 200, body = Object, description = "`items`: the library")))]
 pub(super) async fn list_materials(State(state): State<AppState>) -> Result<Json<Value>, ApiError> {
     let client = state.pool.get().await?;
     let items: Vec<MaterialView> = client.query(sql::MATERIALS, &[]).await?.iter().map(MaterialView::from_row).collect();
@@ -119,9 +124,23 @@ pub(super) async fn list_materials(State(state): State<AppState>) -> Result<Json
 #[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub(super) struct MapInput {
-    /// Part key or part name → material name.
+    /// Part key or part name (1 to 1000 characters) → material name.
+    #[schema(schema_with = assignments_schema)]
     assignments: BTreeMap<String, String>,
 }
+
+/// `assignments`: targets of 1 to 1000 characters, each naming a material of the library.
+fn assignments_schema() -> utoipa::openapi::Object {
+    use utoipa::openapi::{ObjectBuilder, Type};
+    ObjectBuilder::new()
+        .schema_type(Type::Object)
+        .property_names(Some(ObjectBuilder::new().schema_type(Type::String).min_length(Some(1)).max_length(Some(1000))))
+        .additional_properties(Some(ObjectBuilder::new().schema_type(Type::String).pattern(Some(MATERIAL_NAME))))
+        .build()
+}
+
+/// What a material's name must look like (the library's check and the database's).
+const MATERIAL_NAME: &str = "^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$";
 
 #[derive(Debug, Serialize, utoipa::ToSchema)]
 pub(super) struct MapView {
@@ -137,10 +156,16 @@ async fn read_map(state: &AppState, product: &str) -> Result<MapView, ApiError> 
 
 /// Writes `assignments` (all of them, or merged over the current map) in one transaction,
 /// after checking that every material exists.
-async fn write_map(state: &AppState, product: &str, assignments: &BTreeMap<String, String>, replace: bool) -> Result<(), ApiError> {
-    if product.is_empty() || product.len() > 200 {
+/// A product id is 1 to 200 characters (what the database holds).
+fn check_product(product: &str) -> Result<(), ApiError> {
+    if product.is_empty() || product.chars().count() > 200 {
         return Err(refused("invalid_product", "the product id must be 1 to 200 characters".into()));
     }
+    Ok(())
+}
+
+async fn write_map(state: &AppState, product: &str, assignments: &BTreeMap<String, String>, replace: bool) -> Result<(), ApiError> {
+    check_product(product)?;
     if let Some(t) = assignments.keys().find(|t| t.is_empty() || t.len() > 1000) {
         return Err(refused("invalid_target", format!("target {t:?} must be a part key or part name of 1 to 1000 characters")));
     }
@@ -165,8 +190,8 @@ async fn write_map(state: &AppState, product: &str, assignments: &BTreeMap<Strin
 }
 
 /// `PUT /v1/products/{product}/material-map`: replaces the product's map.
-#[utoipa::path(put, path = "/v1/products/{product}/material-map", tag = "materials", request_body = MapInput, params(("product" = String, Path)),
-    responses((status = 200, body = MapView), (status = 400, description = "malformed JSON or an unknown field", body = ErrorBody), (status = 401, description = "no token, or an unknown one", body = ErrorBody), (status = 403, description = "the token lacks the scope", body = ErrorBody), (status = 422, body = ErrorBody, description = "a material the library does not have; nothing is saved")))]
+#[utoipa::path(put, path = "/v1/products/{product}/material-map", tag = "materials", request_body = MapInput, params(("product" = String, Path, min_length = 1, max_length = 200, description = "a product id, 1 to 200 characters")),
+    responses((status = 200, body = MapView), (status = 400, description = "malformed JSON or an unknown field", body = ErrorBody), (status = 422, body = ErrorBody, description = "a material the library does not have; nothing is saved")))]
 pub(super) async fn put_map(
     State(state): State<AppState>,
     Path(product): Path<String>,
@@ -180,9 +205,10 @@ pub(super) async fn put_map(
 }
 
 /// `GET /v1/products/{product}/material-map`.
-#[utoipa::path(get, path = "/v1/products/{product}/material-map", tag = "materials", params(("product" = String, Path)),
-    responses((status = 200, body = MapView), (status = 401, description = "no token, or an unknown one", body = ErrorBody), (status = 403, description = "the token lacks the scope", body = ErrorBody)))]
+#[utoipa::path(get, path = "/v1/products/{product}/material-map", tag = "materials", params(("product" = String, Path, min_length = 1, max_length = 200, description = "a product id, 1 to 200 characters")),
+    responses((status = 200, body = MapView), (status = 422, body = ErrorBody, description = "a product id over 200 characters")))]
 pub(super) async fn get_map(State(state): State<AppState>, Path(product): Path<String>) -> Result<Json<MapView>, ApiError> {
+    check_product(&product)?;
     Ok(Json(read_map(&state, &product).await?))
 }
 
@@ -191,10 +217,12 @@ pub(super) async fn get_map(State(state): State<AppState>, Path(product): Path<S
 #[serde(deny_unknown_fields)]
 pub(super) struct RepairInput {
     /// The material to give every part the product's last render found unassigned.
+    #[schema(pattern = "^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")]
     material: String,
 }
 
 #[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 pub(super) struct RepairQuery {
     /// Report what would be assigned without writing.
     #[serde(default)]
@@ -203,8 +231,8 @@ pub(super) struct RepairQuery {
 
 /// `POST /v1/products/{product}/material-map/repair`: assigns `material` to every part that
 /// the product's most recent materials step listed as missing.
-#[utoipa::path(post, path = "/v1/products/{product}/material-map/repair", tag = "materials", request_body = RepairInput, params(("product" = String, Path), RepairQuery),
-    responses((status = 200, body = Object, description = "`added`: the targets assigned (or that would be, with dry_run); `from_run`: the run they were found in"), (status = 400, description = "malformed JSON or an unknown field", body = ErrorBody), (status = 401, description = "no token, or an unknown one", body = ErrorBody), (status = 403, description = "the token lacks the scope", body = ErrorBody), (status = 404, body = ErrorBody, description = "no materials step has run for the product"), (status = 422, body = ErrorBody)))]
+#[utoipa::path(post, path = "/v1/products/{product}/material-map/repair", tag = "materials", request_body = RepairInput, params(("product" = String, Path, min_length = 1, max_length = 200, description = "a product id, 1 to 200 characters"), RepairQuery),
+    responses((status = 200, body = Object, description = "`added`: the targets assigned (or that would be, with dry_run); `from_run`: the run they were found in"), (status = 400, description = "malformed JSON or an unknown field", body = ErrorBody), (status = 404, body = ErrorBody, description = "no materials step has run for the product"), (status = 422, body = ErrorBody)))]
 pub(super) async fn repair_map(
     State(state): State<AppState>,
     Path(product): Path<String>,
@@ -212,6 +240,7 @@ pub(super) async fn repair_map(
     headers: HeaderMap,
     body: Bytes,
 ) -> Result<Json<Value>, ApiError> {
+    check_product(&product)?;
     let input: RepairInput = json_body(&headers, &body, r#"{"material": "neutral_grey"}"#)?;
     let client = state.pool.get().await?;
     let Some(row) = client.query_opt(sql::LAST_MISSING_PARTS, &[&product]).await? else {

@@ -120,9 +120,38 @@ fn scoped(tokens: &Tokens, scope: Scope, router: OpenApiRouter<AppState>) -> Ope
     for item in router.get_openapi_mut().paths.paths.values_mut() {
         for op in [&mut item.get, &mut item.put, &mut item.post, &mut item.delete, &mut item.patch].into_iter().flatten() {
             op.security = Some(vec![requirement.clone()]);
+            document_refusals(op);
         }
     }
     router
+}
+
+/// Documents the refusals every guarded operation can answer with, in the API's error shape,
+/// where its handler's attribute does not already say more: 400 (a body, path or query
+/// parameter that does not parse, a NUL character), 401 and 403 (the guard), 413 and 415
+/// (operations that take a JSON body), 503 (the database is unreachable).
+fn document_refusals(op: &mut utoipa::openapi::path::Operation) {
+    use utoipa::openapi::{ContentBuilder, Ref, ResponseBuilder};
+    let takes_body = op.request_body.is_some();
+    let mut refusals = vec![
+        ("400", "malformed JSON, an unknown field, a path or query parameter that does not parse, or a NUL character (`nul_in_text`)"),
+        ("401", "no token, or an unknown one"),
+        ("403", "the token lacks the scope"),
+        ("503", "the database is unreachable (`database_unavailable`); retry later"),
+    ];
+    if takes_body {
+        refusals.push(("413", "the body is over this coordinator's `max_request_bytes` (`body_too_large`)"));
+        refusals.push(("415", "the body is not sent as `Content-Type: application/json` (`unsupported_media_type`)"));
+    }
+    for (status, description) in refusals {
+        op.responses.responses.entry(status.to_string()).or_insert_with(|| {
+            ResponseBuilder::new()
+                .description(description)
+                .content("application/json", ContentBuilder::new().schema(Some(Ref::from_schema_name("ErrorBody"))).build())
+                .build()
+                .into()
+        });
+    }
 }
 
 #[derive(OpenApi)]
@@ -349,6 +378,10 @@ fn json_body<T: serde::de::DeserializeOwned>(headers: &HeaderMap, body: &[u8], e
             "send the body as JSON with `Content-Type: application/json`",
         ));
     }
+    // Every body is a JSON object: serde would also fill a struct from an array (`[null, null]`).
+    if body.iter().find(|b| !b.is_ascii_whitespace()) != Some(&b'{') {
+        return Err(ApiError::new(StatusCode::BAD_REQUEST, "invalid_body", format!("the body must be a JSON object; expected {example}")));
+    }
     let parsed = serde_json::from_slice(body).map_err(|e| {
         ApiError::new(StatusCode::BAD_REQUEST, "invalid_body", format!("the body is not a valid request: {e}; expected {example}"))
     })?;
@@ -394,9 +427,9 @@ struct Created {
 #[utoipa::path(post, path = "/v1/runs", tag = "runs",
     description = "Run a graph directly (tests, operations); the order system uses render requests.",
     request_body = CreateRun,
-    params(("Idempotency-Key" = Option<String>, Header, description = "the same key again returns the first run")),
+    params(("Idempotency-Key" = Option<String>, Header, min_length = 1, max_length = 255, description = "1 to 255 visible ASCII characters; the same key again returns the first run")),
     responses((status = 201, body = Created, description = "the run was created"), (status = 200, body = Created, description = "this key created the run earlier"),
-        (status = 400, description = "malformed JSON, an unknown field or a NUL character", body = ErrorBody), (status = 401, description = "no token, or an unknown one", body = ErrorBody), (status = 403, description = "the token lacks the scope", body = ErrorBody), (status = 422, body = ErrorBody, description = "every problem of the graph and the subject; nothing was written")))]
+        (status = 400, description = "malformed JSON, an unknown field or a NUL character", body = ErrorBody), (status = 422, body = ErrorBody, description = "every problem of the graph and the subject; nothing was written")))]
 async fn create_run(State(state): State<AppState>, headers: HeaderMap, body: Bytes) -> Result<Response, ApiError> {
     let req: CreateRun = json_body(&headers, &body, r#"{"subject": {...}, "graph": {"nodes": [...], "edges": [...]}}"#)?;
     let defaults = state.node_defaults();
@@ -460,7 +493,7 @@ struct RunView {
     error: Option<Value>,
     created_at: DateTime<Utc>,
     finished_at: Option<DateTime<Utc>>,
-    #[schema(value_type = Object)]
+    #[schema(value_type = Vec<Object>)]
     edges: Value,
     nodes: Vec<NodeView>,
 }
@@ -511,8 +544,8 @@ fn yes() -> bool {
     true
 }
 
-#[utoipa::path(get, path = "/v1/runs/{id}", tag = "runs", params(("id" = String, Path, description = "a UUID"), RunQuery),
-    responses((status = 200, body = RunView), (status = 401, description = "no token, or an unknown one", body = ErrorBody), (status = 403, description = "the token lacks the scope", body = ErrorBody), (status = 404, body = ErrorBody)))]
+#[utoipa::path(get, path = "/v1/runs/{id}", tag = "runs", params(("id" = Uuid, Path, description = "a UUID"), RunQuery),
+    responses((status = 200, body = RunView), (status = 404, body = ErrorBody)))]
 async fn get_run(State(state): State<AppState>, Path(id): Path<String>, Query(q): Query<RunQuery>) -> Result<Json<RunView>, ApiError> {
     let id: Uuid = id.parse().map_err(|_| {
         ApiError::new(
@@ -631,8 +664,8 @@ struct CancelInput {
 
 /// `POST /v1/runs/{id}/cancel`: the run ends `cancelled`; nodes not started are skipped and
 /// running ones are stopped on their workers (reported `cancelled`).
-#[utoipa::path(post, path = "/v1/runs/{id}/cancel", tag = "runs", params(("id" = String, Path, description = "a UUID")), request_body = CancelInput,
-    responses((status = 200, body = Object, description = "`workers_told`: whether the workers could be told at once"), (status = 400, body = ErrorBody), (status = 401, description = "no token, or an unknown one", body = ErrorBody), (status = 403, description = "the token lacks the scope", body = ErrorBody), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody, description = "the run is not running")))]
+#[utoipa::path(post, path = "/v1/runs/{id}/cancel", tag = "runs", params(("id" = Uuid, Path, description = "a UUID")), request_body = Option<CancelInput>,
+    responses((status = 200, body = Object, description = "`workers_told`: whether the workers could be told at once"), (status = 400, body = ErrorBody), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody, description = "the run is not running")))]
 async fn cancel_run(
     State(state): State<AppState>,
     Path(id): Path<String>,
@@ -648,8 +681,8 @@ async fn cancel_run(
 
 /// `POST /v1/runs/{id}/retry`: a failed or cancelled run runs again: every failed or
 /// skipped node gets a new attempt.
-#[utoipa::path(post, path = "/v1/runs/{id}/retry", tag = "runs", params(("id" = String, Path, description = "a UUID")),
-    responses((status = 200, body = Object, description = "`nodes`: how many nodes run again"), (status = 400, body = ErrorBody), (status = 401, description = "no token, or an unknown one", body = ErrorBody), (status = 403, description = "the token lacks the scope", body = ErrorBody), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody, description = "the run has not failed")))]
+#[utoipa::path(post, path = "/v1/runs/{id}/retry", tag = "runs", params(("id" = Uuid, Path, description = "a UUID")),
+    responses((status = 200, body = Object, description = "`nodes`: how many nodes run again"), (status = 400, body = ErrorBody), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody, description = "the run has not failed")))]
 async fn retry_run(State(state): State<AppState>, Path(id): Path<String>) -> Result<Json<Value>, ApiError> {
     let id = run_id(&id)?;
     let nodes = dispatch::operate::retry(&state, id).await?;

@@ -2,7 +2,6 @@
 //! to build a family-safe graph (families, ports with artifact kinds, params schemas)
 //! without per-node code of its own.
 
-use super::ErrorBody;
 use axum::extract::Query;
 use axum::Json;
 use renderfleet_shared::registry::{registry, NodeType};
@@ -20,7 +19,7 @@ pub(super) struct PaletteQuery {
 
 #[utoipa::path(get, path = "/v1/nodes", tag = "nodes", params(PaletteQuery),
     description = "Every node type with its families, module, role, ports and params schema, grouped by family, module and execution role.",
-    responses((status = 200, body = Object, description = "`node_types`, `by_family`, `by_module`, `by_execution_role`"), (status = 401, description = "no token, or an unknown one", body = ErrorBody), (status = 403, description = "the token lacks the scope", body = ErrorBody)))]
+    responses((status = 200, body = Object, description = "`node_types`, `by_family`, `by_module`, `by_execution_role`")))]
 pub(super) async fn palette(Query(q): Query<PaletteQuery>) -> Json<Value> {
     let types: Vec<&NodeType> = registry().all().iter().filter(|t| q.all || t.editor_visible).collect();
     let mut by_family = Map::new();

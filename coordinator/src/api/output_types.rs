@@ -46,8 +46,10 @@ impl RolloutMode {
 #[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 struct OutputTypeInput {
-    /// Required on POST; on PUT, if given, must equal the path's key.
+    /// Required on POST; on PUT, if given, must equal the path's key. 1 to 64 characters of
+    /// a-z, 0-9, `_`, `.`, `-`, starting with a letter or digit.
     #[serde(default)]
+    #[schema(pattern = "^[a-z0-9][a-z0-9_.-]{0,63}$")]
     key: Option<String>,
     #[serde(default)]
     description: String,
@@ -69,7 +71,9 @@ struct OutputTypeInput {
     /// may repeat the current mode or leave it out.
     #[serde(default)]
     rollout_mode: Option<RolloutMode>,
+    /// Percent of requests that also get a shadow graph run.
     #[serde(default)]
+    #[schema(minimum = 0, maximum = 100)]
     shadow_sample_pct: f64,
     #[serde(default = "empty_object")]
     #[schema(value_type = Object)]
@@ -258,7 +262,7 @@ async fn write(state: &AppState, stmt: &str, key: &str, i: &OutputTypeInput, mod
 
 /// `POST /v1/output-types`.
 #[utoipa::path(post, path = "/v1/output-types", tag = "output types", request_body = OutputTypeInput,
-    responses((status = 201, body = OutputTypeView), (status = 400, description = "malformed JSON or an unknown field", body = ErrorBody), (status = 401, description = "no token, or an unknown one", body = ErrorBody), (status = 403, description = "the token lacks the scope", body = ErrorBody), (status = 409, body = ErrorBody, description = "the key exists"),
+    responses((status = 201, body = OutputTypeView), (status = 400, description = "malformed JSON or an unknown field", body = ErrorBody), (status = 409, body = ErrorBody, description = "the key exists"),
         (status = 422, body = ErrorBody, description = "family mismatch, an artifact kind no sink delivers, overrides that do not fit, a graph mode without a workflow")))]
 pub(super) async fn create(State(state): State<AppState>, headers: HeaderMap, body: Bytes) -> Result<Response, ApiError> {
     let input: OutputTypeInput = json_body(&headers, &body, EXAMPLE)?;
@@ -278,8 +282,9 @@ pub(super) async fn create(State(state): State<AppState>, headers: HeaderMap, bo
 }
 
 /// `PUT /v1/output-types/{key}`: replaces it (every field; absent ones take their defaults).
-#[utoipa::path(put, path = "/v1/output-types/{key}", tag = "output types", request_body = OutputTypeInput, params(("key" = String, Path)),
-    responses((status = 200, body = OutputTypeView), (status = 400, description = "malformed JSON or an unknown field", body = ErrorBody), (status = 401, description = "no token, or an unknown one", body = ErrorBody), (status = 403, description = "the token lacks the scope", body = ErrorBody), (status = 404, body = ErrorBody), (status = 422, body = ErrorBody)))]
+#[utoipa::path(put, path = "/v1/output-types/{key}", tag = "output types", request_body = OutputTypeInput, params(("key" = String, Path, pattern = "^[a-z0-9][a-z0-9_.-]{0,63}$", description = "an output type key")),
+    responses((status = 200, body = OutputTypeView), (status = 400, description = "malformed JSON or an unknown field", body = ErrorBody), (status = 404, body = ErrorBody),
+        (status = 409, body = ErrorBody, description = "a `rollout_mode` other than the current one (modes move through promote and rollback), or promoted or rolled back meanwhile"), (status = 422, body = ErrorBody)))]
 pub(super) async fn update(
     State(state): State<AppState>,
     Path(key): Path<String>,
@@ -332,15 +337,15 @@ pub(super) async fn read(state: &AppState, key: &str) -> Result<OutputTypeView, 
 }
 
 /// `GET /v1/output-types/{key}`.
-#[utoipa::path(get, path = "/v1/output-types/{key}", tag = "output types", params(("key" = String, Path)),
-    responses((status = 200, body = OutputTypeView), (status = 401, description = "no token, or an unknown one", body = ErrorBody), (status = 403, description = "the token lacks the scope", body = ErrorBody), (status = 404, body = ErrorBody)))]
+#[utoipa::path(get, path = "/v1/output-types/{key}", tag = "output types", params(("key" = String, Path, pattern = "^[a-z0-9][a-z0-9_.-]{0,63}$", description = "an output type key")),
+    responses((status = 200, body = OutputTypeView), (status = 404, body = ErrorBody)))]
 pub(super) async fn get(State(state): State<AppState>, Path(key): Path<String>) -> Result<Json<OutputTypeView>, ApiError> {
     Ok(Json(read(&state, &key).await?))
 }
 
 /// `GET /v1/output-types`.
 #[utoipa::path(get, path = "/v1/output-types", tag = "output types",
-    responses((status = 200, body = Object, description = "`items`: every output type"), (status = 401, description = "no token, or an unknown one", body = ErrorBody), (status = 403, description = "the token lacks the scope", body = ErrorBody)))]
+    responses((status = 200, body = Object, description = "`items`: every output type")))]
 pub(super) async fn list(State(state): State<AppState>) -> Result<Json<Value>, ApiError> {
     let client = state.pool.get().await?;
     let items: Vec<OutputTypeView> = client.query(sql::OUTPUT_TYPES, &[]).await?.iter().map(OutputTypeView::from_row).collect();

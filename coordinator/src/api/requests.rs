@@ -18,9 +18,13 @@ const EXAMPLE: &str = r#"{"order_line_id": "ol-1042", "subject": {"product": "â€
 #[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 struct RenderRequestInput {
+    /// Not blank.
+    #[schema(min_length = 1, pattern = "\\S")]
     order_line_id: String,
+    /// What to render: the order line's product, a `cad_file` relative to the workers' `cad_dir`.
     #[schema(value_type = Object)]
     subject: Value,
+    /// An output type's key (`GET /v1/output-types`).
     output_type: String,
 }
 
@@ -41,9 +45,9 @@ impl From<RequestError> for ApiError {
 /// `POST /v1/render-requests` (needs an `Idempotency-Key`).
 #[utoipa::path(post, path = "/v1/render-requests", tag = "render requests", request_body = RenderRequestInput,
     description = "What the order system calls. The output type's rollout mode decides the runs; the answer shows only the authoritative one.",
-    params(("Idempotency-Key" = String, Header, description = "required: the same key again returns the first answer and never renders twice")),
+    params(("Idempotency-Key" = String, Header, min_length = 1, max_length = 255, pattern = "\\S", description = "required, 1 to 255 characters: the same key again returns the first answer and never renders twice")),
     responses((status = 201, body = Object, description = "the request and its authoritative run"), (status = 200, body = Object, description = "this key was used before: the first answer"),
-        (status = 400, description = "malformed JSON or an unknown field", body = ErrorBody), (status = 401, description = "no token, or an unknown one", body = ErrorBody), (status = 403, description = "the token lacks the scope", body = ErrorBody), (status = 422, body = ErrorBody, description = "unknown output type, a key reused for a different request, a workflow that cannot run, a subject no worker could render")))]
+        (status = 400, description = "malformed JSON or an unknown field", body = ErrorBody), (status = 422, body = ErrorBody, description = "unknown output type, a key reused for a different request, a workflow that cannot run, a subject no worker could render")))]
 pub(super) async fn create(State(state): State<AppState>, headers: HeaderMap, body: Bytes) -> Result<Response, ApiError> {
     let key = match headers.get("idempotency-key").map(|v| v.to_str()) {
         Some(Ok(k)) if !k.trim().is_empty() && k.len() <= 255 => k.to_string(),
@@ -131,8 +135,8 @@ async fn read(state: &AppState, id: Uuid) -> Result<Value, ApiError> {
 }
 
 /// `GET /v1/render-requests/{id}`.
-#[utoipa::path(get, path = "/v1/render-requests/{id}", tag = "render requests", params(("id" = String, Path, description = "a UUID")),
-    responses((status = 200, body = Object, description = "the request, the run that answers it (the authoritative run, or its legacy fallback; never a shadow) and, once it succeeded, the delivered artifact"), (status = 401, description = "no token, or an unknown one", body = ErrorBody), (status = 403, description = "the token lacks the scope", body = ErrorBody), (status = 404, body = ErrorBody)))]
+#[utoipa::path(get, path = "/v1/render-requests/{id}", tag = "render requests", params(("id" = Uuid, Path, description = "a UUID")),
+    responses((status = 200, body = Object, description = "the request, the run that answers it (the authoritative run, or its legacy fallback; never a shadow) and, once it succeeded, the delivered artifact"), (status = 404, body = ErrorBody)))]
 pub(super) async fn get(State(state): State<AppState>, Path(id): Path<String>) -> Result<Json<Value>, ApiError> {
     let id: Uuid = id.parse().map_err(|_| {
         ApiError::new(

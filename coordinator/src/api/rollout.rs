@@ -44,8 +44,8 @@ async fn gate_view(state: &AppState, key: &str) -> Result<GateView, ApiError> {
 }
 
 /// `GET /v1/output-types/{key}/gate`.
-#[utoipa::path(get, path = "/v1/output-types/{key}/gate", tag = "rollout", params(("key" = String, Path)),
-    responses((status = 200, body = GateView), (status = 401, description = "no token, or an unknown one", body = ErrorBody), (status = 403, description = "the token lacks the scope", body = ErrorBody), (status = 404, body = ErrorBody)))]
+#[utoipa::path(get, path = "/v1/output-types/{key}/gate", tag = "rollout", params(("key" = String, Path, pattern = "^[a-z0-9][a-z0-9_.-]{0,63}$", description = "an output type key")),
+    responses((status = 200, body = GateView), (status = 404, body = ErrorBody)))]
 pub(super) async fn get_gate(State(state): State<AppState>, Path(key): Path<String>) -> Result<Json<GateView>, ApiError> {
     Ok(Json(gate_view(&state, &key).await?))
 }
@@ -61,8 +61,8 @@ pub(super) struct PromoteInput {
 
 /// `POST /v1/output-types/{key}/promote`: `legacy → shadow`, or `shadow → graph` when the
 /// gate passes (else 409 with the gate's numbers). A `force` needs a reason and is recorded.
-#[utoipa::path(post, path = "/v1/output-types/{key}/promote", tag = "rollout", params(("key" = String, Path)), request_body = PromoteInput,
-    responses((status = 200, body = ModeChange), (status = 400, description = "malformed JSON or an unknown field", body = ErrorBody), (status = 401, description = "no token, or an unknown one", body = ErrorBody), (status = 403, description = "the token lacks the scope", body = ErrorBody), (status = 404, body = ErrorBody),
+#[utoipa::path(post, path = "/v1/output-types/{key}/promote", tag = "rollout", params(("key" = String, Path, pattern = "^[a-z0-9][a-z0-9_.-]{0,63}$", description = "an output type key")), request_body = Option<PromoteInput>,
+    responses((status = 200, body = ModeChange), (status = 400, description = "malformed JSON or an unknown field", body = ErrorBody), (status = 404, body = ErrorBody),
         (status = 409, body = Object, description = "the gate does not pass (`gate` carries its numbers), or the mode cannot move that way"), (status = 422, body = ErrorBody, description = "`force` without a reason")))]
 pub(super) async fn promote(
     State(state): State<AppState>,
@@ -93,8 +93,8 @@ pub(super) struct RollbackInput {
 
 /// `POST /v1/output-types/{key}/rollback`: any mode → `legacy`, at once; the very next
 /// request is legacy. Resuming is an explicit `promote`.
-#[utoipa::path(post, path = "/v1/output-types/{key}/rollback", tag = "rollout", params(("key" = String, Path)), request_body = RollbackInput,
-    responses((status = 200, body = ModeChange), (status = 400, description = "malformed JSON or an unknown field", body = ErrorBody), (status = 401, description = "no token, or an unknown one", body = ErrorBody), (status = 403, description = "the token lacks the scope", body = ErrorBody), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody, description = "already legacy")))]
+#[utoipa::path(post, path = "/v1/output-types/{key}/rollback", tag = "rollout", params(("key" = String, Path, pattern = "^[a-z0-9][a-z0-9_.-]{0,63}$", description = "an output type key")), request_body = Option<RollbackInput>,
+    responses((status = 200, body = ModeChange), (status = 400, description = "malformed JSON or an unknown field", body = ErrorBody), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody, description = "already legacy")))]
 pub(super) async fn rollback(
     State(state): State<AppState>,
     Path(key): Path<String>,
@@ -122,20 +122,23 @@ pub(super) struct RolloutEvent {
 }
 
 #[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 pub(super) struct Limit {
-    /// At most this many (default 100).
+    /// At most this many (default 100; taken as 1 to 1000).
     #[serde(default)]
     limit: Option<i64>,
 }
 
 /// `GET /v1/output-types/{key}/rollout-events`: newest first.
-#[utoipa::path(get, path = "/v1/output-types/{key}/rollout-events", tag = "rollout", params(("key" = String, Path), Limit),
-    responses((status = 200, body = Object, description = "`items`: mode changes, newest first"), (status = 401, description = "no token, or an unknown one", body = ErrorBody), (status = 403, description = "the token lacks the scope", body = ErrorBody)))]
+#[utoipa::path(get, path = "/v1/output-types/{key}/rollout-events", tag = "rollout", params(("key" = String, Path, pattern = "^[a-z0-9][a-z0-9_.-]{0,63}$", description = "an output type key"), Limit),
+    responses((status = 200, body = Object, description = "`items`: mode changes, newest first"), (status = 404, body = ErrorBody, description = "no such output type")))]
 pub(super) async fn events(
     State(state): State<AppState>,
     Path(key): Path<String>,
     Query(q): Query<Limit>,
 ) -> Result<Json<Value>, ApiError> {
+    // An output type that does not exist is 404, not an empty history.
+    super::output_types::read(&state, &key).await?;
     let client = state.pool.get().await?;
     let limit = q.limit.unwrap_or(100).clamp(1, 1000);
     let items: Vec<RolloutEvent> = client
@@ -204,18 +207,21 @@ impl ComparisonView {
 }
 
 #[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 pub(super) struct ComparisonFilter {
+    /// Only this output type's comparisons.
     output_type: Option<String>,
-    /// `match`, `mismatch`, `candidate_error`, `control_error` or `ignored`.
+    /// Only comparisons with this verdict; another value is 400 `invalid_verdict`.
+    #[param(inline, value_type = Option<Verdict>)]
     verdict: Option<String>,
-    /// At most this many (default 100).
+    /// At most this many (default 100; taken as 1 to 1000).
     limit: Option<i64>,
 }
 
 /// `GET /v1/comparisons`: newest first, filtered by output type and verdict.
 #[utoipa::path(get, path = "/v1/comparisons", tag = "rollout", params(ComparisonFilter),
-    responses((status = 200, body = Object, description = "`items`: comparisons"), (status = 400, body = ErrorBody, description = "an unknown verdict"), (status = 401, description = "no token, or an unknown one", body = ErrorBody), (status = 403, description = "the token lacks the scope", body = ErrorBody)))]
+    responses((status = 200, body = Object, description = "`items`: comparisons"), (status = 400, body = ErrorBody, description = "an unknown verdict")))]
 pub(super) async fn list_comparisons(State(state): State<AppState>, Query(f): Query<ComparisonFilter>) -> Result<Json<Value>, ApiError> {
     if let Some(v) = f.verdict.as_deref().filter(|v| !Verdict::ALL.iter().any(|k| k.as_str() == *v)) {
         let known: Vec<&str> = Verdict::ALL.iter().map(|v| v.as_str()).collect();
@@ -233,8 +239,8 @@ pub(super) async fn list_comparisons(State(state): State<AppState>, Query(f): Qu
 }
 
 /// `GET /v1/comparisons/{id}`.
-#[utoipa::path(get, path = "/v1/comparisons/{id}", tag = "rollout", params(("id" = String, Path, description = "a UUID")),
-    responses((status = 200, body = ComparisonView), (status = 400, body = ErrorBody), (status = 401, description = "no token, or an unknown one", body = ErrorBody), (status = 403, description = "the token lacks the scope", body = ErrorBody), (status = 404, body = ErrorBody)))]
+#[utoipa::path(get, path = "/v1/comparisons/{id}", tag = "rollout", params(("id" = Uuid, Path, description = "a UUID")),
+    responses((status = 200, body = ComparisonView), (status = 400, body = ErrorBody), (status = 404, body = ErrorBody)))]
 pub(super) async fn get_comparison(State(state): State<AppState>, Path(id): Path<String>) -> Result<Json<ComparisonView>, ApiError> {
     let id: Uuid =
         id.parse().map_err(|_| ApiError::new(StatusCode::BAD_REQUEST, "invalid_id", format!("`{id}` is not a comparison id (a UUID)")))?;

@@ -39,7 +39,7 @@ fn parse_id(id: &str) -> Result<Uuid, ApiError> {
 /// `POST /v1/workflows/validate`: every problem, and the normalised graph; writes nothing.
 #[utoipa::path(post, path = "/v1/workflows/validate", tag = "workflows", request_body = GraphSpec,
     description = "Every problem of a graph and its normalised form; writes nothing.",
-    responses((status = 200, body = Object, description = "`valid`, `family`, `problems`, `normalized`"), (status = 400, description = "malformed JSON or an unknown field", body = ErrorBody), (status = 401, description = "no token, or an unknown one", body = ErrorBody), (status = 403, description = "the token lacks the scope", body = ErrorBody)))]
+    responses((status = 200, body = Object, description = "`valid`, `family`, `problems`, `normalized`"), (status = 400, description = "malformed JSON or an unknown field", body = ErrorBody)))]
 pub(super) async fn validate(headers: HeaderMap, body: Bytes) -> Result<Json<Value>, ApiError> {
     let graph: GraphSpec = json_body(&headers, &body, r#"{"family": "order_line", "nodes": [...], "edges": [...]}"#)?;
     let v = graph::validate(&graph, registry());
@@ -50,7 +50,7 @@ pub(super) async fn validate(headers: HeaderMap, body: Bytes) -> Result<Json<Val
 
 /// `GET /v1/workflows/starters/{family}`: in canonical shape (defaults filled in).
 #[utoipa::path(get, path = "/v1/workflows/starters/{family}", tag = "workflows",
-    params(("family" = Family, Path)), responses((status = 200, body = GraphSpec), (status = 401, description = "no token, or an unknown one", body = ErrorBody), (status = 403, description = "the token lacks the scope", body = ErrorBody), (status = 404, body = ErrorBody)))]
+    params(("family" = Family, Path)), responses((status = 200, body = GraphSpec), (status = 404, body = ErrorBody)))]
 pub(super) async fn starter(Path(family): Path<String>) -> Result<Json<GraphSpec>, ApiError> {
     let graph = starters::starter(parse_family(&family)?);
     Ok(Json(graph::validate(&graph, registry()).normalized))
@@ -60,6 +60,8 @@ pub(super) async fn starter(Path(family): Path<String>) -> Result<Json<GraphSpec
 #[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 struct WorkflowInput {
+    /// 1 to 200 characters, not blank.
+    #[schema(min_length = 1, max_length = 200, pattern = "\\S")]
     name: String,
     family: Family,
     graph: GraphSpec,
@@ -112,7 +114,7 @@ impl WorkflowView {
 /// a family mismatch, which is stored (flagged `mixed_family`) so imported graphs can be
 /// repaired; preflight and dispatch refuse them.
 fn for_storage(name: &str, family: Family, mut graph: GraphSpec) -> Result<(Validation, bool), ApiError> {
-    if name.trim().is_empty() || name.len() > 200 {
+    if name.trim().is_empty() || name.chars().count() > 200 {
         return Err(ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "invalid_name", "`name` must be 1 to 200 characters"));
     }
     if let Some(declared) = graph.family.filter(|f| *f != family) {
@@ -166,7 +168,7 @@ async fn insert_version(
 
 /// `POST /v1/workflows`.
 #[utoipa::path(post, path = "/v1/workflows", tag = "workflows", request_body = WorkflowInput,
-    responses((status = 201, body = Object, description = "`id`, `version`, `mixed_family`, `problems`, `graph` (normalised)"), (status = 400, description = "malformed JSON or an unknown field", body = ErrorBody), (status = 401, description = "no token, or an unknown one", body = ErrorBody), (status = 403, description = "the token lacks the scope", body = ErrorBody),
+    responses((status = 201, body = Object, description = "`id`, `version`, `mixed_family`, `problems`, `graph` (normalised)"), (status = 400, description = "malformed JSON or an unknown field", body = ErrorBody),
         (status = 422, body = ErrorBody, description = "every problem; nothing stored")))]
 pub(super) async fn create(State(state): State<AppState>, headers: HeaderMap, body: Bytes) -> Result<Response, ApiError> {
     let input: WorkflowInput = json_body(&headers, &body, EXAMPLE)?;
@@ -180,9 +182,9 @@ pub(super) async fn create(State(state): State<AppState>, headers: HeaderMap, bo
 }
 
 /// `PUT /v1/workflows/{id}`: a new version; the family cannot change (output types rely on it).
-#[utoipa::path(put, path = "/v1/workflows/{id}", tag = "workflows", request_body = WorkflowInput, params(("id" = String, Path, description = "a UUID")),
+#[utoipa::path(put, path = "/v1/workflows/{id}", tag = "workflows", request_body = WorkflowInput, params(("id" = Uuid, Path, description = "a UUID")),
     description = "Stores the next version; earlier versions stay readable and runs keep the version they ran.",
-    responses((status = 200, body = Object, description = "`id`, `version`, `problems`, `graph`"), (status = 400, description = "malformed JSON or an unknown field", body = ErrorBody), (status = 401, description = "no token, or an unknown one", body = ErrorBody), (status = 403, description = "the token lacks the scope", body = ErrorBody), (status = 404, body = ErrorBody),
+    responses((status = 200, body = Object, description = "`id`, `version`, `problems`, `graph`"), (status = 400, description = "malformed JSON or an unknown field", body = ErrorBody), (status = 404, body = ErrorBody),
         (status = 409, body = ErrorBody, description = "edited concurrently"), (status = 422, body = ErrorBody)))]
 pub(super) async fn update(
     State(state): State<AppState>,
@@ -226,12 +228,13 @@ fn not_found(id: Uuid) -> ApiError {
 #[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 pub(super) struct VersionQuery {
+    /// A version other than the latest.
     version: Option<i32>,
 }
 
 /// `GET /v1/workflows/{id}[?version=N]`.
-#[utoipa::path(get, path = "/v1/workflows/{id}", tag = "workflows", params(("id" = String, Path, description = "a UUID"), VersionQuery),
-    responses((status = 200, body = WorkflowView), (status = 401, description = "no token, or an unknown one", body = ErrorBody), (status = 403, description = "the token lacks the scope", body = ErrorBody), (status = 404, body = ErrorBody)))]
+#[utoipa::path(get, path = "/v1/workflows/{id}", tag = "workflows", params(("id" = Uuid, Path, description = "a UUID"), VersionQuery),
+    responses((status = 200, body = WorkflowView), (status = 404, body = ErrorBody)))]
 pub(super) async fn get(
     State(state): State<AppState>,
     Path(id): Path<String>,
@@ -248,7 +251,7 @@ pub(super) async fn get(
 
 /// `GET /v1/workflows`: the latest version of each.
 #[utoipa::path(get, path = "/v1/workflows", tag = "workflows",
-    responses((status = 200, body = Object, description = "`items`: the latest version of each workflow"), (status = 401, description = "no token, or an unknown one", body = ErrorBody), (status = 403, description = "the token lacks the scope", body = ErrorBody)))]
+    responses((status = 200, body = Object, description = "`items`: the latest version of each workflow")))]
 pub(super) async fn list(State(state): State<AppState>) -> Result<Json<Value>, ApiError> {
     let client = state.pool.get().await?;
     let rows = client.query(sql::WORKFLOWS_LATEST, &[]).await?;
@@ -260,6 +263,7 @@ pub(super) async fn list(State(state): State<AppState>) -> Result<Json<Value>, A
 #[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 pub(super) struct RepairQuery {
+    /// Report the changes without storing a new version.
     #[serde(default)]
     dry_run: bool,
 }
@@ -268,9 +272,10 @@ pub(super) struct RepairQuery {
 /// type names, ports named, defaults filled), stores the result as a new version when
 /// anything changed, and reports the changes and what is still wrong (a mixed-family graph
 /// is flagged, not split: that needs a person).
-#[utoipa::path(post, path = "/v1/workflows/{id}/repair", tag = "workflows", params(("id" = String, Path, description = "a UUID"), RepairQuery),
+#[utoipa::path(post, path = "/v1/workflows/{id}/repair", tag = "workflows", params(("id" = Uuid, Path, description = "a UUID"), RepairQuery),
     description = "Normalises the latest version (current type names, ports named, defaults filled); stores a new version if anything changed.",
-    responses((status = 200, body = Object, description = "`changed`, `changes`, `version`, `mixed_family`, `problems`"), (status = 401, description = "no token, or an unknown one", body = ErrorBody), (status = 403, description = "the token lacks the scope", body = ErrorBody), (status = 404, body = ErrorBody)))]
+    responses((status = 200, body = Object, description = "`changed`, `changes`, `version`, `mixed_family`, `problems`"), (status = 404, body = ErrorBody),
+        (status = 409, body = ErrorBody, description = "edited at the same moment, or a stored graph this version cannot read")))]
 pub(super) async fn repair(
     State(state): State<AppState>,
     Path(id): Path<String>,
@@ -356,9 +361,10 @@ pub(crate) struct PreflightInput {
 /// `POST /v1/workflows/{id}/preflight`: would a run of this workflow go through, and where?
 /// Validation, the params each node would run with, and for each module whether a live
 /// worker serves it. Runs nothing, writes nothing.
-#[utoipa::path(post, path = "/v1/workflows/{id}/preflight", tag = "workflows", request_body = PreflightInput, params(("id" = String, Path, description = "a UUID")),
+#[utoipa::path(post, path = "/v1/workflows/{id}/preflight", tag = "workflows", request_body = PreflightInput, params(("id" = Uuid, Path, description = "a UUID")),
     description = "Validation, the params each node would run with, and a live worker for each module. Runs nothing.",
-    responses((status = 200, body = Object, description = "`ok`, `problems`, `nodes`, `modules`"), (status = 400, description = "malformed JSON or an unknown field", body = ErrorBody), (status = 401, description = "no token, or an unknown one", body = ErrorBody), (status = 403, description = "the token lacks the scope", body = ErrorBody), (status = 404, body = ErrorBody)))]
+    responses((status = 200, body = Object, description = "`ok`, `problems`, `nodes`, `modules`"), (status = 400, description = "malformed JSON or an unknown field", body = ErrorBody), (status = 404, body = ErrorBody),
+        (status = 409, body = ErrorBody, description = "the stored graph cannot be read by this version (`stored_graph_unreadable`)"), (status = 422, body = ErrorBody, description = "`subject` is not a JSON object")))]
 pub(super) async fn preflight(
     State(state): State<AppState>,
     Path(id): Path<String>,
@@ -367,6 +373,13 @@ pub(super) async fn preflight(
 ) -> Result<Json<Value>, ApiError> {
     let id = parse_id(&id)?;
     let input: PreflightInput = json_body(&headers, &body, r#"{"subject": {...}, "output_type": "still-2000-white"}"#)?;
+    if !input.subject.is_object() {
+        return Err(ApiError::new(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "invalid_request",
+            "`subject` must be a JSON object describing what to render",
+        ));
+    }
     Ok(Json(preflight_report(&state, id, input).await?))
 }
 
