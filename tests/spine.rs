@@ -1137,3 +1137,44 @@ async fn a_released_successor_is_never_queued_before_its_predecessor_finished() 
     w.start_worker("w1", &[]);
     assert_eq!(w.wait_run(&c, id, LONG).await["status"], "succeeded");
 }
+
+/// With several coordinators, one that has not read everything it holds (here a stand-in:
+/// a watermark that is refreshed but never caught up, as a coordinator cut off from the
+/// database would leave it) keeps every sweeper from judging; once it has been gone for the
+/// live window, attempts are judged again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_coordinator_that_has_not_caught_up_holds_every_sweeper_back() {
+    let mut w = World::new("watermarks").await;
+    let c = w.start_coordinator("coordinator", &[("RENDERFLEET_RECOVERY__HEARTBEAT_TIMEOUT", "2s")]).await;
+    w.start_worker("w1", &[]);
+    let id = w.submit(&c, json!({"nodes": [{"id": "s", "type": "util.sleep", "params": {"ms": 60000}, "max_attempts": 2}]})).await;
+    w.wait_node(&c, id, "s", "running", LONG).await;
+    let db = w.db().await;
+    let other = "coordinator-elsewhere";
+    let refresh = "INSERT INTO coordinator_watermarks (instance, caught_up_at, seen_at) VALUES ($1, NULL, clock_timestamp())
+                   ON CONFLICT (instance) DO UPDATE SET seen_at = clock_timestamp()";
+    db.execute(refresh, &[&other]).await.unwrap();
+    w.signal("w1", Signal::SIGSTOP); // its heartbeats stop
+                                     // Three timeouts with the other coordinator live and behind: nothing is judged.
+    let until = std::time::Instant::now() + Duration::from_secs(6);
+    while std::time::Instant::now() < until {
+        db.execute(refresh, &[&other]).await.unwrap();
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let s = node(&w.get_run(&c, id).await, "s").unwrap().clone();
+    assert_eq!(
+        (s["attempt"].as_i64(), s["status"].as_str()),
+        (Some(1), Some("running")),
+        "judged while another coordinator was behind: {s:#}"
+    );
+    // Gone: after the live window its watermark no longer counts.
+    let lost = wait_until("the quiet attempt to be judged lost", LONG, || async {
+        let run = w.get_run(&c, id).await;
+        node(&run, "s").filter(|n| n["attempt"] == 2).cloned()
+    })
+    .await;
+    let first = &lost["attempts"][0];
+    assert_eq!(first["status"], "lost", "{lost:#}");
+    assert!(first["error"]["message"].as_str().unwrap().contains("stopped heartbeating"), "{lost:#}");
+    w.signal("w1", Signal::SIGCONT);
+}

@@ -254,11 +254,30 @@ UPDATE node_runs n SET heartbeat_at = now()
 FROM unnest($1::uuid[], $2::int4[]) AS t(id, attempt)
 WHERE n.id = t.id AND n.attempt = t.attempt AND n.status = 'running' AND ($3::text IS NULL OR n.worker_id = $3)";
 
-/// Running attempts whose worker went quiet for more than $1 seconds.
+/// This coordinator's watermark: $1 instance, $2 seconds since it had read everything
+/// (NULL: not caught up yet).
+pub const UPSERT_WATERMARK: &str = "
+INSERT INTO coordinator_watermarks (instance, caught_up_at, seen_at)
+VALUES ($1, clock_timestamp() - make_interval(secs => $2::float8), clock_timestamp())
+ON CONFLICT (instance) DO UPDATE SET caught_up_at = EXCLUDED.caught_up_at, seen_at = EXCLUDED.seen_at";
+
+/// $1 instance (stopping).
+pub const DELETE_WATERMARK: &str = "DELETE FROM coordinator_watermarks WHERE instance = $1";
+
+/// Watermarks not refreshed for $1 seconds (coordinators long gone).
+pub const PRUNE_WATERMARKS: &str = "DELETE FROM coordinator_watermarks WHERE seen_at < clock_timestamp() - make_interval(secs => $1)";
+
+/// Running attempts whose last heartbeat is more than $1 seconds older than the lowest
+/// watermark of the coordinators seen in the last $2 seconds (none caught up: nothing).
 pub const FIND_LOST: &str = "
-SELECT id, attempt, worker_id, started_at, extract(epoch FROM now() - heartbeat_at)::float8
-FROM node_runs WHERE status = 'running' AND heartbeat_at < now() - make_interval(secs => $1)
-ORDER BY heartbeat_at LIMIT 500";
+WITH mark AS (
+  SELECT min(coalesce(caught_up_at, '-infinity')) AS at FROM coordinator_watermarks
+  WHERE seen_at > clock_timestamp() - make_interval(secs => $2)
+)
+SELECT n.id, n.attempt, n.worker_id, n.started_at, extract(epoch FROM now() - n.heartbeat_at)::float8
+FROM node_runs n, mark
+WHERE n.status = 'running' AND n.heartbeat_at < mark.at - make_interval(secs => $1)
+ORDER BY n.heartbeat_at LIMIT 500";
 
 /// $1 run id.
 pub const GET_RUN: &str = "

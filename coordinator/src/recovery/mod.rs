@@ -7,8 +7,8 @@
 //! the results queue, so while the result consumer cannot store what it reads (a database
 //! outage), is disconnected, or has a backlog, a quiet attempt may be one whose heartbeats
 //! (or even its result) are waiting in that queue. [`Evidence`] tracks up to when the
-//! consumer had read everything, and an attempt is judged lost only when its last heartbeat
-//! is a whole timeout older than that.
+//! consumer had read everything; each coordinator publishes that watermark, and an attempt
+//! is judged lost only when its last heartbeat is a whole timeout older than the lowest.
 
 use crate::db::{sql, DbError};
 use crate::results::{apply, record_effects};
@@ -44,6 +44,11 @@ impl Evidence {
     }
 }
 
+/// A coordinator's watermark counts while it was refreshed within this many heartbeat
+/// timeouts (a sweep refreshes it): after that it is taken to be gone, its connection closed
+/// and its unread messages back in the queue.
+const WATERMARK_LIVE: u32 = 2;
+
 /// Sweeps until `cancel`.
 pub async fn run(state: AppState, cancel: CancellationToken) {
     let cfg = state.config.recovery.clone();
@@ -58,7 +63,13 @@ pub async fn run(state: AppState, cancel: CancellationToken) {
         }
         tokio::select! {
             _ = tokio::time::sleep(cfg.sweep_interval) => {}
-            _ = cancel.cancelled() => return,
+            _ = cancel.cancelled() => {
+                // Stopping: its watermark must not hold the others back.
+                if let Ok(client) = state.pool.get().await {
+                    let _ = client.execute(sql::DELETE_WATERMARK, &[&state.instance]).await;
+                }
+                return;
+            }
         }
     }
 }
@@ -66,15 +77,16 @@ pub async fn run(state: AppState, cancel: CancellationToken) {
 /// One pass; returns how many attempts were declared lost.
 pub async fn sweep(state: &AppState) -> Result<usize, DbError> {
     let timeout = state.config.recovery.heartbeat_timeout;
-    // An attempt is quiet for `timeout` only as far as the results were read: its last
-    // heartbeat must be older than the timeout before the moment everything had been read.
-    let Some(behind) = state.evidence.behind() else {
-        tracing::debug!("the result consumer has not caught up yet: judging nothing");
-        return Ok(0);
-    };
     let mut client = state.pool.get().await?;
+    // An attempt is quiet for `timeout` only as far as the results were read, by every
+    // coordinator: each publishes its watermark, and the lowest of those seen within
+    // `WATERMARK_LIVE` timeouts counts. One that holds unread heartbeats (frozen, or without
+    // the database) keeps every sweeper from judging, until it is gone that long.
+    let behind = state.evidence.behind().map(|b| b.as_secs_f64());
+    client.execute(sql::UPSERT_WATERMARK, &[&state.instance, &behind]).await?;
     let tx = client.transaction().await?;
-    let rows = tx.query(sql::FIND_LOST, &[&(timeout + behind).as_secs_f64()]).await?;
+    let live = (timeout * WATERMARK_LIVE).as_secs_f64();
+    let rows = tx.query(sql::FIND_LOST, &[&timeout.as_secs_f64(), &live]).await?;
     let now_us = Utc::now().timestamp_micros();
     let lost: Vec<ResultBody> = rows
         .iter()
@@ -119,5 +131,6 @@ async fn prune(state: &AppState) -> Result<(), DbError> {
     let client = state.pool.get().await?;
     let keep: Duration = state.config.outbox.retention;
     client.execute(sql::PRUNE_SENT, &[&keep.as_secs_f64()]).await?;
+    client.execute(sql::PRUNE_WATERMARKS, &[&keep.as_secs_f64()]).await?;
     Ok(())
 }
