@@ -45,8 +45,8 @@ impl Evidence {
 }
 
 /// A coordinator's watermark counts while it was refreshed within this many heartbeat
-/// timeouts (a sweep refreshes it): after that it is taken to be gone, its connection closed
-/// and its unread messages back in the queue.
+/// timeouts (and at least this many sweep intervals: a sweep refreshes it): after that it is
+/// taken to be gone, its connection closed and its unread messages back in the queue.
 const WATERMARK_LIVE: u32 = 2;
 
 /// Sweeps until `cancel`.
@@ -85,7 +85,7 @@ pub async fn sweep(state: &AppState) -> Result<usize, DbError> {
     let behind = state.evidence.behind().map(|b| b.as_secs_f64());
     client.execute(sql::UPSERT_WATERMARK, &[&state.instance, &behind]).await?;
     let tx = client.transaction().await?;
-    let live = (timeout * WATERMARK_LIVE).as_secs_f64();
+    let live = (timeout.max(state.config.recovery.sweep_interval) * WATERMARK_LIVE).as_secs_f64();
     let rows = tx.query(sql::FIND_LOST, &[&timeout.as_secs_f64(), &live]).await?;
     let now_us = Utc::now().timestamp_micros();
     let lost: Vec<ResultBody> = rows
