@@ -180,8 +180,12 @@ async fn the_fleet_keeps_its_promises_under_chaos() {
                 tokio::time::sleep(Duration::from_millis(300)).await;
                 start_worker(&mut w, name);
             }
-            Fault::FreezeWorker => {
-                let name = WORKERS[rng.below(3) as usize];
+            Fault::FreezeWorker | Fault::FreezeCoordinator => {
+                // A frozen coordinator's prefetched results and heartbeats wait unread meanwhile.
+                let name = match fault {
+                    Fault::FreezeWorker => WORKERS[rng.below(3) as usize],
+                    _ => COORDINATORS[rng.below(2) as usize],
+                };
                 w.signal(name, Signal::SIGSTOP);
                 tokio::time::sleep(FREEZE).await;
                 w.signal(name, Signal::SIGCONT);
@@ -192,13 +196,6 @@ async fn the_fleet_keeps_its_promises_under_chaos() {
                 let c = w.spawn_coordinator(COORDINATORS[slot], &coordinator_env());
                 urls.lock().unwrap()[slot] = c.url.clone();
                 coords[slot] = c;
-            }
-            Fault::FreezeCoordinator => {
-                // Its prefetched results and heartbeats wait unread meanwhile.
-                let name = COORDINATORS[rng.below(2) as usize];
-                w.signal(name, Signal::SIGSTOP);
-                tokio::time::sleep(FREEZE).await;
-                w.signal(name, Signal::SIGCONT);
             }
             Fault::CloseBrokerConnections => {
                 let closed = close_broker_connections(w.topology.prefix());
@@ -291,20 +288,13 @@ async fn the_fleet_keeps_its_promises_under_chaos() {
     );
     // 5. Every garbage message is dead-lettered, each with its reason.
     let published = schedule.len().div_ceil(3) * 2;
-    let dead = w.topology.dead_queue();
-    let conn = w.amqp().await;
-    let ch = conn.create_channel().await.unwrap();
     let mut reasons = Vec::new();
-    while let Some(got) = ch.basic_get(dead.as_str().into(), lapin::options::BasicGetOptions { no_ack: true }).await.unwrap() {
-        let headers = got.delivery.properties.headers().clone().unwrap_or_default();
-        match headers.inner().get(renderfleet_shared::topology::REASON_HEADER) {
-            Some(lapin::types::AMQPValue::LongString(s)) if !s.as_bytes().is_empty() => {
-                reasons.push(String::from_utf8_lossy(s.as_bytes()).into_owned())
-            }
+    for letter in w.take_dead_letters().await {
+        match letter.reason {
+            Some(reason) if !reason.is_empty() => reasons.push(reason),
             other => panic!("a dead letter without a reason: {other:?}"),
         }
     }
-    let _ = conn.close(200, "done".into()).await;
     let undecodable = reasons.iter().filter(|r| r.contains("undecodable")).count();
     let others: Vec<&String> = reasons.iter().filter(|r| !r.contains("undecodable")).collect();
     assert!(undecodable >= published, "{undecodable} undecodable dead letters of {published} garbage messages: {reasons:?}");

@@ -119,16 +119,7 @@ async fn results_and_heartbeats_are_accepted_only_from_the_worker_they_name() {
     let db = w.db().await;
     assert!(db.query_opt("SELECT 1 FROM workers WHERE id = 'rf-fake'", &[]).await.unwrap().is_none(), "a forged worker was recorded");
 
-    let conn = w.amqp().await;
-    let ch = conn.create_channel().await.unwrap();
-    let mut reasons = Vec::new();
-    while let Some(got) = ch.basic_get(dead.as_str().into(), lapin::options::BasicGetOptions { no_ack: true }).await.unwrap() {
-        let headers = got.delivery.properties.headers().clone().unwrap_or_default();
-        if let Some(lapin::types::AMQPValue::LongString(r)) = headers.inner().get(renderfleet_shared::topology::REASON_HEADER) {
-            reasons.push(String::from_utf8_lossy(r.as_bytes()).into_owned());
-        }
-    }
-    let _ = conn.close(200, "done".into()).await;
+    let reasons: Vec<String> = w.take_dead_letters().await.into_iter().filter_map(|l| l.reason).collect();
     assert_eq!(
         reasons.iter().filter(|r| r.contains(&format!("broker user `{mallory}` speaks for worker `{worker}`"))).count(),
         1,

@@ -6,7 +6,7 @@
 use chrono::{DateTime, Utc};
 use nix::sys::signal::Signal;
 use renderfleet_shared::wire::{self, Finished, Outcome, ResultBody, ResultMessage, TaskMessage, WIRE_VERSION};
-use renderfleet_tests::{metric, node, wait_until, World};
+use renderfleet_tests::{metric, node, only, wait_until, World};
 use serde_json::{json, Value};
 use std::collections::BTreeSet;
 use std::time::Duration;
@@ -438,17 +438,10 @@ async fn undecodable_task_is_dead_lettered_and_the_worker_lives_on() {
     let dead = w.topology.dead_queue();
     wait_until("the message to reach the dead-letter queue", LONG, || async { (w.queue_depth(&dead).await == 1).then_some(()) }).await;
 
-    let conn = w.amqp().await;
-    let ch = conn.create_channel().await.unwrap();
-    let got = ch.basic_get(dead.as_str().into(), lapin::options::BasicGetOptions { no_ack: true }).await.unwrap().expect("a dead letter");
-    assert_eq!(got.delivery.data, b"\xc1 this is not msgpack");
-    let headers = got.delivery.properties.headers().clone().expect("headers");
-    let reason = match headers.inner().get(renderfleet_shared::topology::REASON_HEADER) {
-        Some(lapin::types::AMQPValue::LongString(s)) => String::from_utf8_lossy(s.as_bytes()).into_owned(),
-        other => panic!("reason header missing: {other:?}"),
-    };
+    let got = only(w.take_dead_letters().await);
+    assert_eq!(got.data, b"\xc1 this is not msgpack");
+    let reason = got.reason();
     assert!(reason.contains("undecodable task"), "{reason}");
-    let _ = conn.close(200, "done".into()).await;
 
     assert!(w.alive("w1"), "the worker survived the poison message");
     let id = w.submit(&c, json!({"nodes":[{"id":"a","type":"util.noop"}]})).await;
@@ -577,13 +570,10 @@ async fn a_result_the_database_refuses_fails_its_node_without_blocking_the_other
     }
 
     // The dead letter is the mixed message, with the database's reason.
-    let conn = w.amqp().await;
-    let ch = conn.create_channel().await.unwrap();
-    let got = ch.basic_get(dead.as_str().into(), lapin::options::BasicGetOptions { no_ack: true }).await.unwrap().expect("a dead letter");
-    assert_eq!(got.delivery.data, mixed);
-    let reason = dead_letter_reason(&got.delivery);
+    let got = only(w.take_dead_letters().await);
+    assert_eq!(got.data, mixed);
+    let reason = got.reason();
     assert!(reason.contains("result refused by the database") && pg_reason.iter().all(|r| reason.contains(r)), "{reason}");
-    let _ = conn.close(200, "done".into()).await;
 
     // Nothing else was held back.
     w.start_worker("w1", &[]);
@@ -607,15 +597,6 @@ fn plain(log: &str) -> String {
         }
     }
     out
-}
-
-/// The `x-renderfleet-reason` header of a dead letter.
-fn dead_letter_reason(d: &lapin::message::Delivery) -> String {
-    let headers = d.properties.headers().clone().expect("headers");
-    match headers.inner().get(renderfleet_shared::topology::REASON_HEADER) {
-        Some(lapin::types::AMQPValue::LongString(s)) => String::from_utf8_lossy(s.as_bytes()).into_owned(),
-        other => panic!("reason header missing: {other:?}"),
-    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -973,13 +954,10 @@ async fn a_task_on_the_wrong_queue_fails_its_attempt_and_is_dead_lettered() {
 
     let dead = w.topology.dead_queue();
     wait_until("the message to be dead-lettered", LONG, || async { (w.queue_depth(&dead).await == 1).then_some(()) }).await;
-    let conn = w.amqp().await;
-    let ch = conn.create_channel().await.unwrap();
-    let got = ch.basic_get(dead.as_str().into(), lapin::options::BasicGetOptions { no_ack: true }).await.unwrap().expect("a dead letter");
-    assert_eq!(got.delivery.data, bytes, "the dead letter is the misrouted task");
-    let reason = dead_letter_reason(&got.delivery);
+    let got = only(w.take_dead_letters().await);
+    assert_eq!(got.data, bytes, "the dead letter is the misrouted task");
+    let reason = got.reason();
     assert!(reason.contains("task for module `noop` arrived with routing key `sleep`"), "{reason}");
-    let _ = conn.close(200, "done".into()).await;
     assert_eq!(w.queue_depth(&sleep_queue).await, 0);
 
     // The worker lives on and serves its own queue.
@@ -997,13 +975,10 @@ async fn an_undecodable_result_is_dead_lettered_and_the_coordinator_lives_on() {
     w.publish_raw(&w.topology.results_exchange(), "", b"\xc1 not a result").await;
     let dead = w.topology.dead_queue();
     wait_until("the garbage to be dead-lettered", LONG, || async { (w.queue_depth(&dead).await == 1).then_some(()) }).await;
-    let conn = w.amqp().await;
-    let ch = conn.create_channel().await.unwrap();
-    let got = ch.basic_get(dead.as_str().into(), lapin::options::BasicGetOptions { no_ack: true }).await.unwrap().expect("a dead letter");
-    assert_eq!(got.delivery.data, b"\xc1 not a result");
-    let reason = dead_letter_reason(&got.delivery);
+    let got = only(w.take_dead_letters().await);
+    assert_eq!(got.data, b"\xc1 not a result");
+    let reason = got.reason();
     assert!(reason.contains("undecodable result"), "{reason}");
-    let _ = conn.close(200, "done".into()).await;
     let dead_lettered =
         metric(&w.http, &format!("{}/metrics", c.url), "renderfleet_dead_lettered_total", &[("source", "coordinator")]).await;
     assert_eq!(dead_lettered, 1.0);

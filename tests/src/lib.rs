@@ -378,6 +378,24 @@ impl World {
         let _ = conn.close(200, "done".into()).await;
     }
 
+    /// Takes every message now in this world's dead-letter queue, in order.
+    pub async fn take_dead_letters(&self) -> Vec<DeadLetter> {
+        let conn = self.amqp().await;
+        let ch = conn.create_channel().await.unwrap();
+        let queue = self.topology.dead_queue();
+        let mut letters = Vec::new();
+        while let Some(got) = ch.basic_get(queue.as_str().into(), lapin::options::BasicGetOptions { no_ack: true }).await.unwrap() {
+            let headers = got.delivery.properties.headers().clone().unwrap_or_default();
+            let reason = match headers.inner().get(renderfleet_shared::topology::REASON_HEADER) {
+                Some(lapin::types::AMQPValue::LongString(s)) => Some(String::from_utf8_lossy(s.as_bytes()).into_owned()),
+                _ => None,
+            };
+            letters.push(DeadLetter { data: got.delivery.data, reason });
+        }
+        let _ = conn.close(200, "done".into()).await;
+        letters
+    }
+
     /// Messages ready in a queue of this world.
     pub async fn queue_depth(&self, queue: &str) -> u32 {
         let conn = self.amqp().await;
@@ -417,6 +435,27 @@ impl World {
     pub async fn count(&self, sql: &str) -> i64 {
         self.db().await.query_one(sql, &[]).await.unwrap_or_else(|e| panic!("{sql}: {e}")).get(0)
     }
+}
+
+/// A message taken from the dead-letter queue.
+#[derive(Debug)]
+pub struct DeadLetter {
+    pub data: Vec<u8>,
+    /// Its `x-renderfleet-reason` header, if it has one.
+    pub reason: Option<String>,
+}
+
+impl DeadLetter {
+    /// The reason; panics when the header is missing.
+    pub fn reason(&self) -> &str {
+        self.reason.as_deref().unwrap_or_else(|| panic!("reason header missing on a dead letter: {self:?}"))
+    }
+}
+
+/// The only message in the dead-letter queue; panics unless there is exactly one.
+pub fn only(letters: Vec<DeadLetter>) -> DeadLetter {
+    assert_eq!(letters.len(), 1, "dead letters: {letters:?}");
+    letters.into_iter().next().expect("one")
 }
 
 /// The CAD fixtures: `RENDERFLEET_FIXTURES`, else `../shared/fixtures/cad` beside the
