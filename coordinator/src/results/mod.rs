@@ -77,48 +77,54 @@ pub async fn consume_loop(
                 Err(e) => dead_letter(&dead_channel, &dead_exchange, &d, &format!("undecodable result: {e}"), "coordinator").await?,
             }
         }
-        if bodies.is_empty() {
-            if caught_up {
-                state.evidence.caught_up(collected);
-            }
-            continue;
+        if !bodies.is_empty() && !store(&state, bodies, good, &dead_channel, &dead_exchange, &cancel).await? {
+            return Ok(()); // cancelled: unacked results are redelivered
         }
-        match apply_until_committed(&state, &bodies, &cancel).await {
-            None => return Ok(()), // cancelled: unacked results are redelivered
-            Some(Ok(fx)) => {
-                // The ready tasks first: the acks are not on the next node's path.
-                finish(&state, fx, bodies.len());
-                ack_all(&good).await?;
-                if caught_up {
-                    state.evidence.caught_up(collected);
-                }
-            }
-            // One result the database refuses (say, a NUL byte in its text) must not hold back
-            // the others: apply them one by one; see `refused`.
-            Some(Err(e)) => {
-                tracing::warn!(error = %e, batch = bodies.len(), "the database refused a result batch; applying its results one by one");
-                for (body, d) in bodies.into_iter().zip(good) {
-                    match apply_until_committed(&state, std::slice::from_ref(&body), &cancel).await {
-                        None => return Ok(()),
-                        Some(Ok(fx)) => {
-                            finish(&state, fx, 1);
-                            d.acker.ack(BasicAckOptions::default()).await?;
-                        }
-                        Some(Err(e)) => {
-                            if !refused(&state, &body, &cancel).await {
-                                return Ok(());
-                            }
-                            let reason = format!("result refused by the database: {e}");
-                            dead_letter(&dead_channel, &dead_exchange, &d, &reason, "coordinator").await?;
-                        }
+        if caught_up {
+            state.evidence.caught_up(collected);
+        }
+    }
+}
+
+/// Applies a batch's results and acks their messages; false when cancelled first.
+async fn store(
+    state: &AppState,
+    bodies: Vec<ResultBody>,
+    good: Vec<Delivery>,
+    dead_channel: &Channel,
+    dead_exchange: &str,
+    cancel: &CancellationToken,
+) -> Result<bool, SessionError> {
+    match apply_until_committed(state, &bodies, cancel).await {
+        None => return Ok(false),
+        Some(Ok(fx)) => {
+            // The ready tasks first: the acks are not on the next node's path.
+            finish(state, fx, bodies.len());
+            ack_all(&good).await?;
+        }
+        // One result the database refuses (say, a NUL byte in its text) must not hold back
+        // the others: apply them one by one; see `refused`.
+        Some(Err(e)) => {
+            tracing::warn!(error = %e, batch = bodies.len(), "the database refused a result batch; applying its results one by one");
+            for (body, d) in bodies.into_iter().zip(good) {
+                match apply_until_committed(state, std::slice::from_ref(&body), cancel).await {
+                    None => return Ok(false),
+                    Some(Ok(fx)) => {
+                        finish(state, fx, 1);
+                        d.acker.ack(BasicAckOptions::default()).await?;
                     }
-                }
-                if caught_up {
-                    state.evidence.caught_up(collected);
+                    Some(Err(e)) => {
+                        if !refused(state, &body, cancel).await {
+                            return Ok(false);
+                        }
+                        let reason = format!("result refused by the database: {e}");
+                        dead_letter(dead_channel, dead_exchange, &d, &reason, "coordinator").await?;
+                    }
                 }
             }
         }
     }
+    Ok(true)
 }
 
 /// Why `body` may not speak for the workers it names, with `results.verify_sender` on:

@@ -302,16 +302,15 @@ async fn handle(worker: Arc<Worker>, completer: Completer, results: mpsc::Sender
                 .await
         }
     };
+    let task_ref = TaskRef { node_run_id: task.node_run_id, attempt: task.attempt };
     let Some(module) = worker.modules.get(&task.module_key).cloned() else {
         let reason = format!(
             "task for module `{}` arrived with routing key `{}` (exchange `{}`), and this worker does not serve that module; a task's routing key must be its module, as the coordinator publishes them: find what else publishes there",
             task.module_key, d.routing_key, d.exchange
         );
-        let task_ref = TaskRef { node_run_id: task.node_run_id, attempt: task.attempt };
         return reject(&worker, &completer, &d, ErrorKind::Unsupported, &reason, Some(task_ref)).await;
     };
     let span = tracing::info_span!("task", run_id = %task.run_id, node_id = %task.node_id, attempt = task.attempt);
-    let task_ref = TaskRef { node_run_id: task.node_run_id, attempt: task.attempt };
     if worker.withdrawn.contains(&task_ref) {
         metrics::counter!(m::WORKER_TASKS_TOTAL, "module" => module.key(), "outcome" => "withdrawn").increment(1);
         tracing::info!(parent: &span, "task withdrawn by the run's cancellation; not started");
