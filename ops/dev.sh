@@ -257,6 +257,22 @@ for n in run["nodes"]:
 PY
 }
 
+ensure_node() {
+  if ! command -v node >/dev/null || ! command -v npm >/dev/null; then apt_install nodejs npm; fi
+}
+
+# The console's front end (coordinator/web): its bundle in dist/ and its API types are
+# committed so that `cargo build` alone serves the editor; CI rebuilds both from the lockfile
+# and the OpenAPI document and fails when they differ from what is committed.
+check_front_end() {
+  ensure_node
+  log "front end: npm ci, types from the OpenAPI document, bundle (must match what is committed)"
+  target/debug/coordinator openapi > target/openapi.json
+  (cd coordinator/web && npm ci --no-audit --no-fund --loglevel=error && npm run --silent types && npm run --silent check && npm run --silent build)
+  git diff --exit-code --stat -- coordinator/web/src/api.gen.ts coordinator/web/dist \
+    || die "the committed front end differs from its sources: run \`(cd coordinator/web && npm run types && npm run build)\` and commit src/api.gen.ts and dist/"
+}
+
 run_tests() {
   services
   ensure_render_tools
@@ -272,6 +288,7 @@ run_tests() {
   fi
   log "building"
   cargo build --workspace --bins --tests
+  check_front_end
   log "benchmark smoke run (every row produced; figures from a debug build mean nothing)"
   ensure_python_venv
   target/debug/bench --quick --out target/bench/smoke.json

@@ -715,3 +715,209 @@ async fn both_binaries_metrics_pass_promtool_check_metrics() {
         );
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_editor_saves_positions_and_messages_and_lists_versions() {
+    let mut w = World::new("editor_versions").await;
+    let c = w.start_coordinator("coordinator", &[]).await;
+    let (_, mut starter) = get(&w, format!("{}/v1/workflows/starters/order_line", c.url)).await;
+    starter["nodes"][0]["position"] = json!({"x": 12.5, "y": -40});
+    let body = json!({"name": "still", "family": "order_line", "graph": starter, "message": "first draft"});
+    let (status, created) = post(&w, format!("{}/v1/workflows", c.url), body).await;
+    assert_eq!(status, 201, "{created:#}");
+    assert_eq!(created["graph"]["nodes"][0]["position"], json!({"x": 12.5, "y": -40.0}), "positions pass validation unchanged");
+    let id = created["id"].as_str().unwrap().to_string();
+    let mut edited = starter.clone();
+    edited["nodes"].as_array_mut().unwrap().truncate(3);
+    edited["edges"] = json!([{"from": "resolve", "to": "export"}, {"from": "export", "from_port": "parts", "to": "assign"}]);
+    let (status, body) = put(
+        &w,
+        format!("{}/v1/workflows/{id}", c.url),
+        json!({"name": "still", "family": "order_line", "graph": edited, "message": "x".repeat(501)}),
+    )
+    .await;
+    assert_eq!((status, body["error"].as_str()), (422, Some("invalid_message")), "{body:#}");
+    assert!(body["message"].as_str().unwrap().contains("501 characters"), "{body:#}");
+    let (status, v2) = put(
+        &w,
+        format!("{}/v1/workflows/{id}", c.url),
+        json!({"name": "still v2", "family": "order_line", "graph": starter, "message": "é".repeat(500)}),
+    )
+    .await;
+    assert_eq!(status, 200, "500 characters fit, however many bytes: {v2:#}");
+    let (_, latest) = get(&w, format!("{}/v1/workflows/{id}", c.url)).await;
+    assert_eq!((latest["version"].as_i64(), latest["message"].as_str().map(|m| m.chars().count())), (Some(2), Some(500)));
+    assert_eq!(latest["graph"]["nodes"][0]["position"], json!({"x": 12.5, "y": -40.0}));
+    let (_, v1) = get(&w, format!("{}/v1/workflows/{id}?version=1", c.url)).await;
+    assert_eq!(v1["message"], "first draft");
+
+    // A repair says what it was; a version saved without a message has none.
+    w.db()
+        .await
+        .execute(
+            "INSERT INTO workflows (id, version, name, family, graph) SELECT id, 3, name, family, graph #- '{nodes,3,params}' FROM workflows WHERE id = $1 AND version = 2",
+            &[&uuid::Uuid::parse_str(&id).unwrap()],
+        )
+        .await
+        .unwrap();
+    let (_, repaired) = post(&w, format!("{}/v1/workflows/{id}/repair", c.url), json!({})).await;
+    assert_eq!((repaired["changed"].as_bool(), repaired["version"].as_i64()), (Some(true), Some(4)), "{repaired:#}");
+    let (status, versions) = get(&w, format!("{}/v1/workflows/{id}/versions", c.url)).await;
+    assert_eq!(status, 200, "{versions:#}");
+    assert_eq!(versions["id"], id.as_str());
+    let items = versions["items"].as_array().unwrap();
+    let summary: Vec<(i64, Value, Value)> =
+        items.iter().map(|v| (v["version"].as_i64().unwrap(), v["message"].clone(), v["repaired_from"].clone())).collect();
+    assert_eq!(
+        summary,
+        [
+            (4, json!("repair of v3"), json!(3)),
+            (3, Value::Null, Value::Null),
+            (2, json!("é".repeat(500)), Value::Null),
+            (1, json!("first draft"), Value::Null)
+        ],
+        "newest first"
+    );
+    assert_eq!(
+        (items[0]["node_count"].as_i64(), items[0]["name"].as_str(), items[0]["mixed_family"].as_bool()),
+        (Some(5), Some("still v2"), Some(false))
+    );
+    assert!(items[0]["created_at"].is_string() && items[0].get("graph").is_none(), "{:#}", items[0]);
+    let (status, body) = get(&w, format!("{}/v1/workflows/{}/versions", c.url, uuid::Uuid::now_v7())).await;
+    assert_eq!((status, body["error"].as_str()), (404, Some("workflow_not_found")));
+
+    // A position off any canvas is a problem on its node.
+    let mut far = starter.clone();
+    far["nodes"][1]["position"] = json!({"x": 0, "y": 1e8});
+    let (_, v) = post(&w, format!("{}/v1/workflows/validate", c.url), far).await;
+    assert_eq!((v["valid"].as_bool(), codes(&v)), (Some(false), vec!["invalid_field".to_string()]), "{v:#}");
+    assert_eq!(v["problems"][0]["node_id"], "export");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn connection_options_say_where_a_dragged_edge_fits_and_why_not() {
+    let mut w = World::new("connections").await;
+    let c = w.start_coordinator("coordinator", &[]).await;
+    let (_, mut graph) = get(&w, format!("{}/v1/workflows/starters/order_line", c.url)).await;
+    graph["nodes"].as_array_mut().unwrap().push(json!({"id": "encode", "type": "video.encode"}));
+    graph["nodes"].as_array_mut().unwrap().push(json!({"id": "publish2", "type": "output.publish"}));
+    let url = format!("{}/v1/workflows/connections", c.url);
+    let read = reqwest::Client::new();
+    let ask = |body: Value| {
+        let (read, url) = (read.clone(), url.clone());
+        async move {
+            let resp = read.post(url).bearer_auth(renderfleet_tests::token("read")).json(&body).send().await.unwrap();
+            (resp.status().as_u16(), resp.json::<Value>().await.unwrap())
+        }
+    };
+    let (status, o) = ask(json!({"graph": graph, "from": {"node": "still", "port": "image"}})).await;
+    assert_eq!(status, 200, "{o:#}");
+    let target =
+        |node: &str, port: &str| o["targets"].as_array().unwrap().iter().find(|t| t["node"] == node && t["port"] == port).unwrap().clone();
+    assert_eq!(target("publish2", "artifact"), json!({"node": "publish2", "port": "artifact", "fits": true, "reason": null}));
+    assert_eq!(target("encode", "frames")["reason"], "`still.image` gives image_png; `encode.frames` takes frames");
+    assert_eq!(target("publish", "artifact")["reason"], "`still.image` → `publish.artifact` is already connected");
+    assert_eq!(o["node_types"], json!([{"type_key": "output.publish", "port": "artifact"}]));
+    let (status, o) = ask(json!({"graph": graph, "to": {"node": "still", "port": "glb"}})).await;
+    assert_eq!(status, 200, "{o:#}");
+    let glb = o["targets"].as_array().unwrap().iter().find(|t| t["node"] == "export" && t["port"] == "glb").unwrap();
+    assert_eq!(glb["reason"], "`export.glb` → `still.glb` is already connected", "{o:#}");
+
+    for (body, code, says) in [
+        (json!({"graph": graph}), "invalid_request", "exactly one of `from`"),
+        (
+            json!({"graph": graph, "from": {"node": "still", "port": "image"}, "to": {"node": "publish2", "port": "artifact"}}),
+            "invalid_request",
+            "exactly one",
+        ),
+        (json!({"graph": graph, "from": {"node": "ghost", "port": "image"}}), "unknown_node", "`ghost`"),
+        (
+            json!({"graph": graph, "from": {"node": "still", "port": "frames"}}),
+            "unknown_port",
+            "no output `frames`; its outputs: `image` (image_png)",
+        ),
+    ] {
+        let (status, e) = ask(body).await;
+        assert_eq!((status, e["error"].as_str()), (422, Some(code)), "{e:#}");
+        assert!(e["message"].as_str().unwrap().contains(says), "{e:#}");
+    }
+}
+
+/// The coordinator binary next to this test's (target/debug/).
+fn coordinator_bin() -> std::path::PathBuf {
+    let exe = std::env::current_exe().unwrap();
+    exe.parent().unwrap().parent().unwrap().join("coordinator")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn coordinator_openapi_prints_the_served_document_without_a_server() {
+    // No configuration, database or broker: an empty environment.
+    let out = std::process::Command::new(coordinator_bin()).arg("openapi").env_clear().output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let mut w = World::new("openapi_cli").await;
+    let c = w.start_coordinator("coordinator", &[]).await;
+    let served = reqwest::get(format!("{}/v1/openapi.json", c.url)).await.unwrap().bytes().await.unwrap();
+    assert!(out.stdout == served, "`coordinator openapi` differs from /v1/openapi.json");
+    let doc: Value = serde_json::from_slice(&served).unwrap();
+    for schema in ["Palette", "NodeType", "ValidationView", "ConnectionOptions", "WorkflowVersions", "Position"] {
+        assert!(doc["components"]["schemas"].get(schema).is_some(), "no schema {schema}");
+    }
+    assert_eq!(doc["paths"]["/v1/workflows/connections"]["post"]["security"], json!([{"bearer": ["read"]}]));
+    assert_eq!(doc["paths"]["/v1/workflows/{id}/versions"]["get"]["security"], json!([{"bearer": ["read"]}]));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn registry_test_types_appear_only_where_enabled() {
+    let mut w = World::new("registry_probe").await;
+    let plain = w.start_coordinator("plain", &[]).await;
+    let probed = w.start_coordinator("probed", &[("RENDERFLEET_REGISTRY_TEST_TYPES", "1")]).await;
+    let probe = |palette: &Value| palette["node_types"].as_array().unwrap().iter().find(|t| t["type_key"] == "test.palette_probe").cloned();
+    let (_, palette) = get(&w, format!("{}/v1/nodes", plain.url)).await;
+    assert_eq!(probe(&palette), None, "not without RENDERFLEET_REGISTRY_TEST_TYPES=1");
+    let (_, palette) = get(&w, format!("{}/v1/nodes", probed.url)).await;
+    // Tests run the debug binaries; a release build has no test types whatever it is told.
+    if cfg!(not(debug_assertions)) {
+        assert_eq!(probe(&palette), None);
+        return;
+    }
+    let t = probe(&palette).expect("the probe in a debug build with RENDERFLEET_REGISTRY_TEST_TYPES=1");
+    assert_eq!(
+        (t["palette_group"].as_str(), t["execution_role"].as_str(), t["editor_visible"].as_bool()),
+        (Some("Test probes"), Some("transform"), Some(true))
+    );
+    assert_eq!(t["inputs"], json!([{"name": "image", "kind": "image_png", "required": true, "many": false}]));
+    assert_eq!(t["outputs"], json!([{"name": "image", "kind": "image_png", "required": false, "many": false}]));
+    let props = &t["params_schema"]["properties"];
+    assert_eq!(
+        (props["strength"]["default"].as_i64(), props["mode"]["enum"].clone(), props["tint"]["properties"]["g"]["default"].as_f64()),
+        (Some(3), json!(["soft", "hard"]), Some(0.5))
+    );
+    assert!(palette["by_family"]["order_line"].as_array().unwrap().contains(&json!("test.palette_probe")));
+    assert!(!palette["by_family"]["cad_file"].as_array().unwrap().contains(&json!("test.palette_probe")));
+    assert_eq!(palette["by_module"]["test.palette_probe"], json!(["test.palette_probe"]));
+
+    // It is a node type like any other: validation fills its defaults, and a drag offers it.
+    let (_, mut graph) = get(&w, format!("{}/v1/workflows/starters/order_line", probed.url)).await;
+    graph["nodes"].as_array_mut().unwrap().push(json!({"id": "probe", "type": "test.palette_probe", "params": {"strength": 7}}));
+    graph["edges"] = json!([{"from": "resolve", "to": "export"}, {"from": "export", "from_port": "parts", "to": "assign"},
+                            {"from": "export", "from_port": "glb", "to": "still"}, {"from": "assign", "to": "still", "to_port": "materials"},
+                            {"from": "still", "to": "probe"}, {"from": "probe", "to": "publish"}]);
+    let (_, v) = post(&w, format!("{}/v1/workflows/validate", probed.url), graph.clone()).await;
+    assert_eq!(v["problems"], json!([]), "{v:#}");
+    let params = &v["normalized"]["nodes"].as_array().unwrap().iter().find(|n| n["id"] == "probe").unwrap()["params"];
+    assert_eq!(params, &json!({"strength": 7, "mode": "soft", "tint": {"r": 0.5, "g": 0.5, "b": 0.5}}));
+    let (_, o) =
+        post(&w, format!("{}/v1/workflows/connections", probed.url), json!({"graph": graph, "from": {"node": "still", "port": "image"}}))
+            .await;
+    assert!(o["node_types"].as_array().unwrap().contains(&json!({"type_key": "test.palette_probe", "port": "image"})), "{o:#}");
+    let (_, v) = post(&w, format!("{}/v1/workflows/validate", plain.url), graph).await;
+    assert!(codes(&v).contains(&"unknown_node_type".to_string()), "{v:#}");
+
+    // The probed coordinator declared the probe's queue; this world's clean-up knows only
+    // the modules of the test process's registry.
+    let conn = w.amqp().await;
+    let ch = conn.create_channel().await.unwrap();
+    ch.queue_delete(w.topology.task_queue("test.palette_probe").as_str().into(), lapin::options::QueueDeleteOptions::default())
+        .await
+        .unwrap();
+}

@@ -121,7 +121,8 @@ pub async fn run(config: CoordinatorConfig, metrics: PrometheusHandle, shutdown:
         });
     }
     tracing::info!(%addr, "coordinator listening");
-    let app = api::router(state.clone(), tokens.clone()).merge(console::router(state, tokens));
+    let api = api::router(state.clone(), tokens.clone());
+    let app = api.clone().merge(console::router(state, tokens, api));
     let served = axum::serve(listener, app).with_graceful_shutdown(shutdown.clone().cancelled_owned()).await;
     if let Err(e) = served {
         tracing::error!(error = %e, "HTTP server failed");

@@ -51,7 +51,26 @@ pub struct NodeSpec {
     #[serde(default, skip_serializing_if = "Option::is_none", with = "humantime_serde")]
     #[schema(value_type = Option<String>, example = "30m")]
     pub timeout: Option<Duration>,
+    /// Where an editor drew the node; stored with the graph, read by nothing else.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub position: Option<Position>,
 }
+
+/// A node's place on an editor's canvas.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Position {
+    /// Finite, within ±10,000,000.
+    #[schema(minimum = -10_000_000.0, maximum = 10_000_000.0)]
+    pub x: f64,
+    /// Finite, within ±10,000,000.
+    #[schema(minimum = -10_000_000.0, maximum = 10_000_000.0)]
+    pub y: f64,
+}
+
+/// Coordinates beyond this are refused: no canvas is that large, so such a value is a bug
+/// of the editor that wrote it, better found when it is saved than when the graph is opened.
+pub const MAX_COORDINATE: f64 = 1e7;
 
 /// Output `from_port` of node `from` feeds input `to_port` of node `to`; `to` starts after
 /// `from` has finished. A port may be left out when only one fits.
@@ -252,6 +271,26 @@ pub fn check_subject(subject: &Value) -> Vec<Problem> {
 
 /// Validates `graph` against `registry`; see [`Validation`].
 pub fn validate(graph: &GraphSpec, registry: &Registry) -> Validation {
+    analyse(graph, registry).0
+}
+
+/// How validation saw a graph's nodes and edges: what [`connection_options`] judges a new
+/// edge against, so that the editor and validation cannot disagree.
+#[derive(Default)]
+struct Wiring<'g, 'r> {
+    /// Node id → index; of a duplicated id the last node, which edges then name.
+    index: HashMap<&'g str, usize>,
+    /// Each node's type (through aliases); `None` when unknown.
+    types: Vec<Option<&'r NodeType>>,
+    /// Every edge between two nodes of the graph, once per pair, whatever its ports.
+    successors: Vec<Vec<usize>>,
+    /// The edges whose ports resolved, in order, each once: (from, output, to, input).
+    edges: Vec<(usize, &'static str, usize, &'static str)>,
+    /// How many of those feed each (node, input).
+    fed: HashMap<(usize, &'static str), usize>,
+}
+
+fn analyse<'g, 'r>(graph: &'g GraphSpec, registry: &'r Registry) -> (Validation, Wiring<'g, 'r>) {
     let mut problems = Vec::new();
     let mut normalized = graph.clone();
     if graph.nodes.is_empty() {
@@ -262,7 +301,7 @@ pub fn validate(graph: &GraphSpec, registry: &Registry) -> Validation {
             ProblemCode::TooLarge,
             format!("the graph has {} nodes; the limit is {MAX_NODES}: split the work into several runs", graph.nodes.len()),
         ));
-        return Validation { problems, normalized, family: graph.family, delivers: Vec::new() };
+        return (Validation { problems, normalized, family: graph.family, delivers: Vec::new() }, Wiring::default());
     }
 
     // Nodes: ids, types (through aliases), params, limits.
@@ -327,6 +366,15 @@ pub fn validate(graph: &GraphSpec, registry: &Registry) -> Validation {
         if node.timeout == Some(Duration::ZERO) {
             problems.push(at(ProblemCode::InvalidField, format!("node `{}`: `timeout` must be positive, e.g. \"30s\"", node.id)));
         }
+        if let Some(p) = node.position.filter(|p| ![p.x, p.y].iter().all(|v| v.is_finite() && v.abs() <= MAX_COORDINATE)) {
+            problems.push(at(
+                ProblemCode::InvalidField,
+                format!(
+                    "node `{}`: `position` must be finite numbers within ±{MAX_COORDINATE:e}, got x = {}, y = {}; move the node back onto the canvas",
+                    node.id, p.x, p.y
+                ),
+            ));
+        }
         types.push(ty);
     }
 
@@ -337,7 +385,8 @@ pub fn validate(graph: &GraphSpec, registry: &Registry) -> Validation {
     let mut successors: Vec<Vec<usize>> = vec![Vec::new(); n];
     let mut seen_pairs: HashSet<(usize, usize)> = HashSet::new();
     let mut seen_edges: HashSet<(usize, &str, usize, &str)> = HashSet::new();
-    let mut fed: HashMap<(usize, &str), usize> = HashMap::new();
+    let mut resolved = Vec::new();
+    let mut fed: HashMap<(usize, &'static str), usize> = HashMap::new();
     let mut delivers = Vec::new();
     // Nodes with an incoming edge whose ports could not be resolved: their inputs are not
     // reported missing on top of the edge's own problem.
@@ -375,12 +424,15 @@ pub fn validate(graph: &GraphSpec, registry: &Registry) -> Validation {
             ));
             continue;
         }
+        resolved.push((from, out.name, to, inp.name));
         if tt.execution_role == ExecutionRole::Sink {
             delivers.push((edge.to.clone(), out.kind));
         }
         let count = fed.entry((to, inp.name)).or_insert(0);
+        // Reported once, at the first edge too many.
+        let refused = *count == 1 && !takes_another(&inp, *count);
         *count += 1;
-        if *count == 2 && !inp.many {
+        if refused {
             problems.push(at_edge(
                 ProblemCode::InputFedTwice,
                 format!(
@@ -426,7 +478,38 @@ pub fn validate(graph: &GraphSpec, registry: &Registry) -> Validation {
         ));
     }
     check_sinks(graph, &types, &successors, &mut problems);
-    Validation { problems, normalized, family, delivers }
+    let wiring = Wiring { index, types, successors, edges: resolved, fed };
+    (Validation { problems, normalized, family, delivers }, wiring)
+}
+
+/// Whether output `out` may feed input `inp` (by artifact kind).
+fn fits(out: &Port, inp: &Port) -> bool {
+    out.kind.fits(inp.kind)
+}
+
+/// Why output `out` of node `from` cannot feed input `inp` of node `to` by kind, if it cannot.
+fn kind_refusal(from: &str, out: &Port, to: &str, inp: &Port) -> Option<String> {
+    (!fits(out, inp)).then(|| format!("`{from}.{}` gives {}; `{to}.{}` takes {}", out.name, out.kind.as_str(), inp.name, inp.kind.as_str()))
+}
+
+/// Whether input `inp`, already fed by `feeds` edges, takes another: only `many` inputs
+/// take several.
+fn takes_another(inp: &Port, feeds: usize) -> bool {
+    inp.many || feeds == 0
+}
+
+/// Why node `id` of type `t` cannot be in a graph of `family`, if it cannot.
+fn outside_family(id: &str, t: &NodeType, family: Family) -> Option<String> {
+    (!t.allows(family)).then(|| {
+        let allowed: Vec<&str> = t.families.iter().map(|f| f.as_str()).collect();
+        format!(
+            "node `{id}` ({}) belongs to {}, not to this `{}` graph: remove it or use a `{}` graph",
+            t.type_key,
+            allowed.join(", "),
+            family.as_str(),
+            allowed.join("` or `")
+        )
+    })
 }
 
 fn display_path(pointer: &str) -> String {
@@ -441,22 +524,8 @@ fn display_path(pointer: &str) -> String {
 fn check_family(graph: &GraphSpec, types: &[Option<&NodeType>], problems: &mut Vec<Problem>) -> Option<Family> {
     if let Some(f) = graph.family {
         for (node, t) in graph.nodes.iter().zip(types) {
-            if let Some(t) = t.filter(|t| !t.allows(f)) {
-                let allowed: Vec<&str> = t.families.iter().map(|f| f.as_str()).collect();
-                problems.push(Problem {
-                    node_id: Some(node.id.clone()),
-                    ..problem(
-                        ProblemCode::FamilyMismatch,
-                        format!(
-                            "node `{}` ({}) belongs to {}, not to this `{}` graph: remove it or use a `{}` graph",
-                            node.id,
-                            t.type_key,
-                            allowed.join(", "),
-                            f.as_str(),
-                            allowed.join("` or `")
-                        ),
-                    )
-                });
+            if let Some(message) = t.and_then(|t| outside_family(&node.id, t, f)) {
+                problems.push(Problem { node_id: Some(node.id.clone()), ..problem(ProblemCode::FamilyMismatch, message) });
             }
         }
         return Some(f);
@@ -523,8 +592,7 @@ fn resolve_ports(e: usize, edge: &EdgeSpec, ft: &NodeType, tt: &NodeType, proble
         ));
         return None;
     }
-    let pairs: Vec<(Port, Port)> =
-        outs.iter().flat_map(|o| ins.iter().map(move |i| (*o, *i))).filter(|(o, i)| o.kind.fits(i.kind)).collect();
+    let pairs: Vec<(Port, Port)> = outs.iter().flat_map(|o| ins.iter().map(move |i| (*o, *i))).filter(|(o, i)| fits(o, i)).collect();
     let exact: Vec<(Port, Port)> = pairs.iter().copied().filter(|(o, i)| o.kind == i.kind && o.kind != ArtifactKind::Any).collect();
     match (pairs.len(), exact.len()) {
         (0, _) => {
@@ -719,6 +787,212 @@ fn nodes_on_cycles(successors: &[Vec<usize>], deps: &[u32]) -> Vec<usize> {
         }
     }
     (0..n).filter(|&i| alive[i]).collect()
+}
+
+/// A port of a node of the graph, by the node's `id` and the port's name.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct PortRef {
+    pub node: String,
+    pub port: String,
+}
+
+/// What an editor asks while an edge is dragged from a port: the graph as drawn, and the
+/// port the drag started at, an output (`from`) or an input (`to`); exactly one of them.
+#[derive(Debug, Clone, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ConnectionQuery {
+    pub graph: GraphSpec,
+    /// An output port: which inputs may it feed?
+    #[serde(default)]
+    pub from: Option<PortRef>,
+    /// An input port: which outputs may feed it?
+    #[serde(default)]
+    pub to: Option<PortRef>,
+}
+
+/// The end of a drag, out of a [`ConnectionQuery`].
+#[derive(Debug, Clone, Copy)]
+pub enum DragEnd<'a> {
+    /// From this output, towards inputs.
+    From(&'a PortRef),
+    /// Into this input, from outputs.
+    To(&'a PortRef),
+}
+
+impl ConnectionQuery {
+    pub fn end(&self) -> Result<DragEnd<'_>, ConnectionError> {
+        match (&self.from, &self.to) {
+            (Some(p), None) => Ok(DragEnd::From(p)),
+            (None, Some(p)) => Ok(DragEnd::To(p)),
+            _ => Err(ConnectionError::OneEnd),
+        }
+    }
+}
+
+/// Where a dragged edge may go: every port on the other side in the graph (fitting or not,
+/// and why not), and the node types a new node could be inserted from.
+#[derive(Debug, Clone, Serialize, PartialEq, utoipa::ToSchema)]
+pub struct ConnectionOptions {
+    /// Every input (dragging from an output) or output (dragging into an input) of the
+    /// graph's nodes of a known type, in graph order; the drag's own node too.
+    pub targets: Vec<PortOption>,
+    /// The editor-visible node types of the graph's family with a port the drag fits, one
+    /// entry per fitting port: what a drop on empty canvas may insert.
+    pub node_types: Vec<TypeOption>,
+}
+
+#[derive(Debug, Clone, Serialize, PartialEq, utoipa::ToSchema)]
+pub struct PortOption {
+    pub node: String,
+    pub port: String,
+    /// Whether the edge would be accepted by validation.
+    pub fits: bool,
+    /// Why it does not fit, for a person (`null` when it fits).
+    pub reason: Option<String>,
+}
+
+#[derive(Debug, Clone, Serialize, PartialEq, utoipa::ToSchema)]
+pub struct TypeOption {
+    pub type_key: String,
+    pub port: String,
+}
+
+/// A [`ConnectionQuery`] that names nothing to connect.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum ConnectionError {
+    #[error(r#"give exactly one of `from` (an output port) and `to` (an input port), e.g. {{"graph": {{...}}, "from": {{"node": "still", "port": "image"}}}}"#)]
+    OneEnd,
+    #[error("the graph has {0} nodes; the limit is {MAX_NODES}")]
+    TooLarge(usize),
+    #[error("no node `{0}` in the graph; name the node by its `id`")]
+    UnknownNode(String),
+    #[error(
+        "node `{node}` has unknown type `{node_type}`, so it has no ports to connect; fix its type first (`GET /v1/nodes` lists them)"
+    )]
+    UnknownType { node: String, node_type: String },
+    #[error("node `{node}` ({type_key}) has no {side} `{port}`; its {side}s: {known}")]
+    UnknownPort { node: String, type_key: &'static str, side: &'static str, port: String, known: String },
+}
+
+impl ConnectionError {
+    /// The API's error code.
+    pub fn code(&self) -> &'static str {
+        match self {
+            ConnectionError::OneEnd => "invalid_request",
+            ConnectionError::TooLarge(_) => "too_large",
+            ConnectionError::UnknownNode(_) => "unknown_node",
+            ConnectionError::UnknownType { .. } => "unknown_node_type",
+            ConnectionError::UnknownPort { .. } => "unknown_port",
+        }
+    }
+}
+
+/// The server's rules for an editor's drag (see [`ConnectionOptions`]): a new edge fits when
+/// validation would accept it, judged against the graph as validation sees it (its resolved
+/// edges, its family), with validation's own checks of kind, family and bound inputs. The
+/// graph's other problems do not matter here; validation reports them.
+pub fn connection_options(graph: &GraphSpec, registry: &Registry, end: DragEnd<'_>) -> Result<ConnectionOptions, ConnectionError> {
+    if graph.nodes.len() > MAX_NODES {
+        return Err(ConnectionError::TooLarge(graph.nodes.len()));
+    }
+    let (v, w) = analyse(graph, registry);
+    let (forwards, at) = match end {
+        DragEnd::From(p) => (true, p),
+        DragEnd::To(p) => (false, p),
+    };
+    let a = *w.index.get(at.node.as_str()).ok_or_else(|| ConnectionError::UnknownNode(at.node.clone()))?;
+    let ta =
+        w.types[a].ok_or_else(|| ConnectionError::UnknownType { node: at.node.clone(), node_type: graph.nodes[a].node_type.clone() })?;
+    let (own, side) = if forwards { (ta.outputs, "output") } else { (ta.inputs, "input") };
+    let port = own.iter().find(|p| p.name == at.port).ok_or_else(|| ConnectionError::UnknownPort {
+        node: at.node.clone(),
+        type_key: ta.type_key,
+        side,
+        port: at.port.clone(),
+        known: ports(own),
+    })?;
+    // An edge from `a` into a node upstream of it (or from a node downstream of it into `a`)
+    // closes a cycle.
+    let closes_cycle = reached(&w.successors, a, forwards);
+    let id = |i: usize| graph.nodes[i].id.as_str();
+    let refusal = |other: usize, other_type: &NodeType, other_port: &Port| -> Option<String> {
+        let (from, out, to, inp) = if forwards { (a, port, other, other_port) } else { (other, other_port, a, port) };
+        if from == to {
+            return Some(format!("`{}` cannot feed itself: that edge would be a cycle", id(a)));
+        }
+        if let Some(why) = kind_refusal(id(from), out, id(to), inp) {
+            return Some(why);
+        }
+        if let Some(why) = graph.family.and_then(|f| outside_family(id(other), other_type, f)) {
+            return Some(why);
+        }
+        if w.edges.contains(&(from, out.name, to, inp.name)) {
+            return Some(format!("`{}.{}` → `{}.{}` is already connected", id(from), out.name, id(to), inp.name));
+        }
+        let feeds = w.fed.get(&(to, inp.name)).copied().unwrap_or(0);
+        if !takes_another(inp, feeds) {
+            let feeder = w.edges.iter().find(|e| (e.2, e.3) == (to, inp.name)).map(|e| format!(" by `{}.{}`", id(e.0), e.1));
+            return Some(format!(
+                "`{}.{}` is already fed{}; an input takes one edge: remove that one first",
+                id(to),
+                inp.name,
+                feeder.unwrap_or_default()
+            ));
+        }
+        if closes_cycle[other] {
+            return Some(format!("that edge would make a cycle: `{}` already runs after `{}`", id(from), id(to)));
+        }
+        None
+    };
+    let mut targets = Vec::new();
+    for (b, node) in graph.nodes.iter().enumerate() {
+        // A node whose id a later node repeats cannot be reached by an edge.
+        let (Some(tb), Some(&i)) = (w.types[b], w.index.get(node.id.as_str())) else { continue };
+        if i != b {
+            continue;
+        }
+        for p in if forwards { tb.inputs } else { tb.outputs } {
+            let reason = refusal(b, tb, p);
+            targets.push(PortOption { node: node.id.clone(), port: p.name.into(), fits: reason.is_none(), reason });
+        }
+    }
+    let node_types = registry
+        .all()
+        .iter()
+        .filter(|t| t.editor_visible && v.family.is_none_or(|f| t.allows(f)))
+        .flat_map(|t| {
+            let other = if forwards { t.inputs } else { t.outputs };
+            other
+                .iter()
+                .filter(move |p| if forwards { fits(port, p) } else { fits(p, port) })
+                .map(move |p| TypeOption { type_key: t.type_key.into(), port: p.name.into() })
+        })
+        .collect();
+    Ok(ConnectionOptions { targets, node_types })
+}
+
+/// The nodes reached from `start` (itself included) along `successors`, or against them
+/// when `backwards`.
+fn reached(successors: &[Vec<usize>], start: usize, backwards: bool) -> Vec<bool> {
+    let mut next: Vec<Vec<usize>> = vec![Vec::new(); successors.len()];
+    for (i, succ) in successors.iter().enumerate() {
+        for &s in succ {
+            if backwards {
+                next[s].push(i);
+            } else {
+                next[i].push(s);
+            }
+        }
+    }
+    let mut seen = vec![false; successors.len()];
+    let mut stack = vec![start];
+    while let Some(i) = stack.pop() {
+        if !std::mem::replace(&mut seen[i], true) {
+            stack.extend(next[i].iter().copied());
+        }
+    }
+    seen
 }
 
 #[cfg(test)]
@@ -1004,6 +1278,184 @@ mod tests {
     }
 
     #[test]
+    fn positions_pass_through_and_must_be_on_a_canvas() {
+        let v = check(order_line(|v| v["nodes"][0]["position"] = json!({"x": -120.5, "y": 40})));
+        assert!(v.problems.is_empty(), "{:?}", v.problems);
+        assert_eq!(v.normalized.nodes[0].position, Some(Position { x: -120.5, y: 40.0 }));
+        assert!(serde_json::to_value(&v.normalized).unwrap()["nodes"][1].get("position").is_none(), "absent stays absent");
+        let mut g = starter(Family::OrderLine);
+        g.nodes[1].position = Some(Position { x: f64::NAN, y: 0.0 });
+        g.nodes[2].position = Some(Position { x: 0.0, y: 2e7 });
+        let v = validate(&g, registry());
+        assert_eq!(codes(&v), vec![ProblemCode::InvalidField, ProblemCode::InvalidField]);
+        assert_eq!(v.problems[0].node_id.as_deref(), Some("export"));
+        assert!(v.problems[1].message.contains("y = 20000000") && v.problems[1].message.contains("±1e7"), "{}", v.problems[1].message);
+        let r: Result<GraphSpec, _> =
+            serde_json::from_value(json!({"nodes":[{"id":"a","type":"util.noop","position":{"x":1,"y":2,"z":3}}]}));
+        assert!(r.unwrap_err().to_string().contains('z'));
+    }
+
+    /// The order-line starter with a turntable, its encode, a second export and an unfed publish.
+    fn drawn() -> GraphSpec {
+        graph(order_line(|v| {
+            let nodes = v["nodes"].as_array_mut().unwrap();
+            nodes.push(json!({"id":"turntable","type":"render.turntable"}));
+            nodes.push(json!({"id":"encode","type":"video.encode"}));
+            nodes.push(json!({"id":"export2","type":"cad.export_glb"}));
+            nodes.push(json!({"id":"publish2","type":"output.publish"}));
+            let edges = v["edges"].as_array_mut().unwrap();
+            edges.push(json!({"from":"export","from_port":"glb","to":"turntable"}));
+            edges.push(json!({"from":"turntable","to":"encode"}));
+            edges.push(json!({"from":"resolve","to":"export2"}));
+        }))
+    }
+
+    fn options(g: &GraphSpec, end: DragEnd<'_>) -> ConnectionOptions {
+        connection_options(g, registry(), end).unwrap()
+    }
+
+    fn port(node: &str, port: &str) -> PortRef {
+        PortRef { node: node.into(), port: port.into() }
+    }
+
+    fn target<'a>(o: &'a ConnectionOptions, node: &str, port: &str) -> &'a PortOption {
+        o.targets.iter().find(|t| t.node == node && t.port == port).unwrap_or_else(|| panic!("no target {node}.{port} in {o:?}"))
+    }
+
+    #[test]
+    fn an_output_lists_every_input_with_why_it_does_not_fit() {
+        let g = drawn();
+        let o = options(&g, DragEnd::From(&port("still", "image")));
+        let fitting: Vec<(&str, &str)> = o.targets.iter().filter(|t| t.fits).map(|t| (t.node.as_str(), t.port.as_str())).collect();
+        assert_eq!(fitting, [("publish2", "artifact")]);
+        let inputs: usize = g.nodes.iter().map(|n| registry().get(&n.node_type).unwrap().inputs.len()).sum();
+        assert_eq!(o.targets.len(), inputs, "every input of the graph");
+        assert_eq!(target(&o, "encode", "frames").reason.as_deref(), Some("`still.image` gives image_png; `encode.frames` takes frames"));
+        assert_eq!(target(&o, "publish", "artifact").reason.as_deref(), Some("`still.image` → `publish.artifact` is already connected"));
+        assert!(target(&o, "still", "glb").reason.as_deref().unwrap().contains("cannot feed itself"));
+        assert!(target(&o, "publish2", "artifact").reason.is_none());
+        let types: Vec<(&str, &str)> = o.node_types.iter().map(|t| (t.type_key.as_str(), t.port.as_str())).collect();
+        assert_eq!(types, [("output.publish", "artifact")]);
+    }
+
+    #[test]
+    fn a_bound_input_names_its_feeder() {
+        let o = options(&drawn(), DragEnd::From(&port("export2", "glb")));
+        assert_eq!(
+            target(&o, "still", "glb").reason.as_deref(),
+            Some("`still.glb` is already fed by `export.glb`; an input takes one edge: remove that one first")
+        );
+        assert!(target(&o, "publish2", "artifact").fits);
+        let types: Vec<&str> = o.node_types.iter().map(|t| t.type_key.as_str()).collect();
+        assert_eq!(types, ["render.still", "render.turntable", "export.blend", "output.publish"], "order_line types taking a glb");
+    }
+
+    #[test]
+    fn an_input_lists_every_output_that_could_feed_it() {
+        let mut g = drawn();
+        g.edges.retain(|e| e.to != "encode");
+        let o = options(&g, DragEnd::To(&port("encode", "frames")));
+        let fitting: Vec<(&str, &str)> = o.targets.iter().filter(|t| t.fits).map(|t| (t.node.as_str(), t.port.as_str())).collect();
+        assert_eq!(fitting, [("turntable", "frames")]);
+        assert_eq!(target(&o, "still", "image").reason.as_deref(), Some("`still.image` gives image_png; `encode.frames` takes frames"));
+        assert_eq!(o.node_types, [TypeOption { type_key: "render.turntable".into(), port: "frames".into() }]);
+    }
+
+    #[test]
+    fn an_edge_that_closes_a_cycle_does_not_fit() {
+        let g = graph(
+            json!({"nodes":[{"id":"a","type":"util.noop"},{"id":"b","type":"util.noop"},{"id":"c","type":"util.noop"},{"id":"d","type":"util.noop"}],
+                             "edges":[{"from":"a","to":"b"},{"from":"b","to":"c"}]}),
+        );
+        let o = options(&g, DragEnd::From(&port("c", "done")));
+        assert_eq!(target(&o, "a", "after").reason.as_deref(), Some("that edge would make a cycle: `c` already runs after `a`"));
+        assert!(target(&o, "d", "after").fits);
+        let o = options(&g, DragEnd::To(&port("a", "after")));
+        assert_eq!(target(&o, "b", "done").reason.as_deref(), Some("that edge would make a cycle: `b` already runs after `a`"));
+        assert!(target(&o, "d", "done").fits, "a `many` input takes another edge");
+        assert!(o.node_types.iter().any(|t| t.type_key == "render.still"), "an `any` input takes every kind");
+        assert!(!o.node_types.iter().any(|t| t.type_key.starts_with("util.")), "test nodes are not offered");
+    }
+
+    #[test]
+    fn nodes_outside_the_family_do_not_fit_and_are_not_offered() {
+        let mut g = drawn();
+        g.nodes.push(NodeSpec { position: None, ..serde_json::from_value(json!({"id":"meta","type":"cad.extract_metadata"})).unwrap() });
+        let o = options(&g, DragEnd::From(&port("export", "glb")));
+        let why = target(&o, "meta", "glb").reason.clone().unwrap();
+        assert!(why.contains("belongs to cad_file, not to this `order_line` graph"), "{why}");
+        assert!(!o.node_types.iter().any(|t| t.type_key == "cad.extract_metadata"));
+        let mut cad = starter(Family::CadFile);
+        cad.family = None;
+        let o = options(&cad, DragEnd::From(&port("export", "glb")));
+        assert!(o.node_types.iter().any(|t| t.type_key == "cad.extract_metadata"), "the inferred family: cad_file");
+        assert!(!o.node_types.iter().any(|t| t.type_key == "render.turntable"));
+    }
+
+    #[test]
+    fn a_query_naming_nothing_is_refused_naming_it() {
+        let g = drawn();
+        let err = |forwards: bool, node: &str, name: &str| {
+            let at = port(node, name);
+            connection_options(&g, registry(), if forwards { DragEnd::From(&at) } else { DragEnd::To(&at) }).unwrap_err()
+        };
+        assert_eq!(err(true, "ghost", "x"), ConnectionError::UnknownNode("ghost".into()));
+        let e = err(true, "still", "glb");
+        assert_eq!(e.code(), "unknown_port");
+        assert_eq!(e.to_string(), "node `still` (render.still) has no output `glb`; its outputs: `image` (image_png)");
+        assert!(err(false, "still", "image").to_string().contains("its inputs: `glb` (glb), `materials` (material_map)"));
+        let mut bad = g.clone();
+        bad.nodes[0].node_type = "cad.nope".into();
+        let e = connection_options(&bad, registry(), DragEnd::From(&port("resolve", "step"))).unwrap_err();
+        assert_eq!(e.code(), "unknown_node_type");
+        let q: ConnectionQuery = serde_json::from_value(json!({"graph": {"nodes": [{"id":"a","type":"util.noop"}]}})).unwrap();
+        assert_eq!(q.end().unwrap_err(), ConnectionError::OneEnd);
+    }
+
+    /// The editor and validation cannot disagree: every edge `connection_options` says fits
+    /// validates with no new error, and every one it refuses adds one (or, refused for the
+    /// family, sits on a node validation already flags).
+    #[test]
+    fn what_fits_is_what_validates() {
+        let mut mixed = drawn();
+        mixed.nodes.push(serde_json::from_value(json!({"id":"meta","type":"cad.extract_metadata"})).unwrap());
+        let tests = graph(json!({"nodes":[{"id":"a","type":"util.noop"},{"id":"b","type":"util.noop"},{"id":"c","type":"util.noop"}],
+                                 "edges":[{"from":"a","to":"b"},{"from":"b","to":"c"}]}));
+        let mut checked = 0;
+        for g in [drawn(), mixed, starter(Family::CadFile), tests] {
+            let before = validate(&g, registry());
+            for node in &g.nodes {
+                let t = registry().get(&node.node_type).unwrap();
+                let ends = t.outputs.iter().map(|p| (true, p)).chain(t.inputs.iter().map(|p| (false, p)));
+                for (forwards, p) in ends {
+                    let at = port(&node.id, p.name);
+                    let o = options(&g, if forwards { DragEnd::From(&at) } else { DragEnd::To(&at) });
+                    for option in &o.targets {
+                        let (from, from_port, to, to_port) = if forwards {
+                            (&node.id, p.name.to_string(), &option.node, option.port.clone())
+                        } else {
+                            (&option.node, option.port.clone(), &node.id, p.name.to_string())
+                        };
+                        let mut with = g.clone();
+                        with.edges.push(EdgeSpec {
+                            from: from.clone(),
+                            from_port: Some(from_port),
+                            to: to.clone(),
+                            to_port: Some(to_port),
+                        });
+                        let after = validate(&with, registry());
+                        let new_error = after.errors().any(|e| !before.problems.contains(e));
+                        let family = option.reason.as_deref().is_some_and(|r| r.contains("not to this"));
+                        assert_eq!(option.fits, !new_error && !family, "{from} → {to}: {option:?}; {:?}", after.problems);
+                        checked += 1;
+                    }
+                }
+            }
+        }
+        assert!(checked > 100, "{checked}");
+    }
+
+    #[test]
     fn empty_graph_is_refused() {
         assert_eq!(codes(&check(json!({"nodes":[]}))), vec![ProblemCode::EmptyGraph]);
     }
@@ -1059,13 +1511,21 @@ mod tests {
                 let (from, from_port) = ("export", "glb");
                 let id = format!("b{b}");
                 let publish = format!("p{b}");
-                g.nodes.push(NodeSpec { id: id.clone(), node_type: ty.into(), params: json!({}), max_attempts: None, timeout: None });
+                g.nodes.push(NodeSpec {
+                    id: id.clone(),
+                    node_type: ty.into(),
+                    params: json!({}),
+                    max_attempts: None,
+                    timeout: None,
+                    position: None,
+                });
                 g.nodes.push(NodeSpec {
                     id: publish.clone(),
                     node_type: "output.publish".into(),
                     params: json!({"name": format!("out{b}")}),
                     max_attempts: None,
                     timeout: None,
+                    position: None,
                 });
                 g.edges.push(EdgeSpec { from: from.into(), from_port: Some(from_port.into()), to: id.clone(), to_port: None });
                 g.edges.push(EdgeSpec { from: id, from_port: Some(port.into()), to: publish, to_port: None });

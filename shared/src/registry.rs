@@ -33,7 +33,7 @@ impl Family {
     }
 }
 
-#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq, Hash, PartialOrd, Ord)]
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq, Hash, PartialOrd, Ord, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum ExecutionRole {
     Source,
@@ -107,7 +107,7 @@ impl ArtifactKind {
     }
 }
 
-#[derive(Debug, Clone, Copy, Serialize, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, Serialize, PartialEq, Eq, utoipa::ToSchema)]
 pub struct Port {
     pub name: &'static str,
     pub kind: ArtifactKind,
@@ -126,7 +126,7 @@ const fn output(name: &'static str, kind: ArtifactKind) -> Port {
 }
 
 /// One entry of the registry.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct NodeType {
     pub type_key: &'static str,
     pub families: &'static [Family],
@@ -148,6 +148,7 @@ pub struct NodeType {
     /// what edges feed it (workers have no database to look these up).
     pub context: &'static [Context],
     /// JSON Schema (draft 2020-12) of `params`, with defaults and bounds.
+    #[schema(value_type = Object)]
     pub params_schema: Value,
 }
 
@@ -218,11 +219,39 @@ const ORDER: &[Family] = &[Family::OrderLine];
 const UTIL_IN: &[Port] = &[Port { name: "after", kind: K::Any, required: false, many: true }];
 const UTIL_OUT: &[Port] = &[output("done", K::Any)];
 
-/// The registry: every node type, in palette order.
+/// The registry: every node type, in palette order (debug builds' test types last, when
+/// [`enable_test_types`] came first).
 pub fn registry() -> &'static Registry {
     static REGISTRY: OnceLock<Registry> = OnceLock::new();
-    REGISTRY.get_or_init(Registry::build)
+    REGISTRY.get_or_init(|| {
+        let types = node_types();
+        #[cfg(debug_assertions)]
+        let types = match TEST_TYPES.load(std::sync::atomic::Ordering::SeqCst) {
+            true => types.into_iter().chain(test_types()).collect(),
+            false => types,
+        };
+        Registry::build(types)
+    })
 }
+
+/// Set by [`enable_test_types`]; read once, when the registry is built.
+#[cfg(debug_assertions)]
+static TEST_TYPES: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+/// Puts the node types that exist only in debug builds ([`PALETTE_PROBE`]) into the registry,
+/// and builds it; returns whether they are in it (not when something used the registry
+/// before this call: it is built once). The coordinator calls this first thing when
+/// `RENDERFLEET_REGISTRY_TEST_TYPES=1`; this crate reads no environment itself.
+#[cfg(debug_assertions)]
+pub fn enable_test_types() -> bool {
+    TEST_TYPES.store(true, std::sync::atomic::Ordering::SeqCst);
+    registry().get(PALETTE_PROBE).is_some()
+}
+
+/// A node type of debug builds only, which no worker serves: the editor's test that the
+/// palette, ports and params form come from the registry and nothing else.
+#[cfg(debug_assertions)]
+pub const PALETTE_PROBE: &str = "test.palette_probe";
 
 pub struct Registry {
     types: Vec<NodeType>,
@@ -242,8 +271,7 @@ impl std::fmt::Debug for Registry {
 pub type ParamProblem = (String, String);
 
 impl Registry {
-    fn build() -> Registry {
-        let types = node_types();
+    fn build(types: Vec<NodeType>) -> Registry {
         let by_key = types.iter().enumerate().map(|(i, t)| (t.type_key, i)).collect();
         let validators = types
             .iter()
@@ -754,13 +782,71 @@ fn node_types() -> Vec<NodeType> {
     ]
 }
 
+/// The node types [`enable_test_types`] adds.
+#[cfg(debug_assertions)]
+fn test_types() -> Vec<NodeType> {
+    let channel = json!({"type": "number", "minimum": 0, "maximum": 1, "default": 0.5});
+    vec![NodeType {
+        type_key: PALETTE_PROBE,
+        families: ORDER,
+        module_key: PALETTE_PROBE,
+        execution_role: R::Transform,
+        inputs: const { &[input("image", K::ImagePng, true)] },
+        outputs: const { &[output("image", K::ImagePng)] },
+        artifact_roles_in: &[],
+        artifact_roles_out: &[],
+        legacy_source: None,
+        editor_visible: true,
+        palette_group: "Test probes",
+        description: "Exists only in debug builds with RENDERFLEET_REGISTRY_TEST_TYPES=1: proves the editor is driven by the registry.",
+        default_timeout_s: None,
+        context: &[],
+        params_schema: json!({
+            "$schema": "https://json-schema.org/draft/2020-12/schema",
+            "type": "object", "additionalProperties": false,
+            "properties": {
+                "strength": {"type": "integer", "minimum": 1, "maximum": 10, "default": 3,
+                             "description": "how hard the probe would work on the image (it does nothing)"},
+                "mode": {"type": "string", "enum": ["soft", "hard"], "default": "soft"},
+                "tint": {"type": "object", "additionalProperties": false,
+                         "properties": {"r": channel, "g": channel, "b": channel}}
+            }
+        }),
+    }]
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
 
+    /// Every node type, debug builds' test types too.
+    fn everything() -> Registry {
+        let types = node_types();
+        #[cfg(debug_assertions)]
+        let types = types.into_iter().chain(test_types()).collect();
+        Registry::build(types)
+    }
+
+    #[cfg(debug_assertions)]
+    #[test]
+    fn the_palette_probe_is_a_complete_type_only_when_enabled() {
+        assert!(registry().get(PALETTE_PROBE).is_none(), "not in a registry nobody enabled it for");
+        let r = Registry::build(node_types().into_iter().chain(test_types()).collect());
+        let t = r.get(PALETTE_PROBE).expect("in the registry built with test types");
+        assert_eq!((t.families, t.execution_role, t.palette_group), (ORDER, R::Transform, "Test probes"));
+        assert!(r.module_keys().contains(&PALETTE_PROBE));
+        let filled = r.with_defaults(PALETTE_PROBE, &json!({}));
+        assert_eq!(filled, json!({"strength": 3, "mode": "soft", "tint": {"r": 0.5, "g": 0.5, "b": 0.5}}));
+        assert!(r.check_params(PALETTE_PROBE, &filled).is_empty());
+        let p = r.check_params(PALETTE_PROBE, &json!({"strength": 11, "mode": "medium", "tint": {"r": 2, "a": 1}}));
+        let mut at: Vec<&str> = p.iter().map(|(a, _)| a.as_str()).collect();
+        at.sort();
+        assert_eq!(at, ["/mode", "/strength", "/tint/a", "/tint/r"], "{p:?}");
+    }
+
     #[test]
     fn every_schema_compiles_and_its_defaults_validate() {
-        let r = registry();
+        let r = &everything();
         for t in r.all() {
             if ["util.sleep", "util.fail", "legacy.render"].contains(&t.type_key) {
                 continue; // required params: no default on purpose
@@ -803,7 +889,7 @@ mod tests {
                 walk(type_key, &format!("{at}/{name}"), prop);
             }
         }
-        for t in registry().all() {
+        for t in everything().all() {
             walk(t.type_key, "", &t.params_schema);
         }
     }

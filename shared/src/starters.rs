@@ -6,7 +6,7 @@ use crate::registry::Family;
 use serde_json::json;
 
 fn node(id: &str, ty: &str, params: serde_json::Value) -> NodeSpec {
-    NodeSpec { id: id.into(), node_type: ty.into(), params, max_attempts: None, timeout: None }
+    NodeSpec { id: id.into(), node_type: ty.into(), params, max_attempts: None, timeout: None, position: None }
 }
 
 fn edge(from: &str, from_port: &str, to: &str, to_port: &str) -> EdgeSpec {

@@ -9,6 +9,8 @@
 //! The binaries are looked up next to the test executable (`target/debug/`), so run
 //! `cargo build --bins` before `cargo test` (`ops/dev.sh test` does).
 
+pub mod browser;
+
 use lapin::options::{BasicPublishOptions, ExchangeDeleteOptions, QueueDeclareOptions, QueueDeleteOptions};
 use lapin::types::FieldTable;
 use lapin::{BasicProperties, Connection, ConnectionProperties};
@@ -562,7 +564,11 @@ impl Drop for World {
                 }
                 if let Ok(conn) = Connection::connect(AMQP, ConnectionProperties::default()).await {
                     if let Ok(ch) = conn.create_channel().await {
-                        for d in topology.declarations(&registry().module_keys()) {
+                        // A coordinator started with RENDERFLEET_REGISTRY_TEST_TYPES=1 also declares
+                        // the debug-only test module's queue.
+                        let mut modules = registry().module_keys();
+                        modules.push(renderfleet_shared::registry::PALETTE_PROBE);
+                        for d in topology.declarations(&modules) {
                             match d {
                                 Declaration::Queue { name, .. } => {
                                     let _ = ch.queue_delete(name.as_str().into(), QueueDeleteOptions::default()).await;

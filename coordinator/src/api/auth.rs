@@ -153,12 +153,35 @@ pub async fn require(State((tokens, scope)): State<(Tokens, Scope)>, request: Re
     }
 }
 
+/// A console session's grant, put on a request by the console when it passes one of its
+/// editor's calls to the API (`/console/api/v1/...`): the session stands in for the bearer
+/// token. Only server code can set an extension, so no client can present one.
+#[derive(Debug, Clone)]
+pub struct SessionGrant {
+    pub name: String,
+    pub scopes: Vec<Scope>,
+}
+
 /// The 401 or 403 for `request`, if it does not carry a token with `scope`.
 fn refusal(tokens: &Tokens, scope: Scope, request: &Request) -> Option<Response> {
     if tokens.is_open() {
         return None;
     }
     let what = format!("{} {}", request.method(), request.uri().path());
+    if let Some(grant) = request.extensions().get::<SessionGrant>() {
+        return (!grant.scopes.contains(&scope) && !grant.scopes.contains(&Scope::Admin)).then(|| {
+            ApiError::new(
+                StatusCode::FORBIDDEN,
+                "missing_scope",
+                format!(
+                    "{what} needs scope `{}`; the console session of `{}` lacks it: sign in with a token that has it",
+                    scope.as_str(),
+                    grant.name
+                ),
+            )
+            .into_response()
+        });
+    }
     let presented = request.headers().get(header::AUTHORIZATION).and_then(|v| v.to_str().ok()).and_then(|v| v.strip_prefix("Bearer "));
     let Some(secret) = presented.map(str::trim).filter(|s| !s.is_empty()) else {
         return Some(unauthorized(format!(

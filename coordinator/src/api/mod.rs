@@ -35,6 +35,7 @@ mod rollout;
 pub(crate) mod workflows;
 
 use auth::{Scope, Tokens};
+use workflows::UncheckedGraph;
 
 /// The API. Every `/v1` route needs a bearer token with its scope (see [`auth`]); health,
 /// metrics and the OpenAPI document are open. With `metrics_addr` set, `/metrics` is served
@@ -45,46 +46,7 @@ use auth::{Scope, Tokens};
 /// document cannot drift from what the server does.
 pub fn router(state: AppState, tokens: Tokens) -> Router {
     let limit = state.config.max_request_bytes;
-    let submit = OpenApiRouter::new().routes(routes!(requests::create)).routes(routes!(requests::get));
-    let read = OpenApiRouter::new()
-        .routes(routes!(get_run))
-        .routes(routes!(nodes::palette))
-        .routes(routes!(workflows::list))
-        .routes(routes!(workflows::validate))
-        .routes(routes!(workflows::starter))
-        .routes(routes!(workflows::get))
-        .routes(routes!(workflows::preflight))
-        .routes(routes!(output_types::list))
-        .routes(routes!(output_types::get))
-        .routes(routes!(materials::list_materials))
-        .routes(routes!(materials::get_map))
-        .routes(routes!(rollout::get_gate))
-        .routes(routes!(rollout::events))
-        .routes(routes!(rollout::list_comparisons))
-        .routes(routes!(rollout::get_comparison));
-    let operate = OpenApiRouter::new().routes(routes!(rollout::rollback)).routes(routes!(cancel_run)).routes(routes!(retry_run));
-    let admin = OpenApiRouter::new()
-        .routes(routes!(create_run))
-        .routes(routes!(workflows::create))
-        .routes(routes!(workflows::update))
-        .routes(routes!(workflows::repair))
-        .routes(routes!(output_types::create))
-        .routes(routes!(output_types::update))
-        .routes(routes!(materials::put_material))
-        .routes(routes!(materials::put_map))
-        .routes(routes!(materials::repair_map))
-        .routes(routes!(rollout::promote));
-    let mut open = OpenApiRouter::new().routes(routes!(healthz)).routes(routes!(readyz));
-    if state.config.metrics_addr.is_empty() {
-        open = open.routes(routes!(metrics));
-    }
-    let (app, doc) = OpenApiRouter::with_openapi(ApiDoc::openapi())
-        .merge(scoped(&tokens, Scope::Submit, submit))
-        .merge(scoped(&tokens, Scope::Read, read))
-        .merge(scoped(&tokens, Scope::Operate, operate))
-        .merge(scoped(&tokens, Scope::Admin, admin))
-        .merge(open)
-        .split_for_parts();
+    let (app, doc) = routes(&tokens, state.config.metrics_addr.is_empty()).split_for_parts();
     let doc = Arc::new(doc.to_json().expect("the OpenAPI document serializes"));
     app.route("/v1/openapi.json", get(move || async move { ([(header::CONTENT_TYPE, "application/json")], doc.as_str().to_owned()) }))
         // An explicit fallback, so that it survives merging with the console's router (whose
@@ -108,6 +70,61 @@ pub fn router(state: AppState, tokens: Tokens) -> Router {
         .layer(DefaultBodyLimit::max(limit))
         .layer(middleware::from_fn_with_state(limit, json_errors))
         .with_state(state)
+}
+
+/// The document `/v1/openapi.json` serves, without a server (`coordinator openapi`): that of
+/// a coordinator serving `/metrics` itself, as by default (no `metrics_addr`). Tokens only
+/// guard routes; the document names scopes, not tokens.
+pub fn openapi_document() -> String {
+    let tokens = Tokens::from_config(&[], true).expect("no tokens, open: always a valid set");
+    let (_, doc) = routes(&tokens, true).split_for_parts();
+    doc.to_json().expect("the OpenAPI document serializes")
+}
+
+/// Every route with its operation, each guarded by its scope; `/metrics` too when it is
+/// served here.
+fn routes(tokens: &Tokens, with_metrics: bool) -> OpenApiRouter<AppState> {
+    let submit = OpenApiRouter::new().routes(routes!(requests::create)).routes(routes!(requests::get));
+    let read = OpenApiRouter::new()
+        .routes(routes!(get_run))
+        .routes(routes!(nodes::palette))
+        .routes(routes!(workflows::list))
+        .routes(routes!(workflows::validate))
+        .routes(routes!(workflows::connections))
+        .routes(routes!(workflows::starter))
+        .routes(routes!(workflows::get))
+        .routes(routes!(workflows::versions))
+        .routes(routes!(workflows::preflight))
+        .routes(routes!(output_types::list))
+        .routes(routes!(output_types::get))
+        .routes(routes!(materials::list_materials))
+        .routes(routes!(materials::get_map))
+        .routes(routes!(rollout::get_gate))
+        .routes(routes!(rollout::events))
+        .routes(routes!(rollout::list_comparisons))
+        .routes(routes!(rollout::get_comparison));
+    let operate = OpenApiRouter::new().routes(routes!(rollout::rollback)).routes(routes!(cancel_run)).routes(routes!(retry_run));
+    let admin = OpenApiRouter::new()
+        .routes(routes!(create_run))
+        .routes(routes!(workflows::create))
+        .routes(routes!(workflows::update))
+        .routes(routes!(workflows::repair))
+        .routes(routes!(output_types::create))
+        .routes(routes!(output_types::update))
+        .routes(routes!(materials::put_material))
+        .routes(routes!(materials::put_map))
+        .routes(routes!(materials::repair_map))
+        .routes(routes!(rollout::promote));
+    let mut open = OpenApiRouter::new().routes(routes!(healthz)).routes(routes!(readyz));
+    if with_metrics {
+        open = open.routes(routes!(metrics));
+    }
+    OpenApiRouter::with_openapi(ApiDoc::openapi())
+        .merge(scoped(tokens, Scope::Submit, submit))
+        .merge(scoped(tokens, Scope::Read, read))
+        .merge(scoped(tokens, Scope::Operate, operate))
+        .merge(scoped(tokens, Scope::Admin, admin))
+        .merge(open)
 }
 
 /// Guards every route of `router` with `scope` (then refuses a NUL in its URL), and says so in
@@ -157,7 +174,7 @@ fn document_refusals(op: &mut utoipa::openapi::path::Operation) {
 #[derive(OpenApi)]
 #[openapi(
     info(title = "renderfleet coordinator", description = "Render requests, runs, the node palette, workflows and output types. Every /v1 operation needs `Authorization: Bearer TOKEN` with the scope listed under its security; `admin` grants every scope."),
-    modifiers(&BearerScheme),
+    modifiers(&BearerScheme, &UncheckedGraph),
     components(schemas(ErrorBody, Problem))
 )]
 struct ApiDoc;
@@ -323,13 +340,19 @@ const MAX_LISTED: usize = 100;
 
 /// Puts the first [`MAX_LISTED`] of `problems` into `body`, with `problems_total` when there
 /// are more; returns how many were left out.
-pub(super) fn list_problems<P: Serialize>(body: &mut Value, problems: &[P]) -> usize {
-    body["problems"] = serde_json::to_value(&problems[..problems.len().min(MAX_LISTED)]).expect("problems serialize");
-    let hidden = problems.len().saturating_sub(MAX_LISTED);
-    if hidden > 0 {
-        body["problems_total"] = json!(problems.len());
+pub(super) fn list_problems<P: Serialize + Clone>(body: &mut Value, problems: &[P]) -> usize {
+    let (listed, total) = first_listed(problems);
+    body["problems"] = serde_json::to_value(listed).expect("problems serialize");
+    if let Some(total) = total {
+        body["problems_total"] = json!(total);
     }
-    hidden
+    problems.len().saturating_sub(MAX_LISTED)
+}
+
+/// The first [`MAX_LISTED`] of `problems`, and how many there are when that is not all: a
+/// typed answer's `problems` and `problems_total`.
+pub(super) fn first_listed<P: Clone>(problems: &[P]) -> (Vec<P>, Option<usize>) {
+    (problems[..problems.len().min(MAX_LISTED)].to_vec(), (problems.len() > MAX_LISTED).then_some(problems.len()))
 }
 
 impl IntoResponse for ApiError {

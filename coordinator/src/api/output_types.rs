@@ -261,7 +261,7 @@ async fn write(state: &AppState, stmt: &str, key: &str, i: &OutputTypeInput, mod
 }
 
 /// `POST /v1/output-types`.
-#[utoipa::path(post, path = "/v1/output-types", tag = "output types", request_body = OutputTypeInput,
+#[utoipa::path(post, path = "/v1/output-types", operation_id = "create_output_type", tag = "output types", request_body = OutputTypeInput,
     responses((status = 201, body = OutputTypeView), (status = 400, description = "malformed JSON or an unknown field", body = ErrorBody), (status = 409, body = ErrorBody, description = "the key exists"),
         (status = 422, body = ErrorBody, description = "family mismatch, an artifact kind no sink delivers, overrides that do not fit, a graph mode without a workflow")))]
 pub(super) async fn create(State(state): State<AppState>, headers: HeaderMap, body: Bytes) -> Result<Response, ApiError> {
@@ -282,7 +282,7 @@ pub(super) async fn create(State(state): State<AppState>, headers: HeaderMap, bo
 }
 
 /// `PUT /v1/output-types/{key}`: replaces it (every field; absent ones take their defaults).
-#[utoipa::path(put, path = "/v1/output-types/{key}", tag = "output types", request_body = OutputTypeInput, params(("key" = String, Path, pattern = "^[a-z0-9][a-z0-9_.-]{0,63}$", description = "an output type key")),
+#[utoipa::path(put, path = "/v1/output-types/{key}", operation_id = "update_output_type", tag = "output types", request_body = OutputTypeInput, params(("key" = String, Path, pattern = "^[a-z0-9][a-z0-9_.-]{0,63}$", description = "an output type key")),
     responses((status = 200, body = OutputTypeView), (status = 400, description = "malformed JSON or an unknown field", body = ErrorBody), (status = 404, body = ErrorBody),
         (status = 409, body = ErrorBody, description = "a `rollout_mode` other than the current one (modes move through promote and rollback), or promoted or rolled back meanwhile"), (status = 422, body = ErrorBody)))]
 pub(super) async fn update(
@@ -337,14 +337,14 @@ pub(super) async fn read(state: &AppState, key: &str) -> Result<OutputTypeView, 
 }
 
 /// `GET /v1/output-types/{key}`.
-#[utoipa::path(get, path = "/v1/output-types/{key}", tag = "output types", params(("key" = String, Path, pattern = "^[a-z0-9][a-z0-9_.-]{0,63}$", description = "an output type key")),
+#[utoipa::path(get, path = "/v1/output-types/{key}", operation_id = "get_output_type", tag = "output types", params(("key" = String, Path, pattern = "^[a-z0-9][a-z0-9_.-]{0,63}$", description = "an output type key")),
     responses((status = 200, body = OutputTypeView), (status = 404, body = ErrorBody)))]
 pub(super) async fn get(State(state): State<AppState>, Path(key): Path<String>) -> Result<Json<OutputTypeView>, ApiError> {
     Ok(Json(read(&state, &key).await?))
 }
 
 /// `GET /v1/output-types`.
-#[utoipa::path(get, path = "/v1/output-types", tag = "output types",
+#[utoipa::path(get, path = "/v1/output-types", operation_id = "list_output_types", tag = "output types",
     responses((status = 200, body = Object, description = "`items`: every output type")))]
 pub(super) async fn list(State(state): State<AppState>) -> Result<Json<Value>, ApiError> {
     let client = state.pool.get().await?;

@@ -43,7 +43,7 @@ impl From<RequestError> for ApiError {
 }
 
 /// `POST /v1/render-requests` (needs an `Idempotency-Key`).
-#[utoipa::path(post, path = "/v1/render-requests", tag = "render requests", request_body = RenderRequestInput,
+#[utoipa::path(post, path = "/v1/render-requests", operation_id = "create_render_request", tag = "render requests", request_body = RenderRequestInput,
     description = "What the order system calls. The output type's rollout mode decides the runs; the answer shows only the authoritative one.",
     params(("Idempotency-Key" = String, Header, min_length = 1, max_length = 255, pattern = "\\S", description = "required, 1 to 255 characters: the same key again returns the first answer and never renders twice")),
     responses((status = 201, body = Object, description = "the request and its authoritative run"), (status = 200, body = Object, description = "this key was used before: the first answer"),
@@ -135,7 +135,7 @@ async fn read(state: &AppState, id: Uuid) -> Result<Value, ApiError> {
 }
 
 /// `GET /v1/render-requests/{id}`.
-#[utoipa::path(get, path = "/v1/render-requests/{id}", tag = "render requests", params(("id" = Uuid, Path, description = "a UUID")),
+#[utoipa::path(get, path = "/v1/render-requests/{id}", operation_id = "get_render_request", tag = "render requests", params(("id" = Uuid, Path, description = "a UUID")),
     responses((status = 200, body = Object, description = "the request, the run that answers it (the authoritative run, or its legacy fallback; never a shadow) and, once it succeeded, the delivered artifact"), (status = 404, body = ErrorBody)))]
 pub(super) async fn get(State(state): State<AppState>, Path(id): Path<String>) -> Result<Json<Value>, ApiError> {
     let id: Uuid = id.parse().map_err(|_| {

@@ -2,7 +2,7 @@
 //! validate without a write, the canonical starter of each family, and `repair`, which
 //! rewrites a stored workflow into canonical shape and says what it changed.
 
-use super::{json_body, list_problems, ApiError, ErrorBody};
+use super::{first_listed, json_body, list_problems, ApiError, ErrorBody};
 use crate::db::{sql, DbError};
 use crate::AppState;
 use axum::body::Bytes;
@@ -11,7 +11,7 @@ use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use chrono::{DateTime, Utc};
-use renderfleet_shared::graph::{self, GraphSpec, Problem, ProblemCode, Validation};
+use renderfleet_shared::graph::{self, ConnectionError, ConnectionOptions, ConnectionQuery, GraphSpec, Problem, ProblemCode, Validation};
 use renderfleet_shared::registry::{registry, Family};
 use renderfleet_shared::starters;
 use serde::{Deserialize, Serialize};
@@ -36,16 +36,104 @@ fn parse_id(id: &str) -> Result<Uuid, ApiError> {
     })
 }
 
+/// `POST /v1/workflows/validate` answer.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub(super) struct ValidationView {
+    /// No errors (warnings may remain).
+    valid: bool,
+    /// Declared, or the only one the graph's node types allow.
+    family: Option<Family>,
+    /// Errors and warnings, in the order found; at most the first 100.
+    problems: Vec<Problem>,
+    /// How many problems there are, when more than the 100 listed.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    problems_total: Option<usize>,
+    /// Current type names, ports named where they resolved, params with defaults: what would
+    /// be stored.
+    #[schema(schema_with = unchecked_graph)]
+    normalized: GraphSpec,
+}
+
+/// `ValidationView::normalized` echoes whatever graph was sent, one with no nodes or
+/// `max_attempts: 0` too (its problems say so), so it is documented as `GraphSpec`'s shape
+/// without `GraphSpec`'s limits (see [`UncheckedGraph`]).
+fn unchecked_graph() -> utoipa::openapi::Ref {
+    let mut r = utoipa::openapi::Ref::from_schema_name("UncheckedGraphSpec");
+    r.description = "The graph as sent, normalised: current type names, ports named where they resolved, params with defaults; \
+        what would be stored. A `GraphSpec`, within its limits when `valid`."
+        .into();
+    r
+}
+
+/// Adds `UncheckedGraphSpec`, `UncheckedNodeSpec` and `UncheckedPosition` to the document:
+/// `GraphSpec`, `NodeSpec` and `Position` without their limits (lengths, bounds, patterns,
+/// `params` being an object).
+/// Generated types are the same; a response validator checks validation's answer against
+/// what it promises.
+pub(super) struct UncheckedGraph;
+
+impl utoipa::Modify for UncheckedGraph {
+    fn modify(&self, doc: &mut utoipa::openapi::OpenApi) {
+        use renderfleet_shared::graph::{NodeSpec, Position};
+        use utoipa::PartialSchema;
+        let components = doc.components.get_or_insert_with(Default::default);
+        for (name, schema) in [("GraphSpec", GraphSpec::schema()), ("NodeSpec", NodeSpec::schema()), ("Position", Position::schema())] {
+            let mut v = serde_json::to_value(schema).expect("a schema serializes");
+            unchecked(&mut v);
+            // Params that are not an object are a problem (`invalid_param`), not a refusal.
+            if let Some(params) = v.pointer_mut("/properties/params") {
+                params["type"] = json!(["object", "array", "string", "number", "boolean", "null"]);
+            }
+            components.schemas.insert(format!("Unchecked{name}"), serde_json::from_value(v).expect("a schema without limits reads back"));
+        }
+    }
+}
+
+/// Removes the limits of the schema `v` and of the schemas in it, and points its references
+/// to the three at their unchecked copies.
+fn unchecked(v: &mut Value) {
+    let Value::Object(schema) = v else { return };
+    for limit in ["minItems", "maxItems", "minimum", "maximum", "minLength", "maxLength", "pattern"] {
+        schema.remove(limit);
+    }
+    for (key, child) in schema.iter_mut() {
+        match (key.as_str(), child) {
+            ("$ref", Value::String(to)) => {
+                if let Some(name) = to.strip_prefix("#/components/schemas/").filter(|n| ["GraphSpec", "NodeSpec", "Position"].contains(n)) {
+                    *to = format!("#/components/schemas/Unchecked{name}");
+                }
+            }
+            // Property names are not keywords: each value is a schema.
+            ("properties", Value::Object(props)) => props.values_mut().for_each(unchecked),
+            (_, Value::Array(items)) => items.iter_mut().for_each(unchecked),
+            (_, child) => unchecked(child),
+        }
+    }
+}
+
 /// `POST /v1/workflows/validate`: every problem, and the normalised graph; writes nothing.
 #[utoipa::path(post, path = "/v1/workflows/validate", tag = "workflows", request_body = GraphSpec,
     description = "Every problem of a graph and its normalised form; writes nothing.",
-    responses((status = 200, body = Object, description = "`valid`, `family`, `problems`, `normalized`"), (status = 400, description = "malformed JSON or an unknown field", body = ErrorBody)))]
-pub(super) async fn validate(headers: HeaderMap, body: Bytes) -> Result<Json<Value>, ApiError> {
+    responses((status = 200, body = ValidationView), (status = 400, description = "malformed JSON or an unknown field", body = ErrorBody)))]
+pub(super) async fn validate(headers: HeaderMap, body: Bytes) -> Result<Json<ValidationView>, ApiError> {
     let graph: GraphSpec = json_body(&headers, &body, r#"{"family": "order_line", "nodes": [...], "edges": [...]}"#)?;
     let v = graph::validate(&graph, registry());
-    let mut body = json!({"valid": v.is_valid(), "family": v.family, "problems": [], "normalized": v.normalized});
-    list_problems(&mut body, &v.problems);
-    Ok(Json(body))
+    let (problems, problems_total) = first_listed(&v.problems);
+    Ok(Json(ValidationView { valid: v.is_valid(), family: v.family, problems, problems_total, normalized: v.normalized }))
+}
+
+/// `POST /v1/workflows/connections`: where an edge dragged from a port may go, by the rules
+/// validation applies (see [`graph::connection_options`]); writes nothing.
+#[utoipa::path(post, path = "/v1/workflows/connections", tag = "workflows", request_body = ConnectionQuery,
+    description = "For an edge being drawn from an output (`from`) or into an input (`to`): every port on the other side in the graph, whether the edge would fit and why not (artifact kind, family, input already fed, duplicate, cycle), and the node types of the graph's family a new node could be inserted from. Writes nothing.",
+    responses((status = 200, body = ConnectionOptions), (status = 400, description = "malformed JSON or an unknown field", body = ErrorBody),
+        (status = 422, body = ErrorBody, description = "not exactly one of `from` and `to` (`invalid_request`), or a node, node type or port the graph does not have (`unknown_node`, `unknown_node_type`, `unknown_port`)")))]
+pub(super) async fn connections(headers: HeaderMap, body: Bytes) -> Result<Json<ConnectionOptions>, ApiError> {
+    let query: ConnectionQuery =
+        json_body(&headers, &body, r#"{"graph": {"nodes": [...], "edges": [...]}, "from": {"node": "still", "port": "image"}}"#)?;
+    let refused = |e: ConnectionError| ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, e.code(), e.to_string());
+    let end = query.end().map_err(refused)?;
+    Ok(Json(graph::connection_options(&query.graph, registry(), end).map_err(refused)?))
 }
 
 /// `GET /v1/workflows/starters/{family}`: in canonical shape (defaults filled in).
@@ -65,6 +153,24 @@ struct WorkflowInput {
     name: String,
     family: Family,
     graph: GraphSpec,
+    /// What this version changes, for the version list; at most 500 characters.
+    #[serde(default)]
+    #[schema(max_length = 500)]
+    message: Option<String>,
+}
+
+/// At most this many characters in a version's `message` (the column checks it too).
+const MAX_MESSAGE: usize = 500;
+
+fn check_message(message: Option<&str>) -> Result<(), ApiError> {
+    match message.map(|m| m.chars().count()) {
+        Some(n) if n > MAX_MESSAGE => Err(ApiError::new(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "invalid_message",
+            format!("`message` has {n} characters; at most {MAX_MESSAGE}: say what the version changes in short"),
+        )),
+        _ => Ok(()),
+    }
 }
 
 #[derive(Debug, Serialize, utoipa::ToSchema)]
@@ -80,6 +186,8 @@ pub(super) struct WorkflowView {
     pub mixed_family: bool,
     pub repaired_from: Option<i32>,
     pub created_at: DateTime<Utc>,
+    /// What the version changes, as saved with it (`repair of vN` for a repair).
+    pub message: Option<String>,
 }
 
 impl WorkflowView {
@@ -93,6 +201,7 @@ impl WorkflowView {
             mixed_family: r.get(5),
             repaired_from: r.get(6),
             created_at: r.get(7),
+            message: r.get(8),
         }
     }
 
@@ -139,18 +248,22 @@ fn for_storage(name: &str, family: Family, mut graph: GraphSpec) -> Result<(Vali
     Ok((v, mixed))
 }
 
-async fn insert_version(
-    state: &AppState,
-    id: Uuid,
-    name: &str,
+/// The next version of a workflow, validated for storage.
+struct NewVersion<'a> {
+    name: &'a str,
     family: Family,
-    v: &Validation,
+    validation: &'a Validation,
     mixed: bool,
+    /// The version `repair` produced it from.
     repaired_from: Option<i32>,
-) -> Result<(i32, DateTime<Utc>), ApiError> {
+    message: Option<&'a str>,
+}
+
+async fn insert_version(state: &AppState, id: Uuid, new: NewVersion<'_>) -> Result<(i32, DateTime<Utc>), ApiError> {
     let client = state.pool.get().await?;
-    let graph = serde_json::to_value(&v.normalized).expect("graph serializes");
-    match client.query_one(sql::INSERT_WORKFLOW_VERSION, &[&id, &name, &family.as_str(), &graph, &mixed, &repaired_from]).await {
+    let graph = serde_json::to_value(&new.validation.normalized).expect("graph serializes");
+    let NewVersion { name, family, mixed, repaired_from, message, .. } = new;
+    match client.query_one(sql::INSERT_WORKFLOW_VERSION, &[&id, &name, &family.as_str(), &graph, &mixed, &repaired_from, &message]).await {
         Ok(row) => Ok((row.get(0), row.get(1))),
         Err(e) => {
             let e = DbError::from(e);
@@ -166,34 +279,71 @@ async fn insert_version(
     }
 }
 
+/// What `POST /v1/workflows` and `PUT /v1/workflows/{id}` stored.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub(super) struct WorkflowSaved {
+    id: Uuid,
+    version: i32,
+    /// Stored with nodes of more than one family: preflight and dispatch refuse it until it
+    /// is fixed.
+    mixed_family: bool,
+    /// What is still wrong (warnings, a family mismatch); at most the first 100.
+    problems: Vec<Problem>,
+    /// How many problems there are, when more than the 100 listed.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    problems_total: Option<usize>,
+    /// The normalised graph, as stored.
+    graph: GraphSpec,
+}
+
+impl WorkflowSaved {
+    fn new(id: Uuid, version: i32, mixed_family: bool, v: Validation) -> Self {
+        let (problems, problems_total) = first_listed(&v.problems);
+        WorkflowSaved { id, version, mixed_family, problems, problems_total, graph: v.normalized }
+    }
+}
+
 /// `POST /v1/workflows`.
-#[utoipa::path(post, path = "/v1/workflows", tag = "workflows", request_body = WorkflowInput,
-    responses((status = 201, body = Object, description = "`id`, `version`, `mixed_family`, `problems`, `graph` (normalised)"), (status = 400, description = "malformed JSON or an unknown field", body = ErrorBody),
-        (status = 422, body = ErrorBody, description = "every problem; nothing stored")))]
+#[utoipa::path(post, path = "/v1/workflows", operation_id = "create_workflow", tag = "workflows", request_body = WorkflowInput,
+    responses((status = 201, body = WorkflowSaved, description = "stored as version 1"), (status = 400, description = "malformed JSON or an unknown field", body = ErrorBody),
+        (status = 422, body = ErrorBody, description = "every problem (`invalid_graph`), or a `name` or `message` too long; nothing stored")))]
 pub(super) async fn create(State(state): State<AppState>, headers: HeaderMap, body: Bytes) -> Result<Response, ApiError> {
     let input: WorkflowInput = json_body(&headers, &body, EXAMPLE)?;
+    check_message(input.message.as_deref())?;
     let (v, mixed) = for_storage(&input.name, input.family, input.graph)?;
     let id = Uuid::now_v7();
-    let (version, _) = insert_version(&state, id, &input.name, input.family, &v, mixed, None).await?;
+    let (version, _) = insert_version(
+        &state,
+        id,
+        NewVersion {
+            name: &input.name,
+            family: input.family,
+            validation: &v,
+            mixed,
+            repaired_from: None,
+            message: input.message.as_deref(),
+        },
+    )
+    .await?;
     tracing::info!(workflow = %id, name = %input.name, mixed, "workflow created");
-    let mut body = json!({"id": id, "version": version, "mixed_family": mixed, "problems": [], "graph": v.normalized});
-    list_problems(&mut body, &v.problems);
+    let body = WorkflowSaved::new(id, version, mixed, v);
     Ok((StatusCode::CREATED, [(header::LOCATION, format!("/v1/workflows/{id}"))], Json(body)).into_response())
 }
 
 /// `PUT /v1/workflows/{id}`: a new version; the family cannot change (output types rely on it).
-#[utoipa::path(put, path = "/v1/workflows/{id}", tag = "workflows", request_body = WorkflowInput, params(("id" = Uuid, Path, description = "a UUID")),
+#[utoipa::path(put, path = "/v1/workflows/{id}", operation_id = "update_workflow", tag = "workflows", request_body = WorkflowInput, params(("id" = Uuid, Path, description = "a UUID")),
     description = "Stores the next version; earlier versions stay readable and runs keep the version they ran.",
-    responses((status = 200, body = Object, description = "`id`, `version`, `problems`, `graph`"), (status = 400, description = "malformed JSON or an unknown field", body = ErrorBody), (status = 404, body = ErrorBody),
+    responses((status = 200, body = WorkflowSaved, description = "stored as the next version"), (status = 400, description = "malformed JSON or an unknown field", body = ErrorBody), (status = 404, body = ErrorBody),
         (status = 409, body = ErrorBody, description = "edited concurrently"), (status = 422, body = ErrorBody)))]
 pub(super) async fn update(
     State(state): State<AppState>,
     Path(id): Path<String>,
     headers: HeaderMap,
     body: Bytes,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<WorkflowSaved>, ApiError> {
     let id = parse_id(&id)?;
     let input: WorkflowInput = json_body(&headers, &body, EXAMPLE)?;
+    check_message(input.message.as_deref())?;
     let current = latest(&state, id).await?;
     if current.family != input.family.as_str() {
         return Err(ApiError::new(
@@ -207,11 +357,21 @@ pub(super) async fn update(
         ));
     }
     let (v, mixed) = for_storage(&input.name, input.family, input.graph)?;
-    let (version, _) = insert_version(&state, id, &input.name, input.family, &v, mixed, None).await?;
+    let (version, _) = insert_version(
+        &state,
+        id,
+        NewVersion {
+            name: &input.name,
+            family: input.family,
+            validation: &v,
+            mixed,
+            repaired_from: None,
+            message: input.message.as_deref(),
+        },
+    )
+    .await?;
     tracing::info!(workflow = %id, version, "workflow edited");
-    let mut body = json!({"id": id, "version": version, "mixed_family": mixed, "problems": [], "graph": v.normalized});
-    list_problems(&mut body, &v.problems);
-    Ok(Json(body))
+    Ok(Json(WorkflowSaved::new(id, version, mixed, v)))
 }
 
 pub(super) async fn latest(state: &AppState, id: Uuid) -> Result<WorkflowView, ApiError> {
@@ -233,7 +393,7 @@ pub(super) struct VersionQuery {
 }
 
 /// `GET /v1/workflows/{id}[?version=N]`.
-#[utoipa::path(get, path = "/v1/workflows/{id}", tag = "workflows", params(("id" = Uuid, Path, description = "a UUID"), VersionQuery),
+#[utoipa::path(get, path = "/v1/workflows/{id}", operation_id = "get_workflow", tag = "workflows", params(("id" = Uuid, Path, description = "a UUID"), VersionQuery),
     responses((status = 200, body = WorkflowView), (status = 404, body = ErrorBody)))]
 pub(super) async fn get(
     State(state): State<AppState>,
@@ -249,14 +409,66 @@ pub(super) async fn get(
     Ok(Json(WorkflowView::from_row(&row)))
 }
 
+/// `GET /v1/workflows` answer.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub(super) struct WorkflowList {
+    /// The latest version of each workflow, newest first.
+    items: Vec<WorkflowView>,
+}
+
 /// `GET /v1/workflows`: the latest version of each.
-#[utoipa::path(get, path = "/v1/workflows", tag = "workflows",
-    responses((status = 200, body = Object, description = "`items`: the latest version of each workflow")))]
-pub(super) async fn list(State(state): State<AppState>) -> Result<Json<Value>, ApiError> {
+#[utoipa::path(get, path = "/v1/workflows", operation_id = "list_workflows", tag = "workflows", responses((status = 200, body = WorkflowList)))]
+pub(super) async fn list(State(state): State<AppState>) -> Result<Json<WorkflowList>, ApiError> {
     let client = state.pool.get().await?;
     let rows = client.query(sql::WORKFLOWS_LATEST, &[]).await?;
-    let items: Vec<WorkflowView> = rows.iter().map(WorkflowView::from_row).collect();
-    Ok(Json(json!({ "items": items })))
+    Ok(Json(WorkflowList { items: rows.iter().map(WorkflowView::from_row).collect() }))
+}
+
+/// `GET /v1/workflows/{id}/versions` answer.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub(super) struct WorkflowVersions {
+    id: Uuid,
+    /// Newest first.
+    items: Vec<VersionSummary>,
+}
+
+/// One version of a workflow, without its graph.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub(super) struct VersionSummary {
+    version: i32,
+    name: String,
+    message: Option<String>,
+    mixed_family: bool,
+    /// The version `repair` produced this one from.
+    repaired_from: Option<i32>,
+    node_count: i32,
+    created_at: DateTime<Utc>,
+}
+
+/// `GET /v1/workflows/{id}/versions`: what an editor lists to open an older version.
+#[utoipa::path(get, path = "/v1/workflows/{id}/versions", tag = "workflows", params(("id" = Uuid, Path, description = "a UUID")),
+    responses((status = 200, body = WorkflowVersions), (status = 404, body = ErrorBody)))]
+pub(super) async fn versions(State(state): State<AppState>, Path(id): Path<String>) -> Result<Json<WorkflowVersions>, ApiError> {
+    let id = parse_id(&id)?;
+    let client = state.pool.get().await?;
+    let items: Vec<VersionSummary> = client
+        .query(sql::WORKFLOW_VERSIONS, &[&id])
+        .await?
+        .iter()
+        .map(|r| VersionSummary {
+            version: r.get(0),
+            name: r.get(1),
+            message: r.get(2),
+            mixed_family: r.get(3),
+            repaired_from: r.get(4),
+            node_count: r.get(5),
+            created_at: r.get(6),
+        })
+        .collect();
+    if items.is_empty() {
+        return Err(not_found(id));
+    }
+    Ok(Json(WorkflowVersions { id, items }))
 }
 
 #[derive(Debug, Deserialize, utoipa::IntoParams)]
@@ -274,13 +486,13 @@ pub(super) struct RepairQuery {
 /// is flagged, not split: that needs a person).
 #[utoipa::path(post, path = "/v1/workflows/{id}/repair", tag = "workflows", params(("id" = Uuid, Path, description = "a UUID"), RepairQuery),
     description = "Normalises the latest version (current type names, ports named, defaults filled); stores a new version if anything changed.",
-    responses((status = 200, body = Object, description = "`changed`, `changes`, `version`, `mixed_family`, `problems`"), (status = 404, body = ErrorBody),
+    responses((status = 200, body = RepairReport), (status = 404, body = ErrorBody),
         (status = 409, body = ErrorBody, description = "edited at the same moment, or a stored graph this version cannot read")))]
 pub(super) async fn repair(
     State(state): State<AppState>,
     Path(id): Path<String>,
     Query(q): Query<RepairQuery>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<RepairReport>, ApiError> {
     let id = parse_id(&id)?;
     let current = latest(&state, id).await?;
     let family = parse_family(&current.family)?;
@@ -289,25 +501,55 @@ pub(super) async fn repair(
     let v = graph::validate(&graph, registry());
     let changes = describe_changes(&graph, &v);
     let mixed = v.errors().any(|p| p.code == ProblemCode::FamilyMismatch);
-    let remaining: Vec<&Problem> = v.problems.iter().filter(|p| p.code != ProblemCode::RenamedNodeType).collect();
+    let remaining: Vec<Problem> = v.problems.iter().filter(|p| p.code != ProblemCode::RenamedNodeType).cloned().collect();
     let mut version = current.version;
     let changed = !changes.is_empty() || mixed != current.mixed_family;
     if changed && !q.dry_run {
-        version = insert_version(&state, id, &current.name, family, &v, mixed, Some(current.version)).await?.0;
+        let message = format!("repair of v{}", current.version);
+        let new = NewVersion {
+            name: &current.name,
+            family,
+            validation: &v,
+            mixed,
+            repaired_from: Some(current.version),
+            message: Some(&message),
+        };
+        version = insert_version(&state, id, new).await?.0;
         tracing::info!(workflow = %id, from = current.version, to = version, changes = changes.len(), "workflow repaired");
     }
-    let mut body = json!({
-        "id": id,
-        "from_version": current.version,
-        "version": version,
-        "changed": changed,
-        "dry_run": q.dry_run,
-        "changes": changes,
-        "mixed_family": mixed,
-        "problems": [],
-    });
-    list_problems(&mut body, &remaining);
-    Ok(Json(body))
+    let (problems, problems_total) = first_listed(&remaining);
+    Ok(Json(RepairReport {
+        id,
+        from_version: current.version,
+        version,
+        changed,
+        dry_run: q.dry_run,
+        changes,
+        mixed_family: mixed,
+        problems,
+        problems_total,
+    }))
+}
+
+/// What `repair` changed, and what is still wrong.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub(super) struct RepairReport {
+    id: Uuid,
+    /// The version repaired (the latest).
+    from_version: i32,
+    /// The version stored by the repair, or `from_version` when nothing changed (or `dry_run`).
+    version: i32,
+    changed: bool,
+    dry_run: bool,
+    /// One line per change.
+    changes: Vec<String>,
+    /// Nodes of more than one family remain: a person has to split the graph.
+    mixed_family: bool,
+    /// What normalisation cannot fix; at most the first 100.
+    problems: Vec<Problem>,
+    /// How many problems there are, when more than the 100 listed.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    problems_total: Option<usize>,
 }
 
 /// What normalisation changed, one line each.

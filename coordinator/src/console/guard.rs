@@ -23,7 +23,10 @@ pub(super) async fn guard(State(https): State<bool>, request: Request, next: Nex
         true => next.run(request).await,
     };
     let h = response.headers_mut();
-    h.insert(header::CONTENT_SECURITY_POLICY, HeaderValue::from_static(CSP));
+    // A page that runs the editor's bundle sets its own (narrow) policy.
+    if !h.contains_key(header::CONTENT_SECURITY_POLICY) {
+        h.insert(header::CONTENT_SECURITY_POLICY, HeaderValue::from_static(CSP));
+    }
     h.insert(header::X_CONTENT_TYPE_OPTIONS, HeaderValue::from_static("nosniff"));
     // `same-origin`, not `no-referrer`: with no-referrer, Chromium sends `Origin: null` on
     // the console's own form posts, which the check above would refuse.

@@ -14,6 +14,7 @@
 //! headers on every response.
 
 mod dag;
+mod editor;
 mod guard;
 mod html;
 mod session;
@@ -42,7 +43,8 @@ use uuid::Uuid;
 const PAGE: i64 = 50;
 
 /// The console's routes, under `/console`.
-pub fn router(state: AppState, tokens: Tokens) -> Router {
+/// `api` is the API's router: the workflow editor's calls go to it through the session.
+pub fn router(state: AppState, tokens: Tokens, api: Router) -> Router {
     let https = state.config.console.https;
     let console = Console { state: state.clone(), tokens };
     let pages = Router::new()
@@ -59,6 +61,9 @@ pub fn router(state: AppState, tokens: Tokens) -> Router {
         .route("/console/rollout/{key}/rollback", post(rollback))
         .route("/console/workers", get(workers))
         .route("/console/workflows", get(workflows))
+        .route("/console/workflows/new", get(editor::new))
+        .route("/console/workflows/{id}/edit", get(editor::edit))
+        .route("/console/api/{*rest}", axum::routing::any(move |viewer, request| editor::api_proxy(api.clone(), viewer, request)))
         .route("/console/workflows/{id}", get(workflow))
         .route("/console/workflows/{id}/preflight", post(workflow_preflight))
         .route("/console/workflows/{id}/dispatch", post(workflow_dispatch))
@@ -70,6 +75,8 @@ pub fn router(state: AppState, tokens: Tokens) -> Router {
         .route("/console/login", get(session::login_form).post(session::login))
         .with_state(console)
         .route("/console/style.css", get(|| async { ([(header::CONTENT_TYPE, "text/css; charset=utf-8")], html::STYLE) }))
+        .route("/console/assets/editor.js", get(editor::script))
+        .route("/console/assets/editor.css", get(editor::style))
         .merge(pages)
         .layer(middleware::from_fn_with_state(https, guard::guard))
 }
@@ -662,13 +669,16 @@ async fn workflows(State(state): State<AppState>, viewer: axum::Extension<Viewer
         Ok(r) => r,
         Err(e) => return db_err(e),
     };
-    let mut body =
-        String::from("<table id=\"workflows\"><tr><th>workflow</th><th>name</th><th>family</th><th>version</th><th>created</th></tr>");
+    let mut body = String::from(
+        "<p><a href=\"/console/workflows/new?family=order_line\" id=\"new-order-line\">New order_line workflow</a> · \
+            <a href=\"/console/workflows/new?family=cad_file\" id=\"new-cad-file\">New cad_file workflow</a></p>\
+            <table id=\"workflows\"><tr><th>workflow</th><th>name</th><th>family</th><th>version</th><th>created</th><th></th></tr>",
+    );
     for r in &rows {
         let id: Uuid = r.get(0);
         let _ = write!(
             body,
-            "<tr><td><a href=\"/console/workflows/{id}\">{}</a></td><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
+            "<tr><td><a href=\"/console/workflows/{id}\">{}</a></td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td><a href=\"/console/workflows/{id}/edit\">edit</a></td></tr>",
             &id.to_string()[..13],
             esc(r.get(2)),
             esc(r.get(3)),
@@ -705,7 +715,7 @@ async fn workflow_page(state: &AppState, viewer: &Viewer, id: Uuid, form: &Dispa
     }
     let subject = if form.subject.is_empty() { "{\"cad_file\": \"as1-oc-214.stp\", \"product\": \"as1\"}" } else { &form.subject };
     let mut body = format!(
-        "<div class=\"card\"><p>workflow <code>{id}</code> <b>{}</b> ({}) version {}</p></div>",
+        "<div class=\"card\"><p>workflow <code>{id}</code> <b>{}</b> ({}) version {} · <a href=\"/console/workflows/{id}/edit\" id=\"edit-workflow\">Open in the editor</a></p></div>",
         esc(w.get(2)),
         esc(w.get(3)),
         w.get::<_, i32>(1)

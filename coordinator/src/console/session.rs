@@ -46,11 +46,21 @@ pub(super) struct Console {
 #[derive(Clone)]
 pub(super) struct Viewer {
     session: Vec<u8>,
+    name: String,
     scopes: Vec<Scope>,
     csrf: String,
 }
 
 impl Viewer {
+    /// What the editor's API calls run with: this session's token name and scopes.
+    pub(super) fn grant(&self) -> crate::api::auth::SessionGrant {
+        crate::api::auth::SessionGrant { name: self.name.clone(), scopes: self.scopes.clone() }
+    }
+
+    pub(super) fn csrf(&self) -> &str {
+        &self.csrf
+    }
+
     pub(super) fn may(&self, scope: Scope) -> bool {
         self.scopes.contains(&scope) || self.scopes.contains(&Scope::Admin)
     }
@@ -68,6 +78,14 @@ impl Viewer {
     pub(super) fn refreshing_page(&self, title: &str, body: &str) -> Html<String> {
         Html(page(title, body, Some(&self.csrf), true))
     }
+}
+
+/// Where the console passes its editor's calls on to the API (see `console::api_proxy`).
+pub(super) const API_PREFIX: &str = "/console/api/";
+const CSRF_HEADER: &str = "x-csrf-token";
+
+fn api_refusal(status: StatusCode, code: &str, message: &str) -> Response {
+    (status, axum::Json(serde_json::json!({"error": code, "message": message}))).into_response()
 }
 
 fn digest(id: &str) -> Vec<u8> {
@@ -97,7 +115,13 @@ fn cookie(value: &str, max_age: i64, secure: bool) -> String {
 /// Route layer of every page behind the sign-in: finds the session (else to the sign-in
 /// page), needs `read`, and checks the CSRF token of every state-changing request.
 pub(super) async fn signed_in(State(c): State<Console>, mut request: Request, next: Next) -> Response {
-    let Some(id) = session_cookie(request.headers()) else { return Redirect::to("/console/login").into_response() };
+    // The editor's calls to the API answer as the API does: JSON, never a redirect.
+    let api = request.uri().path().starts_with(API_PREFIX);
+    let signed_out = || match api {
+        true => api_refusal(StatusCode::UNAUTHORIZED, "unauthorized", "the console session has ended: sign in again at /console/login"),
+        false => Redirect::to("/console/login").into_response(),
+    };
+    let Some(id) = session_cookie(request.headers()) else { return signed_out() };
     let client = match c.state.pool.get().await {
         Ok(client) => client,
         Err(e) => return db_err(e),
@@ -114,9 +138,9 @@ pub(super) async fn signed_in(State(c): State<Console>, mut request: Request, ne
         let scopes = r.get::<_, Vec<String>>(1).iter().filter_map(|s| Scope::parse(s)).filter(|s| now.contains(s)).collect();
         Some((name, scopes))
     }) else {
-        return Redirect::to("/console/login").into_response();
+        return signed_out();
     };
-    let viewer = Viewer { session: digest(&id), scopes, csrf: csrf_of(&id) };
+    let viewer = Viewer { session: digest(&id), name: name.clone(), scopes, csrf: csrf_of(&id) };
     if !viewer.may(Scope::Read) {
         let body = format!(
             "<p>Token <b>{}</b> lacks the <code>read</code> scope the console needs. <a href=\"/console/login\">Sign in with another token</a>.</p>",
@@ -124,7 +148,17 @@ pub(super) async fn signed_in(State(c): State<Console>, mut request: Request, ne
         );
         return (StatusCode::FORBIDDEN, viewer.page("Not allowed", &body)).into_response();
     }
-    if !request.method().is_safe() {
+    if api && !request.method().is_safe() {
+        // The editor sends JSON: its CSRF token travels in a header.
+        let presented = request.headers().get(CSRF_HEADER).map(|v| v.as_bytes()).unwrap_or_default();
+        if !bool::from(presented.ct_eq(viewer.csrf.as_bytes())) {
+            return api_refusal(
+                StatusCode::FORBIDDEN,
+                "csrf_refused",
+                "the request's X-CSRF-Token is missing or is not this session's (a page from before you signed in again?); reload the page",
+            );
+        }
+    } else if !request.method().is_safe() {
         request = match with_csrf_checked(request, &viewer.csrf).await {
             Ok(r) => r,
             Err(refused) => return refused,

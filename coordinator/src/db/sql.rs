@@ -300,25 +300,32 @@ WHERE n.run_id = $1 ORDER BY a.node_run_id, a.attempt";
 /// the version is the next one of $1 (1 for a new id). A concurrent edit of the same workflow
 /// makes this fail with a unique violation.
 pub const INSERT_WORKFLOW_VERSION: &str = "
-INSERT INTO workflows (id, version, name, family, graph, mixed_family, repaired_from)
-SELECT $1, coalesce(max(version), 0) + 1, $2, $3, $4, $5, $6 FROM workflows WHERE id = $1
+INSERT INTO workflows (id, version, name, family, graph, mixed_family, repaired_from, message)
+SELECT $1, coalesce(max(version), 0) + 1, $2, $3, $4, $5, $6, $7 FROM workflows WHERE id = $1
 RETURNING version, created_at";
 
 /// The latest version of workflow $1. (Every WORKFLOW_* query returns the same columns.)
 pub const WORKFLOW_LATEST: &str = "
-SELECT id, version, name, family, graph, mixed_family, repaired_from, created_at
+SELECT id, version, name, family, graph, mixed_family, repaired_from, created_at, message
 FROM workflows WHERE id = $1 ORDER BY version DESC LIMIT 1";
 
 /// Version $2 of workflow $1.
 pub const WORKFLOW_VERSION: &str = "
-SELECT id, version, name, family, graph, mixed_family, repaired_from, created_at
+SELECT id, version, name, family, graph, mixed_family, repaired_from, created_at, message
 FROM workflows WHERE id = $1 AND version = $2";
 
 /// The latest version of every workflow, newest first.
 pub const WORKFLOWS_LATEST: &str = "
-SELECT * FROM (SELECT DISTINCT ON (id) id, version, name, family, graph, mixed_family, repaired_from, created_at
+SELECT * FROM (SELECT DISTINCT ON (id) id, version, name, family, graph, mixed_family, repaired_from, created_at, message
                FROM workflows ORDER BY id, version DESC) w
 ORDER BY created_at DESC";
+
+/// Every version of workflow $1, newest first, without the graphs (a node count instead).
+pub const WORKFLOW_VERSIONS: &str = "
+SELECT version, name, message, mixed_family, repaired_from,
+       CASE WHEN jsonb_typeof(graph->'nodes') = 'array' THEN jsonb_array_length(graph->'nodes') ELSE 0 END,
+       created_at
+FROM workflows WHERE id = $1 ORDER BY version DESC";
 
 /// A new output type; no row when the key exists. $1 key, $2 description, $3 family,
 /// $4 artifact_kind, $5 workflow_id, $6 workflow_version, $7 overrides, $8 legacy_preset,

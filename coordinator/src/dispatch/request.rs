@@ -97,6 +97,7 @@ fn legacy_graph(ot: &OutputType) -> GraphSpec {
             params: json!({"output_type": ot.key, "artifact_kind": ot.artifact_kind, "preset": ot.legacy_preset}),
             max_attempts: None,
             timeout: None,
+            position: None,
         }],
         edges: Vec::new(),
     }

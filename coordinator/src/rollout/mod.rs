@@ -154,7 +154,8 @@ fn compare_plan(cfg: &GateConfig) -> Plan {
         successors: Vec::new(),
         inputs: Vec::new(),
     };
-    let spec = NodeSpec { id: "compare".into(), node_type: "compare.artifacts".into(), params, max_attempts: None, timeout: None };
+    let spec =
+        NodeSpec { id: "compare".into(), node_type: "compare.artifacts".into(), params, max_attempts: None, timeout: None, position: None };
     Plan { nodes: vec![node], graph: GraphSpec { family: None, nodes: vec![spec], edges: Vec::new() }, family: None, warnings: Vec::new() }
 }
 
