@@ -513,6 +513,9 @@ fn heading_of(path: &str) -> &'static str {
         ["workers"] => "Workers",
         ["workflows"] => "Workflows",
         // A preflight's result, or a dispatch that was refused, shows the workflow again.
+        // The editor's shell (its own test, tests/editor.rs, drives the canvas).
+        ["workflows", "new"] => "New workflow",
+        ["workflows", _, "edit"] => "Edit workflow",
         ["workflows", _] | ["workflows", _, "preflight" | "dispatch"] => "Workflow",
         ["logout"] => "Sign out",
         ["login"] => "Sign in",

@@ -29,8 +29,18 @@ struct Ed {
 }
 
 impl Ed {
+    /// The element, waited for; when it does not come, the page is saved as `failed.png`.
     async fn find(&self, css: &str) -> Element {
-        self.b.wait().at_most(Duration::from_secs(10)).for_element(Locator::Css(css)).await.unwrap_or_else(|e| panic!("{css}: {e}"))
+        match self.b.wait().at_most(Duration::from_secs(10)).for_element(Locator::Css(css)).await {
+            Ok(e) => e,
+            Err(e) => {
+                let shots = concat!(env!("CARGO_MANIFEST_DIR"), "/../target/test-artifacts/editor/failed.png");
+                if let Ok(png) = self.b.screenshot().await {
+                    let _ = std::fs::write(shots, png);
+                }
+                panic!("{css}: {e} (the page: {shots})")
+            }
+        }
     }
 
     async fn all(&self, css: &str) -> Vec<Element> {
@@ -60,6 +70,32 @@ impl Ed {
 
     async fn click(&mut self, css: &str) {
         self.find(css).await.click().await.unwrap();
+        self.count.pointer += 1;
+    }
+
+    /// Clicks edge `id` where it can be seen (a point of its path no node covers).
+    async fn click_edge(&mut self, id: &str) {
+        let at = self
+            .b
+            .execute(
+                "const g = document.querySelector(`.react-flow__edge[data-id='${arguments[0]}']`); const p = g.querySelector('path.react-flow__edge-path');
+                 const n = p.getTotalLength(), m = p.getScreenCTM();
+                 for (let k = 1; k < 20; k++) {
+                   const q = p.getPointAtLength(n * k / 20), x = m.a * q.x + m.c * q.y + m.e, y = m.b * q.x + m.d * q.y + m.f;
+                   const e = document.elementFromPoint(x, y);
+                   if (e && g.contains(e)) return [x, y];
+                 }
+                 return null;",
+                vec![json!(id)],
+            )
+            .await
+            .unwrap();
+        let (x, y) = (at[0].as_f64().unwrap_or_else(|| panic!("edge {id} is hidden under nodes")), at[1].as_f64().unwrap());
+        let m = MouseActions::new("mouse".into())
+            .then(PointerAction::MoveTo { duration: None, x, y })
+            .then(PointerAction::Down { button: MOUSE_BUTTON_LEFT })
+            .then(PointerAction::Up { button: MOUSE_BUTTON_LEFT });
+        self.b.perform_actions(m).await.unwrap();
         self.count.pointer += 1;
     }
 
@@ -122,14 +158,14 @@ impl Ed {
     }
 
     /// An empty spot of the canvas with room for a node to its right and below (where a
-    /// person would drop a link).
+    /// person would drop a link), away from the edges (where a dragged link pans the canvas).
     async fn free_spot(&self) -> (f64, f64) {
         let v = self
             .js(
                 "const pane = document.querySelector('.react-flow__pane').getBoundingClientRect();
                  const free = (x, y) => { const e = document.elementFromPoint(x, y); return e && e.classList.contains('react-flow__pane'); };
-                 for (let y = pane.top + 60; y < pane.bottom - 140; y += 30)
-                   for (let x = pane.left + 60; x < pane.right - 260; x += 30) {
+                 for (let y = pane.top + 110; y < pane.bottom - 140; y += 30)
+                   for (let x = pane.left + 110; x < pane.right - 260; x += 30) {
                      let ok = true;
                      for (let dx = -30; dx <= 230 && ok; dx += 40) for (let dy = -20; dy <= 130 && ok; dy += 30) ok = free(x + dx, y + dy);
                      if (ok) return [x, y];
@@ -147,9 +183,9 @@ impl Ed {
 
     /// Clears a field and types `text` into it (select-all and delete count as two keys).
     async fn retype(&mut self, css: &str, text: &str) {
+        // Ctrl+A, Backspace as a person does (WebDriver's clear() bypasses React's onChange).
         let el = self.find(css).await;
-        el.clear().await.unwrap();
-        el.send_keys(text).await.unwrap();
+        el.send_keys(&format!("{CTRL}a\u{E000}\u{E003}{text}")).await.unwrap();
         self.count.keys += 2 + text.chars().count() as u32;
     }
 
@@ -205,7 +241,12 @@ async fn api(w: &World, c: &Coord, method: reqwest::Method, path: &str, body: Op
 
 async fn open(ed: &Ed, url: &str) {
     ed.b.goto(url).await.unwrap();
-    ed.find(".react-flow__node").await;
+    if ed.b.wait().at_most(Duration::from_secs(15)).for_element(Locator::Css(".react-flow__node")).await.is_err() {
+        let seen = ed
+            .js("const e = document.getElementById('editor'); return [e && e.dataset.crash, document.body.innerText.slice(0, 2000)]")
+            .await;
+        panic!("the editor drew no node at {url}: error {}, page {}", seen[0], seen[1]);
+    }
     ed.settle().await;
 }
 
@@ -213,7 +254,6 @@ async fn open(ed: &Ed, url: &str) {
 /// and a node type that exists only in this (debug, `RENDERFLEET_REGISTRY_TEST_TYPES=1`) build
 /// shows up with its ports and a params form generated from its schema.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "work in progress (issue 12): the editor does not draw its nodes in headless Chromium yet"]
 async fn the_palette_and_inspector_come_from_the_registry() {
     let mut w = World::new("editor_palette").await;
     let c = w.start_coordinator("c1", &[("RENDERFLEET_REGISTRY_TEST_TYPES", "1")]).await;
@@ -313,7 +353,6 @@ async fn the_palette_and_inspector_come_from_the_registry() {
 /// with a message; versions; auto-layout; copy/paste; context menus; insertion into an edge;
 /// preflight and dispatch from the canvas.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "work in progress (issue 12): the editor does not draw its nodes in headless Chromium yet"]
 async fn authoring_the_demo_graph_in_the_editor() {
     let mut w = World::new("editor_authoring").await;
     let c = w.start_coordinator("c1", &[("RENDERFLEET_REGISTRY_TEST_TYPES", "1")]).await;
@@ -338,6 +377,7 @@ async fn authoring_the_demo_graph_in_the_editor() {
     assert!(ed.edge_ids().await.contains("export.glb->turntable.glb"), "inserted and wired");
     ed.drag_onto(&handle("assign", "materials", "source"), &handle("turntable", "materials", "target")).await;
     ed.settle().await;
+    assert!(ed.edge_ids().await.contains("assign.materials->turntable.materials"), "connected port to port");
     let spot = ed.free_spot().await;
     ed.drag_to(&handle("turntable", "frames", "source"), spot).await;
     ed.typed("#search-popup-input", "enc").await;
@@ -355,6 +395,7 @@ async fn authoring_the_demo_graph_in_the_editor() {
     ed.settle().await;
     ed.drag_onto(&handle("assign", "materials", "source"), &handle("blend", "materials", "target")).await;
     ed.settle().await;
+    assert!(ed.edge_ids().await.contains("assign.materials->blend.materials"));
     let spot = ed.free_spot().await;
     ed.drag_to(&handle("blend", "blend", "source"), spot).await;
     ed.typed("#search-popup-input", "pub").await;
@@ -369,7 +410,7 @@ async fn authoring_the_demo_graph_in_the_editor() {
     assert!(toast.starts_with("refused:") && toast.contains("video"), "{toast}");
     ed.drag_onto(&handle("blend", "blend", "source"), &handle("publish", "artifact", "target")).await;
     let toast = ed.text("#toast").await;
-    assert!(toast.starts_with("refused:") && toast.contains("bound"), "an input that is already fed: {toast}");
+    assert!(toast.starts_with("refused:") && toast.contains("already fed by `still.image`"), "an input that is already bound: {toast}");
     assert!(!ed.edge_ids().await.contains("blend.blend->publish.artifact"));
 
     // Params, as the demo sets them.
@@ -399,9 +440,12 @@ async fn authoring_the_demo_graph_in_the_editor() {
 
     // Live validation: take a required edge away → flagged on the node, Save says why; undo.
     ed.focus_canvas().await;
-    ed.js("document.querySelector(\".react-flow__edge[data-id='assign.materials->still.materials']\").dispatchEvent(new MouseEvent('click', {bubbles: true}))").await;
+    ed.click_edge("export.glb->still.glb").await;
+    ed.find("#inspector[data-edge='export.glb->still.glb']").await;
+    ed.focus_canvas().await;
     ed.chord(&[], DELETE).await;
     ed.settle().await;
+    assert!(!ed.edge_ids().await.contains("export.glb->still.glb"));
     assert_eq!(ed.errors().await, 1);
     assert!(ed.find(".react-flow__node[data-id='still'] .rf-node.bad").await.is_displayed().await.unwrap());
     assert_eq!(ed.text("#save").await, "Save (1 problem)");
@@ -508,7 +552,6 @@ async fn authoring_the_demo_graph_in_the_editor() {
 /// A stored graph that mixes families opens flagged, with the repair offered and Save
 /// refused until it is family-safe.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "work in progress (issue 12): the editor does not draw its nodes in headless Chromium yet"]
 async fn a_mixed_family_graph_opens_flagged_and_must_converge() {
     let mut w = World::new("editor_migration").await;
     let c = w.start_coordinator("c1", &[]).await;
@@ -527,6 +570,10 @@ async fn a_mixed_family_graph_opens_flagged_and_must_converge() {
     assert_eq!(status, 201, "{created}");
     assert_eq!(created["mixed_family"], true);
     let id = created["id"].as_str().unwrap().to_string();
+    // As an older coordinator stored it: the old type name, not yet normalised.
+    let db = w.db().await;
+    let uuid: uuid::Uuid = id.parse().unwrap();
+    assert_eq!(db.execute("UPDATE workflows SET graph = $1 WHERE id = $2 AND version = 1", &[&starter, &uuid]).await.unwrap(), 1);
 
     let browser = Browser::start(&w.data_dir.join("chromium"), "editor").await;
     browser.sign_in(&c.url, token("admin")).await;
@@ -564,6 +611,16 @@ async fn a_mixed_family_graph_opens_flagged_and_must_converge() {
     browser.close().await;
 }
 
+/// `v` with every number as a float: 35 and 35.0 are the same parameter.
+fn as_floats(v: &Value) -> Value {
+    match v {
+        Value::Number(n) => json!(n.as_f64().unwrap()),
+        Value::Array(a) => Value::Array(a.iter().map(as_floats).collect()),
+        Value::Object(o) => Value::Object(o.iter().map(|(k, v)| (k.clone(), as_floats(v))).collect()),
+        v => v.clone(),
+    }
+}
+
 /// A graph's shape: node types with their params, and edges by node type, name and port;
 /// node ids and positions aside.
 fn shape(graph: &Value) -> (BTreeSet<String>, BTreeSet<String>) {
@@ -573,7 +630,7 @@ fn shape(graph: &Value) -> (BTreeSet<String>, BTreeSet<String>) {
         let n = nodes.iter().find(|n| n["id"] == id).unwrap();
         format!("{}{}", type_of(id), n["params"]["name"].as_str().map(|s| format!("[{s}]")).unwrap_or_default())
     };
-    let ns = nodes.iter().map(|n| format!("{} {}", name_of(n["id"].as_str().unwrap()), n["params"])).collect();
+    let ns = nodes.iter().map(|n| format!("{} {}", name_of(n["id"].as_str().unwrap()), as_floats(&n["params"]))).collect();
     let es = graph["edges"]
         .as_array()
         .unwrap()

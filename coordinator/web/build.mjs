@@ -3,7 +3,7 @@
 import * as esbuild from "esbuild";
 
 await esbuild.build({
-  entryPoints: { editor: "src/editor.tsx" },
+  entryPoints: { editor: "src/editor.tsx", compare: "src/compare.ts" },
   bundle: true,
   minify: true,
   format: "iife",

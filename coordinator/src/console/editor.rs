@@ -1,34 +1,20 @@
 //! The workflow editor: `/console/workflows/new?family=F` and `/console/workflows/{id}/edit`.
-//! The page is a shell for the browser front end in `coordinator/web` (React Flow), whose
-//! bundle is committed under `web/dist` and compiled into this binary, so `cargo build` alone
-//! serves it and nothing comes from the network. The editor reads and writes through the
-//! API itself, passed on by [`api_proxy`] under the session's scopes.
+//! The page is a shell for the browser front end in `coordinator/web` (React Flow; see
+//! `assets`), which reads and writes through the API itself, passed on by [`api_proxy`]
+//! under the session's scopes.
 
-use super::html::{esc, page};
-use super::oops;
+use super::html::esc;
 use super::session::{Viewer, API_PREFIX};
+use super::{assets, oops};
 use crate::api::auth::Scope;
 use axum::extract::{Path, Query, Request};
-use axum::http::{header, HeaderValue, StatusCode, Uri};
-use axum::response::{Html, IntoResponse, Response};
+use axum::http::{header, StatusCode, Uri};
+use axum::response::{IntoResponse, Response};
 use axum::Router;
 use renderfleet_shared::registry::Family;
 use serde::Deserialize;
 use tower::ServiceExt;
 use uuid::Uuid;
-
-const SCRIPT: &str = include_str!("../../web/dist/editor.js");
-const STYLE: &str = include_str!("../../web/dist/editor.css");
-/// The editor's pages run the bundle (and only it): scripts from the console's origin.
-const CSP: &str = "default-src 'self'; script-src 'self'; style-src 'self' 'unsafe-inline'; img-src 'self' data: blob:; object-src 'none'; base-uri 'none'; form-action 'self'; frame-ancestors 'none'";
-
-pub(super) async fn script() -> Response {
-    ([(header::CONTENT_TYPE, "text/javascript; charset=utf-8"), (header::CACHE_CONTROL, "no-cache")], SCRIPT).into_response()
-}
-
-pub(super) async fn style() -> Response {
-    ([(header::CONTENT_TYPE, "text/css; charset=utf-8"), (header::CACHE_CONTROL, "no-cache")], STYLE).into_response()
-}
 
 #[derive(Deserialize)]
 pub(super) struct NewQuery {
@@ -55,20 +41,18 @@ pub(super) async fn edit(Path(id): Path<Uuid>, Query(q): Query<EditQuery>, viewe
 
 fn shell(viewer: &Viewer, title: &str, data: &str) -> Response {
     let body = format!(
-        "<div id=\"editor\" {data} data-csrf=\"{}\" data-admin=\"{}\" data-submit=\"{}\"><noscript>The editor needs JavaScript.</noscript></div>\
-         <link rel=\"stylesheet\" href=\"/console/assets/editor.css\"><script src=\"/console/assets/editor.js\" defer></script>",
+        "<div id=\"editor\" {data} data-csrf=\"{}\" data-admin=\"{}\" data-submit=\"{}\"><noscript>The editor needs JavaScript.</noscript></div>{}",
         esc(viewer.csrf()),
         viewer.may(Scope::Admin),
         viewer.may(Scope::Submit),
+        assets::tags("editor"),
     );
-    let mut r = Html(page(title, &body, Some(viewer.csrf()), false)).into_response();
-    r.headers_mut().insert(header::CONTENT_SECURITY_POLICY, HeaderValue::from_static(CSP));
-    r
+    assets::with_scripts(viewer.page(title, &body).into_response())
 }
 
 /// `/console/api/v1/...` → the API's `/v1/...`, authorised by the session (its scopes stand in
 /// for a bearer token; the CSRF header was checked by `session::signed_in`).
-pub(super) async fn api_proxy(api: Router, viewer: axum::Extension<Viewer>, mut request: Request) -> Response {
+pub(super) async fn api_proxy(api: Router, viewer: axum::Extension<Viewer>, request: Request) -> Response {
     let path_and_query = request.uri().path_and_query().map(|p| p.as_str()).unwrap_or("/");
     let rest = path_and_query.strip_prefix(API_PREFIX.trim_end_matches('/')).unwrap_or(path_and_query);
     if !rest.starts_with("/v1/") {
@@ -79,10 +63,16 @@ pub(super) async fn api_proxy(api: Router, viewer: axum::Extension<Viewer>, mut 
             .into_response();
     }
     let Ok(uri) = rest.parse::<Uri>() else { return oops(StatusCode::BAD_REQUEST, "a URL that does not parse") };
-    *request.uri_mut() = uri;
-    request.headers_mut().remove(header::AUTHORIZATION);
-    request.extensions_mut().insert(viewer.grant());
-    match api.oneshot(request).await {
+    // A fresh request, not the console's: its extensions hold the console route's own path
+    // parameters, which the API's extractors would read as theirs.
+    let (parts, body) = request.into_parts();
+    let mut inner = Request::new(body);
+    *inner.method_mut() = parts.method;
+    *inner.uri_mut() = uri;
+    *inner.headers_mut() = parts.headers;
+    inner.headers_mut().remove(header::AUTHORIZATION);
+    inner.extensions_mut().insert(viewer.grant());
+    match api.oneshot(inner).await {
         Ok(r) => r,
         Err(never) => match never {},
     }

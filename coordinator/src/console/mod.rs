@@ -13,6 +13,8 @@
 //! state-changing request through only from the console's own origin and puts the security
 //! headers on every response.
 
+mod assets;
+mod comparison;
 mod dag;
 mod editor;
 mod guard;
@@ -54,8 +56,8 @@ pub fn router(state: AppState, tokens: Tokens, api: Router) -> Router {
         .route("/console/runs/{id}/cancel", post(cancel))
         .route("/console/runs/{id}/retry", post(retry))
         .route("/console/artifacts/{sha}", get(artifact))
-        .route("/console/comparisons", get(comparisons))
-        .route("/console/comparisons/{id}", get(comparison))
+        .route("/console/comparisons", get(comparison::list))
+        .route("/console/comparisons/{id}", get(comparison::page))
         .route("/console/rollout", get(rollout_page))
         .route("/console/rollout/{key}/promote", post(promote))
         .route("/console/rollout/{key}/rollback", post(rollback))
@@ -75,8 +77,7 @@ pub fn router(state: AppState, tokens: Tokens, api: Router) -> Router {
         .route("/console/login", get(session::login_form).post(session::login))
         .with_state(console)
         .route("/console/style.css", get(|| async { ([(header::CONTENT_TYPE, "text/css; charset=utf-8")], html::STYLE) }))
-        .route("/console/assets/editor.js", get(editor::script))
-        .route("/console/assets/editor.css", get(editor::style))
+        .route("/console/assets/{file}", get(assets::file))
         .merge(pages)
         .layer(middleware::from_fn_with_state(https, guard::guard))
 }
@@ -395,101 +396,6 @@ fn extension(mime: &str) -> &'static str {
         "model/step" => ".step",
         _ => "",
     }
-}
-
-#[derive(Deserialize, Default)]
-struct ComparisonFilter {
-    output_type: Option<String>,
-    verdict: Option<String>,
-}
-
-async fn comparisons(State(state): State<AppState>, Query(f): Query<ComparisonFilter>, viewer: axum::Extension<Viewer>) -> Response {
-    let client = match state.pool.get().await {
-        Ok(c) => c,
-        Err(e) => return db_err(e),
-    };
-    let rows = match client.query(sql::COMPARISONS, &[&some(&f.output_type), &some(&f.verdict), &200i64]).await {
-        Ok(r) => r,
-        Err(e) => return db_err(e),
-    };
-    let mut body = format!(
-        "<form method=\"get\" class=\"filters\"><input name=\"output_type\" placeholder=\"output type\" value=\"{}\"> <select name=\"verdict\"><option value=\"\">any verdict</option>{}</select> <button>Filter</button></form>",
-        esc(some(&f.output_type).unwrap_or("")),
-        ["match", "mismatch", "candidate_error", "control_error", "ignored"]
-            .iter()
-            .map(|v| format!("<option{}>{v}</option>", if some(&f.verdict) == Some(*v) { " selected" } else { "" }))
-            .collect::<String>()
-    );
-    body += "<table id=\"comparisons\"><tr><th>comparison</th><th>output type</th><th>kind</th><th>verdict</th><th>failing pixels</th><th>PSNR</th><th>decided</th></tr>";
-    for r in &rows {
-        let id: Uuid = r.get(0);
-        let m: Value = r.get(9);
-        let m = if m["worst"].is_object() { m["worst"].clone() } else { m };
-        let _ = write!(
-            body,
-            "<tr><td><a href=\"/console/comparisons/{id}\">{}</a></td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
-            &id.to_string()[..13],
-            esc(r.get(2)),
-            esc(r.get(3)),
-            status_badge(r.get::<_, Option<&str>>(8).unwrap_or(r.get(7))),
-            m["fail_share"].as_f64().map(|f| format!("{:.3}%", f * 100.0)).unwrap_or_default(),
-            m["psnr_db"].as_f64().map(|p| format!("{p:.1} dB")).unwrap_or_default(),
-            r.get::<_, Option<DateTime<Utc>>>(14).map(|d| d.format("%Y-%m-%d %H:%M:%S").to_string()).unwrap_or_default(),
-        );
-    }
-    body += "</table>";
-    viewer.page("Comparisons", &body).into_response()
-}
-
-async fn comparison(State(state): State<AppState>, Path(id): Path<Uuid>, viewer: axum::Extension<Viewer>) -> Response {
-    let client = match state.pool.get().await {
-        Ok(c) => c,
-        Err(e) => return db_err(e),
-    };
-    let Ok(Some(k)) = client.query_opt(sql::COMPARISON, &[&id]).await else {
-        return oops(StatusCode::NOT_FOUND, &format!("no comparison {id}"));
-    };
-    let key: String = k.get(2);
-    let kind = client.query_opt(sql::OUTPUT_TYPE, &[&key]).await.ok().flatten().map(|r| r.get::<_, String>(3)).unwrap_or_default();
-    let image = |run: Uuid| {
-        let client = &client;
-        let kind = kind.clone();
-        async move { client.query_opt(sql::RUN_DELIVERABLE, &[&run, &kind]).await.ok().flatten().and_then(|r| r.get::<_, Option<String>>(0)) }
-    };
-    // Hashes written by workers become URLs: only well-formed ones do.
-    let sha = |s: Option<String>| s.filter(|s| renderfleet_shared::artifact::is_sha256(s));
-    let (control, candidate) = (sha(image(k.get(4)).await), sha(image(k.get(5)).await));
-    let diff: Option<String> = sha(k.get(10));
-    let verdict: Option<String> = k.get(8);
-    let mut body = format!(
-        "<div class=\"card\"><p>comparison <code>{id}</code> of <b>{}</b> ({}) · verdict <span id=\"verdict\">{}</span>{}</p><p>legacy run <a href=\"/console/runs/{}\">{}</a> · graph run <a href=\"/console/runs/{}\">{}</a></p></div>",
-        esc(&key),
-        esc(k.get(3)),
-        status_badge(verdict.as_deref().unwrap_or(k.get(7))),
-        k.get::<_, Option<String>>(15).map(|r| format!(" (ignore rule <b>{}</b>)", esc(&r))).unwrap_or_default(),
-        k.get::<_, Uuid>(4),
-        &k.get::<_, Uuid>(4).to_string()[..13],
-        k.get::<_, Uuid>(5),
-        &k.get::<_, Uuid>(5).to_string()[..13],
-    );
-    body += "<div class=\"side\">";
-    let img = |title: &str, id: &str, sha: &Option<String>| match sha {
-        Some(s) if kind == "image_png" || title == "difference" => {
-            format!("<figure><img id=\"{id}\" src=\"/console/artifacts/{s}\" alt=\"{title}\"><figcaption>{title}</figcaption></figure>")
-        }
-        Some(s) => format!("<figure><a id=\"{id}\" href=\"/console/artifacts/{s}\">{title}: download</a></figure>"),
-        None => format!("<figure><p class=\"muted\">{title}: none</p></figure>"),
-    };
-    body += &img("legacy (control)", "control-image", &control);
-    body += &img("graph (candidate)", "candidate-image", &candidate);
-    body += &img("difference", "diff-image", &diff);
-    body += "</div>";
-    let _ = write!(
-        body,
-        "<h3>metrics</h3><pre id=\"metrics\">{}</pre>",
-        esc(&serde_json::to_string_pretty(&k.get::<_, Value>(9)).unwrap_or_default())
-    );
-    viewer.page("Comparison", &body).into_response()
 }
 
 async fn rollout_page(State(state): State<AppState>, viewer: axum::Extension<Viewer>) -> Response {

@@ -54,6 +54,22 @@ const boot = {
   csrf: root.dataset.csrf ?? "",
 };
 const nodeTypes = { rf: FlowNodeView };
+
+// A script error is shown to the person (and kept on the root for the browser test), not
+// left as a blank canvas.
+const crashed = (what: string) => {
+  root.dataset.crash = what;
+  let bar = document.getElementById("editor-crash");
+  if (!bar) {
+    bar = document.createElement("p");
+    bar.id = "editor-crash";
+    bar.className = "banner bad";
+    document.body.prepend(bar);
+  }
+  bar.textContent = `The editor hit an error (reload the page; unsaved changes are lost): ${what}`;
+};
+window.addEventListener("error", (e) => crashed(e.message));
+window.addEventListener("unhandledrejection", (e) => crashed(String(e.reason instanceof Error ? e.reason.message : e.reason)));
 const VALIDATE_DEBOUNCE_MS = 120;
 
 type OutputType = { key: string; workflow_id?: string | null; invocation_overrides?: Record<string, unknown> };
@@ -210,7 +226,9 @@ function Editor() {
         setLoadError(e instanceof Error ? e.message : String(e));
       }
     })();
-  }, [loadGraph]);
+    // Once per page: the workflow's own family is set by what it loads.
+    // eslint-disable-next-line react-hooks/exhaustive-deps
+  }, []);
 
   // Live validation: every edit goes to the server's validation, newest answer wins.
   useEffect(() => {
@@ -417,7 +435,14 @@ function Editor() {
       if (!d || state.isValid) return;
       if (state.toHandle) {
         const options = await d.options;
-        const o = options.targets.find((t) => t.node === state.toHandle!.nodeId && t.port === state.toHandle!.id);
+        const to = state.toHandle;
+        const o = options.targets.find((t) => t.node === to.nodeId && t.port === to.id);
+        // A hand faster than the server's answer: the port fits, so the link is made.
+        if (o?.fits && to.id) {
+          const [a, b] = d.from ? [d.ref, { node: to.nodeId, port: to.id }] : [{ node: to.nodeId, port: to.id }, d.ref];
+          commit((s) => ({ ...s, edges: [...s.edges, toFlowEdge({ from: a.node, from_port: a.port, to: b.node, to_port: b.port })] }));
+          return;
+        }
         say(`refused: ${d.ref.node}.${d.ref.port} → ${state.toHandle.nodeId}.${state.toHandle.id}: ${o?.reason ?? "does not fit"}`);
         return;
       }
@@ -445,7 +470,7 @@ function Editor() {
         },
       });
     },
-    [addNode, familyTypes, flow, say],
+    [addNode, commit, familyTypes, flow, say],
   );
 
   // Keyboard: delete, undo/redo, copy/paste; not while typing in a field.
@@ -1043,7 +1068,7 @@ function DialogView(props: {
   );
 }
 
-createRoot(root).render(
+createRoot(root, { onUncaughtError: (e) => crashed(e instanceof Error ? `${e.message}\n${e.stack ?? ""}` : String(e)) }).render(
   <ReactFlowProvider>
     <Editor />
   </ReactFlowProvider>,

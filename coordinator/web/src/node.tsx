@@ -31,7 +31,9 @@ export function FlowNodeView({ id, data, selected }: NodeProps<FlowNode>) {
   const used = view.usedPorts.get(id);
   const inputs = t ? t.inputs.map((p) => ({ name: p.name, kind: p.kind, required: p.required })) : [...(used?.inputs ?? [])].map((name) => ({ name, kind: "?", required: false }));
   const outputs = t ? t.outputs.map((p) => ({ name: p.name, kind: p.kind })) : [...(used?.outputs ?? [])].map((name) => ({ name, kind: "?" }));
-  const rows = Math.max(inputs.length, outputs.length);
+  // One full-width row per port, outputs first (as Blender draws them): long names never
+  // collide with the port across.
+  const rows = inputs.length + outputs.length;
   const cls = ["rf-node", t ? `role-${t.execution_role}` : "unknown", errors.length ? "bad" : problems.length ? "warn" : "", selected ? "selected" : ""];
   const pre = view.preflight.get(id);
   return (
@@ -42,7 +44,7 @@ export function FlowNodeView({ id, data, selected }: NodeProps<FlowNode>) {
       </div>
       <div className="rf-ports" style={{ height: rows * 22 }}>
         {inputs.map((p, i) => (
-          <div key={`in-${p.name}`} className="rf-port in" style={{ top: i * 22 }}>
+          <div key={`in-${p.name}`} className="rf-port in" style={{ top: (outputs.length + i) * 22 }}>
             <Handle type="target" position={Position.Left} id={p.name} data-port={`${id}.${p.name}`} />
             <span>
               {p.name}
