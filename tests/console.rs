@@ -3,6 +3,7 @@
 //! CSRF and same-origin checks over plain HTTP; and the console in a real browser.
 
 use renderfleet_coordinator::api::auth::hash_secret;
+use renderfleet_tests::browser::Browser;
 use renderfleet_tests::{metric, node, token, wait_until, Coord, World};
 use serde_json::{json, Value};
 use std::collections::{BTreeSet, VecDeque};
@@ -302,7 +303,7 @@ async fn a_retried_failed_run_runs_its_failed_node_again_and_completes() {
 /// `target/test-artifacts/console/`.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_console_in_a_real_browser() {
-    use fantoccini::{ClientBuilder, Locator};
+    use fantoccini::Locator;
 
     let mut w = World::new("console_browser").await;
     let artifacts = w.artifacts_dir().display().to_string();
@@ -352,33 +353,9 @@ async fn the_console_in_a_real_browser() {
     .await;
 
     // The browser.
-    let port = renderfleet_tests::free_port();
-    let profile = w.data_dir.join("chromium-profile");
-    let mut driver = std::process::Command::new("chromedriver")
-        .arg(format!("--port={port}"))
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .expect("chromedriver (apt-get install chromium chromium-driver; ops/dev.sh test installs them)");
-    let driver_url = format!("http://127.0.0.1:{port}");
-    wait_until("chromedriver", Duration::from_secs(20), || async {
-        reqwest::get(format!("{driver_url}/status")).await.ok().filter(|r| r.status().is_success())
-    })
-    .await;
-    let mut caps = serde_json::Map::new();
-    caps.insert(
-        "goog:chromeOptions".into(),
-        json!({"binary": "/usr/bin/chromium", "args": ["--headless=new", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-               "--disable-background-networking", "--disable-component-update", "--disable-sync", "--window-size=1280,1000",
-               format!("--user-data-dir={}", profile.display())]}),
-    );
-    let b = ClientBuilder::new(hyper_util::client::legacy::connect::HttpConnector::new())
-        .capabilities(caps)
-        .connect(&driver_url)
-        .await
-        .expect("a Chromium session");
-    let shots = std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../target/test-artifacts/console");
-    std::fs::create_dir_all(&shots).unwrap();
+    let browser = Browser::start(&w.data_dir.join("chromium-profile"), "console").await;
+    let b = browser.client.clone();
+    let shots = browser.shots_dir().to_path_buf();
     let shot = |name: &'static str| {
         let (b, shots) = (b.clone(), shots.clone());
         async move { std::fs::write(shots.join(name), b.screenshot().await.unwrap()).unwrap() }
@@ -434,6 +411,7 @@ async fn the_console_in_a_real_browser() {
         let loaded = b.execute(&format!("return document.getElementById('{id}').naturalWidth"), vec![]).await.unwrap();
         assert_eq!(loaded.as_u64(), Some(160), "{id} is shown");
     }
+    comparison_view(&b, &c, &w, &comparison).await;
     shot("comparison.png").await;
 
     b.goto(&format!("{}/console/rollout", c.url)).await.unwrap();
@@ -495,9 +473,108 @@ async fn the_console_in_a_real_browser() {
     wait_for_page("the sign-in page", |u| u.ends_with("/console/login")).await;
     shot("login.png").await;
     assert_eq!(w.count("SELECT count(*) FROM console_sessions").await, 0, "both sessions ended");
-    b.close().await.unwrap();
-    let _ = driver.kill();
-    let _ = driver.wait();
+    browser.close().await;
+}
+
+/// The comparison view over a still whose camera moved: the metrics beside the gate's
+/// thresholds; one zoom and pan for both canvases; swipe shows legacy left of the line and
+/// the graph right of it, pixel for pixel; flip; a heat map that counts the failing pixels
+/// as the compare module did.
+async fn comparison_view(b: &fantoccini::Client, c: &Coord, w: &World, id: &str) {
+    use fantoccini::actions::{InputSource, MouseActions, PointerAction, MOUSE_BUTTON_LEFT};
+    use fantoccini::Locator;
+    let k: Value = w.http.get(format!("{}/v1/comparisons/{id}", c.url)).send().await.unwrap().json().await.unwrap();
+    let js = |script: &'static str| {
+        let b = b.clone();
+        async move { b.execute(script, vec![]).await.unwrap() }
+    };
+    let ready = || async {
+        wait_until("the comparison view", Duration::from_secs(20), || async {
+            (js("return document.getElementById('compare-view').dataset.state").await == "ready").then_some(())
+        })
+        .await
+    };
+    ready().await;
+    // The metrics table: failing pixels over the gate's share fail, with the bound shown.
+    let row = b.find(Locator::Css("#metric-fail-share")).await.unwrap().text().await.unwrap();
+    let share = k["metrics"]["fail_share"].as_f64().unwrap();
+    assert!(row.contains(&format!("{:.3} %", share * 100.0)) && row.contains("≤ 1 %") && row.ends_with("fail"), "{row}");
+    assert!(b.find(Locator::Css("#metric-psnr")).await.unwrap().text().await.unwrap().contains("dB"));
+
+    // Side by side: a double click zooms the legacy canvas about the pointer, a drag on the
+    // graph's canvas pans; the two stay in step.
+    let transforms = || async {
+        let v = js("return ['canvas-control', 'canvas-candidate'].map(id => document.getElementById(id).dataset.transform)").await;
+        (v[0].as_str().unwrap().to_string(), v[1].as_str().unwrap().to_string())
+    };
+    let before = transforms().await;
+    let control = b.find(Locator::Id("canvas-control")).await.unwrap();
+    let candidate = b.find(Locator::Id("canvas-candidate")).await.unwrap();
+    let click =
+        |m: MouseActions| m.then(PointerAction::Down { button: MOUSE_BUTTON_LEFT }).then(PointerAction::Up { button: MOUSE_BUTTON_LEFT });
+    let dbl = click(click(MouseActions::new("mouse".into()).then(PointerAction::MoveToElement {
+        element: control,
+        duration: None,
+        x: 0.0,
+        y: 0.0,
+    })));
+    b.perform_actions(dbl).await.unwrap();
+    let zoomed = transforms().await;
+    assert_ne!(zoomed.0, before.0, "the double click zoomed");
+    assert_eq!(zoomed.0, zoomed.1, "both canvases zoomed alike");
+    assert!(zoomed.0.starts_with("2.0000 "), "{zoomed:?}");
+    let pan = MouseActions::new("mouse".into())
+        .then(PointerAction::MoveToElement { element: candidate, duration: None, x: 0.0, y: 0.0 })
+        .then(PointerAction::Down { button: MOUSE_BUTTON_LEFT })
+        .then(PointerAction::MoveBy { duration: Some(Duration::from_millis(100)), x: 40.0, y: 25.0 })
+        .then(PointerAction::Up { button: MOUSE_BUTTON_LEFT });
+    b.perform_actions(pan).await.unwrap();
+    let panned = transforms().await;
+    assert_ne!(panned.1, zoomed.1, "the drag panned");
+    assert_eq!(panned.0, panned.1, "both canvases panned alike");
+
+    // Swipe at the middle: every pixel left of the line is legacy's, right of it the graph's.
+    b.find(Locator::Id("mode-swipe")).await.unwrap().click().await.unwrap();
+    b.find(Locator::Id("zoom-fit")).await.unwrap().click().await.unwrap();
+    const SAMPLE: &str = "
+        const c = document.getElementById('canvas-single'), [s, tx, ty] = c.dataset.transform.split(' ').map(Number);
+        const read = (img) => { const o = document.createElement('canvas'); o.width = img.naturalWidth; o.height = img.naturalHeight;
+                                const g = o.getContext('2d'); g.drawImage(img, 0, 0); return g.getImageData(0, 0, o.width, o.height); };
+        const a = read(document.getElementById('control-image')), b = read(document.getElementById('candidate-image'));
+        const shown = c.getContext('2d'), w = a.width, h = a.height;
+        const px = (d, x, y) => [...d.data.slice((y * w + x) * 4, (y * w + x) * 4 + 3)].join(',');
+        const on = (x, y) => [...shown.getImageData(Math.floor(tx + (x + 0.5) * s), Math.floor(ty + (y + 0.5) * s), 1, 1).data.slice(0, 3)].join(',');
+        let out = {left: 0, right: 0, differing: 0, wrong: []};
+        for (let y = 2; y < h; y += 5) for (let x = 2; x < w; x += 5) {
+          if (Math.abs(x + 0.5 - w / 2) < 3) continue;
+          const left = x + 0.5 < w / 2, want = px(left ? a : b, x, y);
+          if (px(a, x, y) !== px(b, x, y)) out.differing++;
+          if (on(x, y) === want) out[left ? 'left' : 'right']++; else out.wrong.push([x, y, on(x, y), want]);
+        }
+        return out;";
+    let swipe = b.execute(SAMPLE, vec![]).await.unwrap();
+    let shots = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/test-artifacts/console");
+    std::fs::write(shots.join("comparison-swipe.png"), b.screenshot().await.unwrap()).unwrap();
+    assert_eq!(swipe["wrong"], json!([]), "{swipe}");
+    assert!(swipe["differing"].as_u64().unwrap() > 20, "the sample can tell the two apart: {swipe}");
+    assert!(swipe["left"].as_u64().unwrap() > 100 && swipe["right"].as_u64().unwrap() > 100, "{swipe}");
+
+    // Flip: F shows the other image.
+    b.find(Locator::Id("mode-flip")).await.unwrap().click().await.unwrap();
+    assert_eq!(js("return document.getElementById('compare-view').dataset.showing").await, "control");
+    b.find(Locator::Css("body")).await.unwrap().send_keys("f").await.unwrap();
+    assert_eq!(js("return document.getElementById('compare-view').dataset.showing").await, "candidate");
+    assert_eq!(b.find(Locator::Id("showing")).await.unwrap().text().await.unwrap(), "graph");
+
+    // The heat map counts what the compare module counted (the same rule, in the page).
+    b.find(Locator::Id("mode-heat")).await.unwrap().click().await.unwrap();
+    let failing =
+        js("const v = document.getElementById('compare-view').dataset; return [Number(v.heatFailing), Number(v.heatPixels)]").await;
+    let (failing, pixels) = (failing[0].as_f64().unwrap(), failing[1].as_f64().unwrap());
+    std::fs::write(shots.join("comparison-heat.png"), b.screenshot().await.unwrap()).unwrap();
+    assert_eq!(pixels, 160.0 * 160.0);
+    assert!((failing / pixels - share).abs() < 1e-9, "the heat map's failing share {} vs the compare module's {share}", failing / pixels);
+    assert!(b.find(Locator::Id("heat-failing")).await.unwrap().text().await.unwrap().contains(&format!("{failing} of 25600 pixels")));
 }
 
 /// The heading the console page at `path` renders.
@@ -631,7 +708,7 @@ async fn crawl(b: &fantoccini::Client, c: &Coord, cookie: &str, shots: &std::pat
         }
     }
     let pages: Vec<&str> = seen.iter().map(|p| heading_of(p)).collect::<BTreeSet<_>>().into_iter().collect();
-    assert_eq!(pages.len(), 10, "every kind of page was visited: {pages:?}");
+    assert_eq!(pages.len(), 12, "every kind of page was visited: {pages:?}");
     let cancel = format!("/console/runs/{sleeper}/cancel Cancel run");
     let retry = format!("/console/runs/{sleeper}/retry Retry failed nodes");
     for key in [

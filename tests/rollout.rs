@@ -2,7 +2,8 @@
 //! small sizes: the graph pipeline replaces the legacy one on evidence, and one call sends
 //! everything back.
 
-use renderfleet_tests::{metric, wait_until, Coord, World};
+use renderfleet_tests::browser::Browser;
+use renderfleet_tests::{metric, token, wait_until, Coord, World};
 use serde_json::{json, Value};
 use std::time::{Duration, Instant};
 
@@ -13,7 +14,9 @@ const STILL: (u32, u32) = (128, 8);
 
 async fn start(name: &str) -> (World, Coord) {
     let mut w = World::new(name).await;
-    let c = w.start_coordinator("c1", &[("RENDERFLEET_ROLLOUT__INTERVAL", "200ms")]).await;
+    // The artifacts directory: the console shows what the workers stored.
+    let artifacts = w.artifacts_dir().display().to_string();
+    let c = w.start_coordinator("c1", &[("RENDERFLEET_ROLLOUT__INTERVAL", "200ms"), ("RENDERFLEET_ARTIFACTS_DIR", &artifacts)]).await;
     w.start_render_worker("w1", RENDER_MODULES, &[("RENDERFLEET_CONCURRENCY", "2")]);
     (w, c)
 }
@@ -321,8 +324,58 @@ async fn videos_are_compared_frame_by_frame_and_blend_files_by_their_objects() {
     assert_eq!(k["verdict"], "mismatch", "{k:#}");
     assert_eq!(k["metrics"]["frames_compared"], 4, "{k:#}");
     assert!(k["metrics"]["worst"]["rmse"].as_f64().unwrap() > 0.0, "{k:#}");
+    turntable_in_the_console(&w, &c, &k).await;
     let k = comparisons(&w, &c, "scene", 1).await.remove(0);
     assert_eq!(k["verdict"], "match", "{k:#}");
     assert_eq!(k["metrics"]["identical_bytes"], false, "the camera moved, so the files differ: {k:#}");
     assert!(k["metrics"]["objects"].as_u64().unwrap() >= 18, "{k:#}");
+}
+
+/// The console's comparison view of a turntable: a frame scrubber with every frame's verdict
+/// from the compare module; stepping frames shows the two videos' frames, and the heat map
+/// of a mismatched frame finds failing pixels.
+async fn turntable_in_the_console(w: &World, c: &Coord, k: &Value) {
+    use fantoccini::Locator;
+    let browser = Browser::start(&w.data_dir.join("chromium"), "rollout").await;
+    browser.sign_in(&c.url, token("admin")).await;
+    let b = browser.client.clone();
+    b.goto(&format!("{}/console/comparisons/{}", c.url, k["id"].as_str().unwrap())).await.unwrap();
+    let js = |script: &'static str| {
+        let b = b.clone();
+        async move { b.execute(script, vec![]).await.unwrap() }
+    };
+    let ready = || async {
+        wait_until("the comparison view", Duration::from_secs(20), || async {
+            let state = js("return document.getElementById('compare-view').dataset.state").await;
+            assert_ne!(state, "error", "{}", js("return document.body.innerText").await);
+            (state == "ready").then_some(())
+        })
+        .await
+    };
+    ready().await;
+    let verdicts = js("return [...document.querySelectorAll('#frame-ticks span')].map(s => s.dataset.verdict)").await;
+    let expected: Vec<&str> =
+        k["metrics"]["frames"].as_array().unwrap().iter().map(|f| if f["match"] == true { "match" } else { "mismatch" }).collect();
+    assert_eq!(verdicts, json!(expected), "one tick per frame, with the compare module's verdict");
+    assert_eq!(js("return document.getElementById('compare-view').dataset.size").await, "64x64");
+    // It opens on the first mismatched frame; the arrow keys step.
+    let first = expected.iter().position(|v| *v == "mismatch").unwrap();
+    assert_eq!(js("return document.getElementById('compare-view').dataset.frame").await, first.to_string());
+    let label = b.find(Locator::Id("frame-label")).await.unwrap().text().await.unwrap();
+    assert!(label.starts_with(&format!("frame {} of 4 · mismatch", first + 1)), "{label}");
+    let next = (first + 1) % 4;
+    let key = if next > first { "\u{E014}" } else { "\u{E012}" };
+    b.find(Locator::Css("body")).await.unwrap().send_keys(&key.repeat(next.abs_diff(first))).await.unwrap();
+    ready().await;
+    assert_eq!(js("return document.getElementById('compare-view').dataset.frame").await, next.to_string());
+    let label = b.find(Locator::Id("frame-label")).await.unwrap().text().await.unwrap();
+    assert!(label.starts_with(&format!("frame {} of 4 · {}", next + 1, expected[next])), "{label}");
+    // The heat map of a mismatched frame.
+    b.find(Locator::Css(&format!("#frame-ticks span[data-frame='{first}']"))).await.unwrap().click().await.unwrap();
+    ready().await;
+    b.find(Locator::Id("mode-heat")).await.unwrap().click().await.unwrap();
+    let failing = js("return Number(document.getElementById('compare-view').dataset.heatFailing)").await;
+    assert!(failing.as_u64().unwrap() > 0, "a mismatched frame has failing pixels: {failing}");
+    browser.shot("comparison-turntable.png").await;
+    browser.close().await;
 }

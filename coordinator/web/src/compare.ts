@@ -138,6 +138,7 @@ async function load(i: number) {
     const h = "naturalHeight" in a ? a.naturalHeight : a.height;
     const first = !pair;
     pair = { a, b, w, h };
+    root.dataset.size = `${w}x${h}`;
     heat = null;
     if (first) fit();
     draw();
@@ -216,7 +217,8 @@ function size() {
   for (const c of side ? [canvases.control, canvases.candidate] : [canvases.single]) {
     const r = c.parentElement!.getBoundingClientRect();
     const width = Math.max(200, Math.floor(r.width - 2));
-    const height = Math.max(240, Math.floor(window.innerHeight * 0.62));
+    // As tall as the image needs, up to most of the window.
+    const height = Math.floor(Math.min(window.innerHeight * 0.62, Math.max(240, (pair?.h ?? 1e9) + 40)));
     if (c.width !== width || c.height !== height) [c.width, c.height] = [width, height];
   }
 }
@@ -281,11 +283,13 @@ function viewport() {
   return mode === "side" ? canvases.control : canvases.single;
 }
 
-function fit() {
+/// The whole image in view: enlarged to fill it when `grow` (the Fit button), at most full
+/// size otherwise (how a comparison opens).
+function fit(grow = false) {
   size();
   if (!pair) return;
   const c = viewport();
-  const s = Math.min(c.width / pair.w, c.height / pair.h, 1);
+  const s = Math.min(c.width / pair.w, c.height / pair.h, grow ? 32 : 1);
   Object.assign(t, { scale: s, x: (c.width - pair.w * s) / 2, y: (c.height - pair.h * s) / 2, fitted: true });
 }
 
@@ -306,6 +310,7 @@ function setMode(m: Mode) {
   bar.classList.remove("swipe", "flip", "heat");
   if (m !== "side") bar.classList.add(m);
   if (m !== "flip") setAutoFlip(false);
+  // A fitted view stays fitted (at full size at most) as the canvases change size.
   const wasFitted = t.fitted;
   size();
   if (wasFitted) fit();
@@ -342,7 +347,7 @@ function setFrame(i: number) {
 // ---- input ------------------------------------------------------------------------------
 
 for (const b of bar.querySelectorAll<HTMLButtonElement>("[data-mode]")) b.onclick = () => setMode(b.dataset.mode as Mode);
-(document.getElementById("zoom-fit") as HTMLButtonElement).onclick = () => (fit(), draw());
+(document.getElementById("zoom-fit") as HTMLButtonElement).onclick = () => (fit(true), draw());
 (document.getElementById("zoom-1") as HTMLButtonElement).onclick = () => {
   const c = viewport();
   zoomAt(1 / t.scale, c.width / 2, c.height / 2);
@@ -406,7 +411,7 @@ document.addEventListener("keydown", (e) => {
     if (mode !== "flip") setMode("flip");
     flipped = !flipped;
     draw();
-  } else if (e.key === "0") (fit(), draw());
+  } else if (e.key === "0") (fit(true), draw());
   else if (e.key === "=") (document.getElementById("zoom-1") as HTMLButtonElement).click();
   else if (e.key === "ArrowLeft" && view.frames.length > 1) setFrame(frame - 1);
   else if (e.key === "ArrowRight" && view.frames.length > 1) setFrame(frame + 1);

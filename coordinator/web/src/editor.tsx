@@ -621,10 +621,10 @@ function Editor() {
             ))}
           </select>
         )}
-        <button id="undo" disabled={!history.current.canUndo} onClick={() => { const p = history.current.undo(latest.current); if (p) show(p); setTick((t) => t + 1); }}>
+        <button id="undo" disabled={!history.current.canUndo} title={history.current.canUndo ? "undo (Ctrl+Z)" : "nothing to undo"} onClick={() => { const p = history.current.undo(latest.current); if (p) show(p); setTick((t) => t + 1); }}>
           Undo
         </button>
-        <button id="redo" disabled={!history.current.canRedo} onClick={() => { const p = history.current.redo(latest.current); if (p) show(p); setTick((t) => t + 1); }}>
+        <button id="redo" disabled={!history.current.canRedo} title={history.current.canRedo ? "redo (Ctrl+Shift+Z)" : "nothing to redo"} onClick={() => { const p = history.current.redo(latest.current); if (p) show(p); setTick((t) => t + 1); }}>
           Redo
         </button>
         <button
@@ -653,13 +653,13 @@ function Editor() {
         </button>
         {workflow && (
           <>
-            <button id="repair" onClick={() => runRepair(false)} disabled={!boot.mayAdmin}>
+            <button id="repair" onClick={() => runRepair(false)} disabled={!boot.mayAdmin} title={boot.mayAdmin ? "see what repair would change" : "repair needs the admin scope"}>
               Repair…
             </button>
             <button id="preflight" onClick={() => setDialog({ kind: "preflight" })}>
               Preflight…
             </button>
-            <button id="dispatch" onClick={() => setDialog({ kind: "dispatch" })} disabled={!boot.maySubmit}>
+            <button id="dispatch" onClick={() => setDialog({ kind: "dispatch" })} disabled={!boot.maySubmit} title={boot.maySubmit ? "dispatch a render request" : "dispatch needs the submit scope"}>
               Dispatch…
             </button>
           </>
@@ -670,7 +670,17 @@ function Editor() {
           id="save"
           className="primary"
           disabled={!boot.mayAdmin || saving || validating || errorCount > 0 || (!dirty && !!workflow)}
-          title={boot.mayAdmin ? "" : "saving needs the admin scope"}
+          title={
+            !boot.mayAdmin
+              ? "saving needs the admin scope"
+              : errorCount > 0
+                ? "the server's problems must be fixed first (listed on the right)"
+                : validating
+                  ? "the server is checking the latest edit"
+                  : !dirty && workflow
+                    ? "nothing changed since this version"
+                    : "store the graph as a new version"
+          }
           onClick={save}
         >
           {errorCount > 0 ? `Save (${errorCount} problem${errorCount === 1 ? "" : "s"})` : workflow ? "Save as new version" : "Save workflow"}
@@ -1027,7 +1037,7 @@ function DialogView(props: {
             )}
             {d.report.mixed_family && <p className="error">Still mixes families: repair flags such nodes, a person replaces them.</p>}
             <ProblemList problems={d.report.problems} onSelect={() => {}} />
-            <button id="apply-repair" className="primary" disabled={!d.report.changed} onClick={props.onApplyRepair}>
+            <button id="apply-repair" className="primary" disabled={!d.report.changed} title={d.report.changed ? "" : "repair would change nothing"} onClick={props.onApplyRepair}>
               Store the repaired version
             </button>
           </>
@@ -1047,7 +1057,13 @@ function DialogView(props: {
                 ))}
               </select>
               {d.kind === "dispatch" && !props.outputTypes.length && <p className="error">No output type is bound to this workflow: bind one to dispatch it.</p>}
-              <button id={d.kind === "preflight" ? "run-preflight" : "run-dispatch"} className="primary" type="submit" disabled={d.kind === "dispatch" && !ot}>
+              <button
+                id={d.kind === "preflight" ? "run-preflight" : "run-dispatch"}
+                className="primary"
+                type="submit"
+                disabled={d.kind === "dispatch" && !ot}
+                title={d.kind === "dispatch" && !ot ? "bind an output type to this workflow first" : ""}
+              >
                 {d.kind === "preflight" ? "Check" : "Dispatch a render request"}
               </button>
             </form>
