@@ -642,3 +642,45 @@ fn shape(graph: &Value) -> (BTreeSet<String>, BTreeSet<String>) {
         .collect();
     (ns, es)
 }
+
+/// A 200-node graph (the starter with 98 more still → publish branches) opens, is laid out
+/// and validated; the figures are printed for the README (`EDITOR-SCALE`), not asserted.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_200_node_graph_opens_and_validates() {
+    let mut w = World::new("editor_scale").await;
+    let c = w.start_coordinator("c1", &[]).await;
+    let (_, mut g) = api(&w, &c, reqwest::Method::GET, "/v1/workflows/starters/order_line", None).await;
+    for i in 0..98 {
+        let (still, publish) = (format!("still_{i}"), format!("publish_{i}"));
+        g["nodes"].as_array_mut().unwrap().extend([
+            json!({"id": still, "type": "render.still", "params": {"width": 64 + i, "height": 64}}),
+            json!({"id": publish, "type": "output.publish", "params": {"name": format!("still_{i}")}}),
+        ]);
+        g["edges"].as_array_mut().unwrap().extend([
+            json!({"from": "export", "from_port": "glb", "to": still, "to_port": "glb"}),
+            json!({"from": "assign", "from_port": "materials", "to": still, "to_port": "materials"}),
+            json!({"from": still, "from_port": "image", "to": publish, "to_port": "artifact"}),
+        ]);
+    }
+    let nodes = g["nodes"].as_array().unwrap().len();
+    assert!(nodes >= 200, "{nodes}");
+    let (status, created) =
+        api(&w, &c, reqwest::Method::POST, "/v1/workflows", Some(json!({"name": "wide", "family": "order_line", "graph": g}))).await;
+    assert_eq!(status, 201, "{created}");
+    let id = created["id"].as_str().unwrap().to_string();
+    let browser = Browser::start(&w.data_dir.join("chromium"), "editor").await;
+    browser.sign_in(&c.url, token("admin")).await;
+    let mut ed = Ed { b: browser.client.clone(), count: Count::default() };
+    open(&ed, &format!("{}/console/workflows/{id}/edit", c.url)).await;
+    assert_eq!(ed.errors().await, 0, "{}", ed.text("#status").await);
+    assert!(ed.text("#status").await.contains(&format!("{nodes} nodes")));
+    let first = ed.js("const d = document.getElementById('editor').dataset; return [Number(d.loadMs), Number(d.validateMs)]").await;
+    // One edit (a node added from the palette), checked again by the server.
+    ed.click(".palette-item[data-type='render.still']").await;
+    ed.settle().await;
+    assert!(ed.text("#status").await.contains(&format!("{} nodes", nodes + 1)));
+    let edit = ed.js("return Number(document.getElementById('editor').dataset.validateMs)").await;
+    println!("EDITOR-SCALE nodes={nodes} load_ms={} first_validate_ms={} edit_validate_ms={edit}", first[0], first[1]);
+    browser.shot("editor-200-nodes.png").await;
+    browser.close().await;
+}
