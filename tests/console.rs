@@ -588,6 +588,7 @@ fn heading_of(path: &str) -> &'static str {
         ["comparisons", _] => "Comparison",
         ["rollout"] => "Rollout",
         ["workers"] => "Workers",
+        ["products", _] => "Product",
         ["workflows"] => "Workflows",
         // A preflight's result, or a dispatch that was refused, shows the workflow again.
         // The editor's shell (its own test, tests/editor.rs, drives the canvas).
@@ -708,7 +709,7 @@ async fn crawl(b: &fantoccini::Client, c: &Coord, cookie: &str, shots: &std::pat
         }
     }
     let pages: Vec<&str> = seen.iter().map(|p| heading_of(p)).collect::<BTreeSet<_>>().into_iter().collect();
-    assert_eq!(pages.len(), 12, "every kind of page was visited: {pages:?}");
+    assert_eq!(pages.len(), 13, "every kind of page was visited: {pages:?}");
     let cancel = format!("/console/runs/{sleeper}/cancel Cancel run");
     let retry = format!("/console/runs/{sleeper}/retry Retry failed nodes");
     for key in [

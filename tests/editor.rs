@@ -43,10 +43,6 @@ impl Ed {
         }
     }
 
-    async fn all(&self, css: &str) -> Vec<Element> {
-        self.b.find_all(Locator::Css(css)).await.unwrap()
-    }
-
     async fn text(&self, css: &str) -> String {
         self.find(css).await.text().await.unwrap()
     }

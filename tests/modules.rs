@@ -135,7 +135,8 @@ async fn graph_and_legacy_pipelines_render_the_same_pixels_for_every_fixture() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn as1_part_keys_are_per_occurrence_stable_and_drive_the_materials_of_the_render() {
     let mut w = World::new("golden_keys").await;
-    let coord = w.start_coordinator("c1", &[]).await;
+    let artifacts = w.artifacts_dir().display().to_string();
+    let coord = w.start_coordinator("c1", &[("RENDERFLEET_ARTIFACTS_DIR", &artifacts)]).await;
     w.start_render_worker("w1", RENDER_MODULES, &[("RENDERFLEET_CONCURRENCY", "2")]);
     // Colours the file's own palette (red, orange, blue, greens) does not have.
     for (name, color) in [("magenta", "#FF00FF"), ("cyan", "#00FFFF"), ("steel", "#B0B4B8")] {
@@ -195,6 +196,14 @@ async fn as1_part_keys_are_per_occurrence_stable_and_drive_the_materials_of_the_
     assert!(magenta >= 12, "the bolts (mapped by part name) should show magenta: {magenta} pixels");
     assert!(cyan >= 300, "the plate (mapped by key) should show cyan: {cyan} pixels");
     assert!(grey >= 200, "unmapped parts should get the default grey: {grey} pixels");
+    // The still's bolts, as a hue: what the console's 3D preview must agree with.
+    let magenta_pixels: Vec<[u8; 3]> = (0..img.height)
+        .flat_map(|y| (0..img.width).map(move |x| (x, y)))
+        .map(|(x, y)| img.rgb(x, y))
+        .filter(|&[r, g, b]| r > 150 && b > 150 && g < 100)
+        .collect();
+    let still_hue = magenta_pixels.iter().map(|&p| hue(p)).sum::<f64>() / magenta_pixels.len() as f64;
+    preview_in_the_console(&w, &coord, render["id"].as_str().unwrap(), still_hue).await;
 
     // Repair gives the listed parts a material, without hand-editing the database.
     let url = format!("{}/v1/products/as1/material-map/repair", coord.url);
@@ -463,4 +472,105 @@ async fn a_worker_binds_only_the_modules_its_host_can_run() {
     let log = w.log("insists");
     assert!(log.contains("blender_still") && log.contains("apt-get install blender"), "{log}");
     let _ = coord;
+}
+
+/// The hue of an sRGB colour in degrees (0 for greys).
+fn hue([r, g, b]: [u8; 3]) -> f64 {
+    let (r, g, b) = (f64::from(r), f64::from(g), f64::from(b));
+    let (max, min) = (r.max(g).max(b), r.min(g).min(b));
+    if max == min {
+        return 0.0;
+    }
+    let h = if max == r {
+        (g - b) / (max - min)
+    } else if max == g {
+        2.0 + (b - r) / (max - min)
+    } else {
+        4.0 + (r - g) / (max - min)
+    };
+    (h * 60.0).rem_euclid(360.0)
+}
+
+/// The console's 3D preview of as1 from the run that rendered the still: a bolt's mesh has
+/// the colour of its material in the map (magenta, by part name), which is the hue the
+/// Blender still gave the bolts; clicking it in the viewer finds its row, clicking a row
+/// picks the part; parts without a material are highlighted; the map is edited from there.
+async fn preview_in_the_console(w: &World, coord: &renderfleet_tests::Coord, run: &str, still_hue: f64) {
+    use fantoccini::actions::{InputSource, MouseActions, PointerAction, MOUSE_BUTTON_LEFT};
+    use fantoccini::Locator;
+    const BOLT: &str = "as1/l-bracket-assembly_2/nut-bolt-assembly_3/bolt_1";
+    let browser = renderfleet_tests::browser::Browser::start(&w.data_dir.join("chromium"), "console").await;
+    browser.sign_in(&coord.url, renderfleet_tests::token("admin")).await;
+    let b = browser.client.clone();
+    let url = format!("{}/console/products/as1?run={run}", coord.url);
+    b.goto(&url).await.unwrap();
+    let ready = || async {
+        renderfleet_tests::wait_until("the 3D preview", Duration::from_secs(30), || async {
+            let state = b.execute("return document.getElementById('preview')?.dataset.state", vec![]).await.unwrap();
+            assert_ne!(state, "error", "{}", b.execute("return document.body.innerText", vec![]).await.unwrap());
+            (state == "ready").then_some(())
+        })
+        .await
+    };
+    ready().await;
+    let js = |script: String| {
+        let b = b.clone();
+        async move { b.execute(&script, vec![]).await.unwrap() }
+    };
+    assert_eq!(js("return Number(document.getElementById('preview').dataset.meshes)".into()).await, 18, "one mesh per occurrence");
+    let row = |key: &str, attr: &str| js(format!("return document.querySelector(`#parts tr[data-key='{key}']`).dataset.{attr}"));
+    assert_eq!(row(BOLT, "colour").await, "#FF00FF", "the map gives every bolt magenta (by part name)");
+    assert_eq!(row(BOLT, "viewerColour").await, "#ff00ff", "the viewer's mesh has that colour");
+    assert_eq!(js(format!("return renderfleetPreview.colourOf('{BOLT}')")).await, "#ff00ff");
+    let viewer_hue = hue([255, 0, 255]);
+    assert!((still_hue - viewer_hue).abs() < 15.0, "the still's bolts have hue {still_hue:.1}°, the viewer's {viewer_hue:.1}°");
+    assert_eq!(
+        js("return document.querySelectorAll('#parts tr.missing').length".into()).await,
+        11,
+        "the 11 unmapped parts are highlighted"
+    );
+    browser.shot("product-preview.png").await;
+
+    // The bolt as drawn: its pixel in the canvas has the map's hue; a click there finds its row.
+    let at = js(format!("return renderfleetPreview.visiblePoint('{BOLT}')")).await;
+    let (x, y) = (at[0].as_f64().expect("the bolt can be seen from the default camera"), at[1].as_f64().unwrap());
+    let drawn = js(format!(
+        "const c = document.getElementById('preview-canvas'), o = document.createElement('canvas'); o.width = c.width; o.height = c.height;
+         const g = o.getContext('2d'); g.drawImage(c, 0, 0); return [...g.getImageData(Math.round({x}), Math.round({y}), 1, 1).data.slice(0, 3)];"
+    ))
+    .await;
+    let drawn: Vec<u8> = drawn.as_array().unwrap().iter().map(|v| v.as_u64().unwrap() as u8).collect();
+    let drawn_hue = hue([drawn[0], drawn[1], drawn[2]]);
+    assert!((drawn_hue - still_hue).abs() < 20.0, "the viewer draws the bolt {drawn:?} (hue {drawn_hue:.1}°), the still {still_hue:.1}°");
+    let canvas = b.find(Locator::Id("preview-canvas")).await.unwrap();
+    let (w_css, h_css) = {
+        let r = js("const r = document.getElementById('preview-canvas').getBoundingClientRect(); return [r.width, r.height]".into()).await;
+        (r[0].as_f64().unwrap(), r[1].as_f64().unwrap())
+    };
+    let click = MouseActions::new("mouse".into())
+        .then(PointerAction::MoveToElement { element: canvas, duration: None, x: x - w_css / 2.0, y: y - h_css / 2.0 })
+        .then(PointerAction::Down { button: MOUSE_BUTTON_LEFT })
+        .then(PointerAction::Up { button: MOUSE_BUTTON_LEFT });
+    b.perform_actions(click).await.unwrap();
+    assert_eq!(js("return document.getElementById('preview').dataset.picked".into()).await, BOLT, "the click picked the bolt");
+    assert_eq!(js(format!("return document.querySelector(`#parts tr[data-key='{BOLT}']`).classList.contains('picked')")).await, true);
+    browser.shot("product-preview-picked.png").await;
+    // A row picks its part in the viewer.
+    b.find(Locator::Css("#parts tr[data-key='as1/plate_1']")).await.unwrap().click().await.unwrap();
+    assert_eq!(js("return document.getElementById('preview').dataset.picked".into()).await, "as1/plate_1");
+
+    // Editing the map from here: every bolt steel.
+    b.find(Locator::Css("#map-target option[value='part:bolt']")).await.unwrap().click().await.unwrap();
+    b.find(Locator::Css("#map-material option[value='steel']")).await.unwrap().click().await.unwrap();
+    b.find(Locator::Id("map-assign")).await.unwrap().click().await.unwrap();
+    renderfleet_tests::wait_until("the map saved and the page reloaded", Duration::from_secs(20), || async {
+        let c = b.execute(&format!("return document.querySelector(`#parts tr[data-key='{BOLT}']`)?.dataset.colour"), vec![]).await.ok()?;
+        (c == "#B0B4B8").then_some(())
+    })
+    .await;
+    ready().await;
+    assert_eq!(js(format!("return renderfleetPreview.colourOf('{BOLT}')")).await, "#b0b4b8");
+    let map: Value = w.http.get(format!("{}/v1/products/as1/material-map", coord.url)).send().await.unwrap().json().await.unwrap();
+    assert_eq!(map["assignments"], json!({"bolt": "steel", "as1/plate_1": "cyan"}));
+    browser.close().await;
 }

@@ -3,7 +3,7 @@
 import * as esbuild from "esbuild";
 
 await esbuild.build({
-  entryPoints: { editor: "src/editor.tsx", compare: "src/compare.ts" },
+  entryPoints: { editor: "src/editor.tsx", compare: "src/compare.ts", preview: "src/preview.ts" },
   bundle: true,
   minify: true,
   format: "iife",

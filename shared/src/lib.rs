@@ -11,6 +11,7 @@ pub mod gate;
 pub mod graph;
 pub mod imagediff;
 pub mod legacy;
+pub mod materials;
 pub mod metrics;
 pub mod overrides;
 pub mod parts;

@@ -17,7 +17,8 @@ pub struct Browser {
 
 impl Browser {
     /// Starts chromedriver and a Chromium session with its profile under `profile` (the
-    /// flags keep a machine with no network from stalling it); screenshots go to
+    /// flags keep a machine with no network from stalling it; WebGL runs on SwiftShader, the
+    /// CPU, for the 3D preview); screenshots go to
     /// `target/test-artifacts/<shots>/`.
     pub async fn start(profile: &Path, shots: &str) -> Browser {
         let port = free_port();
@@ -35,7 +36,7 @@ impl Browser {
         let mut caps = serde_json::Map::new();
         caps.insert(
             "goog:chromeOptions".into(),
-            json!({"binary": "/usr/bin/chromium", "args": ["--headless=new", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+            json!({"binary": "/usr/bin/chromium", "args": ["--headless=new", "--no-sandbox", "--use-angle=swiftshader", "--enable-unsafe-swiftshader", "--disable-quic", "--no-first-run",
                    "--disable-background-networking", "--disable-component-update", "--disable-sync", "--window-size=1400,1000",
                    format!("--user-data-dir={}", profile.display())]}),
         );

@@ -1,4 +1,5 @@
-//! The console's two front-end bundles (the workflow editor and the comparison view), built
+//! The console's front-end bundles (the workflow editor, the comparison view, the 3D product
+//! preview), built
 //! from `coordinator/web` and committed under `web/dist`, compiled into this binary so that
 //! `cargo build` alone serves them and nothing comes from the network. Every other console
 //! page runs no script at all (`guard`'s policy); a page that runs a bundle sets [`CSP`].
@@ -7,11 +8,13 @@ use axum::extract::Path;
 use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 
-const FILES: [(&str, &str, &str); 4] = [
+const FILES: [(&str, &str, &str); 6] = [
     ("editor.js", "text/javascript; charset=utf-8", include_str!("../../web/dist/editor.js")),
     ("editor.css", "text/css; charset=utf-8", include_str!("../../web/dist/editor.css")),
     ("compare.js", "text/javascript; charset=utf-8", include_str!("../../web/dist/compare.js")),
     ("compare.css", "text/css; charset=utf-8", include_str!("../../web/dist/compare.css")),
+    ("preview.js", "text/javascript; charset=utf-8", include_str!("../../web/dist/preview.js")),
+    ("preview.css", "text/css; charset=utf-8", include_str!("../../web/dist/preview.css")),
 ];
 
 /// A page that runs a bundle: scripts from the console's own origin only (inline styles for

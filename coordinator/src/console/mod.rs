@@ -19,6 +19,7 @@ mod dag;
 mod editor;
 mod guard;
 mod html;
+mod products;
 mod session;
 
 use crate::api::auth::{Scope, Tokens};
@@ -61,6 +62,7 @@ pub fn router(state: AppState, tokens: Tokens, api: Router) -> Router {
         .route("/console/rollout", get(rollout_page))
         .route("/console/rollout/{key}/promote", post(promote))
         .route("/console/rollout/{key}/rollback", post(rollback))
+        .route("/console/products/{product}", get(products::page))
         .route("/console/workers", get(workers))
         .route("/console/workflows", get(workflows))
         .route("/console/workflows/new", get(editor::new))
@@ -235,7 +237,8 @@ async fn run(State(state): State<AppState>, Path(id): Path<String>, viewer: axum
     if let Some(e) = run.get::<_, Option<Value>>(8) {
         let _ = write!(body, "<p class=\"error\" id=\"run-error\">{}</p>", esc(e["message"].as_str().unwrap_or(&e.to_string())));
     }
-    let _ = write!(body, "<p>subject <code>{}</code></p>", esc(&run.get::<_, Value>(4).to_string()));
+    let subject: Value = run.get(4);
+    let _ = write!(body, "<p>subject <code>{}</code></p>", esc(&subject.to_string()));
     if viewer.may(Scope::Operate) {
         if status == "running" {
             let _ = write!(
@@ -315,6 +318,13 @@ async fn run(State(state): State<AppState>, Path(id): Path<String>, viewer: axum
             for (port, v) in &outputs {
                 if let Some(r) = renderfleet_shared::artifact::ArtifactRef::from_value(v) {
                     body += &html::artifact(port, &r);
+                    if let (true, Some(product)) = (r.kind == "glb", subject["product"].as_str()) {
+                        let _ = write!(
+                            body,
+                            "<p><a class=\"preview-link\" href=\"/console/products/{}?run={id}\">3D preview with materials</a></p>",
+                            html::url(product)
+                        );
+                    }
                     if r.kind == "frames" {
                         body += &frame_previews(&state, &r).await;
                     }

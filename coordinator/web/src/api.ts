@@ -1,10 +1,9 @@
-// The editor talks to the coordinator's own API, through the console's session: the same
-// paths as /v1 under /console/api, authorised by the signed-in session's scopes, with the
-// session's CSRF token on every write.
+// The console's bundles talk to the coordinator's own API, through the console's session:
+// the same paths as /v1 under /console/api, authorised by the signed-in session's scopes,
+// with the session's CSRF token (the page's `[data-csrf]`) on every write.
 import type { ErrorBody } from "./types";
 
-const root = document.getElementById("editor")!;
-const csrf = root.dataset.csrf ?? "";
+const csrf = document.querySelector<HTMLElement>("[data-csrf]")?.dataset.csrf ?? "";
 
 export class ApiError extends Error {
   constructor(
