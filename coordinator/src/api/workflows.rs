@@ -310,22 +310,10 @@ impl WorkflowSaved {
 pub(super) async fn create(State(state): State<AppState>, headers: HeaderMap, body: Bytes) -> Result<Response, ApiError> {
     let input: WorkflowInput = json_body(&headers, &body, EXAMPLE)?;
     check_message(input.message.as_deref())?;
-    let (v, mixed) = for_storage(&input.name, input.family, input.graph)?;
     let id = Uuid::now_v7();
-    let (version, _) = insert_version(
-        &state,
-        id,
-        NewVersion {
-            name: &input.name,
-            family: input.family,
-            validation: &v,
-            mixed,
-            repaired_from: None,
-            message: input.message.as_deref(),
-        },
-    )
-    .await?;
-    tracing::info!(workflow = %id, name = %input.name, mixed, "workflow created");
+    let name = input.name.clone();
+    let (version, mixed, v) = store(&state, id, input).await?;
+    tracing::info!(workflow = %id, %name, mixed, "workflow created");
     let body = WorkflowSaved::new(id, version, mixed, v);
     Ok((StatusCode::CREATED, [(header::LOCATION, format!("/v1/workflows/{id}"))], Json(body)).into_response())
 }
@@ -356,22 +344,25 @@ pub(super) async fn update(
             ),
         ));
     }
-    let (v, mixed) = for_storage(&input.name, input.family, input.graph)?;
-    let (version, _) = insert_version(
-        &state,
-        id,
-        NewVersion {
-            name: &input.name,
-            family: input.family,
-            validation: &v,
-            mixed,
-            repaired_from: None,
-            message: input.message.as_deref(),
-        },
-    )
-    .await?;
+    let (version, mixed, v) = store(&state, id, input).await?;
     tracing::info!(workflow = %id, version, "workflow edited");
     Ok(Json(WorkflowSaved::new(id, version, mixed, v)))
+}
+
+/// Validates `input` for storage and stores it as workflow `id`'s next version (version 1
+/// of a new one): the version, whether it mixes families, the validation.
+async fn store(state: &AppState, id: Uuid, input: WorkflowInput) -> Result<(i32, bool, Validation), ApiError> {
+    let (v, mixed) = for_storage(&input.name, input.family, input.graph)?;
+    let new = NewVersion {
+        name: &input.name,
+        family: input.family,
+        validation: &v,
+        mixed,
+        repaired_from: None,
+        message: input.message.as_deref(),
+    };
+    let (version, _) = insert_version(state, id, new).await?;
+    Ok((version, mixed, v))
 }
 
 pub(super) async fn latest(state: &AppState, id: Uuid) -> Result<WorkflowView, ApiError> {

@@ -318,7 +318,8 @@ async fn run(State(state): State<AppState>, Path(id): Path<String>, viewer: axum
             for (port, v) in &outputs {
                 if let Some(r) = renderfleet_shared::artifact::ArtifactRef::from_value(v) {
                     body += &html::artifact(port, &r);
-                    if let (true, Some(product)) = (r.kind == "glb", subject["product"].as_str()) {
+                    // A GLB with its part manifest beside it: the product preview can show it.
+                    if let (true, Some(product)) = (r.kind == "glb" && outputs.contains_key("parts"), subject["product"].as_str()) {
                         let _ = write!(
                             body,
                             "<p><a class=\"preview-link\" href=\"/console/products/{}?run={id}\">3D preview with materials</a></p>",

@@ -109,7 +109,7 @@ pub(super) async fn page(
     }
 
     let mut body = format!(
-        "<div class=\"card\"><p>product <b id=\"product\">{}</b> · {} occurrences of {} parts · {} without a material{} · geometry from run <a href=\"/console/runs/{run}\">{}</a></p><p class=\"muted\">Colours are what the next render assigns: the product's map over the material library, a part key before its part name, `{}` where unmapped.</p></div>",
+        "<div class=\"card\"><p>product <b id=\"product\">{}</b> · {} occurrences of {} parts · {} without a material{} · geometry from run <a href=\"/console/runs/{run}\">{}</a></p><p class=\"muted\">Colours are what the next render assigns: the product's map over the material library, a part key before its part name, <code>{}</code> where unmapped.</p></div>",
         esc(&product),
         manifest.parts.len(),
         instances.len(),

@@ -408,14 +408,15 @@ SELECT DISTINCT m FROM unnest($1::text[]) AS m WHERE NOT EXISTS (SELECT 1 FROM m
 
 /// The part keys that product $1's most recent materials step (graph or legacy) found
 /// without a material, and its run.
-/// The product $1's GLB export to preview: run $2's when given, else the latest that
-/// succeeded; with the params of the same run's materials step (its `on_missing` and
-/// `default_material`), when it had one.
+/// The product $1's GLB export to preview (a graph's export step, or the legacy node, which
+/// exports too): run $2's when given, else the latest that succeeded; with the params of
+/// the same run's materials step (its `on_missing` and `default_material`), when it had one.
 pub const PRODUCT_EXPORT: &str = "
 SELECT n.run_id, n.outputs, n.finished_at,
        (SELECT m.params FROM node_runs m WHERE m.run_id = n.run_id AND m.module_key = 'materials' LIMIT 1) AS materials_params
 FROM node_runs n JOIN runs r ON r.id = n.run_id
-WHERE n.module_key = 'glb_export' AND n.status = 'succeeded' AND r.subject->>'product' = $1 AND ($2::uuid IS NULL OR n.run_id = $2)
+WHERE n.module_key IN ('glb_export', 'legacy_render') AND n.status = 'succeeded' AND n.outputs ? 'glb' AND n.outputs ? 'parts'
+  AND r.subject->>'product' = $1 AND ($2::uuid IS NULL OR n.run_id = $2)
 ORDER BY n.finished_at DESC LIMIT 1";
 
 pub const LAST_MISSING_PARTS: &str = "

@@ -699,8 +699,13 @@ function Editor() {
       )}
       <div className="editor-main">
         <PalettePanel family={family} types={familyTypes} onAdd={(t) => {
+          // In the middle of the view, moved down past any node already there.
           const r = document.querySelector(".react-flow")!.getBoundingClientRect();
-          addNode(t.type_key, flow.screenToFlowPosition({ x: r.left + r.width / 2, y: r.top + r.height / 2 }));
+          const at = flow.screenToFlowPosition({ x: r.left + r.width / 2, y: r.top + r.height / 2 });
+          const taken = (p: { x: number; y: number }) =>
+            latest.current.nodes.some((n) => Math.abs(n.position.x - p.x) < (n.measured?.width ?? 200) && Math.abs(n.position.y - p.y) < (n.measured?.height ?? 90));
+          for (let i = 0; i < 30 && taken(at); i++) at.y += 60;
+          addNode(t.type_key, at);
         }} />
         <div
           className="canvas"

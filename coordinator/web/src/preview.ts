@@ -32,14 +32,15 @@ const bar = $<HTMLDivElement>(`<div class="pv-bar">
   <span id="preview-picked" class="muted">click a part to find it in the list</span>
 </div>`);
 const canvasBox = $<HTMLDivElement>(`<div class="pv-canvas"></div>`);
-const editor = $<HTMLFormElement>(`<form class="pv-edit" id="map-edit">
+// Not a <form>: its buttons call the API and reload the page themselves.
+const editor = $<HTMLDivElement>(`<div class="pv-edit" id="map-edit" role="group" aria-label="material map">
   <b>Material map</b>
   <label>target <select id="map-target"></select></label>
   <label>material <select id="map-material"></select></label>
-  <button id="map-assign" type="submit">Assign</button>
+  <button id="map-assign" type="button" title="assign the material to the target, in the product's map">Assign</button>
   <button id="map-repair" type="button" title="give every part the last render listed as missing the chosen material">Repair missing</button>
   <span id="map-result" role="status"></span>
-</form>`);
+</div>`);
 root.replaceChildren(bar, canvasBox, editor);
 
 // ---- the scene ------------------------------------------------------------------------
@@ -233,14 +234,18 @@ new GLTFLoader().load(
   };
   const path = `/v1/products/${encodeURIComponent(view.product)}/material-map`;
   const failed = (e: unknown) => say(e instanceof ApiError || e instanceof Error ? e.message : String(e), true);
-  if (!view.may_edit) {
+  const refusal = !view.may_edit
+    ? "editing the map needs the admin scope"
+    : view.library.length === 0
+      ? "the material library is empty: add materials first (renderctl materials apply)"
+      : "";
+  if (refusal) {
     for (const b of editor.querySelectorAll("button")) {
       b.disabled = true;
-      b.title = "editing the map needs the admin scope";
+      b.title = refusal;
     }
   }
-  editor.onsubmit = async (e) => {
-    e.preventDefault();
+  (document.getElementById("map-assign") as HTMLButtonElement).onclick = async () => {
     const t = target.value.replace(/^(key|part):/, "");
     try {
       const current = await get<MapView>(path);
