@@ -51,11 +51,17 @@ impl Ed {
         self.b.execute(script, vec![]).await.unwrap()
     }
 
-    /// Waits until the server's validation has answered the latest edit.
+    /// Waits until the server's validation has answered the latest edit and the canvas
+    /// draws every node and edge the editor holds.
     async fn settle(&self) {
         tokio::time::sleep(Duration::from_millis(250)).await;
-        wait_until("the editor's validation", Duration::from_secs(15), || async {
-            (self.js("return document.getElementById('editor').dataset.state").await == "ready").then_some(())
+        wait_until("the editor's validation and drawing", Duration::from_secs(15), || async {
+            let v = self
+                .js("const d = document.getElementById('editor').dataset;
+                     return [d.state, Number(d.nodeCount) === document.querySelectorAll('.react-flow__node').length,
+                             Number(d.edgeCount) === document.querySelectorAll('.react-flow__edge').length]")
+                .await;
+            (v == json!(["ready", true, true])).then_some(())
         })
         .await;
     }
@@ -114,9 +120,26 @@ impl Ed {
         self.count.pointer += 1;
     }
 
+    /// Waits until the canvas stands still (a fit or a pan may still be moving it), so that
+    /// what was measured is where the pointer lands.
+    async fn steady(&self) {
+        let transform = || self.js("return document.querySelector('.react-flow__viewport')?.style.transform ?? ''");
+        let mut last = transform().await;
+        for _ in 0..50 {
+            tokio::time::sleep(Duration::from_millis(150)).await;
+            let now = transform().await;
+            if now == last {
+                return;
+            }
+            last = now;
+        }
+        panic!("the canvas keeps moving: {last}");
+    }
+
     /// A drag with the left button from the centre of `from` to the viewport point `to`, in
     /// steps, as a hand moves.
     async fn drag_to(&mut self, from: &str, to: (f64, f64)) {
+        self.steady().await;
         let el = self.find(from).await;
         let mut m = MouseActions::new("mouse".into())
             .then(PointerAction::MoveToElement { element: el, duration: None, x: 0.0, y: 0.0 })
@@ -137,6 +160,7 @@ impl Ed {
 
     /// A drag from `from` that lets go over the centre of `to`.
     async fn drag_onto(&mut self, from: &str, to: &str) {
+        self.steady().await;
         let target = self.centre(to).await.unwrap_or_else(|| panic!("{to} is not on the page"));
         self.drag_to(from, target).await;
     }
@@ -156,6 +180,7 @@ impl Ed {
     /// An empty spot of the canvas with room for a node to its right and below (where a
     /// person would drop a link), away from the edges (where a dragged link pans the canvas).
     async fn free_spot(&self) -> (f64, f64) {
+        self.steady().await;
         let v = self
             .js(
                 "const pane = document.querySelector('.react-flow__pane').getBoundingClientRect();

@@ -6,6 +6,7 @@
 //! the file text and the environment as arguments so it stays a pure function.
 
 pub mod artifact;
+pub mod cache;
 pub mod config;
 pub mod gate;
 pub mod graph;

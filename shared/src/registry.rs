@@ -144,6 +144,10 @@ pub struct NodeType {
     pub description: &'static str,
     /// Per-attempt time limit when the graph sets none (seconds); the fleet default otherwise.
     pub default_timeout_s: Option<u64>,
+    /// Whether a result may be served from the node result cache: its output bytes follow
+    /// from its params, its inputs' bytes and its module's build (`shared::cache`). Not for
+    /// nodes that read the world (the subject's file), publish, compare, or exist to test.
+    pub cacheable: bool,
     /// What the coordinator adds to the node's inputs when it builds the task, beside
     /// what edges feed it (workers have no database to look these up).
     pub context: &'static [Context],
@@ -517,6 +521,7 @@ fn node_types() -> Vec<NodeType> {
             palette_group: "CAD",
             description: "The subject's STEP file from the artifact store (the CAD file itself, or the order line's product).",
             default_timeout_s: Some(300),
+            cacheable: false,
             context: &[Context::Subject],
             params_schema: object(json!({
                 "max_bytes": {"type": "integer", "default": 1073741824u64, "minimum": 1, "maximum": MAX_CAD_BYTES, "description": "refuse larger files"}
@@ -536,6 +541,7 @@ fn node_types() -> Vec<NodeType> {
             palette_group: "CAD",
             description: "STEP → GLB with OpenCASCADE (cascadio), plus a manifest of instance-aware part keys.",
             default_timeout_s: Some(1800),
+            cacheable: true,
             context: &[],
             params_schema: object(json!({
                 "tol_linear": {"type": "number", "default": 0.1, "exclusiveMinimum": 0, "maximum": 100,
@@ -560,6 +566,7 @@ fn node_types() -> Vec<NodeType> {
             palette_group: "CAD",
             description: "GLB → part manifest and metadata: bounding box, triangle, part and instance counts.",
             default_timeout_s: Some(300),
+            cacheable: true,
             context: &[],
             params_schema: object(json!({
                 "units": {"type": "string", "enum": ["mm", "m"], "default": "mm", "description": "units of the reported bounding box"},
@@ -580,6 +587,7 @@ fn node_types() -> Vec<NodeType> {
             palette_group: "Materials",
             description: "Part keys + the product's material map + the library → material map; unassigned parts are listed and counted.",
             default_timeout_s: Some(120),
+            cacheable: true,
             context: &[Context::Subject, Context::ProductMaterials],
             params_schema: object(json!({
                 "on_missing": {"type": "string", "enum": ["fail", "default"], "default": "default",
@@ -601,6 +609,7 @@ fn node_types() -> Vec<NodeType> {
             palette_group: "Render",
             description: "A still with Blender Cycles on CPU (a product shot, or a CAD file's thumbnail): resolution, samples, background, camera, seed.",
             default_timeout_s: Some(3600),
+            cacheable: true,
             context: &[],
             params_schema: still,
         },
@@ -618,6 +627,7 @@ fn node_types() -> Vec<NodeType> {
             palette_group: "Render",
             description: "Turntable frames with Blender Cycles; a frame range lets a turntable be split into chunks.",
             default_timeout_s: Some(7200),
+            cacheable: true,
             context: &[],
             params_schema: turntable,
         },
@@ -635,6 +645,7 @@ fn node_types() -> Vec<NodeType> {
             palette_group: "Export",
             description: "Frames → MP4 (H.264) with ffmpeg.",
             default_timeout_s: Some(900),
+            cacheable: true,
             context: &[],
             params_schema: object(json!({
                 "fps": {"type": "integer", "default": 24, "minimum": 1, "maximum": 120},
@@ -657,6 +668,7 @@ fn node_types() -> Vec<NodeType> {
             palette_group: "Export",
             description: "The prepared Blender scene (materials, camera, lights) as a .blend file.",
             default_timeout_s: Some(1800),
+            cacheable: true,
             context: &[],
             params_schema: object(json!({
                 "compress": {"type": "boolean", "default": true},
@@ -678,6 +690,7 @@ fn node_types() -> Vec<NodeType> {
             palette_group: "Output",
             description: "Delivers its input as the request's result (the artifact kind an output type promises).",
             default_timeout_s: Some(120),
+            cacheable: false,
             context: &[],
             params_schema: object(json!({
                 "name": {"type": "string", "default": "primary", "pattern": "^[a-z0-9_]{1,40}$",
@@ -698,6 +711,7 @@ fn node_types() -> Vec<NodeType> {
             palette_group: "Rollout",
             description: "Compares a legacy (control) and a graph (candidate) artifact; added by shadow mode.",
             default_timeout_s: Some(600),
+            cacheable: false,
             context: &[],
             params_schema: object(json!({
                 "fail": {"type": "number", "default": 0.016, "minimum": 0, "maximum": 1, "description": "per-pixel difference that counts as failing"},
@@ -720,6 +734,7 @@ fn node_types() -> Vec<NodeType> {
             palette_group: "Legacy",
             description: "The whole legacy pipeline in one task, driven by the output type's legacy preset. Dispatch adds it; editors do not.",
             default_timeout_s: Some(7200),
+            cacheable: false,
             context: &[Context::Subject, Context::ProductMaterials],
             params_schema: json!({"type": "object", "additionalProperties": false, "required": ["output_type", "artifact_kind", "preset"],
                                   "properties": {"output_type": {"type": "string", "minLength": 1},
@@ -740,6 +755,7 @@ fn node_types() -> Vec<NodeType> {
             palette_group: "Testing",
             description: "Does nothing (tests and benchmarks).",
             default_timeout_s: None,
+            cacheable: false,
             context: &[],
             params_schema: object(json!({})),
         },
@@ -757,6 +773,7 @@ fn node_types() -> Vec<NodeType> {
             palette_group: "Testing",
             description: "Sleeps `ms` milliseconds (tests).",
             default_timeout_s: None,
+            cacheable: false,
             context: &[],
             params_schema: json!({"type": "object", "additionalProperties": false, "required": ["ms"],
                                   "properties": {"ms": {"type": "integer", "minimum": 0, "maximum": 3_600_000}}}),
@@ -775,6 +792,7 @@ fn node_types() -> Vec<NodeType> {
             palette_group: "Testing",
             description: "Fails its first `times` attempts with a retryable error, then succeeds (tests).",
             default_timeout_s: None,
+            cacheable: false,
             context: &[],
             params_schema: json!({"type": "object", "additionalProperties": false, "required": ["times"],
                                   "properties": {"times": {"type": "integer", "minimum": 0, "maximum": 1000}}}),
@@ -800,6 +818,7 @@ fn test_types() -> Vec<NodeType> {
         palette_group: "Test probes",
         description: "Exists only in debug builds with RENDERFLEET_REGISTRY_TEST_TYPES=1: proves the editor is driven by the registry.",
         default_timeout_s: None,
+        cacheable: false,
         context: &[],
         params_schema: json!({
             "$schema": "https://json-schema.org/draft/2020-12/schema",

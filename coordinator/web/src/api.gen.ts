@@ -941,6 +941,12 @@ export interface components {
              */
             default_timeout_s?: number | null;
             /**
+             * @description Whether a result may be served from the node result cache: its output bytes follow
+             *     from its params, its inputs' bytes and its module's build (`shared::cache`). Not for
+             *     nodes that read the world (the subject's file), publish, compare, or exist to test.
+             */
+            cacheable: boolean;
+            /**
              * @description What the coordinator adds to the node's inputs when it builds the task, beside
              *     what edges feed it (workers have no database to look these up).
              */

@@ -259,6 +259,12 @@ function Editor() {
   useEffect(() => {
     root.dataset.errors = String(errorCount);
   }, [errorCount]);
+  // What the model holds, for scripts and tests: React Flow draws an edge only once both of
+  // its nodes have been measured, so the page can lag the model by a frame or two.
+  useEffect(() => {
+    root.dataset.nodeCount = String(nodes.length);
+    root.dataset.edgeCount = String(edges.length);
+  }, [nodes.length, edges.length]);
 
   const view: NodeView = useMemo(() => {
     const byNode = new Map<string, Problem[]>();
