@@ -465,6 +465,27 @@ async fn a_worker_binds_only_the_modules_its_host_can_run() {
         let log = w.log(worker);
         assert!(log.contains("module left out") && log.contains(fix), "{worker}'s log does not say how to install the tool: {log}");
     }
+    // What the cache will key on: each worker reports its tools' versions and a fingerprint
+    // per module; two hosts with the same build agree, a module's differs from another's.
+    let db = w.db().await;
+    let report = |id: &'static str| {
+        let db = &db;
+        async move {
+            let r = db.query_one("SELECT tools, fingerprints FROM workers WHERE id = $1", &[&id]).await.unwrap();
+            (r.get::<_, Value>(0), r.get::<_, Value>(1))
+        }
+    };
+    let (tools, prints) = report("no-cascadio").await;
+    assert!(tools["blender"].as_str().is_some_and(|v| v.starts_with(|c: char| c.is_ascii_digit())), "{tools}");
+    assert!(tools["ffmpeg"].as_str().is_some_and(|v| !v.is_empty()), "{tools}");
+    assert!(tools.get("cascadio").is_none(), "a tool the host lacks has no version: {tools}");
+    let still = prints["blender_still"].as_str().unwrap();
+    assert_eq!(still.len(), 64, "{prints}");
+    assert_ne!(prints["blender_still"], prints["blender_blend"], "{prints}");
+    let (tools, other) = report("no-ffmpeg").await;
+    assert!(tools["cascadio"].as_str().is_some_and(|v| v.starts_with(|c: char| c.is_ascii_digit())), "{tools}");
+    assert_eq!(other["blender_still"], prints["blender_still"], "the same build on two hosts has the same fingerprint");
+    assert_eq!(other["materials"], prints["materials"]);
     // Asked for explicitly, a module the host cannot run stops start-up with the fix.
     w.start_render_worker("insists", "blender_still", &[("RENDERFLEET_TOOLS__BLENDER", "/nonexistent/blender")]);
     let status = w.wait_exit("insists", Duration::from_secs(60)).await;

@@ -106,6 +106,8 @@ async fn results_and_heartbeats_are_accepted_only_from_the_worker_they_name() {
         running: vec![],
         status: WorkerStatus::Running,
         at_us: 0,
+        tools: Default::default(),
+        fingerprints: Default::default(),
     });
     assert!(publish_as(&w, &mallory, "mallory-secret", Some(&mallory), fake).await);
 

@@ -4,6 +4,7 @@
 
 use serde::{de::DeserializeOwned, Deserialize, Serialize};
 use serde_json::Value;
+use std::collections::BTreeMap;
 use uuid::Uuid;
 
 pub const CONTENT_TYPE: &str = "application/msgpack";
@@ -161,6 +162,14 @@ pub struct WorkerHeartbeat {
     pub running: Vec<TaskRef>,
     pub status: WorkerStatus,
     pub at_us: i64,
+    /// Versions of the external tools its modules use (`blender`, `cascadio`, `ffmpeg`).
+    #[serde(default)]
+    pub tools: BTreeMap<String, String>,
+    /// Per module, the fingerprint of its build (`cache::fingerprint`): what the node result
+    /// cache keys on, so that a fleet upgrading a tool never serves one build's output for
+    /// another's.
+    #[serde(default)]
+    pub fingerprints: BTreeMap<String, String>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]

@@ -24,6 +24,9 @@ pub(crate) struct Worker {
     pub(crate) host: String,
     pub(crate) topology: Topology,
     pub(crate) modules: consumer::Modules,
+    /// Tool versions and per-module build fingerprints, sent in every heartbeat.
+    pub(crate) tools: std::collections::BTreeMap<String, String>,
+    pub(crate) fingerprints: std::collections::BTreeMap<String, String>,
     pub(crate) withdrawn: consumer::Withdrawn,
 }
 
@@ -65,8 +68,8 @@ pub async fn run(config: WorkerConfig, metrics: PrometheusHandle, shutdown: Canc
         tools: config.tools.clone(),
         scripts,
     });
-    let modules = modules::select(&config.modules, &env).await?;
-    if modules.is_empty() {
+    let selected = modules::select(&config.modules, &env).await?;
+    if selected.modules.is_empty() {
         return Err(StartupError::NoModules);
     }
     let host = gethostname::gethostname().to_string_lossy().into_owned();
@@ -90,7 +93,9 @@ pub async fn run(config: WorkerConfig, metrics: PrometheusHandle, shutdown: Canc
         config,
         id,
         host,
-        modules,
+        modules: selected.modules,
+        tools: selected.tools,
+        fingerprints: selected.fingerprints,
         withdrawn: Default::default(),
     });
     tracing::info!(worker_id = %worker.id, "worker started");

@@ -8,6 +8,16 @@ use std::path::{Path, PathBuf};
 const RENDER: &str = include_str!("../../ops/blender/render.py");
 const STEP_TO_GLB: &str = include_str!("../../ops/cad/step_to_glb.py");
 
+/// The scripts a tool runs for the modules, by name and text (what a module's cache
+/// fingerprint covers besides the tool's version).
+pub(crate) fn run_by(tool: crate::modules::Tool) -> &'static [(&'static str, &'static str)] {
+    match tool {
+        crate::modules::Tool::Blender => &[("render.py", RENDER)],
+        crate::modules::Tool::Cascadio => &[("step_to_glb.py", STEP_TO_GLB)],
+        crate::modules::Tool::Ffmpeg => &[],
+    }
+}
+
 /// Where the scripts were written.
 #[derive(Debug, Clone)]
 pub struct Scripts {

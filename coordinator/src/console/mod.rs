@@ -538,7 +538,7 @@ async fn workers(State(state): State<AppState>, viewer: axum::Extension<Viewer>)
         tasks.entry(t.get(0)).or_default().push(format!("<a href=\"/console/runs/{run}\">{}</a> {}", esc(t.get(2)), esc(t.get(3))));
     }
     let mut body = String::from(
-        "<table id=\"workers\"><tr><th>worker</th><th>host</th><th>status</th><th>slots in use</th><th>current tasks</th><th>modules</th><th>last heartbeat</th></tr>",
+        "<table id=\"workers\"><tr><th>worker</th><th>host</th><th>status</th><th>slots in use</th><th>current tasks</th><th>modules</th><th>tools</th><th>last heartbeat</th></tr>",
     );
     for r in &rows {
         let quiet: f64 = r.get(7);
@@ -546,7 +546,7 @@ async fn workers(State(state): State<AppState>, viewer: axum::Extension<Viewer>)
         let shown = if quiet > live && status != "stopped" { "silent".to_string() } else { status };
         let _ = write!(
             body,
-            "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}/{}</td><td>{}</td><td>{}</td><td>{:.0} s ago</td></tr>",
+            "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}/{}</td><td>{}</td><td>{}</td><td class=\"tools\">{}</td><td>{:.0} s ago</td></tr>",
             esc(r.get(0)),
             esc(r.get(1)),
             status_badge(&shown),
@@ -554,6 +554,10 @@ async fn workers(State(state): State<AppState>, viewer: axum::Extension<Viewer>)
             r.get::<_, i32>(5),
             tasks.get(r.get::<_, &str>(0)).map(|t| t.join("<br>")).unwrap_or_default(),
             esc(&r.get::<_, Vec<String>>(2).join(", ")),
+            r.get::<_, Value>(8)
+                .as_object()
+                .map(|t| t.iter().map(|(k, v)| format!("{} {}", esc(k), esc(v.as_str().unwrap_or("?")))).collect::<Vec<_>>().join("<br>"))
+                .unwrap_or_default(),
             quiet
         );
     }

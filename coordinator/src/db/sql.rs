@@ -242,10 +242,11 @@ RETURNING id, request_id, role = 'authoritative' AND pipeline = 'graph'";
 
 /// A worker's heartbeat. $1 id, $2 host, $3 version, $4 modules, $5 concurrency, $6 running, $7 status.
 pub const UPSERT_WORKER: &str = "
-INSERT INTO workers (id, host, version, modules, concurrency, running, status, last_seen)
-VALUES ($1, $2, $3, $4, $5, $6, $7, now())
+INSERT INTO workers (id, host, version, modules, concurrency, running, status, last_seen, tools, fingerprints)
+VALUES ($1, $2, $3, $4, $5, $6, $7, now(), $8, $9)
 ON CONFLICT (id) DO UPDATE SET host = EXCLUDED.host, version = EXCLUDED.version, modules = EXCLUDED.modules,
-  concurrency = EXCLUDED.concurrency, running = EXCLUDED.running, status = EXCLUDED.status, last_seen = now()";
+  concurrency = EXCLUDED.concurrency, running = EXCLUDED.running, status = EXCLUDED.status, last_seen = now(),
+  tools = EXCLUDED.tools, fingerprints = EXCLUDED.fingerprints";
 
 /// Refreshes the heartbeat of attempts in hand. $1 node_run ids, $2 attempts; $3 the
 /// worker when senders are verified: then only its own (whose start it reported) count.
@@ -649,7 +650,7 @@ FROM runs WHERE id = $1";
 
 /// Workers seen in the last $1 seconds, newest first.
 pub const CONSOLE_WORKERS: &str = "
-SELECT id, host, modules, status, running, concurrency, last_seen, extract(epoch FROM now() - last_seen)::float8
+SELECT id, host, modules, status, running, concurrency, last_seen, extract(epoch FROM now() - last_seen)::float8, tools
 FROM workers WHERE last_seen > now() - make_interval(secs => $1) ORDER BY id";
 
 /// An artifact's mime type, for serving it.

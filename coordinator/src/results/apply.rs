@@ -134,7 +134,12 @@ async fn started(tx: &Transaction<'_>, s: &Started, fx: &mut Effects) -> Result<
 async fn heartbeat(tx: &Transaction<'_>, h: &WorkerHeartbeat, verified: bool) -> Result<(), DbError> {
     let stmt = tx.prepare_cached(sql::UPSERT_WORKER).await?;
     let running = h.running.len() as i32;
-    tx.execute(&stmt, &[&h.worker_id, &h.host, &h.version, &h.modules, &(h.concurrency as i32), &running, &h.status.as_str()]).await?;
+    let (tools, fingerprints) = (serde_json::json!(h.tools), serde_json::json!(h.fingerprints));
+    tx.execute(
+        &stmt,
+        &[&h.worker_id, &h.host, &h.version, &h.modules, &(h.concurrency as i32), &running, &h.status.as_str(), &tools, &fingerprints],
+    )
+    .await?;
     if !h.running.is_empty() {
         let ids: Vec<Uuid> = h.running.iter().map(|t| t.node_run_id).collect();
         let attempts: Vec<i32> = h.running.iter().map(|t| t.attempt as i32).collect();

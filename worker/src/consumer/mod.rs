@@ -286,6 +286,8 @@ fn heartbeat(worker: &Worker, running: &Running, status: WorkerStatus) -> Result
         running,
         status,
         at_us: now_us(),
+        tools: worker.tools.clone(),
+        fingerprints: worker.fingerprints.clone(),
     })
 }
 

@@ -22,6 +22,7 @@ mod video_encode;
 
 use crate::artifacts::{Store, StoreError};
 use renderfleet_shared::artifact::ArtifactRef;
+use renderfleet_shared::cache;
 use renderfleet_shared::config::{ToolsConfig, AUTO_MODULES};
 use renderfleet_shared::wire::TaskMessage;
 use serde_json::Value;
@@ -97,16 +98,28 @@ pub enum Tool {
 }
 
 impl Tool {
-    /// Checks that the tool is there and works; the error says how to install it.
-    pub async fn probe(self, tools: &ToolsConfig) -> Result<(), String> {
+    /// How the tool is named in heartbeats and cache fingerprints.
+    pub fn name(self) -> &'static str {
+        match self {
+            Tool::Cascadio => "cascadio",
+            Tool::Blender => "blender",
+            Tool::Ffmpeg => "ffmpeg",
+        }
+    }
+
+    /// Checks that the tool is there and works, and reads its version (a fleet upgrading a
+    /// tool must never serve one version's output for another's); the error says how to
+    /// install it.
+    pub async fn probe(self, tools: &ToolsConfig) -> Result<String, String> {
         let limit = Duration::from_secs(60);
+        const BLENDER: &str = "import numpy, bpy; h = bpy.app.build_hash; print('RF_VERSION', bpy.app.version_string, h.decode() if isinstance(h, bytes) else h)";
         let (result, fix) = match self {
             Tool::Cascadio => (
-                crate::tools::probe(&tools.python, &["-c", "import cascadio"], limit).await,
+                crate::tools::probe(&tools.python, &["-c", "import importlib.metadata as m, cascadio; print('RF_VERSION', m.version('cascadio'))"], limit).await,
                 format!("install it with `{} -m pip install cascadio` (and python3-numpy), or point [tools] python (RENDERFLEET_TOOLS__PYTHON) at a Python that has it", tools.python),
             ),
             Tool::Blender => (
-                crate::tools::probe(&tools.blender, &["-b", "--factory-startup", "-noaudio", "--python-exit-code", "3", "--python-expr", "import numpy"], limit).await,
+                crate::tools::probe(&tools.blender, &["-b", "--factory-startup", "-noaudio", "--python-exit-code", "3", "--python-expr", BLENDER], limit).await,
                 format!("install Blender 3.4+ and python3-numpy (`apt-get install blender python3-numpy`), or set [tools] blender (RENDERFLEET_TOOLS__BLENDER); tried `{}`", tools.blender),
             ),
             Tool::Ffmpeg => (
@@ -114,8 +127,34 @@ impl Tool {
                 format!("install ffmpeg (`apt-get install ffmpeg`), or set [tools] ffmpeg (RENDERFLEET_TOOLS__FFMPEG); tried `{}`", tools.ffmpeg),
             ),
         };
-        result.map_err(|e| format!("{e}; {fix}"))
+        let out = result.map_err(|e| format!("{e}; {fix}"))?;
+        version(self, &out).ok_or_else(|| {
+            format!("`{}` answered but did not say its version ({}); {fix}", self.name(), out.trim().lines().last().unwrap_or(""))
+        })
     }
+}
+
+/// A tool's version from its probe's output: the `RF_VERSION` line our probes print, or
+/// ffmpeg's `ffmpeg version X` banner.
+fn version(tool: Tool, out: &str) -> Option<String> {
+    let line = match tool {
+        Tool::Ffmpeg => out.lines().find_map(|l| l.strip_prefix("ffmpeg version "))?,
+        Tool::Cascadio | Tool::Blender => out.lines().find_map(|l| l.strip_prefix("RF_VERSION "))?,
+    };
+    let v = match tool {
+        // `5.1.6-0+deb12u1 Copyright (c) 2000-2024 …`: the first word.
+        Tool::Ffmpeg => line.split_whitespace().next()?.to_string(),
+        _ => line.trim().to_string(),
+    };
+    (!v.is_empty()).then_some(v)
+}
+
+/// The modules chosen for this host, the versions of the tools they use, and per module the
+/// fingerprint of its build ([`renderfleet_shared::cache::fingerprint`]).
+pub struct Selected {
+    pub modules: BTreeMap<String, Arc<dyn Module>>,
+    pub tools: BTreeMap<String, String>,
+    pub fingerprints: BTreeMap<String, String>,
 }
 
 /// Every module this build has, with the tools each needs.
@@ -149,7 +188,7 @@ pub enum SelectError {
 /// The modules to run: those named in the configuration (each must be runnable here), or
 /// with `auto`, every module whose tools this host has; the others are logged and left out,
 /// so their queues are never bound here.
-pub async fn select(names: &[String], env: &Arc<Env>) -> Result<BTreeMap<String, Arc<dyn Module>>, SelectError> {
+pub async fn select(names: &[String], env: &Arc<Env>) -> Result<Selected, SelectError> {
     let all = all(env);
     let auto = names.iter().any(|n| n == AUTO_MODULES);
     let wanted: Vec<&(Arc<dyn Module>, &[Tool])> = if auto {
@@ -169,16 +208,27 @@ pub async fn select(names: &[String], env: &Arc<Env>) -> Result<BTreeMap<String,
     needed.sort();
     needed.dedup();
     let mut missing: BTreeMap<Tool, String> = BTreeMap::new();
+    let mut versions: BTreeMap<Tool, String> = BTreeMap::new();
     for tool in needed {
-        if let Err(why) = tool.probe(&env.tools).await {
-            missing.insert(tool, why);
+        match tool.probe(&env.tools).await {
+            Ok(v) => {
+                versions.insert(tool, v);
+            }
+            Err(why) => {
+                missing.insert(tool, why);
+            }
         }
     }
-    let mut chosen = BTreeMap::new();
+    let mut chosen = Selected { modules: BTreeMap::new(), tools: BTreeMap::new(), fingerprints: BTreeMap::new() };
     for (module, tools) in wanted {
         match tools.iter().find_map(|t| missing.get(t)) {
             None => {
-                chosen.insert(module.key().to_string(), module.clone());
+                let used: BTreeMap<String, String> = tools.iter().map(|t| (t.name().to_string(), versions[t].clone())).collect();
+                let scripts: Vec<(&str, &str)> = tools.iter().flat_map(|t| crate::scripts::run_by(*t)).copied().collect();
+                let fingerprint = cache::fingerprint(module.key(), env!("CARGO_PKG_VERSION"), &scripts, &used);
+                chosen.fingerprints.insert(module.key().to_string(), fingerprint);
+                chosen.tools.extend(used);
+                chosen.modules.insert(module.key().to_string(), module.clone());
             }
             Some(why) if auto => tracing::warn!(module = module.key(), "module left out: {why}"),
             Some(why) => return Err(SelectError::Unrunnable { module: module.key().into(), why: why.clone() }),
@@ -206,4 +256,19 @@ pub(crate) fn optional_ref(task: &TaskMessage, port: &str) -> Result<Option<Arti
 /// A bad-input error: another attempt will fail the same way.
 pub(crate) fn fatal(message: impl Into<String>) -> ModuleError {
     ModuleError::Fatal { message: message.into(), log_tail: None }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tool_versions_are_read_from_their_probes() {
+        let ffmpeg = "ffmpeg version 5.1.6-0+deb12u1 Copyright (c) 2000-2024 the FFmpeg developers\nbuilt with gcc 12\n";
+        assert_eq!(version(Tool::Ffmpeg, ffmpeg).as_deref(), Some("5.1.6-0+deb12u1"));
+        let blender = "Blender 3.4.1\nRead prefs: ...\nRF_VERSION 3.4.1 55485cb379f7\n\nBlender quit\n";
+        assert_eq!(version(Tool::Blender, blender).as_deref(), Some("3.4.1 55485cb379f7"));
+        assert_eq!(version(Tool::Cascadio, "RF_VERSION 0.1.1\n").as_deref(), Some("0.1.1"));
+        assert_eq!(version(Tool::Blender, "Blender 3.4.1\n"), None, "no version line: the probe says so");
+    }
 }

@@ -98,10 +98,11 @@ pub(crate) async fn run(program: &str, args: &[&OsStr], cwd: &Path, what: &str, 
     Ok(Ran { stdout, tail: log_tail, wall: started.elapsed() })
 }
 
-/// Whether `program args` runs and exits 0 within `limit` (start-up probes).
-pub(crate) async fn probe(program: &str, args: &[&str], limit: Duration) -> Result<(), String> {
+/// Whether `program args` runs and exits 0 within `limit` (start-up probes); its standard
+/// output when it does (where a tool's version is read).
+pub(crate) async fn probe(program: &str, args: &[&str], limit: Duration) -> Result<String, String> {
     let mut cmd = command(program).map_err(|e| format!("`{program}` cannot be started: {e}"))?;
-    cmd.args(args).stdin(Stdio::null()).stdout(Stdio::null()).stderr(Stdio::piped()).process_group(0).kill_on_drop(true);
+    cmd.args(args).stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::piped()).process_group(0).kill_on_drop(true);
     let child = cmd.spawn().map_err(|e| format!("`{program}` cannot be started: {e}"))?;
     let guard = GroupGuard { pgid: child.id().map(|id| id as i32) };
     let out = tokio::time::timeout(limit, child.wait_with_output()).await;
@@ -112,7 +113,7 @@ pub(crate) async fn probe(program: &str, args: &[&str], limit: Duration) -> Resu
         Ok(Ok(o)) if !o.status.success() => {
             Err(format!("`{program} {}` failed: {}", args.join(" "), tail(String::from_utf8_lossy(&o.stderr).trim())))
         }
-        Ok(Ok(_)) => Ok(()),
+        Ok(Ok(o)) => Ok(String::from_utf8_lossy(&o.stdout).into_owned()),
     }
 }
 
