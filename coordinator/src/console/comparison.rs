@@ -130,7 +130,7 @@ pub(super) async fn page(State(state): State<AppState>, Path(id): Path<Uuid>, vi
             let _ = write!(
                 body,
                 "<tr data-frame=\"{}\"><td>{}</td><td class=\"{}\">{}</td><td>{}</td><td>{}</td></tr>",
-                f["frame"],
+                esc(&f["frame"].to_string()),
                 f["frame"].as_u64().map(|i| i + 1).unwrap_or_default(),
                 if ok { "pass" } else { "fail" },
                 if ok { "match" } else { "mismatch" },
@@ -216,7 +216,7 @@ fn metrics_table(metrics: &Value, gate: &GateConfig) -> String {
         _ => (metrics, String::new()),
     };
     out += &format!(
-        "<table id=\"gate-metrics\" class=\"gate-metrics\"><tr><th>metric{}</th><th>value</th><th>gate</th><th></th></tr>",
+        "<table id=\"gate-metrics\" class=\"gate-metrics\"><tr><th>metric{}</th><th>value</th><th>the output type's gate</th><th></th></tr>",
         esc(&whose)
     );
     let mut row = |id: &str, name: &str, value: String, bound: String, pass: Option<bool>| {
