@@ -7,7 +7,7 @@
 
 use super::html::{esc, status_badge};
 use super::session::Viewer;
-use super::{assets, db_err, oops, some};
+use super::{assets, db_err, oops, some, stored_json};
 use crate::db::sql;
 use crate::AppState;
 use axum::extract::{Path, Query, State};
@@ -180,7 +180,7 @@ async fn view_frames(state: &AppState, a: &ArtifactRef, b: &ArtifactRef, metrics
         "image_png" => Some(vec![json!({"index": 0, "control": url(&a.sha256), "candidate": url(&b.sha256),
                                         "match": verdict_of_still, "fail_share": metrics["fail_share"]})]),
         "frames" => {
-            let (ma, mb) = (manifest(state, a).await?, manifest(state, b).await?);
+            let (ma, mb): (Value, Value) = (stored_json(state, &a.sha256).await?, stored_json(state, &b.sha256).await?);
             let (fa, fb) = (ma["frames"].as_array()?, mb["frames"].as_array()?);
             let sha = |f: &Value| f["sha256"].as_str().filter(|s| is_sha256(s)).map(url);
             Some(fa.iter().zip(fb).map(|(x, y)| frame(x["index"].as_u64().unwrap_or(0), sha(x), sha(y))).collect())
@@ -192,15 +192,6 @@ async fn view_frames(state: &AppState, a: &ArtifactRef, b: &ArtifactRef, metrics
         }
         _ => None,
     }
-}
-
-/// A turntable's frame manifest, read from the store.
-async fn manifest(state: &AppState, r: &ArtifactRef) -> Option<Value> {
-    if state.config.artifacts_dir.is_empty() {
-        return None;
-    }
-    let path = std::path::Path::new(&state.config.artifacts_dir).join("sha256").join(&r.sha256[..2]).join(&r.sha256);
-    serde_json::from_slice(&tokio::fs::read(&path).await.ok()?).ok()
 }
 
 /// The metrics beside the gate's thresholds: the two the verdict rests on (failing pixels,

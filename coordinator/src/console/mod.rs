@@ -360,16 +360,28 @@ async fn retry(State(state): State<AppState>, Path(id): Path<Uuid>, viewer: axum
     }
 }
 
-/// An artifact from the store, by its hash (checked before it becomes a path).
+/// Where artifact `sha` lives in the store the console reads (`sha256/ab/<sha>`): `None`
+/// when the console has no artifacts_dir or `sha` is not a well-formed hash (checked
+/// before it becomes a path).
+fn stored(state: &AppState, sha: &str) -> Option<std::path::PathBuf> {
+    (!state.config.artifacts_dir.is_empty() && renderfleet_shared::artifact::is_sha256(sha))
+        .then(|| std::path::Path::new(&state.config.artifacts_dir).join("sha256").join(&sha[..2]).join(sha))
+}
+
+/// A JSON artifact (a turntable's frames, a part manifest) read from the store.
+async fn stored_json<T: serde::de::DeserializeOwned>(state: &AppState, sha: &str) -> Option<T> {
+    serde_json::from_slice(&tokio::fs::read(stored(state, sha)?).await.ok()?).ok()
+}
+
+/// An artifact from the store, by its hash.
 async fn artifact(State(state): State<AppState>, Path(sha): Path<String>) -> Response {
-    if !renderfleet_shared::artifact::is_sha256(&sha) || state.config.artifacts_dir.is_empty() {
+    let Some(path) = stored(&state, &sha) else {
         return oops(StatusCode::NOT_FOUND, "no such artifact here (or the console has no artifacts_dir)");
-    }
+    };
     let mime = match state.pool.get().await {
         Ok(c) => c.query_opt(sql::ARTIFACT_MIME, &[&sha]).await.ok().flatten().map(|r| r.get::<_, String>(0)),
         Err(e) => return db_err(e),
     };
-    let path = std::path::Path::new(&state.config.artifacts_dir).join("sha256").join(&sha[..2]).join(&sha);
     // Streamed: a .blend or a video can be large, and the coordinator also applies results.
     match tokio::fs::File::open(&path).await {
         Ok(file) => {
@@ -752,12 +764,7 @@ async fn workflow_dispatch(
 
 /// Thumbnails of a turntable's first frames, read from its manifest in the store.
 async fn frame_previews(state: &AppState, r: &renderfleet_shared::artifact::ArtifactRef) -> String {
-    if state.config.artifacts_dir.is_empty() || !renderfleet_shared::artifact::is_sha256(&r.sha256) {
-        return String::new();
-    }
-    let path = std::path::Path::new(&state.config.artifacts_dir).join("sha256").join(&r.sha256[..2]).join(&r.sha256);
-    let Ok(bytes) = tokio::fs::read(&path).await else { return String::new() };
-    let Ok(manifest) = serde_json::from_slice::<Value>(&bytes) else { return String::new() };
+    let Some(manifest) = stored_json::<Value>(state, &r.sha256).await else { return String::new() };
     let mut out = String::from("<div class=\"frames\">");
     for f in manifest["frames"].as_array().into_iter().flatten().take(8) {
         if let Some(sha) = f["sha256"].as_str().filter(|s| renderfleet_shared::artifact::is_sha256(s)) {

@@ -8,7 +8,7 @@
 
 use super::html::esc;
 use super::session::Viewer;
-use super::{assets, db_err, oops};
+use super::{assets, db_err, oops, stored_json};
 use crate::api::auth::Scope;
 use crate::db::sql;
 use crate::AppState;
@@ -70,7 +70,7 @@ pub(super) async fn page(
     let (Some(glb), Some(parts_ref)) = (ArtifactRef::from_value(&outputs["glb"]), ArtifactRef::from_value(&outputs["parts"])) else {
         return oops(StatusCode::CONFLICT, &format!("run {run}'s export stored no GLB and part manifest; render the product again"));
     };
-    let Some(manifest) = read_manifest(&state, &parts_ref).await else {
+    let Some(manifest) = stored_json::<Manifest>(&state, &parts_ref.sha256).await else {
         return oops(
             StatusCode::NOT_FOUND,
             &format!(
@@ -166,12 +166,4 @@ pub(super) async fn page(
     }
     body += &assets::tags("preview");
     assets::with_scripts(viewer.page("Product", &body).into_response())
-}
-
-async fn read_manifest(state: &AppState, r: &ArtifactRef) -> Option<Manifest> {
-    if state.config.artifacts_dir.is_empty() {
-        return None;
-    }
-    let path = std::path::Path::new(&state.config.artifacts_dir).join("sha256").join(&r.sha256[..2]).join(&r.sha256);
-    serde_json::from_slice(&tokio::fs::read(&path).await.ok()?).ok()
 }

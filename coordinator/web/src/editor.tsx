@@ -446,7 +446,7 @@ function Editor() {
         // A hand faster than the server's answer: the port fits, so the link is made.
         if (o?.fits && to.id) {
           const [a, b] = d.from ? [d.ref, { node: to.nodeId, port: to.id }] : [{ node: to.nodeId, port: to.id }, d.ref];
-          commit((s) => ({ ...s, edges: [...s.edges, toFlowEdge({ from: a.node, from_port: a.port, to: b.node, to_port: b.port })] }));
+          onConnect({ source: a.node, sourceHandle: a.port, target: b.node, targetHandle: b.port });
           return;
         }
         say(`refused: ${d.ref.node}.${d.ref.port} → ${state.toHandle.nodeId}.${state.toHandle.id}: ${o?.reason ?? "does not fit"}`);
@@ -476,7 +476,7 @@ function Editor() {
         },
       });
     },
-    [addNode, commit, familyTypes, flow, say],
+    [addNode, familyTypes, flow, onConnect, say],
   );
 
   // Keyboard: delete, undo/redo, copy/paste; not while typing in a field.
