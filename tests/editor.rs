@@ -140,6 +140,21 @@ impl Ed {
     /// steps, as a hand moves.
     async fn drag_to(&mut self, from: &str, to: (f64, f64)) {
         self.steady().await;
+        // The press must land on `from` itself (a handle not yet placed would leave it on
+        // the node, which then moves instead of starting a link).
+        wait_until(&format!("{from} under the pointer"), Duration::from_secs(10), || async {
+            let on = self
+                .b
+                .execute(
+                    "const e = document.querySelector(arguments[0]); if (!e) return false; const r = e.getBoundingClientRect();
+                     return document.elementFromPoint(r.left + r.width / 2, r.top + r.height / 2) === e;",
+                    vec![json!(from)],
+                )
+                .await
+                .ok()?;
+            (on == json!(true)).then_some(())
+        })
+        .await;
         let el = self.find(from).await;
         let mut m = MouseActions::new("mouse".into())
             .then(PointerAction::MoveToElement { element: el, duration: None, x: 0.0, y: 0.0 })
