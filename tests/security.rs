@@ -83,6 +83,7 @@ async fn results_and_heartbeats_are_accepted_only_from_the_worker_they_name() {
 
     // Another broker user forging the running worker's success: refused, the node runs on.
     let forged = ResultBody::Finished(Finished {
+        cache: None,
         node_run_id,
         attempt: 1,
         worker_id: worker.clone(),

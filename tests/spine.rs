@@ -226,6 +226,7 @@ async fn duplicate_result_changes_nothing() {
     let dup = ResultMessage {
         v: WIRE_VERSION,
         body: ResultBody::Finished(Finished {
+            cache: None,
             node_run_id: a_id,
             attempt: 1,
             worker_id: "impostor".into(),
@@ -470,6 +471,7 @@ async fn a_task_from_a_newer_version_fails_its_node_instead_of_hanging() {
     // Replace the real task with one a newer coordinator might write (schema version 99).
     let (id, a) = intercept_first_task(&w, &c).await;
     let future = TaskMessage {
+        cache: None,
         v: 99,
         run_id: id,
         node_run_id: a,
@@ -516,6 +518,7 @@ async fn a_result_the_database_refuses_fails_its_node_without_blocking_the_other
         g.push(node_run(w.get_run(&c, *r).await, "g"));
     }
     let end = |i: usize, node_run_id: Uuid, outputs: Value| Finished {
+        cache: None,
         node_run_id,
         attempt: 1,
         worker_id: format!("impostor-{i}"),
@@ -924,6 +927,7 @@ async fn a_task_on_the_wrong_queue_fails_its_attempt_and_is_dead_lettered() {
     // The real task is taken away; a copy goes to the sleep queue instead.
     let (id, a) = intercept_first_task(&w, &c).await;
     let task = TaskMessage {
+        cache: None,
         v: WIRE_VERSION,
         run_id: id,
         node_run_id: a,
@@ -1089,6 +1093,7 @@ async fn a_released_successor_is_never_queued_before_its_predecessor_finished() 
     let n0: Uuid = node(&run, "n0").unwrap()["node_run_id"].as_str().unwrap().parse().unwrap();
     let ahead = chrono::Utc::now().timestamp_micros() + 10_000_000;
     let end = Finished {
+        cache: None,
         node_run_id: n0,
         attempt: 1,
         worker_id: "w-fast-clock".into(),

@@ -53,6 +53,18 @@ pub async fn connect(url: &str, name: &str, component: &'static str, timeout: Du
     }
 }
 
+/// The user a component authenticates as with a password (the URL's, RabbitMQ's `guest`
+/// when it names none); `None` for other mechanisms (EXTERNAL, a client certificate), where
+/// the broker's idea of the user may differ and a wrong `user_id` would close the channel.
+pub fn password_user(url: &str) -> Option<String> {
+    use lapin::uri::SASLMechanism;
+    let uri = url.parse::<lapin::uri::AMQPUri>().ok()?;
+    match uri.query.auth_mechanism {
+        None | Some(SASLMechanism::Plain) | Some(SASLMechanism::AMQPlain) => Some(uri.authority.userinfo.username),
+        Some(_) => None,
+    }
+}
+
 /// Declares exchanges, queues and bindings (idempotent: same names, same arguments).
 pub async fn declare(channel: &Channel, decls: &[Declaration]) -> Result<(), lapin::Error> {
     for d in decls {

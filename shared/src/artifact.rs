@@ -34,6 +34,12 @@ pub fn is_sha256(s: &str) -> bool {
     s.len() == 64 && s.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
 }
 
+/// Where an artifact lives inside a store's root, `sha256/<first two digits>/<sha256>`; `None`
+/// for anything that is not a well-formed hash (see [`is_sha256`]).
+pub fn store_path(sha256: &str) -> Option<std::path::PathBuf> {
+    is_sha256(sha256).then(|| std::path::Path::new("sha256").join(&sha256[..2]).join(sha256))
+}
+
 /// Every artifact a node's outputs name: each top-level output that is a reference
 /// (outputs are keyed by port).
 pub fn refs_in(outputs: &Value) -> Vec<ArtifactRef> {

@@ -12,12 +12,44 @@
 //! | `params` | any setting, after defaults, numbers in one spelling (35 = 35.0) |
 //! | `inputs` | the input artifacts' bytes (their sha256), or a context value (the material map and library) as canonical JSON |
 
+use serde::{Deserialize, Serialize};
 use serde_json::{Map, Number, Value};
 use sha2::{Digest, Sha256};
 use std::collections::BTreeMap;
 
 /// Bumped whenever the key covers something new or spells something differently.
 pub const KEY_FORMAT: u32 = 1;
+
+/// The worker id of results the coordinator serves from the cache.
+pub const WORKER: &str = "cache";
+
+/// Whether a run may take results from the cache (`runs.cache_mode`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum CacheMode {
+    /// Serve a node from the cache when its key has an entry whose artifacts still exist.
+    #[default]
+    Use,
+    /// Run every node anew (a re-render on purpose); the new results replace the entries.
+    Refresh,
+}
+
+impl CacheMode {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            CacheMode::Use => "use",
+            CacheMode::Refresh => "refresh",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Self> {
+        match s {
+            "use" => Some(CacheMode::Use),
+            "refresh" => Some(CacheMode::Refresh),
+            _ => None,
+        }
+    }
+}
 
 /// What a worker's build of a module depends on, hashed: the module, the worker's version,
 /// the hash of every script the module runs, and the versions of the tools it calls.

@@ -44,7 +44,23 @@ pub struct CoordinatorConfig {
     /// The workers' artifact store, read by the console for previews and downloads (the
     /// same shared directory as the workers' `artifacts_dir`). Empty: no previews.
     pub artifacts_dir: String,
+    pub cache: CacheConfig,
     pub log: LogConfig,
+}
+
+/// The node result cache (`shared::cache`). It needs `artifacts_dir`: a hit is only served
+/// when its artifacts are still in the store, which the coordinator checks there.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct CacheConfig {
+    /// Serve cacheable nodes from earlier results with the same key.
+    pub enabled: bool,
+}
+
+impl Default for CacheConfig {
+    fn default() -> Self {
+        Self { enabled: true }
+    }
 }
 
 impl Default for CoordinatorConfig {
@@ -67,6 +83,7 @@ impl Default for CoordinatorConfig {
             console: ConsoleConfig::default(),
             metrics_addr: String::new(),
             artifacts_dir: "/var/lib/renderfleet/artifacts".into(),
+            cache: CacheConfig::default(),
             log: LogConfig::default(),
         }
     }

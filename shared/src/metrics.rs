@@ -20,6 +20,13 @@ pub const OUTBOX_PUBLISHED_TOTAL: &str = "renderfleet_outbox_published_total";
 pub const RESULTS_TOTAL: &str = "renderfleet_results_total";
 /// Histogram: result messages per applied batch.
 pub const RESULT_BATCH_SIZE: &str = "renderfleet_result_batch_size";
+/// Counter, label `module`: cacheable tasks the outbox publisher served from the node result
+/// cache instead of publishing them (see `shared::cache`).
+pub const CACHE_HITS_TOTAL: &str = "renderfleet_cache_hits_total";
+/// Counter, labels `module`, `reason` (`no_entry|artifact_missing|refresh|fleet_mixed`):
+/// cacheable tasks published to workers. `fleet_mixed`: the live workers of the module report
+/// different fingerprints (an upgrade in progress) or none is live, so no key can be trusted.
+pub const CACHE_MISSES_TOTAL: &str = "renderfleet_cache_misses_total";
 /// Counter, label `source` (`worker|coordinator`): messages sent to the dead-letter queue.
 pub const DEAD_LETTERED_TOTAL: &str = "renderfleet_dead_lettered_total";
 /// Counter, label `component` (`coordinator|worker`): broker (re)connections.

@@ -263,6 +263,8 @@ pub struct Registry {
     validators: Vec<jsonschema::Validator>,
     /// Modules whose tasks carry inputs (an artifact port or a context).
     takes_inputs: HashSet<&'static str>,
+    /// Modules whose node type is cacheable, with that type.
+    cache_types: HashMap<&'static str, &'static str>,
 }
 
 impl std::fmt::Debug for Registry {
@@ -286,7 +288,23 @@ impl Registry {
             .collect();
         let takes_inputs =
             types.iter().filter(|t| !t.context.is_empty() || t.inputs.iter().any(|p| !p.many)).map(|t| t.module_key).collect();
-        Registry { types, by_key, validators, takes_inputs }
+        // A task names its module, not its node type: the cache key's `type` is only known
+        // from the module when a cacheable type has its module to itself.
+        let cache_types = types
+            .iter()
+            .filter(|t| t.cacheable)
+            .inspect(|t| {
+                let sharing = types.iter().filter(|o| o.module_key == t.module_key).count();
+                assert_eq!(sharing, 1, "cacheable `{}` shares module `{}` with another node type", t.type_key, t.module_key);
+            })
+            .map(|t| (t.module_key, t.type_key))
+            .collect();
+        Registry { types, by_key, validators, takes_inputs, cache_types }
+    }
+
+    /// The node type of `module_key` if its results may come from the node result cache.
+    pub fn cache_type(&self, module_key: &str) -> Option<&'static str> {
+        self.cache_types.get(module_key).copied()
     }
 
     /// Whether tasks of `module_key` need their inputs resolved before they are sent. Test
@@ -588,7 +606,7 @@ fn node_types() -> Vec<NodeType> {
             description: "Part keys + the product's material map + the library → material map; unassigned parts are listed and counted.",
             default_timeout_s: Some(120),
             cacheable: true,
-            context: &[Context::Subject, Context::ProductMaterials],
+            context: &[Context::ProductMaterials],
             params_schema: object(json!({
                 "on_missing": {"type": "string", "enum": ["fail", "default"], "default": "default",
                                "description": "a part with no material: fail the node, or use `default_material` (listed in the output either way)"},

@@ -28,6 +28,18 @@ pub struct TaskMessage {
     /// `product_materials`). Empty for nodes that take nothing.
     #[serde(default, skip_serializing_if = "serde_json::Map::is_empty")]
     pub inputs: serde_json::Map<String, Value>,
+    /// Set when the node's result may be stored in the node result cache: the key the
+    /// coordinator computed and the fleet fingerprint it computed it with. A worker reports
+    /// the key back ([`Finished::cache`]) only if its own fingerprint is that one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cache: Option<CacheHint>,
+}
+
+/// See [`TaskMessage::cache`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CacheHint {
+    pub key: String,
+    pub fingerprint: String,
 }
 
 impl TaskMessage {
@@ -99,6 +111,20 @@ pub struct Finished {
     pub started_at_us: i64,
     pub finished_at_us: i64,
     pub outcome: Outcome,
+    /// How the success relates to the node result cache; `None` for anything not cached.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cache: Option<CacheEnd>,
+}
+
+/// See [`Finished::cache`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum CacheEnd {
+    /// A worker ran the task with the fingerprint its key was computed for: store the
+    /// outputs under `key`.
+    Store { key: String },
+    /// The coordinator served the outputs from the cache entry `key`, which node_run `from`
+    /// produced; no worker ran.
+    Hit { key: String, from: Uuid },
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -272,6 +298,7 @@ mod tests {
     #[test]
     fn task_round_trips_with_json_params() {
         let t = TaskMessage {
+            cache: None,
             v: WIRE_VERSION,
             run_id: Uuid::now_v7(),
             node_run_id: Uuid::now_v7(),
@@ -290,6 +317,7 @@ mod tests {
         let m = ResultMessage {
             v: WIRE_VERSION,
             body: ResultBody::Finished(Finished {
+                cache: None,
                 node_run_id: Uuid::now_v7(),
                 attempt: 1,
                 worker_id: "w1".into(),

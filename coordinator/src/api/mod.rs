@@ -12,6 +12,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::{Json, Router};
 use chrono::{DateTime, Utc};
+use renderfleet_shared::cache::CacheMode;
 use renderfleet_shared::graph::{self, GraphSpec, Problem};
 use renderfleet_shared::registry::registry;
 use serde::{Deserialize, Serialize};
@@ -436,6 +437,9 @@ struct CreateRun {
     #[schema(value_type = Object)]
     subject: Value,
     graph: GraphSpec,
+    /// `refresh`: run every node anew instead of taking results from the node result cache.
+    #[serde(default)]
+    cache: CacheMode,
 }
 
 #[derive(Debug, Serialize, ToSchema)]
@@ -483,7 +487,7 @@ async fn create_run(State(state): State<AppState>, headers: HeaderMap, body: Byt
     };
     // The normalised graph is what is stored: current type names, ports, params with defaults.
     let graph_json = serde_json::to_value(&plan.graph).expect("graph serializes");
-    let (status, run_id) = match dispatch::create_run(&state.pool, &plan, &graph_json, &req.subject, key).await? {
+    let (status, run_id) = match dispatch::create_run(&state.pool, &plan, &graph_json, &req.subject, key, req.cache).await? {
         dispatch::Created::New(id, ready) => {
             state.hot.send(ready);
             tracing::info!(run_id = %id, nodes = plan.nodes.len(), "run created");

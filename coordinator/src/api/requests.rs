@@ -9,6 +9,7 @@ use axum::extract::{Path, State};
 use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
+use renderfleet_shared::cache::CacheMode;
 use serde::Deserialize;
 use serde_json::{json, Value};
 use uuid::Uuid;
@@ -26,6 +27,10 @@ struct RenderRequestInput {
     subject: Value,
     /// An output type's key (`GET /v1/output-types`).
     output_type: String,
+    /// `refresh`: render every node anew instead of taking earlier results from the node
+    /// result cache (a re-render on purpose); the new results replace the cached ones.
+    #[serde(default)]
+    cache: CacheMode,
 }
 
 impl From<RequestError> for ApiError {
@@ -77,6 +82,7 @@ pub(super) async fn create(State(state): State<AppState>, headers: HeaderMap, bo
         order_line_id: &input.order_line_id,
         subject: &input.subject,
         output_type: &input.output_type,
+        cache: input.cache,
     };
     match request::create(&state.pool, &req, defaults).await? {
         Outcome::New { request_id, mode, runs, ready } => {

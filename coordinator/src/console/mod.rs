@@ -22,6 +22,7 @@ mod html;
 mod products;
 mod session;
 
+use renderfleet_shared::cache::CacheMode;
 use crate::api::auth::{Scope, Tokens};
 use crate::db::sql;
 use crate::dispatch::operate;
@@ -364,8 +365,8 @@ async fn retry(State(state): State<AppState>, Path(id): Path<Uuid>, viewer: axum
 /// when the console has no artifacts_dir or `sha` is not a well-formed hash (checked
 /// before it becomes a path).
 fn stored(state: &AppState, sha: &str) -> Option<std::path::PathBuf> {
-    (!state.config.artifacts_dir.is_empty() && renderfleet_shared::artifact::is_sha256(sha))
-        .then(|| std::path::Path::new(&state.config.artifacts_dir).join("sha256").join(&sha[..2]).join(sha))
+    let relative = renderfleet_shared::artifact::store_path(sha)?;
+    (!state.config.artifacts_dir.is_empty()).then(|| std::path::Path::new(&state.config.artifacts_dir).join(relative))
 }
 
 /// A JSON artifact (a turntable's frames, a part manifest) read from the store.
@@ -628,6 +629,9 @@ async fn workflows(State(state): State<AppState>, viewer: axum::Extension<Viewer
 struct DispatchForm {
     output_type: String,
     subject: String,
+    /// The checkbox "render anew": present when ticked.
+    #[serde(default)]
+    refresh: Option<String>,
 }
 
 /// The workflow's graph, and a form to preflight or dispatch it for a subject and an output type.
@@ -658,6 +662,7 @@ async fn workflow_page(state: &AppState, viewer: &Viewer, id: Uuid, form: &Dispa
         body,
         "<form method=\"post\" class=\"card\" id=\"dispatch-form\">{}<p>output type <select name=\"output_type\" id=\"output-type\">{options}</select> \
          (those bound to this workflow)</p><p>subject<br><textarea name=\"subject\" id=\"subject\" rows=\"3\" cols=\"80\">{}</textarea></p>\
+         <p><label><input type=\"checkbox\" name=\"refresh\" value=\"1\" id=\"refresh\"> render anew (do not take nodes from the cache)</label></p>\
          <button formaction=\"/console/workflows/{id}/preflight\" id=\"preflight\">Preflight</button> \
          <button formaction=\"/console/workflows/{id}/dispatch\" id=\"dispatch\">Dispatch a render request</button></form>{result}",
         viewer.field(),
@@ -750,6 +755,7 @@ async fn workflow_dispatch(
         order_line_id: "console",
         subject: &subject,
         output_type: &f.output_type,
+        cache: if f.refresh.is_some() { CacheMode::Refresh } else { CacheMode::Use },
     };
     match crate::dispatch::request::create(&state.pool, &req, state.node_defaults()).await {
         Ok(crate::dispatch::request::Outcome::New { runs, ready, .. }) => {

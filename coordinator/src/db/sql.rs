@@ -6,11 +6,11 @@
 
 /// $1 id, $2 subject, $3 graph, $4 nodes_total, $5 idempotency key (nullable), $6 pipeline,
 /// $7 role, $8 render request, $9 output type key, $10 workflow id, $11 workflow version
-/// (the last four nullable). No row when a run with the same key exists.
+/// (the last four nullable), $12 cache mode. No row when a run with the same key exists.
 pub const INSERT_RUN: &str = "
 INSERT INTO runs (id, subject, graph, nodes_total, idempotency_key, pipeline, role, request_id, output_type_key,
-                  workflow_id, workflow_version)
-VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)
+                  workflow_id, workflow_version, cache_mode)
+VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)
 ON CONFLICT (idempotency_key) DO NOTHING RETURNING id";
 
 /// The run created earlier with key $1, and whether it was for the same subject $2 and graph $3.
@@ -75,6 +75,23 @@ FROM outbox o JOIN node_runs n ON n.id = o.node_run_id
 WHERE o.sent_at IS NULL AND o.not_before <= now() AND (o.claimed_until IS NULL OR o.claimed_until < now())
 ORDER BY o.not_before, o.id LIMIT $1 FOR UPDATE OF o SKIP LOCKED";
 
+/// Per module of $1, the distinct fingerprints its live workers report (heartbeat within $2
+/// seconds, not stopped); '' for a worker that reports none. No row: no live worker.
+pub const FLEET_FINGERPRINTS: &str = "
+SELECT m AS module, array_agg(DISTINCT coalesce(w.fingerprints->>m, '')) AS fingerprints
+FROM unnest($1::text[]) AS m
+JOIN workers w ON m = ANY(w.modules) AND w.last_seen > now() - make_interval(secs => $2) AND w.status <> 'stopped'
+GROUP BY m";
+
+/// Of runs $1, those created with `cache: refresh`.
+pub const REFRESHING_RUNS: &str = "SELECT id FROM runs WHERE id = ANY($1) AND cache_mode = 'refresh'";
+
+/// The cache entries with keys $1.
+pub const CACHE_ENTRIES: &str = "SELECT key, outputs, node_run_id FROM node_cache WHERE key = ANY($1)";
+
+/// Drops entry $1 if node_run $2 still holds it (its artifacts are gone).
+pub const DROP_CACHE_ENTRY: &str = "DELETE FROM node_cache WHERE key = $1 AND node_run_id = $2";
+
 /// $1 ids.
 pub const MARK_SENT: &str = "UPDATE outbox SET sent_at = clock_timestamp() WHERE id = ANY($1)";
 
@@ -117,7 +134,10 @@ SELECT module_key FROM n";
 /// successors that have none left (with outbox rows leased for $7 seconds to this
 /// coordinator's own publisher), and advance the runs, succeeding those with every node
 /// done. Parallel arrays, one entry per (node_run, attempt), no duplicates: $1 node_runs,
-/// $2 attempts, $3 workers, $4 started_at, $5 finished_at, $6 outputs.
+/// $2 attempts, $3 workers, $4 started_at, $5 finished_at, $6 outputs, $8 cache keys and
+/// $9 the node_runs a cache hit came from (both nullable). A success with a key and no
+/// source is stored in `node_cache` (one per key: the batch may hold the same work twice);
+/// a hit counts on its entry.
 /// Duplicates and stale attempts match no row and change nothing.
 /// Returns rows of three kinds:
 /// `done`  (module, run seconds, ready→start seconds),
@@ -134,14 +154,27 @@ SELECT module_key FROM n";
 /// (10,000-wide: 0.14 → 2.1 ms per node).
 pub const SUCCEEDED: &str = "
 WITH input AS (
-  SELECT * FROM unnest($1::uuid[], $2::int4[], $3::text[], $4::timestamptz[], $5::timestamptz[], $6::jsonb[])
-         AS t(id, attempt, worker_id, started_at, finished_at, outputs)
+  SELECT * FROM unnest($1::uuid[], $2::int4[], $3::text[], $4::timestamptz[], $5::timestamptz[], $6::jsonb[], $8::text[], $9::uuid[])
+         AS t(id, attempt, worker_id, started_at, finished_at, outputs, cache_key, cached_from)
 ), done AS (
   UPDATE node_runs n SET status = 'succeeded', worker_id = i.worker_id, started_at = i.started_at,
-         finished_at = i.finished_at, outputs = i.outputs, error = NULL, heartbeat_at = NULL
+         finished_at = i.finished_at, outputs = i.outputs, error = NULL, heartbeat_at = NULL,
+         cache_key = i.cache_key, cached_from = i.cached_from
   FROM input i
   WHERE n.id = i.id AND n.attempt = i.attempt AND n.status IN ('queued', 'running')
-  RETURNING n.id, n.run_id, n.attempt, n.module_key, n.successors, n.queued_at, i.worker_id, i.started_at, i.finished_at
+  RETURNING n.id, n.run_id, n.attempt, n.module_key, n.successors, n.queued_at, i.worker_id, i.started_at, i.finished_at,
+            i.outputs, i.cache_key, i.cached_from
+), stored AS (
+  INSERT INTO node_cache (key, module_key, outputs, node_run_id, run_id)
+  SELECT DISTINCT ON (cache_key) cache_key, module_key, outputs, id, run_id FROM done
+  WHERE cache_key IS NOT NULL AND cached_from IS NULL
+  ORDER BY cache_key, finished_at DESC
+  ON CONFLICT (key) DO UPDATE SET module_key = EXCLUDED.module_key, outputs = EXCLUDED.outputs, node_run_id = EXCLUDED.node_run_id,
+                                  run_id = EXCLUDED.run_id, created_at = now(), hits = 0, last_hit_at = NULL
+), hit AS (
+  UPDATE node_cache c SET hits = c.hits + h.cnt, last_hit_at = now()
+  FROM (SELECT cache_key, count(*) AS cnt FROM done WHERE cached_from IS NOT NULL GROUP BY cache_key) h
+  WHERE c.key = h.cache_key
 ), attempts AS (
   INSERT INTO node_attempts (node_run_id, attempt, status, worker_id, started_at, finished_at)
   SELECT id, attempt, 'succeeded', worker_id, started_at, finished_at FROM done
@@ -169,7 +202,9 @@ WITH input AS (
   RETURNING r.id, r.request_id, d.before = 'running' AND r.status = 'succeeded' AS just_succeeded
 )
 SELECT 'done' AS kind, NULL::int8, NULL::uuid, NULL::uuid, NULL::text, module_key, NULL::jsonb, NULL::int4, NULL::int8,
-       extract(epoch FROM finished_at - started_at)::float8, extract(epoch FROM started_at - queued_at)::float8, NULL::bool
+       -- no durations for cache hits: no worker ran, and they would drag the module's figures down
+       CASE WHEN cached_from IS NULL THEN extract(epoch FROM finished_at - started_at)::float8 END,
+       CASE WHEN cached_from IS NULL THEN extract(epoch FROM started_at - queued_at)::float8 END, NULL::bool
 FROM done
 UNION ALL
 SELECT 'ready', NULL, id, run_id, node_id, module_key, params, attempt, timeout_ms, NULL, NULL, NULL
@@ -557,7 +592,11 @@ WHERE n.run_id = $1 AND o.key = $2 AND n.status = 'succeeded' AND n.outputs->'ar
 ORDER BY n.node_id LIMIT 1";
 
 /// Render request $1's subject and output type (for its legacy fallback).
-pub const REQUEST_FOR_FALLBACK: &str = "SELECT subject, output_type_key FROM render_requests WHERE id = $1";
+/// Also the cache mode its authoritative run was given, which the fallback keeps.
+pub const REQUEST_FOR_FALLBACK: &str = "
+SELECT q.subject, q.output_type_key,
+       coalesce((SELECT r.cache_mode FROM runs r WHERE r.request_id = q.id AND r.role = 'authoritative' LIMIT 1), 'use') AS cache_mode
+FROM render_requests q WHERE q.id = $1";
 
 /// Cancels run $1 ($2 the reason shown). No row if it is not running.
 pub const CANCEL_RUN: &str = "

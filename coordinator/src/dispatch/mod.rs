@@ -9,6 +9,7 @@ pub mod request;
 use crate::db::{sql, DbError};
 use crate::outbox::{self, Ready, LEASE};
 use deadpool_postgres::{Pool, Transaction};
+use renderfleet_shared::cache::CacheMode;
 use renderfleet_shared::graph::{InputBinding, InputSource, Plan};
 use renderfleet_shared::metrics as m;
 use renderfleet_shared::wire::{TaskMessage, WIRE_VERSION};
@@ -35,19 +36,34 @@ pub struct RunMeta<'a> {
     pub request_id: Option<Uuid>,
     pub output_type_key: Option<&'a str>,
     pub workflow: Option<(Uuid, i32)>,
+    /// Whether its nodes may be served from the node result cache.
+    pub cache: CacheMode,
 }
 
 impl RunMeta<'_> {
     /// A run submitted directly (`POST /v1/runs`): an authoritative graph run of its own.
-    pub const DIRECT: RunMeta<'static> =
-        RunMeta { pipeline: "graph", role: "authoritative", request_id: None, output_type_key: None, workflow: None };
+    pub const DIRECT: RunMeta<'static> = RunMeta {
+        pipeline: "graph",
+        role: "authoritative",
+        request_id: None,
+        output_type_key: None,
+        workflow: None,
+        cache: CacheMode::Use,
+    };
 }
 
 /// Creates the run. With an idempotency key, a repeated request returns the first run.
-pub async fn create_run(pool: &Pool, plan: &Plan, graph: &Value, subject: &Value, key: Option<&str>) -> Result<Created, DbError> {
+pub async fn create_run(
+    pool: &Pool,
+    plan: &Plan,
+    graph: &Value,
+    subject: &Value,
+    key: Option<&str>,
+    cache: CacheMode,
+) -> Result<Created, DbError> {
     let mut client = pool.get().await?;
     let tx = client.transaction().await?;
-    let Some((run_id, ready)) = insert_run(&tx, plan, graph, subject, key, RunMeta::DIRECT).await? else {
+    let Some((run_id, ready)) = insert_run(&tx, plan, graph, subject, key, RunMeta { cache, ..RunMeta::DIRECT }).await? else {
         let row = tx.query_one(sql::RUN_BY_KEY, &[&key, subject, graph]).await?;
         let (id, same): (Uuid, bool) = (row.get(0), row.get(1));
         return Ok(if same { Created::Existing(id) } else { Created::KeyReused(id) });
@@ -84,6 +100,7 @@ pub async fn insert_run(
     let ready: Vec<TaskMessage> = plan
         .ready()
         .map(|i| TaskMessage {
+            cache: None,
             v: WIRE_VERSION,
             run_id,
             node_run_id: ids[i],
@@ -112,6 +129,7 @@ pub async fn insert_run(
                 &meta.output_type_key,
                 &workflow_id,
                 &workflow_version,
+                &meta.cache.as_str(),
             ],
         )
         .await?;

@@ -11,6 +11,7 @@ use super::{insert_run, RunMeta};
 use crate::db::{sql, DbError};
 use crate::outbox::Ready;
 use deadpool_postgres::{Pool, Transaction};
+use renderfleet_shared::cache::CacheMode;
 use renderfleet_shared::graph::{self, GraphSpec, NodeDefaults, NodeSpec, Plan, Problem};
 use renderfleet_shared::metrics as m;
 use renderfleet_shared::overrides;
@@ -26,6 +27,7 @@ pub struct Request<'a> {
     pub order_line_id: &'a str,
     pub subject: &'a Value,
     pub output_type: &'a str,
+    pub cache: CacheMode,
 }
 
 #[derive(Debug)]
@@ -208,7 +210,8 @@ pub async fn create(pool: &Pool, req: &Request<'_>, defaults: NodeDefaults) -> R
     let mut created = Vec::new();
     let mut ready = Vec::new();
     for ((plan, stored, workflow), pipeline, role) in &runs {
-        let meta = RunMeta { pipeline, role, request_id: Some(request_id), output_type_key: Some(&ot.key), workflow: *workflow };
+        let meta =
+            RunMeta { pipeline, role, request_id: Some(request_id), output_type_key: Some(&ot.key), workflow: *workflow, cache: req.cache };
         let (run_id, r) =
             insert_run(&tx, plan, stored, req.subject, None, meta).await?.expect("runs of a request carry no key of their own");
         created.push(RunCreated { run_id, pipeline, role });
@@ -230,7 +233,8 @@ pub async fn insert_fallback(
     defaults: NodeDefaults,
 ) -> Result<Option<(String, Vec<Ready>)>, DbError> {
     let Some(req) = tx.query_opt(sql::REQUEST_FOR_FALLBACK, &[&request_id]).await? else { return Ok(None) };
-    let (subject, key): (Value, String) = (req.get(0), req.get(1));
+    let (subject, key): (Value, String) = (req.get("subject"), req.get("output_type_key"));
+    let cache = CacheMode::parse(req.get("cache_mode")).unwrap_or_default();
     let Some(row) = tx.query_opt(sql::OUTPUT_TYPE, &[&key]).await? else { return Ok(None) };
     let ot = output_type_of(&row);
     let (plan, stored) = match plan_of(&legacy_graph(&ot), defaults) {
@@ -240,7 +244,8 @@ pub async fn insert_fallback(
             return Ok(None);
         }
     };
-    let meta = RunMeta { pipeline: "legacy", role: "fallback", request_id: Some(request_id), output_type_key: Some(&key), workflow: None };
+    let meta =
+        RunMeta { pipeline: "legacy", role: "fallback", request_id: Some(request_id), output_type_key: Some(&key), workflow: None, cache };
     let run_key = format!("fallback:{request_id}");
     Ok(insert_run(tx, &plan, &stored, &subject, Some(&run_key), meta).await?.map(|(_, ready)| (key, ready)))
 }

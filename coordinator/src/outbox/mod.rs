@@ -9,6 +9,8 @@
 //! nothing; a crash between publish and mark re-publishes, which the result consumer's
 //! idempotency makes harmless.
 
+pub mod cache;
+
 use crate::db::{sql, DbError};
 use deadpool_postgres::{GenericClient, Pool, Transaction};
 use lapin::options::BasicPublishOptions;
@@ -16,7 +18,7 @@ use lapin::{BasicProperties, Channel, Confirmation};
 use renderfleet_shared::config::OutboxConfig;
 use renderfleet_shared::metrics as m;
 use renderfleet_shared::registry::registry;
-use renderfleet_shared::wire::{self, TaskMessage, CONTENT_TYPE, WIRE_VERSION};
+use renderfleet_shared::wire::{self, ResultBody, ResultMessage, TaskMessage, CONTENT_TYPE, WIRE_VERSION};
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
@@ -47,6 +49,18 @@ struct Handoff {
 
 /// Part of the lease kept back for clock and hand-off slack.
 const LEASE_MARGIN: Duration = Duration::from_secs(1);
+
+/// Where the publisher sends: tasks to the tasks exchange; results served from the cache to
+/// the results exchange, under the coordinator's own broker user (so `results.verify_sender`
+/// can tell them from a worker's).
+#[derive(Debug, Clone)]
+pub struct Route {
+    pub tasks: String,
+    pub results: String,
+    pub user_id: Option<String>,
+    /// `None`: the cache is off (`cache.enabled`, or no `artifacts_dir` to check hits in).
+    pub cache: Option<cache::Cache>,
+}
 
 /// Tasks handed from a committed transaction to this coordinator's publisher.
 #[derive(Clone)]
@@ -92,6 +106,7 @@ pub fn task_at(row: &tokio_postgres::Row, first: usize) -> TaskMessage {
         attempt: row.get::<_, i32>(first + 5) as u32,
         timeout_ms: row.get::<_, i64>(first + 6) as u64,
         inputs: Default::default(),
+        cache: None,
     }
 }
 
@@ -164,7 +179,7 @@ impl From<deadpool_postgres::PoolError> for PublishError {
 pub async fn publish_loop(
     pool: Pool,
     channel: Channel,
-    exchange: String,
+    route: Route,
     hot: Hot,
     cfg: OutboxConfig,
     cancel: CancellationToken,
@@ -175,7 +190,7 @@ pub async fn publish_loop(
         if cancel.is_cancelled() {
             return Ok(());
         }
-        let wait = match publish_due(&pool, &channel, &exchange, cfg.batch_size).await {
+        let wait = match publish_due(&pool, &channel, &route, cfg.batch_size).await {
             Ok(n) if n as i64 >= cfg.batch_size => continue,
             // At least a short pause: rows another coordinator holds locked look overdue.
             Ok(_) => next_due(&pool).await.unwrap_or(cfg.idle_poll).min(cfg.idle_poll).max(Duration::from_millis(20)),
@@ -199,12 +214,15 @@ pub async fn publish_loop(
                             ready.extend(h.ready);
                         }
                     }
-                    if let Err(e) = with_inputs(&pool, &mut ready).await {
-                        // Left to the safety net, which resolves them again when the lease ends.
-                        tracing::warn!(error = %e, "outbox: task inputs could not be resolved; the tasks go out when their lease ends");
-                        continue;
-                    }
-                    let (sent, refused) = match publish(&channel, &exchange, &ready).await {
+                    let (ready, hits) = match prepare(&pool, &route, ready).await {
+                        Ok(split) => split,
+                        Err(e) => {
+                            // Left to the safety net, which resolves them again when the lease ends.
+                            tracing::warn!(error = %e, "outbox: task inputs or cache entries could not be read; the tasks go out when their lease ends");
+                            continue;
+                        }
+                    };
+                    let (sent, refused) = match publish(&channel, &route, &ready, &hits).await {
                         Ok(done) => done,
                         Err(e) => {
                             marks.flush(&pool).await;
@@ -283,13 +301,19 @@ impl Marks {
     }
 }
 
-/// [`attach_inputs`] on a pooled connection, only taken when a task needs it.
-async fn with_inputs(pool: &Pool, ready: &mut [Ready]) -> Result<(), DbError> {
-    if !ready.iter().any(|r| registry().takes_inputs(&r.task.module_key)) {
-        return Ok(());
+/// [`attach_inputs`] and the [`cache`] lookup on a pooled connection, only taken when a task
+/// needs either.
+async fn prepare(pool: &Pool, route: &Route, mut ready: Vec<Ready>) -> Result<(Vec<Ready>, Vec<cache::Hit>), DbError> {
+    let r = registry();
+    if !ready.iter().any(|t| r.takes_inputs(&t.task.module_key) || r.cache_type(&t.task.module_key).is_some()) {
+        return Ok((ready, Vec::new()));
     }
     let client = pool.get().await?;
-    attach_inputs(&client, ready).await
+    attach_inputs(&client, &mut ready).await?;
+    match &route.cache {
+        Some(c) => cache::lookup(&client, c, ready).await,
+        None => Ok((ready, Vec::new())),
+    }
 }
 
 async fn next_due(pool: &Pool) -> Option<Duration> {
@@ -300,7 +324,7 @@ async fn next_due(pool: &Pool) -> Option<Duration> {
 }
 
 /// Claims, publishes and marks one batch of due rows; returns how many were published.
-async fn publish_due(pool: &Pool, channel: &Channel, exchange: &str, limit: i64) -> Result<usize, PublishError> {
+async fn publish_due(pool: &Pool, channel: &Channel, route: &Route, limit: i64) -> Result<usize, PublishError> {
     let mut client = pool.get().await?;
     let tx = client.transaction().await?;
     let claim = tx.prepare_cached(sql::CLAIM_DUE).await?;
@@ -313,7 +337,11 @@ async fn publish_due(pool: &Pool, channel: &Channel, exchange: &str, limit: i64)
     metrics::gauge!(m::OUTBOX_LAG_SECONDS).set(lag);
     let mut ready: Vec<Ready> = rows.iter().map(|r| Ready { outbox_id: r.get(0), task: task_at(r, 1) }).collect();
     attach_inputs(&tx, &mut ready).await?;
-    let (sent, refused) = publish(channel, exchange, &ready).await?;
+    let (ready, hits) = match &route.cache {
+        Some(c) => cache::lookup(&tx, c, ready).await?,
+        None => (ready, Vec::new()),
+    };
+    let (sent, refused) = publish(channel, route, &ready, &hits).await?;
     let mark = tx.prepare_cached(sql::MARK_SENT).await?;
     tx.execute(&mark, &[&sent]).await?;
     if !refused.is_empty() {
@@ -324,41 +352,56 @@ async fn publish_due(pool: &Pool, channel: &Channel, exchange: &str, limit: i64)
     Ok(sent.len())
 }
 
-/// Publishes tasks (persistent, mandatory) and waits for every confirm. Returns the outbox
-/// ids the broker took and those it refused (nack, or unroutable: no queue for the module).
-async fn publish(channel: &Channel, exchange: &str, ready: &[Ready]) -> Result<(Vec<i64>, Vec<i64>), PublishError> {
+/// Publishes tasks (persistent, mandatory) and the results of cache hits, and waits for every
+/// confirm. Returns the outbox ids the broker took and those it refused (nack, or
+/// unroutable: no queue for the module).
+async fn publish(channel: &Channel, route: &Route, ready: &[Ready], hits: &[cache::Hit]) -> Result<(Vec<i64>, Vec<i64>), PublishError> {
     // Issued together rather than one after another: each publish waits on lapin's I/O
     // loop, and a fan-out of thousands of tasks would otherwise pay that wait thousands of
     // times. Order does not matter; every task is its own message.
-    let publishes = ready.iter().map(|r| {
+    let options = BasicPublishOptions { mandatory: true, immediate: false };
+    let persistent = || BasicProperties::default().with_delivery_mode(2).with_content_type(CONTENT_TYPE.into());
+    let tasks = ready.iter().map(|r| {
         let payload = wire::encode(&r.task);
-        let props = BasicProperties::default()
-            .with_delivery_mode(2)
-            .with_content_type(CONTENT_TYPE.into())
-            .with_message_id(r.task.message_id().into());
-        let options = BasicPublishOptions { mandatory: true, immediate: false };
-        async move { channel.basic_publish(exchange.into(), r.task.module_key.as_str().into(), options, &payload, props).await }
+        let props = persistent().with_message_id(r.task.message_id().into());
+        async move { channel.basic_publish(route.tasks.as_str().into(), r.task.module_key.as_str().into(), options, &payload, props).await }
     });
-    let pending: Vec<_> = futures_util::future::join_all(publishes).await.into_iter().collect::<Result<_, _>>()?;
+    let results = hits.iter().map(|h| {
+        let payload = wire::encode(&ResultMessage { v: WIRE_VERSION, body: ResultBody::Finished(h.finished.clone()) });
+        let mut props = persistent();
+        if let Some(user) = &route.user_id {
+            props = props.with_user_id(user.as_str().into());
+        }
+        async move { channel.basic_publish(route.results.as_str().into(), "".into(), options, &payload, props).await }
+    });
+    let (tasks, results) = futures_util::future::join(futures_util::future::join_all(tasks), futures_util::future::join_all(results)).await;
+    let pending: Vec<_> = tasks.into_iter().chain(results).collect::<Result<_, _>>()?;
+    let count = pending.len();
     let confirmed = tokio::time::timeout(CONFIRM_TIMEOUT, futures_util::future::join_all(pending))
         .await
-        .map_err(|_| PublishError::ConfirmTimeout { count: ready.len() })?;
-    let mut sent = Vec::with_capacity(ready.len());
+        .map_err(|_| PublishError::ConfirmTimeout { count })?;
+    let mut sent = Vec::with_capacity(count);
     let mut refused = Vec::new();
-    for (r, confirmation) in ready.iter().zip(confirmed) {
-        let module = r.task.module_key.clone();
-        match confirmation? {
-            Confirmation::Ack(None) | Confirmation::NotRequested => {
-                metrics::counter!(m::NODE_TASKS_TOTAL, "module" => module, "status" => "dispatched").increment(1);
-                sent.push(r.outbox_id);
+    let what = ready.iter().map(|r| (r.outbox_id, Some(&r.task))).chain(hits.iter().map(|h| (h.outbox_id, None)));
+    for ((outbox_id, task), confirmation) in what.zip(confirmed) {
+        match (confirmation?, task) {
+            (Confirmation::Ack(None) | Confirmation::NotRequested, Some(task)) => {
+                metrics::counter!(m::NODE_TASKS_TOTAL, "module" => task.module_key.clone(), "status" => "dispatched").increment(1);
+                sent.push(outbox_id);
             }
-            Confirmation::Ack(Some(_)) => {
-                tracing::error!(message_id = %r.task.message_id(), %module, "task unroutable: no queue is bound for module `{module}`; retrying in {REFUSED_RETRY:?}");
-                refused.push(r.outbox_id);
+            (Confirmation::Ack(None) | Confirmation::NotRequested, None) => sent.push(outbox_id),
+            (Confirmation::Ack(Some(_)), Some(task)) => {
+                let module = &task.module_key;
+                tracing::error!(message_id = %task.message_id(), %module, "task unroutable: no queue is bound for module `{module}`; retrying in {REFUSED_RETRY:?}");
+                refused.push(outbox_id);
             }
-            Confirmation::Nack(_) => {
-                tracing::error!(message_id = %r.task.message_id(), "the broker refused the task (nack); retrying in {REFUSED_RETRY:?}");
-                refused.push(r.outbox_id);
+            (Confirmation::Ack(Some(_)), None) => {
+                tracing::error!(exchange = %route.results, "a cached result was unroutable: no results queue is bound; retrying in {REFUSED_RETRY:?}");
+                refused.push(outbox_id);
+            }
+            (Confirmation::Nack(_), _) => {
+                tracing::error!(outbox_id, "the broker refused a message (nack); retrying in {REFUSED_RETRY:?}");
+                refused.push(outbox_id);
             }
         }
     }

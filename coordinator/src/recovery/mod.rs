@@ -96,6 +96,7 @@ pub async fn sweep(state: &AppState) -> Result<usize, DbError> {
             let quiet: f64 = r.get(4);
             let worker = worker.unwrap_or_default();
             ResultBody::Finished(Finished {
+                cache: None,
                 node_run_id: r.get::<_, Uuid>(0),
                 attempt: r.get::<_, i32>(1) as u32,
                 worker_id: worker.clone(),

@@ -13,7 +13,7 @@ use deadpool_postgres::{Client, Transaction};
 use renderfleet_shared::artifact::refs_in;
 use renderfleet_shared::config::RetryConfig;
 use renderfleet_shared::graph::NodeDefaults;
-use renderfleet_shared::wire::{ErrorKind, Finished, Outcome, ResultBody, Started, TaskError, WorkerHeartbeat};
+use renderfleet_shared::wire::{CacheEnd, ErrorKind, Finished, Outcome, ResultBody, Started, TaskError, WorkerHeartbeat};
 use serde_json::{json, Value};
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::time::Duration;
@@ -267,6 +267,8 @@ struct SuccessInput<'a> {
     finished: Vec<DateTime<Utc>>,
     outputs: Vec<&'a Value>,
     lease: f64,
+    cache_keys: Vec<Option<&'a str>>,
+    cached_from: Vec<Option<Uuid>>,
 }
 
 impl<'a> SuccessInput<'a> {
@@ -285,11 +287,35 @@ impl<'a> SuccessInput<'a> {
                 })
                 .collect(),
             lease: LEASE.as_secs_f64(),
+            cache_keys: done
+                .iter()
+                .map(|f| match &f.cache {
+                    Some(CacheEnd::Store { key } | CacheEnd::Hit { key, .. }) => Some(key.as_str()),
+                    None => None,
+                })
+                .collect(),
+            cached_from: done
+                .iter()
+                .map(|f| match &f.cache {
+                    Some(CacheEnd::Hit { from, .. }) => Some(*from),
+                    _ => None,
+                })
+                .collect(),
         }
     }
 
-    fn params(&self) -> [&(dyn ToSql + Sync); 7] {
-        [&self.ids, &self.attempts, &self.workers, &self.started, &self.finished, &self.outputs, &self.lease]
+    fn params(&self) -> [&(dyn ToSql + Sync); 9] {
+        [
+            &self.ids,
+            &self.attempts,
+            &self.workers,
+            &self.started,
+            &self.finished,
+            &self.outputs,
+            &self.lease,
+            &self.cache_keys,
+            &self.cached_from,
+        ]
     }
 }
 

@@ -14,6 +14,7 @@ use lapin::options::{BasicAckOptions, BasicConsumeOptions};
 use lapin::types::FieldTable;
 use lapin::Channel;
 use renderfleet_platform::broker::dead_letter;
+use renderfleet_shared::cache;
 use renderfleet_shared::metrics as m;
 use renderfleet_shared::wire::{self, ErrorKind, Finished, Outcome, ResultBody, ResultMessage, TaskError};
 use std::time::Duration;
@@ -136,7 +137,10 @@ fn unverified(state: &AppState, d: &Delivery, body: &ResultBody) -> Option<Strin
     let Some(user) = d.properties.user_id().as_ref().map(|u| u.as_str().to_string()) else {
         return Some("a result message without user_id: with results.verify_sender on, workers must run as their own broker users (README, Security)".into());
     };
-    let claimed = body.worker_ids().find(|w| *w != user)?;
+    // Results served from the cache come from a coordinator, under its own broker user.
+    let coordinator = renderfleet_platform::broker::password_user(&state.config.amqp_url);
+    let speaks_for = |w: &str| w == user || (w == cache::WORKER && coordinator.as_deref() == Some(user.as_str()));
+    let claimed = body.worker_ids().find(|w| !speaks_for(w))?;
     Some(format!(
         "a message from broker user `{user}` speaks for worker `{claimed}`: a worker may only report as itself; run each worker as the broker user named after its worker id (README, Security)"
     ))

@@ -7,7 +7,7 @@
 //! in the same directory tree and are renamed into place, so a reader never sees half a
 //! file and two workers storing the same bytes at once both succeed.
 
-use renderfleet_shared::artifact::{is_sha256, ArtifactRef};
+use renderfleet_shared::artifact::ArtifactRef;
 use serde_json::Value;
 use sha2::{Digest, Sha256};
 use std::path::{Path, PathBuf};
@@ -42,10 +42,7 @@ impl Store {
     }
 
     fn path_for(&self, sha256: &str) -> Result<PathBuf, StoreError> {
-        if !is_sha256(sha256) {
-            return Err(StoreError::BadRef(sha256.into()));
-        }
-        Ok(self.root.join("sha256").join(&sha256[..2]).join(sha256))
+        renderfleet_shared::artifact::store_path(sha256).map(|p| self.root.join(p)).ok_or_else(|| StoreError::BadRef(sha256.into()))
     }
 
     /// The local path of a stored artifact, checked to exist.

@@ -118,7 +118,7 @@ async fn session(worker: &Arc<Worker>, conn: &Connection, shutdown: &Cancellatio
         channel: publish.clone(),
         unconfirmed: unconfirmed.clone(),
         exchange: topo.results_exchange(),
-        user_id: broker_user(&worker.config.amqp_url),
+        user_id: renderfleet_platform::broker::password_user(&worker.config.amqp_url),
     };
     let (results, pending) = mpsc::channel::<completer::Pending>(usize::from(worker.config.concurrency).max(1) * 4);
     let result_publisher = tokio::spawn(completer::publish_results(completer.clone(), pending));
@@ -236,18 +236,6 @@ async fn session(worker: &Arc<Worker>, conn: &Connection, shutdown: &Cancellatio
         let _ = c.close(200, "worker stopped".into()).await;
     }
     Ok(())
-}
-
-/// The user this worker authenticates as with a password (the URL's, RabbitMQ's `guest`
-/// when it names none); `None` for other mechanisms (EXTERNAL, a client certificate), where
-/// the broker's idea of the user may differ and a wrong `user_id` would close the channel.
-fn broker_user(url: &str) -> Option<String> {
-    use lapin::uri::SASLMechanism;
-    let uri = url.parse::<lapin::uri::AMQPUri>().ok()?;
-    match uri.query.auth_mechanism {
-        None | Some(SASLMechanism::Plain) | Some(SASLMechanism::AMQPlain) => Some(uri.authority.userinfo.username),
-        Some(_) => None,
-    }
 }
 
 /// Cancels every attempt in hand for `reason`; returns how many.
@@ -378,6 +366,13 @@ async fn handle(worker: Arc<Worker>, completer: Completer, results: mpsc::Sender
         worker_id: worker.id.clone(),
         started_at_us,
         finished_at_us: now_us(),
+        // Stored in the node result cache only under the fingerprint of the build that ran it.
+        cache: match (&outcome, &task.cache) {
+            (wire::Outcome::Succeeded { .. }, Some(hint)) if worker.fingerprints.get(module.key()) == Some(&hint.fingerprint) => {
+                Some(wire::CacheEnd::Store { key: hint.key.clone() })
+            }
+            _ => None,
+        },
         outcome,
     };
     // The result is confirmed by the broker before the task is acked.
@@ -454,6 +449,7 @@ async fn send_back(completer: &Completer, d: &Delivery, n: u32) -> bool {
 async fn reject(worker: &Worker, completer: &Completer, d: &Delivery, kind: ErrorKind, reason: &str, task: Option<TaskRef>) {
     if let Some(task) = task {
         let finished = Finished {
+            cache: None,
             node_run_id: task.node_run_id,
             attempt: task.attempt,
             worker_id: worker.id.clone(),
