@@ -107,6 +107,13 @@ pub const FAMILIES: &[Family] = &[
     family(DISPATCH_LATENCY_SECONDS, Histogram, S, "Time from a node being ready (queued) to its start on a worker, by module."),
     family(OUTBOX_LAG_SECONDS, Gauge, S, "Age of the oldest due outbox row at the last publisher pass."),
     family(OUTBOX_PUBLISHED_TOTAL, Counter, N, "Outbox rows published and confirmed by the broker."),
+    family(CACHE_HITS_TOTAL, Counter, N, "Cacheable tasks answered from the node result cache instead of a worker, by module."),
+    family(
+        CACHE_MISSES_TOTAL,
+        Counter,
+        N,
+        "Cacheable tasks sent to workers, by module and reason (no_entry, artifact_missing, refresh, fleet_mixed).",
+    ),
     family(RESULTS_TOTAL, Counter, N, "Result messages by effect: applied, or ignored (duplicates, attempts no longer current)."),
     family(RESULT_BATCH_SIZE, Histogram, N, "Result messages per applied batch."),
     family(DEAD_LETTERED_TOTAL, Counter, N, "Messages sent to the dead-letter queue, by the component that sent them."),

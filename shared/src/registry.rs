@@ -743,7 +743,9 @@ fn node_types() -> Vec<NodeType> {
             families: BOTH,
             module_key: module::LEGACY_RENDER,
             execution_role: R::Sink,
-            inputs: &[],
+            // Fed by the run's own export node (dispatch's legacy graph); without them the
+            // module resolves and exports the CAD file itself.
+            inputs: const { &[input("glb", K::Glb, false), input("parts", K::PartManifest, false)] },
             outputs: &[],
             artifact_roles_in: &[],
             artifact_roles_out: &["deliverable"],

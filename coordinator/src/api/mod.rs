@@ -523,6 +523,8 @@ struct RunView {
     #[schema(value_type = Vec<Object>)]
     edges: Value,
     nodes: Vec<NodeView>,
+    /// `use`, or `refresh` when the run was asked to render every node anew.
+    cache: CacheMode,
 }
 
 #[derive(Debug, Serialize, ToSchema)]
@@ -545,6 +547,17 @@ struct NodeView {
     error: Option<Value>,
     log_tail: Option<String>,
     attempts: Vec<AttemptView>,
+    /// Set when the outputs came from the node result cache instead of a worker.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    cached: Option<CachedView>,
+}
+
+/// Where a node's cached outputs came from.
+#[derive(Debug, Serialize, ToSchema)]
+struct CachedView {
+    from_node_run: Uuid,
+    /// The run of `from_node_run`; absent once that run was deleted (the entry lives on).
+    from_run: Option<Uuid>,
 }
 
 #[derive(Debug, Serialize, ToSchema)]
@@ -621,6 +634,9 @@ async fn get_run(State(state): State<AppState>, Path(id): Path<String>, Query(q)
                 log_tail: r.get(12),
                 params: r.get(13),
                 attempts: attempts.remove(&node_run_id).unwrap_or_default(),
+                cached: r
+                    .get::<_, Option<Uuid>>("cached_from")
+                    .map(|from_node_run| CachedView { from_node_run, from_run: r.get("cached_from_run") }),
             }
         })
         .collect();
@@ -642,6 +658,7 @@ fn run_view(run: &tokio_postgres::Row, edges: Value, nodes: Vec<NodeView>) -> Ru
         error: run.get(8),
         created_at: run.get(9),
         finished_at: run.get(10),
+        cache: CacheMode::parse(run.get("cache_mode")).unwrap_or_default(),
         nodes,
     }
 }

@@ -47,6 +47,9 @@ enum Command {
         /// Give up waiting after this long (e.g. 10m).
         #[arg(long, default_value = "30m", value_parser = humantime::parse_duration)]
         timeout: Duration,
+        /// Render every node anew instead of taking results from the node result cache.
+        #[arg(long)]
+        refresh: bool,
     },
     /// Inspect runs.
     Runs {
@@ -242,6 +245,9 @@ enum RequestsCommand {
         subject: String,
         #[arg(long)]
         idempotency_key: Option<String>,
+        /// Render every node anew instead of taking results from the node result cache.
+        #[arg(long)]
+        refresh: bool,
     },
     Show {
         id: String,
@@ -300,7 +306,7 @@ async fn dispatch(cli: Cli) -> anyhow::Result<i32> {
     let http = reqwest::Client::builder().timeout(Duration::from_secs(30)).default_headers(headers).build()?;
     let base = cli.coordinator.trim_end_matches('/').to_string();
     match cli.command {
-        Command::Submit { graph, subject, wait, timeout } => {
+        Command::Submit { graph, subject, wait, timeout, refresh } => {
             let text = std::fs::read_to_string(&graph).with_context(|| format!("cannot read {}", graph.display()))?;
             let doc: Value = serde_json::from_str(&text).with_context(|| format!("{} is not JSON", graph.display()))?;
             let mut request = if doc.get("nodes").is_some() { json!({"graph": doc}) } else { doc };
@@ -309,6 +315,9 @@ async fn dispatch(cli: Cli) -> anyhow::Result<i32> {
             }
             if request.get("subject").is_none() {
                 request["subject"] = json!({"kind": "adhoc", "file": graph.display().to_string()});
+            }
+            if refresh {
+                request["cache"] = json!("refresh");
             }
             let resp = send(http.post(format!("{base}/v1/runs")).json(&request), &base).await?;
             let id = resp["run_id"].as_str().context("the coordinator answered without a run_id")?.to_string();
@@ -402,10 +411,11 @@ async fn dispatch(cli: Cli) -> anyhow::Result<i32> {
         }
         Command::Requests { command } => {
             let v = match command {
-                RequestsCommand::Submit { order_line, output_type, subject, idempotency_key } => {
+                RequestsCommand::Submit { order_line, output_type, subject, idempotency_key, refresh } => {
                     let subject: Value = serde_json::from_str(&subject).context("--subject must be JSON")?;
                     let key = idempotency_key.unwrap_or_else(|| format!("{order_line}/{output_type}"));
-                    let body = json!({"order_line_id": order_line, "subject": subject, "output_type": output_type});
+                    let cache = if refresh { "refresh" } else { "use" };
+                    let body = json!({"order_line_id": order_line, "subject": subject, "output_type": output_type, "cache": cache});
                     send(http.post(format!("{base}/v1/render-requests")).header("Idempotency-Key", key).json(&body), &base).await?
                 }
                 RequestsCommand::Show { id } => send(http.get(format!("{base}/v1/render-requests/{id}")), &base).await?,
@@ -767,6 +777,9 @@ fn print_run(run: &Value, output: Output) {
     if let Some(msg) = run["error"]["message"].as_str() {
         println!("  error: {msg}");
     }
+    if run["cache"] == "refresh" {
+        println!("  cache: refresh (every node rendered anew)");
+    }
     let nodes = run["nodes"].as_array().cloned().unwrap_or_default();
     // Depth of each node = longest path from a source, so the tree reads in dependency order.
     let mut preds: HashMap<String, Vec<String>> = HashMap::new();
@@ -812,6 +825,10 @@ fn print_run(run: &Value, output: Output) {
             waited,
             ran
         );
+        if let Some(from) = n["cached"].as_object() {
+            let source = from["from_run"].as_str().map(|r| format!("run {r}")).unwrap_or_else(|| "a run no longer kept".into());
+            println!("  {}   cached: outputs from {source}, no worker ran it", "  ".repeat(d));
+        }
         if let Some(msg) = n["error"]["message"].as_str() {
             println!("  {}   error: {msg}", "  ".repeat(d));
         }

@@ -267,15 +267,23 @@ async fn run(State(state): State<AppState>, Path(id): Path<String>, viewer: axum
         let open = if nstatus == "failed" { " open" } else { "" };
         let _ = write!(
             body,
-            "<details class=\"node\" id=\"node-{}\"{open}><summary><b>{}</b> {} <span class=\"muted\">{} · attempt {}/{} · {}</span></summary>",
+            "<details class=\"node\" id=\"node-{}\"{open}><summary><b>{}</b> {}{} <span class=\"muted\">{} · attempt {}/{} · {}</span></summary>",
             esc(&node_id),
             esc(&node_id),
             status_badge(&nstatus),
+            if n.get::<_, Option<Uuid>>("cached_from").is_some() { format!(" {}", status_badge("cached")) } else { String::new() },
             esc(n.get(2)),
             n.get::<_, i32>(4),
             n.get::<_, i32>(5),
             esc(n.get::<_, Option<&str>>(6).unwrap_or("")),
         );
+        if let Some(from) = n.get::<_, Option<Uuid>>("cached_from") {
+            let source = match n.get::<_, Option<Uuid>>("cached_from_run") {
+                Some(r) => format!("<a href=\"/console/runs/{r}#node-{}\">run {r}</a>", esc(&node_id)),
+                None => format!("node run {from} (its run is no longer kept)"),
+            };
+            let _ = write!(body, "<p class=\"cached\">{} outputs taken from the node result cache, produced by {source}; no worker ran it</p>", status_badge("cached"));
+        }
         if let Some(e) = n.get::<_, Option<Value>>(11) {
             let _ = write!(body, "<p class=\"error node-error\">{}</p>", esc(e["message"].as_str().unwrap_or(&e.to_string())));
         }

@@ -317,14 +317,16 @@ ORDER BY n.heartbeat_at LIMIT 500";
 
 /// $1 run id.
 pub const GET_RUN: &str = "
-SELECT id, pipeline, role, status, subject, graph, nodes_total, nodes_done, error, created_at, finished_at
+SELECT id, pipeline, role, status, subject, graph, nodes_total, nodes_done, error, created_at, finished_at, cache_mode
 FROM runs WHERE id = $1";
 
-/// $1 run id, in submission order.
+/// $1 run id, in submission order; a node served from the cache names the node_run (and its
+/// run, while it is kept) that produced its outputs.
 pub const GET_NODE_RUNS: &str = "
-SELECT id, node_id, module_key, status, attempt, max_attempts, worker_id, queued_at, started_at, finished_at,
-       outputs, error, log_tail, params, bindings
-FROM node_runs WHERE run_id = $1 ORDER BY id";
+SELECT n.id, n.node_id, n.module_key, n.status, n.attempt, n.max_attempts, n.worker_id, n.queued_at, n.started_at, n.finished_at,
+       n.outputs, n.error, n.log_tail, n.params, n.bindings, n.cached_from, c.run_id AS cached_from_run
+FROM node_runs n LEFT JOIN node_runs c ON c.id = n.cached_from
+WHERE n.run_id = $1 ORDER BY n.id";
 
 /// $1 run id.
 pub const GET_ATTEMPTS: &str = "

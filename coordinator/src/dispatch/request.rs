@@ -12,7 +12,8 @@ use crate::db::{sql, DbError};
 use crate::outbox::Ready;
 use deadpool_postgres::{Pool, Transaction};
 use renderfleet_shared::cache::CacheMode;
-use renderfleet_shared::graph::{self, GraphSpec, NodeDefaults, NodeSpec, Plan, Problem};
+use renderfleet_shared::graph::{self, EdgeSpec, GraphSpec, NodeDefaults, NodeSpec, Plan, Problem};
+use renderfleet_shared::legacy;
 use renderfleet_shared::metrics as m;
 use renderfleet_shared::overrides;
 use renderfleet_shared::registry::{registry, Family};
@@ -89,19 +90,43 @@ pub fn sampled(idempotency_key: &str, pct: f64) -> bool {
     (n as f64) < pct * 100.0
 }
 
-/// The legacy pipeline's graph: one `legacy.render` node carrying the raw preset.
+/// The legacy pipeline's graph: its first two steps, resolving and exporting the CAD file, as
+/// nodes of their own, so the export is served from the node result cache like the graph's
+/// (one export per product across every output type and both pipelines), then one
+/// `legacy.render` node with the raw preset for the rest. A preset the legacy mapping refuses
+/// (output types are checked when written, so only an old row) keeps the single node, whose
+/// worker fails the run with the mapping's own message.
 fn legacy_graph(ot: &OutputType) -> GraphSpec {
+    let node = |id: &str, node_type: &str, params: Value| NodeSpec {
+        id: id.into(),
+        node_type: node_type.into(),
+        params,
+        max_attempts: None,
+        timeout: None,
+        position: None,
+    };
+    let legacy = node("legacy", "legacy.render", json!({"output_type": ot.key, "artifact_kind": ot.artifact_kind, "preset": ot.legacy_preset}));
+    let Ok(steps) = legacy::steps(&ot.artifact_kind, &ot.legacy_preset) else {
+        return GraphSpec { family: Some(ot.family), nodes: vec![legacy], edges: Vec::new() };
+    };
+    let edge = |from: &str, from_port: Option<&str>, to: &str, to_port: Option<&str>| EdgeSpec {
+        from: from.into(),
+        from_port: from_port.map(Into::into),
+        to: to.into(),
+        to_port: to_port.map(Into::into),
+    };
     GraphSpec {
         family: Some(ot.family),
-        nodes: vec![NodeSpec {
-            id: "legacy".into(),
-            node_type: "legacy.render".into(),
-            params: json!({"output_type": ot.key, "artifact_kind": ot.artifact_kind, "preset": ot.legacy_preset}),
-            max_attempts: None,
-            timeout: None,
-            position: None,
-        }],
-        edges: Vec::new(),
+        nodes: vec![
+            node("legacy_cad", "cad.resolve", steps.resolve),
+            node("legacy_export", "cad.export_glb", steps.export),
+            legacy,
+        ],
+        edges: vec![
+            edge("legacy_cad", None, "legacy_export", None),
+            edge("legacy_export", Some("glb"), "legacy", Some("glb")),
+            edge("legacy_export", Some("parts"), "legacy", Some("parts")),
+        ],
     }
 }
 

@@ -46,6 +46,12 @@ pub async fn lookup(client: &impl GenericClient, cache: &Cache, ready: Vec<Ready
     if !ready.iter().any(|r| registry().cache_type(&r.task.module_key).is_some()) {
         return Ok((ready, Vec::new()));
     }
+    // Hits are checked against the store: without one to look in (not mounted yet, or the
+    // wrong path), every entry would look pruned, so nothing is keyed, served or stored.
+    if !tokio::fs::metadata(&cache.store).await.is_ok_and(|m| m.is_dir()) {
+        tracing::warn!(artifacts_dir = %cache.store.display(), "node result cache skipped: artifacts_dir is not a directory here; point it at the workers' store (RENDERFLEET_ARTIFACTS_DIR)");
+        return Ok((ready, Vec::new()));
+    }
     let modules: Vec<&str> = {
         let set: HashSet<&str> = ready.iter().map(|r| r.task.module_key.as_str()).filter(|m| registry().cache_type(m).is_some()).collect();
         set.into_iter().collect()

@@ -1,10 +1,11 @@
 //! `legacy_render` (`legacy.render`): the legacy pipeline, one task that runs the same
 //! module code as the graph in a fixed order inside this worker, with params mapped from
-//! the output type's `legacy_preset` (see `renderfleet_shared::legacy`). It must stay
+//! the output type's `legacy_preset` (see `renderfleet_shared::legacy`). Dispatch runs the
+//! resolve and export steps as nodes before it and passes their `glb` and `parts`. It must stay
 //! callable at all times: it is what rollback falls back to.
 
 use super::{blender_blend, blender_still, blender_turntable, cad_resolve, fatal, glb_export, materials, metadata, video_encode};
-use super::{Env, Module, ModuleFuture};
+use super::{optional_ref, Env, Module, ModuleFuture};
 use renderfleet_shared::legacy::{steps, Deliverable};
 use renderfleet_shared::registry::module::LEGACY_RENDER;
 use renderfleet_shared::wire::TaskMessage;
@@ -33,10 +34,19 @@ impl Module for LegacyRender {
                 seconds.insert(name.into(), json!((t.elapsed().as_secs_f64() * 1000.0).round() / 1000.0));
                 *t = Instant::now();
             };
-            let step = cad_resolve::resolve(env, &subject, &s.resolve).await?;
-            lap("resolve", &mut t);
-            let (glb, parts) = glb_export::export(env, &step, &s.export).await?;
-            lap("export", &mut t);
+            // Dispatch runs the resolve and export steps as nodes of their own (so the export
+            // comes from the node result cache when it can); a legacy node on its own, or
+            // queued before that, does them here.
+            let (glb, parts) = match (optional_ref(task, "glb")?, optional_ref(task, "parts")?) {
+                (Some(glb), Some(parts)) => (glb, parts),
+                _ => {
+                    let step = cad_resolve::resolve(env, &subject, &s.resolve).await?;
+                    lap("resolve", &mut t);
+                    let exported = glb_export::export(env, &step, &s.export).await?;
+                    lap("export", &mut t);
+                    exported
+                }
+            };
             out.insert("glb".into(), json!(glb));
             out.insert("parts".into(), json!(parts));
             let deliverable = match s.deliverable {
