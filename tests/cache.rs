@@ -10,17 +10,23 @@ use std::time::Duration;
 use uuid::Uuid;
 
 const RUN_TIMEOUT: Duration = Duration::from_secs(240);
-const MODULES: &str = "cad_resolve,glb_export,metadata";
+const MODULES: &str = "cad_resolve,glb_export,metadata,publish";
 
-/// STEP → GLB → metadata: two cacheable nodes behind one that reads the file by name.
+/// STEP → GLB → metadata → published: two cacheable nodes behind one that reads the file by
+/// name, and one that publishes (never cached).
 fn graph(tol_linear: f64) -> Value {
     json!({
         "nodes": [
             {"id": "resolve", "type": "cad.resolve"},
             {"id": "export", "type": "cad.export_glb", "params": {"tol_linear": tol_linear}},
-            {"id": "meta", "type": "cad.extract_metadata"}
+            {"id": "meta", "type": "cad.extract_metadata"},
+            {"id": "publish", "type": "output.publish", "params": {"name": "metadata"}}
         ],
-        "edges": [{"from": "resolve", "to": "export"}, {"from": "export", "from_port": "glb", "to": "meta", "to_port": "glb"}]
+        "edges": [
+            {"from": "resolve", "to": "export"},
+            {"from": "export", "from_port": "glb", "to": "meta", "to_port": "glb"},
+            {"from": "meta", "from_port": "metadata", "to": "publish"}
+        ]
     })
 }
 
