@@ -595,3 +595,71 @@ async fn preview_in_the_console(w: &World, coord: &renderfleet_tests::Coord, run
     assert_eq!(map["assignments"], json!({"bolt": "steel", "as1/plate_1": "cyan"}));
     browser.close().await;
 }
+
+/// A still and a 4-frame turntable of one product, each published.
+fn still_and_turntable_graph() -> Value {
+    json!({
+        "nodes": [
+            {"id": "resolve", "type": "cad.resolve"},
+            {"id": "export", "type": "cad.export_glb"},
+            {"id": "assign", "type": "material.assign"},
+            {"id": "still", "type": "render.still", "params": {"width": 96, "height": 96, "samples": 8}},
+            {"id": "turntable", "type": "render.turntable", "params": {"width": 64, "height": 64, "samples": 4, "frame_count": 4}},
+            {"id": "publish", "type": "output.publish", "params": {"name": "still"}},
+            {"id": "publish_frames", "type": "output.publish", "params": {"name": "frames"}}
+        ],
+        "edges": [
+            {"from": "resolve", "to": "export"},
+            {"from": "export", "from_port": "parts", "to": "assign"},
+            {"from": "export", "from_port": "glb", "to": "still", "to_port": "glb"},
+            {"from": "assign", "to": "still", "to_port": "materials"},
+            {"from": "export", "from_port": "glb", "to": "turntable", "to_port": "glb"},
+            {"from": "assign", "to": "turntable", "to_port": "materials"},
+            {"from": "still", "to": "publish"},
+            {"from": "turntable", "to": "publish_frames"}
+        ]
+    })
+}
+
+/// Renders every fixture's still and turntable; per fixture the still's sha256 and each
+/// frame's, and whether Blender ran warm.
+async fn render_every_fixture(w: &World, coord: &renderfleet_tests::Coord) -> Vec<(String, Vec<String>, bool)> {
+    let fixtures = ["as1-oc-214.stp", "as1_pe_203.stp", "face_recognition_sample_part.stp", "splinecage.stp"];
+    let mut ids = Vec::new();
+    for f in fixtures {
+        ids.push(w.submit_for(coord, json!({"cad_file": f, "product": f}), still_and_turntable_graph()).await);
+    }
+    let mut out = Vec::new();
+    for id in ids {
+        let run = expect_success(w, coord, id).await;
+        let still = output(&run, "still", "image");
+        let frames = read_json(&w.artifact_path(output(&run, "turntable", "frames")));
+        let shas: Vec<String> = frames["frames"].as_array().unwrap().iter().map(|f| f["sha256"].as_str().unwrap().to_string()).collect();
+        assert_eq!(shas.len(), 4);
+        out.push((still["sha256"].as_str().unwrap().to_string(), shas, still["meta"]["timings"]["warm"] == true));
+    }
+    out
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_warm_blender_renders_byte_for_byte_what_a_fresh_process_renders() {
+    let mut w = World::new("golden_warm").await;
+    // Every render must run: nothing may come from the node result cache.
+    let coord = w.start_coordinator("c1", &[("RENDERFLEET_CACHE__ENABLED", "false")]).await;
+    w.start_render_worker("cold", RENDER_MODULES, &[("RENDERFLEET_CONCURRENCY", "2"), ("RENDERFLEET_BLENDER__WARM", "false")]);
+    let cold = render_every_fixture(&w, &coord).await;
+    assert!(cold.iter().all(|(_, _, warm)| !warm), "the first pass ran a fresh Blender per render");
+    w.signal("cold", nix::sys::signal::Signal::SIGTERM);
+    w.wait_exit("cold", Duration::from_secs(30)).await;
+
+    // One slot, so one process serves every job in turn: each product after the first is
+    // rendered by a process that has just rendered another one (and a still after frames).
+    w.start_render_worker("warm", RENDER_MODULES, &[("RENDERFLEET_CONCURRENCY", "1")]);
+    let warm = render_every_fixture(&w, &coord).await;
+    assert!(warm.iter().all(|(_, _, warm)| *warm), "the second pass ran warm");
+    assert_eq!(w.log("warm").matches("warm Blender process started").count(), 1, "one process served all 8 jobs");
+    for ((f, c), wm) in ["as1-oc-214", "as1_pe_203", "face_recognition_sample_part", "splinecage"].iter().zip(&cold).zip(&warm) {
+        assert_eq!(c.0, wm.0, "{f}: the warm still differs from the fresh process's");
+        assert_eq!(c.1, wm.1, "{f}: warm turntable frames differ from the fresh process's");
+    }
+}

@@ -5,6 +5,11 @@ Run (parameters come only from the JSON file, never from generated Python):
     blender -b --factory-startup -noaudio --python-exit-code 3 \
         --python ops/blender/render.py -- PARAMS.json
 
+or warm, one process serving many jobs (`-- --serve`): each stdin line is the path of a
+PARAMS.json; every job starts from the factory startup scene, exactly as a fresh process
+does, and ends with a line "renderfleet-done <code>" on stdout (0: done, 3: failed, the
+reason on stderr as below). End of stdin ends the process.
+
 PARAMS.json keys (the worker fills defaults; a missing required key is an error):
   mode            "still" | "turntable" | "blend"
   glb             absolute path of the input .glb
@@ -18,6 +23,7 @@ PARAMS.json keys (the worker fills defaults; a missing required key is an error)
   camera          {azimuth_deg, elevation_deg, auto_frame, margin, focal_length_mm}
   turntable only: frame_count, degrees, frame_range {start, end} inclusive, or null
   blend only:     compress, pack_resources
+  threads         optional: Cycles threads, 0 or absent = one per core (a worker setting)
 
 Material map: {"assignments": {part_key: material}, "materials": {material:
 {"base_color": "#RRGGBB" (sRGB), "metallic": f, "roughness": f}}}. Parts are found
@@ -66,15 +72,13 @@ def check(ok, message):
         raise FleetError(message)
 
 
-def load_params(argv):
+def load_params(path):
     """Read and validate everything up front, so bad params fail before a long render."""
-    args = argv[argv.index("--") + 1:] if "--" in argv else []
-    check(len(args) == 1, "expected exactly one argument after `--`: the PARAMS.json path")
     try:
-        with open(args[0], encoding="utf-8") as f:
+        with open(path, encoding="utf-8") as f:
             p = json.load(f)
     except (OSError, ValueError) as e:
-        raise FleetError(f"cannot read params {args[0]!r}: {e}; write a valid JSON object there")
+        raise FleetError(f"cannot read params {path!r}: {e}; write a valid JSON object there")
     check(isinstance(p, dict), "params JSON must be an object")
     cam = p.get("camera")
     missing = [k for k in REQUIRED + REQUIRED_BY_MODE.get(p.get("mode"), ()) if k not in p]
@@ -341,7 +345,10 @@ def render_settings(scene, p):
     r.film_transparent = p["background"] == "transparent"
     r.use_border = r.use_compositing = r.use_sequencer = False
     r.use_persistent_data = p["mode"] == "turntable"  # keep the BVH between frames
-    r.threads_mode = "AUTO"
+    # A worker setting, not the node's (it never changes the pixels): one thread per render
+    # lets a host run several turntable chunks side by side.
+    threads = int(p.get("threads") or 0)
+    r.threads_mode, r.threads = ("FIXED", threads) if threads > 0 else ("AUTO", r.threads)
     for attr in [a for a in dir(r) if a.startswith("use_stamp")]:
         setattr(r, attr, False)
     scene.display_settings.display_device = "sRGB"
@@ -403,10 +410,10 @@ def save_blend(p):
     return [p["output"]]
 
 
-def main():
+def run(params_path):
     t0 = time.time()
     try:
-        p = load_params(sys.argv)
+        p = load_params(params_path)
     except (TypeError, ValueError, KeyError, AttributeError) as e:
         raise FleetError(f"params have a value of the wrong type ({type(e).__name__}: {e}); fix the params JSON")
     import_numpy()
@@ -431,14 +438,48 @@ def main():
         raise FleetError(f"cannot write report {p['report']!r}: {e}; check the directory is writable")
 
 
-if __name__ == "__main__":
+def attempt(job):
+    """Runs `job`, turning every failure into the one-line contract; returns the exit code
+    and the error's message (empty on success)."""
     try:
-        main()
+        job()
+        return 0, ""
     except FleetError as e:
-        print(f"renderfleet-error: {e}", file=sys.stderr, flush=True)
-        sys.exit(EXIT_CODE)
+        message = str(e)
     except Exception as e:  # anything unexpected still yields the one-line contract
         traceback.print_exc()
-        print(f"renderfleet-error: unexpected {type(e).__name__}: {e}; this is a bug in render.py, "
-              "report it with the params file", file=sys.stderr, flush=True)
+        message = f"unexpected {type(e).__name__}: {e}; this is a bug in render.py, report it with the params file"
+    print(f"renderfleet-error: {message}", file=sys.stderr, flush=True)
+    return EXIT_CODE, message
+
+
+def serve():
+    """Warm mode: one job per stdin line. Nothing of a job outlives it: the next starts from
+    the factory startup file (what `--factory-startup` gives a new process), and this script
+    keeps no state between jobs but the numpy module."""
+    for line in sys.stdin:
+        path = line.strip()
+        if not path:
+            continue
+        bpy.ops.wm.read_homefile(use_factory_startup=True)
+        code, message = attempt(lambda: run(path))
+        # On a line of its own even if Blender's C output left one unfinished; the reason is
+        # on it too, so the worker need not wait for stderr.
+        message = message.replace("\n", " ")
+        sys.stdout.write(f"\nrenderfleet-done {code} {message}\n")
+        sys.stdout.flush()
+
+
+def main():
+    args = sys.argv[sys.argv.index("--") + 1:] if "--" in sys.argv else []
+    if args == ["--serve"]:
+        return attempt(serve)[0]
+    if len(args) != 1:
+        return attempt(lambda: check(False, "expected exactly one argument after `--`: the PARAMS.json path (or --serve)"))[0]
+    return attempt(lambda: run(args[0]))[0]
+
+
+if __name__ == "__main__":
+    # Success leaves Blender to quit by itself, as it always has after a -b script.
+    if main():
         sys.exit(EXIT_CODE)

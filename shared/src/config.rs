@@ -300,7 +300,30 @@ pub struct WorkerConfig {
     /// Empty: the system's temporary directory.
     pub scratch_dir: String,
     pub tools: ToolsConfig,
+    pub blender: BlenderConfig,
     pub log: LogConfig,
+}
+
+/// How the worker runs Blender.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct BlenderConfig {
+    /// Keep Blender processes alive between renders (at most one per slot), each serving
+    /// many jobs from a fresh factory scene; off: a new `blender -b` per render.
+    pub warm: bool,
+    /// A warm process is replaced after this many jobs.
+    pub max_jobs: u32,
+    /// A warm process is replaced when its resident memory is above this after a job (MiB).
+    pub max_rss_mib: u64,
+    /// Cycles threads per render; 0: one per core. 1 lets a host run as many single-threaded
+    /// renders (turntable chunks) as it has slots. Never changes the pixels.
+    pub threads: u16,
+}
+
+impl Default for BlenderConfig {
+    fn default() -> Self {
+        Self { warm: true, max_jobs: 100, max_rss_mib: 4096, threads: 0 }
+    }
 }
 
 /// The module value that asks the worker to probe for what it can run.
@@ -342,6 +365,7 @@ impl Default for WorkerConfig {
             cad_dir: "/var/lib/renderfleet/cad".into(),
             scratch_dir: String::new(),
             tools: ToolsConfig::default(),
+            blender: BlenderConfig::default(),
             log: LogConfig::default(),
         }
     }

@@ -64,8 +64,13 @@ pub async fn run(config: WorkerConfig, metrics: PrometheusHandle, shutdown: Canc
     let env = Arc::new(modules::Env {
         store: artifacts::Store::open(&config.artifacts_dir).await?,
         cad_dir: config.cad_dir.clone().into(),
-        scratch,
+        scratch: scratch.clone(),
         tools: config.tools.clone(),
+        warm_blender: config.blender.warm.then(|| {
+            let b = &config.blender;
+            blender::warm::Pool::new(&config.tools.blender, &scripts.render, &scratch, b.max_jobs, b.max_rss_mib)
+        }),
+        blender: config.blender.clone(),
         scripts,
     });
     let selected = modules::select(&config.modules, &env).await?;

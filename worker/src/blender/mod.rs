@@ -3,6 +3,8 @@
 //! still, turntable and .blend modules and the legacy pipeline all render through here, so
 //! the same settings give the same pixels whichever pipeline asked.
 
+pub(crate) mod warm;
+
 use crate::modules::{Env, ModuleError};
 use crate::tools;
 use renderfleet_shared::artifact::ArtifactRef;
@@ -38,25 +40,17 @@ pub(crate) async fn render(
     job.insert("material_map".into(), json!(material_map));
     job.insert("output".into(), json!(output));
     job.insert("report".into(), json!(report_path));
+    job.insert("threads".into(), json!(env.blender.threads));
     let params_path = dir.join("blender-params.json");
     tokio::fs::write(&params_path, serde_json::to_vec_pretty(&Value::Object(job)).expect("JSON"))
         .await
         .map_err(|e| ModuleError::Retryable { message: format!("cannot write {}: {e}", params_path.display()), log_tail: None })?;
-    let script = env.scripts.render.as_os_str();
-    let args: [&OsStr; 9] = [
-        "-b".as_ref(),
-        "--factory-startup".as_ref(),
-        "-noaudio".as_ref(),
-        "--python-exit-code".as_ref(),
-        "3".as_ref(),
-        "--python".as_ref(),
-        script,
-        "--".as_ref(),
-        params_path.as_os_str(),
-    ];
+    let what = format!("Blender ({mode})");
     let spawned = unix_now();
-    // A script error is about this input (a broken GLB, a bad setting): retrying will not help.
-    let ran = tools::run(&env.tools.blender, &args, dir, &format!("Blender ({mode})"), true).await?;
+    let ran = match &env.warm_blender {
+        Some(pool) => pool.run(&params_path, &what).await?,
+        None => cold(env, &params_path, dir, &what).await?,
+    };
     let report: Value = match tokio::fs::read(&report_path).await {
         Ok(bytes) => serde_json::from_slice(&bytes).unwrap_or(Value::Null),
         Err(_) => Value::Null,
@@ -77,9 +71,27 @@ pub(crate) async fn render(
         "render_s": t["render_s"],
         "save_s": t["save_s"],
         "total_s": round3(total),
+        "warm": env.warm_blender.is_some(),
     });
     tracing::info!(mode, %timings, "blender finished");
     Ok(Rendered { report, timings })
+}
+
+/// A fresh `blender -b` for one job.
+async fn cold(env: &Env, params_path: &Path, dir: &Path, what: &str) -> Result<tools::Ran, ModuleError> {
+    let args: [&OsStr; 9] = [
+        "-b".as_ref(),
+        "--factory-startup".as_ref(),
+        "-noaudio".as_ref(),
+        "--python-exit-code".as_ref(),
+        "3".as_ref(),
+        "--python".as_ref(),
+        env.scripts.render.as_os_str(),
+        "--".as_ref(),
+        params_path.as_os_str(),
+    ];
+    // A script error is about this input (a broken GLB, a bad setting): retrying will not help.
+    tools::run(&env.tools.blender, &args, dir, what, true).await
 }
 
 /// The local paths of a render's inputs: the GLB and, when given, the material map.

@@ -85,6 +85,9 @@ pub struct Env {
     pub tools: ToolsConfig,
     /// The scripts the tools run, written out at start-up from this binary.
     pub scripts: crate::scripts::Scripts,
+    pub blender: renderfleet_shared::config::BlenderConfig,
+    /// Warm Blender processes, when `blender.warm` is on.
+    pub(crate) warm_blender: Option<crate::blender::warm::Pool>,
 }
 
 /// An external program a module needs.

@@ -33,8 +33,26 @@ pub(crate) struct Ran {
 }
 
 /// Kills the tool's process group unless the tool has been waited for.
-struct GroupGuard {
+pub(crate) struct GroupGuard {
     pgid: Option<i32>,
+}
+
+/// A long-lived tool (a warm Blender): started in a process group of its own with piped
+/// stdin, stdout and stderr, under `setpriv --pdeathsig KILL`. The guard kills the group.
+pub(crate) fn serve(program: &str, args: &[&OsStr], cwd: &Path) -> std::io::Result<(tokio::process::Child, GroupGuard)> {
+    let mut cmd = command(program)?;
+    cmd.args(args).current_dir(cwd).stdin(Stdio::piped()).stdout(Stdio::piped()).stderr(Stdio::piped()).process_group(0).kill_on_drop(true);
+    let child = cmd.spawn()?;
+    let guard = GroupGuard { pgid: child.id().map(|id| id as i32) };
+    Ok((child, guard))
+}
+
+/// Why a tool that was killed by `signal` failed: not about the input, so another attempt,
+/// perhaps on another host, may succeed.
+pub(crate) fn killed(what: &str, program: &str, signal: i32, log_tail: String) -> ModuleError {
+    let name = Signal::try_from(signal).map(|s| s.as_str().to_string()).unwrap_or_else(|_| format!("signal {signal}"));
+    let hint = if signal == 9 { "; likely out of memory: lower this host's `concurrency` or the render's resolution" } else { "" };
+    ModuleError::Retryable { message: format!("{what} failed: `{program}` was killed by {name}{hint}"), log_tail: Some(log_tail) }
 }
 
 impl Drop for GroupGuard {
@@ -76,14 +94,8 @@ pub(crate) async fn run(program: &str, args: &[&OsStr], cwd: &Path, what: &str, 
     let log_tail = tail(both.trim());
     let status = status.map_err(|e| ModuleError::Retryable { message: format!("{what}: waiting for `{program}`: {e}"), log_tail: None })?;
     if let Some(signal) = std::os::unix::process::ExitStatusExt::signal(&status) {
-        // Killed from outside (the OOM killer, an operator): not about the input, so another
-        // attempt, perhaps on another host, may succeed.
-        let name = Signal::try_from(signal).map(|s| s.as_str().to_string()).unwrap_or_else(|_| format!("signal {signal}"));
-        let hint = if signal == 9 { "; likely out of memory: lower this host's `concurrency` or the render's resolution" } else { "" };
-        return Err(ModuleError::Retryable {
-            message: format!("{what} failed: `{program}` was killed by {name}{hint}"),
-            log_tail: Some(log_tail),
-        });
+        // Killed from outside (the OOM killer, an operator).
+        return Err(killed(what, program, signal, log_tail));
     }
     if !status.success() {
         let marked = both.lines().rev().find_map(|l| l.split_once("renderfleet-error: ").map(|(_, m)| m.trim().to_string()));
