@@ -663,3 +663,47 @@ async fn a_warm_blender_renders_byte_for_byte_what_a_fresh_process_renders() {
         assert_eq!(c.1, wm.1, "{f}: warm turntable frames differ from the fresh process's");
     }
 }
+
+/// The warm Blender processes of this world's workers (their script is in its scratch).
+fn warm_blenders(w: &World) -> Vec<u32> {
+    let pattern = format!("{}.*--serve", w.data_dir.join("scratch").display());
+    let out = Command::new("pgrep").args(["-f", &pattern]).output().unwrap();
+    String::from_utf8_lossy(&out.stdout).lines().filter_map(|l| l.trim().parse().ok()).collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_warm_blender_that_dies_mid_render_fails_its_attempt_and_the_next_job_gets_a_fresh_one() {
+    let mut w = World::new("golden_warm_crash").await;
+    let coord = w.start_coordinator("c1", &[]).await;
+    w.start_render_worker("w1", RENDER_MODULES, &[("RENDERFLEET_CONCURRENCY", "1")]);
+    let mut long = still_graph(1024, 4096);
+    long["nodes"][3]["max_attempts"] = json!(2);
+    let id = w.submit_for(&coord, json!({"cad_file": "as1-oc-214.stp", "product": "as1"}), long).await;
+    w.wait_node(&coord, id, "still", "running", RUN_TIMEOUT).await;
+    let pid = renderfleet_tests::wait_until("the warm Blender to start", Duration::from_secs(60), || async {
+        let pids = warm_blenders(&w);
+        (pids.len() == 1).then(|| pids[0])
+    })
+    .await;
+    nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid as i32), nix::sys::signal::Signal::SIGKILL).unwrap();
+    // The attempt fails as retryable (a crash is not about the input) and runs again.
+    let run = renderfleet_tests::wait_until("the second attempt", Duration::from_secs(60), || async {
+        let run = w.get_run(&coord, id).await;
+        (node(&run, "still").unwrap()["attempt"] == 2).then_some(run)
+    })
+    .await;
+    let first = &node(&run, "still").unwrap()["attempts"][0];
+    assert!(first["error"]["message"].as_str().unwrap().contains("killed by SIGKILL"), "{first}");
+    assert_eq!(first["error"]["retryable"], true, "{first}");
+    let r = w.http.post(format!("{}/v1/runs/{id}/cancel", coord.url)).json(&json!({"reason": "test"})).send().await.unwrap();
+    assert!(r.status().is_success());
+    renderfleet_tests::wait_until("the cancelled render's Blender to be killed", Duration::from_secs(20), || async {
+        warm_blenders(&w).iter().all(|p| *p != pid).then_some(())
+    })
+    .await;
+    // The next render gets a working process and the pixels of any other.
+    let small = w.submit_for(&coord, json!({"cad_file": "as1-oc-214.stp", "product": "as1"}), still_graph(64, 4)).await;
+    let run = expect_success(&w, &coord, small).await;
+    assert_eq!(output(&run, "still", "image")["meta"]["timings"]["warm"], true);
+    assert!(w.log("w1").matches("warm Blender process started").count() >= 2);
+}
