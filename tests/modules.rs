@@ -707,3 +707,70 @@ async fn a_warm_blender_that_dies_mid_render_fails_its_attempt_and_the_next_job_
     assert_eq!(output(&run, "still", "image")["meta"]["timings"]["warm"], true);
     assert!(w.log("w1").matches("warm Blender process started").count() >= 2);
 }
+
+/// A turntable (encoded and published) of as1, split into tasks of `chunk` frames or not.
+fn turntable_graph(chunk: Option<u32>) -> Value {
+    let mut turntable = json!({"width": 64, "height": 64, "samples": 4, "frame_count": 6});
+    if let Some(n) = chunk {
+        turntable["chunking"] = json!({"frames_per_chunk": n});
+    }
+    json!({
+        "nodes": [
+            {"id": "resolve", "type": "cad.resolve"},
+            {"id": "export", "type": "cad.export_glb"},
+            {"id": "assign", "type": "material.assign"},
+            {"id": "turntable", "type": "render.turntable", "params": turntable},
+            {"id": "encode", "type": "video.encode", "params": {"fps": 12}},
+            {"id": "publish", "type": "output.publish", "params": {"name": "video"}}
+        ],
+        "edges": [
+            {"from": "resolve", "to": "export"},
+            {"from": "export", "from_port": "parts", "to": "assign"},
+            {"from": "export", "from_port": "glb", "to": "turntable", "to_port": "glb"},
+            {"from": "assign", "to": "turntable", "to_port": "materials"},
+            {"from": "turntable", "to": "encode"},
+            {"from": "encode", "to": "publish"}
+        ]
+    })
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_turntable_split_across_workers_gives_the_frames_and_video_of_one_task() {
+    let mut w = World::new("golden_chunks").await;
+    let coord = w.start_coordinator("c1", &[("RENDERFLEET_CACHE__ENABLED", "false")]).await;
+    let subject = json!({"cad_file": "as1-oc-214.stp", "product": "as1"});
+    // The reference: one task, Cycles on every core.
+    w.start_render_worker("whole", RENDER_MODULES, &[]);
+    let id = w.submit_for(&coord, subject.clone(), turntable_graph(None)).await;
+    let whole = expect_success(&w, &coord, id).await;
+    w.signal("whole", nix::sys::signal::Signal::SIGTERM);
+    w.wait_exit("whole", Duration::from_secs(30)).await;
+
+    // Two single-threaded workers share three chunks of two frames.
+    for name in ["a", "b"] {
+        w.start_render_worker(name, RENDER_MODULES, &[("RENDERFLEET_CONCURRENCY", "1"), ("RENDERFLEET_BLENDER__THREADS", "1")]);
+    }
+    let db = w.db().await;
+    renderfleet_tests::wait_until("both workers", Duration::from_secs(60), || async {
+        let n: i64 = db.query_one("SELECT count(*) FROM workers WHERE id IN ('a', 'b') AND status <> 'stopped'", &[]).await.ok()?.get(0);
+        (n == 2).then_some(())
+    })
+    .await;
+    let id = w.submit_for(&coord, subject, turntable_graph(Some(2))).await;
+    let split = expect_success(&w, &coord, id).await;
+    let chunks: Vec<&Value> =
+        split["nodes"].as_array().unwrap().iter().filter(|n| n["node_id"].as_str().unwrap().starts_with("turntable.frames-")).collect();
+    let ids: Vec<&str> = chunks.iter().map(|n| n["node_id"].as_str().unwrap()).collect();
+    assert_eq!(ids, ["turntable.frames-000-001", "turntable.frames-002-003", "turntable.frames-004-005"], "the run shows its chunks");
+    assert_eq!(split["nodes_total"], 9, "six nodes and three chunks");
+    let workers: HashSet<&str> = chunks.iter().map(|n| n["worker_id"].as_str().unwrap()).collect();
+    assert_eq!(workers.len(), 2, "both workers rendered chunks: {workers:?}");
+    for c in &chunks {
+        assert_eq!(c["outputs"]["frames"]["meta"]["frames"], 2, "{c}");
+        assert_eq!(c["params"].get("chunking"), None);
+    }
+    // The joined manifest is the very artifact one task wrote, so the video is too.
+    assert_eq!(output(&split, "turntable", "frames")["sha256"], output(&whole, "turntable", "frames")["sha256"]);
+    assert_eq!(output(&split, "turntable", "frames")["meta"]["chunks"], 3);
+    assert_eq!(output(&split, "publish", "artifact")["sha256"], output(&whole, "publish", "artifact")["sha256"]);
+}

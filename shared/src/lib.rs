@@ -7,6 +7,7 @@
 
 pub mod artifact;
 pub mod cache;
+pub mod chunks;
 pub mod config;
 pub mod gate;
 pub mod graph;

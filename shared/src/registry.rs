@@ -522,6 +522,12 @@ fn node_types() -> Vec<NodeType> {
                    "properties": {"start": {"type": "integer", "minimum": 0, "maximum": 719}, "end": {"type": "integer", "minimum": 0, "maximum": 719}}}),
         );
         p.insert("degrees".into(), json!({"type": "number", "default": 360, "exclusiveMinimum": 0, "maximum": 360}));
+        p.insert(
+            "chunking".into(),
+            json!({"type": "object", "additionalProperties": false, "required": ["frames_per_chunk"],
+                   "description": "split the frames into tasks of this many frames that any worker can render (and retry) on its own; the frames are joined in order",
+                   "properties": {"frames_per_chunk": {"type": "integer", "minimum": 1, "maximum": 720, "description": "frames per task"}}}),
+        );
         object(Value::Object(p))
     };
     vec![

@@ -10,6 +10,7 @@ use crate::db::{sql, DbError};
 use crate::outbox::{self, Ready, LEASE};
 use deadpool_postgres::{Pool, Transaction};
 use renderfleet_shared::cache::CacheMode;
+use renderfleet_shared::chunks;
 use renderfleet_shared::graph::{InputBinding, InputSource, Plan};
 use renderfleet_shared::metrics as m;
 use renderfleet_shared::wire::{TaskMessage, WIRE_VERSION};
@@ -83,6 +84,14 @@ pub async fn insert_run(
     key: Option<&str>,
     meta: RunMeta<'_>,
 ) -> Result<Option<(Uuid, Vec<Ready>)>, DbError> {
+    // Chunked turntables become their chunk tasks here, on every path that creates runs.
+    let expanded;
+    let plan = if chunks::any(plan) {
+        expanded = chunks::expand(plan.clone());
+        &expanded
+    } else {
+        plan
+    };
     let run_id = Uuid::now_v7();
     let ids: Vec<Uuid> = plan.nodes.iter().map(|_| Uuid::now_v7()).collect();
     let node_ids: Vec<&str> = plan.nodes.iter().map(|n| n.id.as_str()).collect();
