@@ -122,7 +122,8 @@ async fn a_repeat_comes_from_the_cache_until_something_that_changes_the_bytes_ch
     assert_eq!(node(&b, "meta").unwrap()["outputs"], node(&a, "meta").unwrap()["outputs"]);
     let hits = metric(&w.http, &format!("{}/metrics", c.url), "renderfleet_cache_hits_total", &[("module", "glb_export")]).await;
     assert_eq!(hits, 1.0);
-    let text = String::from_utf8(renderfleet_tests::renderctl(&["--coordinator", &c.url, "runs", "show", &second.to_string()]).stdout).unwrap();
+    let text =
+        String::from_utf8(renderfleet_tests::renderctl(&["--coordinator", &c.url, "runs", "show", &second.to_string()]).stdout).unwrap();
     assert!(text.contains(&format!("cached: outputs from run {first}")), "renderctl shows the source: {text}");
 
     // A param that changes the bytes: a miss, and a new entry.
@@ -137,7 +138,11 @@ async fn a_repeat_comes_from_the_cache_until_something_that_changes_the_bytes_ch
     assert_eq!((source(&r, "export"), source(&r, "meta")), (Err("w1".into()), Err("w1".into())));
     assert_eq!(r["cache"], "refresh");
     assert_eq!(misses(&w, &c, "refresh").await, 1.0);
-    let holder: Uuid = db.query_one("SELECT run_id FROM node_cache WHERE module_key = 'glb_export' ORDER BY created_at DESC LIMIT 1", &[]).await.unwrap().get(0);
+    let holder: Uuid = db
+        .query_one("SELECT run_id FROM node_cache WHERE module_key = 'glb_export' ORDER BY created_at DESC LIMIT 1", &[])
+        .await
+        .unwrap()
+        .get(0);
     assert_eq!(holder, again, "the refreshed result is the entry now");
 
     // The entry's GLB pruned from the store: not a hit; the export runs and is stored again.

@@ -112,7 +112,11 @@ mod tests {
             ]
         }))
         .unwrap();
-        let defaults = NodeDefaults { max_attempts: 3, timeout: std::time::Duration::from_secs(60), max_timeout: std::time::Duration::from_secs(7200) };
+        let defaults = NodeDefaults {
+            max_attempts: 3,
+            timeout: std::time::Duration::from_secs(60),
+            max_timeout: std::time::Duration::from_secs(7200),
+        };
         plan(&graph, registry(), defaults).unwrap_or_else(|p| panic!("{p:?}"))
     }
 
@@ -122,7 +126,16 @@ mod tests {
         let ids: Vec<&str> = p.nodes.iter().map(|n| n.id.as_str()).collect();
         assert_eq!(
             ids,
-            ["resolve", "export", "turntable", "encode", "publish", "turntable.frames-000-003", "turntable.frames-004-007", "turntable.frames-008-009"]
+            [
+                "resolve",
+                "export",
+                "turntable",
+                "encode",
+                "publish",
+                "turntable.frames-000-003",
+                "turntable.frames-004-007",
+                "turntable.frames-008-009"
+            ]
         );
         let ranges: Vec<&Value> = p.nodes[5..].iter().map(|n| &n.params["frame_range"]).collect();
         assert_eq!(ranges, [&json!({"start": 0, "end": 3}), &json!({"start": 4, "end": 7}), &json!({"start": 8, "end": 9})]);

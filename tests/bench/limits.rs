@@ -146,7 +146,9 @@ async fn database(n: usize) -> anyhow::Result<(f64, f64, f64, f64)> {
         NodeDefaults { max_attempts: 1, timeout: Duration::from_secs(60), max_timeout: Duration::from_secs(60) },
     )
     .map_err(|p| anyhow::anyhow!("{p:?}"))?;
-    let dispatch::Created::New(run, _) = dispatch::create_run(&pool, &plan, &serde_json::to_value(&spec)?, &json!({}), None, Default::default()).await? else {
+    let dispatch::Created::New(run, _) =
+        dispatch::create_run(&pool, &plan, &serde_json::to_value(&spec)?, &json!({}), None, Default::default()).await?
+    else {
         anyhow::bail!("a run without an idempotency key is always new");
     };
     let client = pool.get().await?;

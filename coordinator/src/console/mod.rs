@@ -22,7 +22,6 @@ mod html;
 mod products;
 mod session;
 
-use renderfleet_shared::cache::CacheMode;
 use crate::api::auth::{Scope, Tokens};
 use crate::db::sql;
 use crate::dispatch::operate;
@@ -36,6 +35,7 @@ use axum::routing::{get, post};
 use axum::Router;
 use chrono::{DateTime, Utc};
 use html::{esc, page, status_badge};
+use renderfleet_shared::cache::CacheMode;
 use renderfleet_shared::gate::GateConfig;
 use serde::Deserialize;
 use serde_json::Value;
@@ -282,7 +282,11 @@ async fn run(State(state): State<AppState>, Path(id): Path<String>, viewer: axum
                 Some(r) => format!("<a href=\"/console/runs/{r}#node-{}\">run {r}</a>", esc(&node_id)),
                 None => format!("node run {from} (its run is no longer kept)"),
             };
-            let _ = write!(body, "<p class=\"cached\">{} outputs taken from the node result cache, produced by {source}; no worker ran it</p>", status_badge("cached"));
+            let _ = write!(
+                body,
+                "<p class=\"cached\">{} outputs taken from the node result cache, produced by {source}; no worker ran it</p>",
+                status_badge("cached")
+            );
         }
         if let Some(e) = n.get::<_, Option<Value>>(11) {
             let _ = write!(body, "<p class=\"error node-error\">{}</p>", esc(e["message"].as_str().unwrap_or(&e.to_string())));

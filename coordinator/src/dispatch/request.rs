@@ -105,7 +105,8 @@ fn legacy_graph(ot: &OutputType) -> GraphSpec {
         timeout: None,
         position: None,
     };
-    let legacy = node("legacy", "legacy.render", json!({"output_type": ot.key, "artifact_kind": ot.artifact_kind, "preset": ot.legacy_preset}));
+    let legacy =
+        node("legacy", "legacy.render", json!({"output_type": ot.key, "artifact_kind": ot.artifact_kind, "preset": ot.legacy_preset}));
     let Ok(steps) = legacy::steps(&ot.artifact_kind, &ot.legacy_preset) else {
         return GraphSpec { family: Some(ot.family), nodes: vec![legacy], edges: Vec::new() };
     };
@@ -117,11 +118,7 @@ fn legacy_graph(ot: &OutputType) -> GraphSpec {
     };
     GraphSpec {
         family: Some(ot.family),
-        nodes: vec![
-            node("legacy_cad", "cad.resolve", steps.resolve),
-            node("legacy_export", "cad.export_glb", steps.export),
-            legacy,
-        ],
+        nodes: vec![node("legacy_cad", "cad.resolve", steps.resolve), node("legacy_export", "cad.export_glb", steps.export), legacy],
         edges: vec![
             edge("legacy_cad", None, "legacy_export", None),
             edge("legacy_export", Some("glb"), "legacy", Some("glb")),

@@ -57,10 +57,10 @@ pub async fn lookup(client: &impl GenericClient, cache: &Cache, ready: Vec<Ready
         set.into_iter().collect()
     };
     let runs: Vec<Uuid> = ready.iter().map(|r| r.task.run_id).collect();
-    let (fleet, refresh) = tokio::try_join!(
-        async { client.query(sql::FLEET_FINGERPRINTS, &[&modules, &cache.live_for.as_secs_f64()]).await },
-        async { client.query(sql::REFRESHING_RUNS, &[&runs]).await },
-    )?;
+    let (fleet, refresh) =
+        tokio::try_join!(async { client.query(sql::FLEET_FINGERPRINTS, &[&modules, &cache.live_for.as_secs_f64()]).await }, async {
+            client.query(sql::REFRESHING_RUNS, &[&runs]).await
+        },)?;
     // A module's fingerprint only when every live worker of it reports the same one.
     let fleet: HashMap<String, String> = fleet
         .iter()
@@ -153,4 +153,3 @@ async fn all_stored(root: &std::path::Path, outputs: &Value) -> bool {
     }
     true
 }
-

@@ -116,8 +116,7 @@ async fn start_comparison(state: &AppState, row: &tokio_postgres::Row) -> Result
     if let (Some(c), Some(d)) = (control_node, candidate_node) {
         let plan = compare_plan(&cfg);
         let graph = serde_json::to_value(&plan.graph).expect("graph serializes");
-        let meta =
-            RunMeta { role: "comparison", request_id: Some(request), output_type_key: Some(&key), ..RunMeta::DIRECT };
+        let meta = RunMeta { role: "comparison", request_id: Some(request), output_type_key: Some(&key), ..RunMeta::DIRECT };
         let subject = json!({"comparison": id, "control_run": control, "candidate_run": candidate});
         let run_key = format!("compare:{id}");
         if let Some((run, r)) = dispatch::insert_run(&tx, &plan, &graph, &subject, Some(&run_key), meta).await? {

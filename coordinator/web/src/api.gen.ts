@@ -574,6 +574,21 @@ export interface components {
             finished_at?: string | null;
             error?: Record<string, unknown> | null;
         };
+        /**
+         * @description Whether a run may take results from the cache (`runs.cache_mode`).
+         * @enum {string}
+         */
+        CacheMode: "use" | "refresh";
+        /** @description Where a node's cached outputs came from. */
+        CachedView: {
+            /** Format: uuid */
+            from_node_run: string;
+            /**
+             * Format: uuid
+             * @description The run of `from_node_run`; absent once that run was deleted (the entry lives on).
+             */
+            from_run?: string | null;
+        };
         /** @description `POST /v1/runs/{id}/cancel` body. */
         CancelInput: {
             /** @default null */
@@ -644,6 +659,8 @@ export interface components {
             /** @description What the run is about (an order line, a CAD file); stored as given. */
             subject: Record<string, unknown>;
             graph: components["schemas"]["GraphSpec"];
+            /** @description `refresh`: run every node anew instead of taking results from the node result cache. */
+            cache?: components["schemas"]["CacheMode"];
         };
         Created: {
             /** Format: uuid */
@@ -976,6 +993,7 @@ export interface components {
             error?: Record<string, unknown> | null;
             log_tail?: string | null;
             attempts: components["schemas"]["AttemptView"][];
+            cached?: null | components["schemas"]["CachedView"];
         };
         /** @description `POST /v1/output-types` and `PUT /v1/output-types/{key}` body. */
         OutputTypeInput: {
@@ -1122,6 +1140,11 @@ export interface components {
             subject: Record<string, unknown>;
             /** @description An output type's key (`GET /v1/output-types`). */
             output_type: string;
+            /**
+             * @description `refresh`: render every node anew instead of taking earlier results from the node
+             *     result cache (a re-render on purpose); the new results replace the cached ones.
+             */
+            cache?: components["schemas"]["CacheMode"];
         };
         /** @description `POST /v1/products/{product}/material-map/repair` body. */
         RepairInput: {
@@ -1178,6 +1201,8 @@ export interface components {
             finished_at?: string | null;
             edges: Record<string, unknown>[];
             nodes: components["schemas"]["NodeView"][];
+            /** @description `use`, or `refresh` when the run was asked to render every node anew. */
+            cache: components["schemas"]["CacheMode"];
         };
         /** @enum {string} */
         Severity: "error" | "warning";

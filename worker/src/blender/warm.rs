@@ -120,7 +120,8 @@ impl Pool {
         let result = if code == "0" {
             Ok(Ran { stdout: out.iter().cloned().collect::<Vec<_>>().join("\n"), tail: log_tail(&p, &out), wall: started.elapsed() })
         } else {
-            let reason = if message.trim().is_empty() { format!("render.py ended the job with code {code}") } else { message.trim().to_string() };
+            let reason =
+                if message.trim().is_empty() { format!("render.py ended the job with code {code}") } else { message.trim().to_string() };
             Err(ModuleError::Fatal { message: format!("{what} failed: {reason}"), log_tail: Some(log_tail(&p, &out)) })
         };
         self.put_back(p);
