@@ -93,16 +93,22 @@ ensure_python_venv() {
   python3 -c 'import venv, ensurepip' 2>/dev/null || apt_install python3-venv
 }
 
-# What the render modules run: Blender (with Debian's numpy for its glTF importer), ffmpeg,
-# and cascadio (OpenCASCADE STEP -> GLB) from PyPI in target/cad-venv, a venv over Debian's
-# Python so it sees the same numpy. Workers find it through RENDERFLEET_TOOLS__PYTHON.
+# What the render modules run: Blender 4.5 LTS as a Python module (PyPI's `bpy`, which needs
+# Python 3.11 and a few X11 client libraries it links against, though it never opens a
+# display) in target/bpy-venv, ffmpeg, and cascadio (OpenCASCADE STEP -> GLB) from PyPI in
+# target/cad-venv, a venv over Debian's Python so it sees Debian's numpy. Workers find them
+# through RENDERFLEET_TOOLS__BLENDER and RENDERFLEET_TOOLS__PYTHON.
 CASCADIO_VERSION=0.1.1
+BPY_VERSION=4.5.15
 ensure_render_tools() {
   local missing=()
-  command -v blender >/dev/null || missing+=(blender)
   command -v ffmpeg >/dev/null || missing+=(ffmpeg)
   /usr/bin/python3 -c 'import numpy' 2>/dev/null || missing+=(python3-numpy)
   /usr/bin/python3 -c 'import venv, ensurepip' 2>/dev/null || missing+=(python3-venv)
+  local lib
+  for lib in libx11-6 libxrender1 libxfixes3 libxi6 libxkbcommon0 libsm6 libgl1 libxext6 libxxf86vm1; do
+    dpkg -s "$lib" >/dev/null 2>&1 || missing+=("$lib")
+  done
   if [ ${#missing[@]} -gt 0 ]; then apt_install "${missing[@]}"; fi
   local venv="$ROOT/target/cad-venv"
   if ! "$venv/bin/python" -c 'import cascadio' 2>/dev/null; then
@@ -113,6 +119,18 @@ ensure_render_tools() {
       || die "could not install cascadio from PyPI into target/cad-venv"
   fi
   export RENDERFLEET_TOOLS__PYTHON="$venv/bin/python"
+  local bpy="$ROOT/target/bpy-venv"
+  if ! "$bpy/bin/python" -c "import bpy, sys; sys.exit(bpy.app.version_string.split()[0] != '$BPY_VERSION')" 2>/dev/null; then
+    /usr/bin/python3 -c 'import sys; sys.exit(sys.version_info[:2] != (3, 11))' \
+      || die "Blender $BPY_VERSION as a module (PyPI's bpy) needs Python 3.11 (Debian 12's python3); this python3 is $(/usr/bin/python3 -V)"
+    log "installing Blender $BPY_VERSION LTS as a Python module (PyPI's bpy, about 950 MB) into target/bpy-venv"
+    mkdir -p "$ROOT/target"
+    rm -rf "$bpy"
+    /usr/bin/python3 -m venv "$bpy"
+    "$bpy/bin/pip" install -q --disable-pip-version-check "bpy==$BPY_VERSION" \
+      || die "could not install bpy $BPY_VERSION from PyPI into target/bpy-venv"
+  fi
+  export RENDERFLEET_TOOLS__BLENDER="$bpy/bin/python"
 }
 
 # promtool checks the alert rules in the tests. Debian ships it in `prometheus`, whose own

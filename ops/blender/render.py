@@ -1,9 +1,11 @@
 """Render-fleet Blender script: GLB (+ material map) -> still, turntable frames or .blend.
 
-Run (parameters come only from the JSON file, never from generated Python):
+Run (parameters come only from the JSON file, never from generated Python), with Blender
+4.5 LTS as a Python module (PyPI's `bpy`, what the worker uses) or a Blender executable:
 
+    python render.py -- PARAMS.json
     blender -b --factory-startup -noaudio --python-exit-code 3 \
-        --python ops/blender/render.py -- PARAMS.json
+        --python render.py -- PARAMS.json
 
 or warm, one process serving many jobs (`-- --serve`): each stdin line is the path of a
 PARAMS.json; every job starts from the factory startup scene, exactly as a fresh process
@@ -27,8 +29,8 @@ PARAMS.json keys (the worker fills defaults; a missing required key is an error)
 
 Material map: {"assignments": {part_key: material}, "materials": {material:
 {"base_color": "#RRGGBB" (sRGB), "metallic": f, "roughness": f}}}. Parts are found
-by the object custom property "part_key": Blender 3.4's glTF importer copies each
-glTF node's `extras` onto the object it creates.
+by the object custom property "part_key": Blender's glTF importer copies each glTF
+node's `extras` onto the object it creates.
 
 Report: {mode, mesh_objects, parts_with_key, materials_assigned (mesh objects whose
 materials were replaced), materials_created, unmatched_assignments (sorted keys
@@ -328,7 +330,9 @@ def render_settings(scene, p):
     c.samples, c.seed, c.use_animated_seed = p["samples"], p["seed"], False
     # Adaptive sampling, path guiding and time limits tie noise to timing or threads.
     c.use_adaptive_sampling, c.time_limit, c.use_guiding = False, 0.0, False
-    c.sampling_pattern, c.sample_offset = "PROGRESSIVE_MULTI_JITTER", 0
+    # Blender 4.2 replaced progressive multi-jitter with (tabulated) Sobol; both are fixed.
+    c.sampling_pattern = "PROGRESSIVE_MULTI_JITTER" if bpy.app.version < (4, 2, 0) else "TABULATED_SOBOL"
+    c.sample_offset = 0
     c.scrambling_distance, c.auto_scrambling_distance = 1.0, False
     # Debian builds Cycles without OpenImageDenoise: denoising would fail the render.
     c.use_denoising = c.use_preview_denoising = False
@@ -412,6 +416,10 @@ def save_blend(p):
 
 def run(params_path):
     t0 = time.time()
+    # Every job starts from the factory startup file: what a fresh `blender -b
+    # --factory-startup` has, what `bpy` as a Python module may not (it reads the user's
+    # startup file), and what a warm process must get back after a job.
+    bpy.ops.wm.read_homefile(use_factory_startup=True)
     try:
         p = load_params(params_path)
     except (TypeError, ValueError, KeyError, AttributeError) as e:
@@ -461,7 +469,6 @@ def serve():
         path = line.strip()
         if not path:
             continue
-        bpy.ops.wm.read_homefile(use_factory_startup=True)
         code, message = attempt(lambda: run(path))
         # On a line of its own even if Blender's C output left one unfinished; the reason is
         # on it too, so the worker need not wait for stderr.

@@ -333,7 +333,9 @@ pub const AUTO_MODULES: &str = "auto";
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct ToolsConfig {
-    /// Blender 3.4 or newer, with numpy for its glTF importer.
+    /// Blender: the Python of a venv with PyPI's `bpy` (Blender 4.5 LTS as a module, what
+    /// `ops/dev.sh` installs; a program named `python…` is taken to be one), or a Blender
+    /// executable (3.4 or newer, with numpy for its glTF importer).
     pub blender: String,
     /// A Python 3 that can `import cascadio` (STEP → GLB).
     pub python: String,

@@ -1,4 +1,5 @@
-//! The Blender driver: runs `ops/blender/render.py` headless on a GLB, with every setting
+//! The Blender driver: runs `ops/blender/render.py` (in Blender 4.5 LTS as a Python module,
+//! or in a Blender executable) on a GLB, with every setting
 //! in a JSON file (never generated Python), and reads back the script's report. The
 //! still, turntable and .blend modules and the legacy pipeline all render through here, so
 //! the same settings give the same pixels whichever pipeline asked.
@@ -77,19 +78,29 @@ pub(crate) async fn render(
     Ok(Rendered { report, timings })
 }
 
-/// A fresh `blender -b` for one job.
+/// Whether `[tools] blender` names a Python with PyPI's `bpy` (Blender as a module, what
+/// `ops/dev.sh` installs) rather than a Blender executable: a program called `python…`.
+pub(crate) fn is_module(program: &str) -> bool {
+    Path::new(program).file_name().and_then(OsStr::to_str).is_some_and(|n| n.starts_with("python"))
+}
+
+/// The arguments that run `script` with `script_args` in `program`: `python script -- …`
+/// for the module, `blender -b --factory-startup … --python script -- …` for the executable.
+pub(crate) fn script_args<'a>(program: &str, script: &'a Path, script_args: &[&'a OsStr]) -> Vec<&'a OsStr> {
+    let mut args: Vec<&OsStr> = if is_module(program) {
+        Vec::new()
+    } else {
+        ["-b", "--factory-startup", "-noaudio", "--python-exit-code", "3", "--python"].iter().map(OsStr::new).collect()
+    };
+    args.push(script.as_os_str());
+    args.push(OsStr::new("--"));
+    args.extend_from_slice(script_args);
+    args
+}
+
+/// A fresh Blender for one job.
 async fn cold(env: &Env, params_path: &Path, dir: &Path, what: &str) -> Result<tools::Ran, ModuleError> {
-    let args: [&OsStr; 9] = [
-        "-b".as_ref(),
-        "--factory-startup".as_ref(),
-        "-noaudio".as_ref(),
-        "--python-exit-code".as_ref(),
-        "3".as_ref(),
-        "--python".as_ref(),
-        env.scripts.render.as_os_str(),
-        "--".as_ref(),
-        params_path.as_os_str(),
-    ];
+    let args = script_args(&env.tools.blender, &env.scripts.render, &[params_path.as_os_str()]);
     // A script error is about this input (a broken GLB, a bad setting): retrying will not help.
     tools::run(&env.tools.blender, &args, dir, what, true).await
 }

@@ -129,15 +129,7 @@ impl Pool {
     }
 
     fn start(&self, what: &str) -> Result<Process, ModuleError> {
-        let args: [&OsStr; 7] = [
-            "-b".as_ref(),
-            "--factory-startup".as_ref(),
-            "-noaudio".as_ref(),
-            "--python".as_ref(),
-            self.script.as_os_str(),
-            "--".as_ref(),
-            "--serve".as_ref(),
-        ];
+        let args = super::script_args(&self.program, &self.script, &[OsStr::new("--serve")]);
         let (mut child, group) = tools::serve(&self.program, &args, &self.cwd).map_err(|e| ModuleError::Fatal {
             message: format!("{what}: cannot start `{}`: {e}; install it or set its path in the worker's [tools] settings", self.program),
             log_tail: None,
