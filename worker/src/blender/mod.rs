@@ -98,6 +98,23 @@ pub(crate) fn script_args<'a>(program: &str, script: &'a Path, script_args: &[&'
     args
 }
 
+/// The arguments that run the Python `expr` in `program` after opening the .blend `file`
+/// (if any): `python -c …` for the module (the file as `sys.argv[1]`), `blender -b [file]
+/// --python-expr …` for the executable.
+pub(crate) fn expr_args(program: &str, file: Option<&Path>, expr: &str) -> Vec<std::ffi::OsString> {
+    if is_module(program) {
+        let open = if file.is_some() { "import sys, bpy; bpy.ops.wm.open_mainfile(filepath=sys.argv[1]); " } else { "" };
+        let mut args = vec!["-c".into(), format!("{open}{expr}").into()];
+        args.extend(file.map(|f| f.as_os_str().to_owned()));
+        args
+    } else {
+        let mut args: Vec<std::ffi::OsString> = vec!["-b".into(), "--factory-startup".into(), "-noaudio".into()];
+        args.extend(file.map(|f| f.as_os_str().to_owned()));
+        args.extend(["--python-exit-code".into(), "3".into(), "--python-expr".into(), expr.into()]);
+        args
+    }
+}
+
 /// A fresh Blender for one job.
 async fn cold(env: &Env, params_path: &Path, dir: &Path, what: &str) -> Result<tools::Ran, ModuleError> {
     let args = script_args(&env.tools.blender, &env.scripts.render, &[params_path.as_os_str()]);

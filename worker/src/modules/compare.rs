@@ -235,12 +235,8 @@ async fn blends(env: &Env, control: &ArtifactRef, candidate: &ArtifactRef) -> Re
         // Blender wants the extension; the store names files by hash only.
         let file = scratch.dir.join(format!("{side}.blend"));
         tokio::fs::symlink(env.store.path(r).await?, &file).await.map_err(|e| fatal(format!("cannot link {}: {e}", file.display())))?;
-        let args: Vec<&OsStr> = ["-b", "--factory-startup", "-noaudio"]
-            .map(OsStr::new)
-            .into_iter()
-            .chain(std::iter::once(file.as_os_str()))
-            .chain(["--python-exit-code", "3", "--python-expr", LIST].map(OsStr::new))
-            .collect();
+        let owned = crate::blender::expr_args(&env.tools.blender, Some(&file), LIST);
+        let args: Vec<&OsStr> = owned.iter().map(|a| a.as_os_str()).collect();
         let ran = tools::run(&env.tools.blender, &args, &scratch.dir, &format!("listing the {side} .blend (Blender)"), false).await?;
         let line = ran
             .stdout

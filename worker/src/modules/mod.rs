@@ -122,10 +122,10 @@ impl Tool {
                 format!("install it with `{} -m pip install cascadio` (and python3-numpy), or point [tools] python (RENDERFLEET_TOOLS__PYTHON) at a Python that has it", tools.python),
             ),
             Tool::Blender => (
-                if crate::blender::is_module(&tools.blender) {
-                    crate::tools::probe(&tools.blender, &["-c", BLENDER], limit).await
-                } else {
-                    crate::tools::probe(&tools.blender, &["-b", "--factory-startup", "-noaudio", "--python-exit-code", "3", "--python-expr", BLENDER], limit).await
+                {
+                    let args = crate::blender::expr_args(&tools.blender, None, BLENDER);
+                    let args: Vec<&str> = args.iter().filter_map(|a| a.to_str()).collect();
+                    crate::tools::probe(&tools.blender, &args, limit).await
                 },
                 format!("install Blender 4.5 LTS as a Python module (`python3.11 -m venv V && V/bin/pip install bpy==4.5.15`, as ops/dev.sh does) and set [tools] blender (RENDERFLEET_TOOLS__BLENDER) to V/bin/python, or give a Blender executable (3.4+, with numpy); tried `{}`", tools.blender),
             ),
