@@ -1,8 +1,8 @@
 # syntax=docker/dockerfile:1
 #
 # Two images: `runtime` (the default target) runs `coordinator` (default), `worker` for the
-# tool-free modules, and `renderctl`; `render-worker` adds what render hosts need (Blender,
-# ffmpeg, numpy, cascadio) and runs `worker`.
+# tool-free modules, and `renderctl`; `render-worker` adds what render hosts need (Blender 4.5
+# LTS as a Python module, ffmpeg, numpy, cascadio) and runs `worker`.
 #   docker build -t renderfleet .
 #   docker build -t renderfleet-render-worker --target render-worker .
 #   docker run renderfleet                # coordinator
@@ -62,17 +62,23 @@ EXPOSE 8080 9464
 CMD ["coordinator"]
 
 # ---- render worker ----------------------------------------------------------------------------
-# Blender 3.4 and numpy (its glTF importer) and ffmpeg from Debian; cascadio (OpenCASCADE
-# STEP -> GLB) from PyPI in a venv over Debian's Python, so it sees the same numpy.
+# Blender 4.5 LTS as a Python module (PyPI's bpy, for Debian 12's Python 3.11; it links a few
+# X11 client libraries but never opens a display) in /opt/bpy-venv; ffmpeg and numpy from
+# Debian; cascadio (OpenCASCADE STEP -> GLB) from PyPI in a venv over Debian's Python, so it
+# sees the same numpy.
 FROM runtime AS render-worker
 USER root
 RUN apt-get update \
- && apt-get install -y --no-install-recommends blender python3-numpy python3-venv ffmpeg \
+ && apt-get install -y --no-install-recommends python3-numpy python3-venv ffmpeg \
+      libx11-6 libxrender1 libxfixes3 libxi6 libxkbcommon0 libsm6 libgl1 libxext6 libxxf86vm1 \
  && rm -rf /var/lib/apt/lists/* \
+ && python3 -m venv /opt/bpy-venv \
+ && /opt/bpy-venv/bin/pip install --no-cache-dir bpy==4.5.15 \
  && python3 -m venv --system-site-packages /opt/cad-venv \
  && /opt/cad-venv/bin/pip install --no-cache-dir cascadio==0.1.1 \
  && mkdir -p /var/lib/renderfleet/artifacts /var/lib/renderfleet/cad \
  && chown -R 10001:10001 /var/lib/renderfleet
-ENV RENDERFLEET_TOOLS__PYTHON=/opt/cad-venv/bin/python
+ENV RENDERFLEET_TOOLS__PYTHON=/opt/cad-venv/bin/python \
+    RENDERFLEET_TOOLS__BLENDER=/opt/bpy-venv/bin/python
 USER 10001:10001
 CMD ["worker"]

@@ -220,12 +220,13 @@ demo() {
   local logs="$ROOT/target/demo-logs"
   mkdir -p "$logs"
   trap cleanup_demo EXIT
-  log "starting the coordinator on $RENDERFLEET_HTTP_ADDR (logs in target/demo-logs/)"
-  target/debug/coordinator >"$logs/coordinator.log" 2>&1 & PIDS+=($!)
-  local i
-  demo_cad
   local data="$ROOT/target/demo"
   mkdir -p "$data/artifacts" "$data/scratch" "$data/out"
+  log "starting the coordinator on $RENDERFLEET_HTTP_ADDR (logs in target/demo-logs/)"
+  # It reads the workers' store: console previews, and the node result cache's hits.
+  RENDERFLEET_ARTIFACTS_DIR="$data/artifacts" target/debug/coordinator >"$logs/coordinator.log" 2>&1 & PIDS+=($!)
+  local i
+  demo_cad
   for i in 1 2; do
     RENDERFLEET_WORKER_ID="demo-worker-$i" RENDERFLEET_METRICS_ADDR="127.0.0.1:$((9463 + i))" \
       RENDERFLEET_ARTIFACTS_DIR="$data/artifacts" RENDERFLEET_SCRATCH_DIR="$data/scratch" RENDERFLEET_CAD_DIR="$DEMO_CAD_DIR" \

@@ -78,8 +78,11 @@ async fn session(state: &AppState, conn: &Connection, cancel: &CancellationToken
 /// Where this coordinator's publisher sends, and whether it serves from the cache.
 fn route(state: &AppState, topo: &Topology) -> outbox::Route {
     let cfg = &state.config;
-    let cache = (cfg.cache.enabled && !cfg.artifacts_dir.is_empty())
-        .then(|| outbox::cache::Cache { store: cfg.artifacts_dir.clone().into(), live_for: cfg.recovery.heartbeat_timeout });
+    let cache = (cfg.cache.enabled && !cfg.artifacts_dir.is_empty()).then(|| outbox::cache::Cache {
+        store: cfg.artifacts_dir.clone().into(),
+        live_for: cfg.recovery.heartbeat_timeout,
+        warned: Default::default(),
+    });
     let user_id = renderfleet_platform::broker::password_user(&cfg.amqp_url);
     outbox::Route { tasks: topo.tasks_exchange(), results: topo.results_exchange(), user_id, cache }
 }

@@ -31,6 +31,8 @@ pub struct Cache {
     pub store: PathBuf,
     /// A worker heartbeating within this long is live (the recovery heartbeat timeout).
     pub live_for: Duration,
+    /// Whether a missing store was logged (once per broker session).
+    pub warned: std::sync::Arc<std::sync::atomic::AtomicBool>,
 }
 
 /// A task answered from the cache: its outbox row and the result to publish instead.
@@ -49,7 +51,9 @@ pub async fn lookup(client: &impl GenericClient, cache: &Cache, ready: Vec<Ready
     // Hits are checked against the store: without one to look in (not mounted yet, or the
     // wrong path), every entry would look pruned, so nothing is keyed, served or stored.
     if !tokio::fs::metadata(&cache.store).await.is_ok_and(|m| m.is_dir()) {
-        tracing::warn!(artifacts_dir = %cache.store.display(), "node result cache skipped: artifacts_dir is not a directory here; point it at the workers' store (RENDERFLEET_ARTIFACTS_DIR)");
+        if !cache.warned.swap(true, std::sync::atomic::Ordering::Relaxed) {
+            tracing::warn!(artifacts_dir = %cache.store.display(), "node result cache skipped: artifacts_dir is not a directory here; point it at the workers' store (RENDERFLEET_ARTIFACTS_DIR)");
+        }
         return Ok((ready, Vec::new()));
     }
     let modules: Vec<&str> = {
