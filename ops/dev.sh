@@ -7,7 +7,8 @@
 #                         where they are, then stop what this script started.
 #   ops/dev.sh test       make sure the services are up, build, run the whole test suite.
 #   ops/dev.sh services   only install and start PostgreSQL and RabbitMQ.
-#   ops/dev.sh bench      the orchestration benchmark (release build; Celery in a local venv).
+#   ops/dev.sh bench      the orchestration benchmark (release build; Celery in a local venv);
+#                         `bench --render`: the render benchmark (Blender, cache, turntables).
 #
 # Works on a fresh Debian or Ubuntu machine as root (or with sudo). Services that were
 # already running are left as they were.
@@ -311,6 +312,8 @@ run_tests() {
   log "benchmark smoke run (every row produced; figures from a debug build mean nothing)"
   ensure_python_venv
   target/debug/bench --quick --out target/bench/smoke.json
+  log "render benchmark smoke run (every row produced, on real Blender)"
+  target/debug/bench --render --quick --out target/bench/render-smoke.json
   log "running the test suite"
   mkdir -p target
   cargo test --workspace -- --test-threads="${RENDERFLEET_TEST_THREADS:-3}" 2>&1 | tee target/test-output.txt
@@ -328,6 +331,7 @@ case "${1:-}" in
     services
     ensure_rust
     ensure_python_venv
+    case " ${*:2} " in *" --render "*) ensure_render_tools ;; esac
     cargo build --release --bins
     target/release/bench "${@:2}"
     ;;

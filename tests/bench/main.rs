@@ -5,9 +5,11 @@
 //!
 //!   cargo build --release --bins && target/release/bench            # the full run
 //!   target/release/bench --quick                                     # seconds: CI's smoke run
+//!   target/release/bench --render                                    # the render benchmark
 
 mod limits;
 mod peer;
+mod render;
 mod system;
 
 use clap::Parser;
@@ -29,6 +31,10 @@ pub(crate) struct Args {
     /// Where to write the JSON report.
     #[arg(long, default_value = "target/bench/report.json")]
     out: PathBuf,
+    /// The render benchmark instead (real Blender, cascadio and ffmpeg on the CAD fixtures):
+    /// warm against fresh Blender, the node result cache, turntables across workers.
+    #[arg(long)]
+    render: bool,
 }
 
 /// Sizes of every workload.
@@ -113,6 +119,19 @@ async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
     let sizes = Sizes::of(&args);
     let started = chrono::Utc::now();
+    if args.render {
+        let rows = render::measure(render::RenderSizes::of(args.quick, args.repeats)).await?;
+        render::print(&rows);
+        let report = json!({"date": started.to_rfc3339(), "machine": machine(), "quick": args.quick, "render": rows});
+        if let Some(dir) = args.out.parent() {
+            std::fs::create_dir_all(dir)?;
+        }
+        std::fs::write(&args.out, serde_json::to_string_pretty(&report)?)?;
+        eprintln!("bench: wrote {}", args.out.display());
+        let bad = render::bad(&rows);
+        anyhow::ensure!(bad.is_empty(), "rows without a real figure: {}", bad.join("; "));
+        return Ok(());
+    }
     eprintln!("bench: limits");
     let limits = limits::measure(sizes).await?;
     eprintln!("bench: renderfleet");
