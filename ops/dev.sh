@@ -336,5 +336,5 @@ case "${1:-}" in
     target/release/bench "${@:2}"
     ;;
   services) services ;;
-  *) sed -n '2,13p' "$0" | sed 's/^# \{0,1\}//'; exit 2 ;;
+  *) sed -n '2,14p' "$0" | sed 's/^# \{0,1\}//'; exit 2 ;;
 esac
