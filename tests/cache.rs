@@ -4,6 +4,8 @@
 //! refresh re-runs on purpose; failures are never stored; a fleet whose workers disagree on
 //! their build serves nothing.
 
+use fantoccini::Locator;
+use renderfleet_tests::browser::Browser;
 use renderfleet_tests::{metric, node, wait_until, Coord, World};
 use serde_json::{json, Value};
 use std::time::Duration;
@@ -125,6 +127,20 @@ async fn a_repeat_comes_from_the_cache_until_something_that_changes_the_bytes_ch
     let text =
         String::from_utf8(renderfleet_tests::renderctl(&["--coordinator", &c.url, "runs", "show", &second.to_string()]).stdout).unwrap();
     assert!(text.contains(&format!("cached: outputs from run {first}")), "renderctl shows the source: {text}");
+    // The console's run page marks the cached nodes and links the run they came from.
+    let browser = Browser::start(&w.data_dir.join("chromium-profile"), "cache").await;
+    browser.sign_in(&c.url, renderfleet_tests::token("read")).await;
+    browser.client.goto(&format!("{}/console/runs/{second}", c.url)).await.unwrap();
+    let export = browser.client.find(Locator::Id("node-export")).await.unwrap();
+    let summary = export.find(Locator::Css("summary")).await.unwrap();
+    assert!(summary.text().await.unwrap().contains("cached"));
+    summary.click().await.unwrap();
+    let resolve = browser.client.find(Locator::Css("#node-resolve summary")).await.unwrap().text().await.unwrap();
+    assert!(!resolve.contains("cached"), "{resolve}");
+    let link = export.find(Locator::Css("p.cached a")).await.unwrap();
+    assert_eq!(link.attr("href").await.unwrap(), Some(format!("/console/runs/{first}#node-export")));
+    browser.shot("run-with-cached-nodes.png").await;
+    browser.close().await;
 
     // A param that changes the bytes: a miss, and a new entry.
     let finer = submit(&w, &c, subject(3), graph(0.05), "use").await;

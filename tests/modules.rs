@@ -15,22 +15,7 @@ const RUN_TIMEOUT: Duration = Duration::from_secs(180);
 
 /// The order-line starter with a small still.
 fn still_graph(size: u32, samples: u32) -> Value {
-    json!({
-        "nodes": [
-            {"id": "resolve", "type": "cad.resolve"},
-            {"id": "export", "type": "cad.export_glb"},
-            {"id": "assign", "type": "material.assign"},
-            {"id": "still", "type": "render.still", "params": {"width": size, "height": size, "samples": samples}},
-            {"id": "publish", "type": "output.publish", "params": {"name": "still"}}
-        ],
-        "edges": [
-            {"from": "resolve", "to": "export"},
-            {"from": "export", "from_port": "parts", "to": "assign"},
-            {"from": "export", "from_port": "glb", "to": "still", "to_port": "glb"},
-            {"from": "assign", "to": "still", "to_port": "materials"},
-            {"from": "still", "to": "publish"}
-        ]
-    })
+    renderfleet_tests::graphs::still(size, samples)
 }
 
 /// The legacy pipeline as one node, as dispatch adds it for a legacy run.
@@ -719,24 +704,7 @@ fn turntable_graph(chunk: Option<u32>) -> Value {
     if let Some(n) = chunk {
         turntable["chunking"] = json!({"frames_per_chunk": n});
     }
-    json!({
-        "nodes": [
-            {"id": "resolve", "type": "cad.resolve"},
-            {"id": "export", "type": "cad.export_glb"},
-            {"id": "assign", "type": "material.assign"},
-            {"id": "turntable", "type": "render.turntable", "params": turntable},
-            {"id": "encode", "type": "video.encode", "params": {"fps": 12}},
-            {"id": "publish", "type": "output.publish", "params": {"name": "video"}}
-        ],
-        "edges": [
-            {"from": "resolve", "to": "export"},
-            {"from": "export", "from_port": "parts", "to": "assign"},
-            {"from": "export", "from_port": "glb", "to": "turntable", "to_port": "glb"},
-            {"from": "assign", "to": "turntable", "to_port": "materials"},
-            {"from": "turntable", "to": "encode"},
-            {"from": "encode", "to": "publish"}
-        ]
-    })
+    renderfleet_tests::graphs::turntable(turntable)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

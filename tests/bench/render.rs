@@ -72,25 +72,6 @@ pub(crate) struct RenderRow {
     pub(crate) goal: &'static str,
 }
 
-fn still_graph(px: u32, samples: u32) -> Value {
-    json!({
-        "nodes": [
-            {"id": "resolve", "type": "cad.resolve"},
-            {"id": "export", "type": "cad.export_glb"},
-            {"id": "assign", "type": "material.assign"},
-            {"id": "still", "type": "render.still", "params": {"width": px, "height": px, "samples": samples}},
-            {"id": "publish", "type": "output.publish", "params": {"name": "still"}}
-        ],
-        "edges": [
-            {"from": "resolve", "to": "export"},
-            {"from": "export", "from_port": "parts", "to": "assign"},
-            {"from": "export", "from_port": "glb", "to": "still", "to_port": "glb"},
-            {"from": "assign", "to": "still", "to_port": "materials"},
-            {"from": "still", "to": "publish"}
-        ]
-    })
-}
-
 fn seconds(n: &Value, from: &str, to: &str) -> f64 {
     let t = |k: &str| chrono::DateTime::parse_from_rfc3339(n[k].as_str().unwrap_or_default()).ok();
     match (t(from), t(to)) {
@@ -109,23 +90,34 @@ async fn succeeded(w: &World, c: &Coord, id: Uuid) -> anyhow::Result<Value> {
     Ok(run)
 }
 
-/// Median wall time of the still node, one still at a time on one slot, `warm` or not.
-async fn stills(sizes: RenderSizes, px: u32, samples: u32, warm: bool) -> anyhow::Result<f64> {
-    let mut w = World::new(if warm { "bench_warm" } else { "bench_cold" }).await;
-    let c = w.start_coordinator("c1", &[("RENDERFLEET_CACHE__ENABLED", "false")]).await;
-    let mode = if warm { "true" } else { "false" };
-    w.start_render_worker("w1", ALL, &[("RENDERFLEET_CONCURRENCY", "1"), ("RENDERFLEET_BLENDER__WARM", mode)]);
-    let graph = still_graph(px, samples);
-    // One still first, not counted: it starts the warm process and warms the file caches.
-    succeeded(&w, &c, w.submit_for(&c, json!({"cad_file": FIXTURES[0], "product": "warm-up"}), graph.clone()).await).await?;
-    let mut times = Vec::new();
+/// Median wall time of the still node with a fresh Blender per still and with warm
+/// processes: (fresh, warm). Two worlds, each a coordinator and a one-slot worker, live side
+/// by side; the stills alternate between them, one at a time, so both sides see the same
+/// machine (a drift in its speed falls on both).
+async fn stills(sizes: RenderSizes, px: u32, samples: u32) -> anyhow::Result<(f64, f64)> {
+    let mut sides = Vec::new();
+    for warm in [false, true] {
+        let mut w = World::new(if warm { "bench_warm" } else { "bench_cold" }).await;
+        let c = w.start_coordinator("c1", &[("RENDERFLEET_CACHE__ENABLED", "false")]).await;
+        let mode = if warm { "true" } else { "false" };
+        w.start_render_worker("w1", ALL, &[("RENDERFLEET_CONCURRENCY", "1"), ("RENDERFLEET_BLENDER__WARM", mode)]);
+        sides.push((w, c, Vec::new()));
+    }
+    let graph = renderfleet_tests::graphs::still(px, samples);
+    // One still each first, not counted: it starts the warm process and warms the file caches.
+    for (w, c, _) in &sides {
+        succeeded(w, c, w.submit_for(c, json!({"cad_file": FIXTURES[0], "product": "warm-up"}), graph.clone()).await).await?;
+    }
     for f in FIXTURES.iter().take(sizes.fixtures) {
         for _ in 0..sizes.repeats {
-            let run = succeeded(&w, &c, w.submit_for(&c, json!({"cad_file": f, "product": f}), graph.clone()).await).await?;
-            times.push(seconds(node(&run, "still"), "started_at", "finished_at"));
+            for (w, c, times) in sides.iter_mut() {
+                let run = succeeded(w, c, w.submit_for(c, json!({"cad_file": f, "product": f}), graph.clone()).await).await?;
+                times.push(seconds(node(&run, "still"), "started_at", "finished_at"));
+            }
         }
     }
-    Ok(median(times))
+    let mut medians = sides.into_iter().map(|(_, _, times)| median(times));
+    Ok((medians.next().unwrap_or(f64::NAN), medians.next().unwrap_or(f64::NAN)))
 }
 
 /// The second request of the same order line: (cacheable module runs, its nodes, seconds
@@ -137,8 +129,8 @@ async fn repeat() -> anyhow::Result<(f64, usize, f64, f64)> {
     let c = w.start_coordinator("c1", &[("RENDERFLEET_ARTIFACTS_DIR", &store.display().to_string())]).await;
     w.start_render_worker("w1", ALL, &[]);
     let subject = json!({"cad_file": FIXTURES[0], "product": "as1", "order_line": "ol-1"});
-    let first = succeeded(&w, &c, w.submit_for(&c, subject.clone(), still_graph(128, 8)).await).await?;
-    let second = succeeded(&w, &c, w.submit_for(&c, subject, still_graph(128, 8)).await).await?;
+    let first = succeeded(&w, &c, w.submit_for(&c, subject.clone(), renderfleet_tests::graphs::still(128, 8)).await).await?;
+    let second = succeeded(&w, &c, w.submit_for(&c, subject, renderfleet_tests::graphs::still(128, 8)).await).await?;
     let nodes = second["nodes"].as_array().cloned().unwrap_or_default();
     let cacheable = ["glb_export", "materials", "blender_still"];
     let ran = nodes.iter().filter(|n| cacheable.contains(&n["module"].as_str().unwrap_or("")) && n["worker_id"] != "cache").count();
@@ -185,7 +177,7 @@ async fn legacy_exports() -> anyhow::Result<f64> {
 }
 
 /// Seconds from the first chunk's start to the join's end, with `workers` single-threaded
-/// workers of one slot each.
+/// workers of one slot each (the median of `repeats` turntables, one after another).
 async fn turntable(sizes: RenderSizes, workers: usize) -> anyhow::Result<f64> {
     let mut w = World::new(&format!("bench_turntable_{workers}")).await;
     let c = w.start_coordinator("c1", &[("RENDERFLEET_CACHE__ENABLED", "false")]).await;
@@ -200,38 +192,26 @@ async fn turntable(sizes: RenderSizes, workers: usize) -> anyhow::Result<f64> {
     .await;
     // A still first on every worker, so each has its warm process before the clock starts.
     for _ in 0..workers {
-        let id = w.submit_for(&c, json!({"cad_file": FIXTURES[0], "product": "warm-up"}), still_graph(32, 1)).await;
+        let id = w.submit_for(&c, json!({"cad_file": FIXTURES[0], "product": "warm-up"}), renderfleet_tests::graphs::still(32, 1)).await;
         succeeded(&w, &c, id).await?;
     }
-    let graph = json!({
-        "nodes": [
-            {"id": "resolve", "type": "cad.resolve"},
-            {"id": "export", "type": "cad.export_glb"},
-            {"id": "assign", "type": "material.assign"},
-            {"id": "turntable", "type": "render.turntable", "params": {
-                "width": sizes.turntable_px, "height": sizes.turntable_px, "samples": sizes.turntable_samples,
-                "frame_count": sizes.turntable_frames, "chunking": {"frames_per_chunk": 6}}},
-            {"id": "encode", "type": "video.encode"},
-            {"id": "publish", "type": "output.publish", "params": {"name": "video"}}
-        ],
-        "edges": [
-            {"from": "resolve", "to": "export"},
-            {"from": "export", "from_port": "parts", "to": "assign"},
-            {"from": "export", "from_port": "glb", "to": "turntable", "to_port": "glb"},
-            {"from": "assign", "to": "turntable", "to_port": "materials"},
-            {"from": "turntable", "to": "encode"},
-            {"from": "encode", "to": "publish"}
-        ]
-    });
-    let run = succeeded(&w, &c, w.submit_for(&c, json!({"cad_file": FIXTURES[0], "product": "as1"}), graph).await).await?;
-    let chunks: Vec<&Value> = run["nodes"]
-        .as_array()
-        .into_iter()
-        .flatten()
-        .filter(|n| n["node_id"].as_str().unwrap_or("").starts_with("turntable.frames-"))
-        .collect();
-    let first = chunks.iter().filter_map(|n| n["started_at"].as_str()).min().unwrap_or_default().to_string();
-    Ok(seconds(&json!({"from": first, "to": node(&run, "turntable")["finished_at"]}), "from", "to"))
+    let graph = renderfleet_tests::graphs::turntable(json!({
+        "width": sizes.turntable_px, "height": sizes.turntable_px, "samples": sizes.turntable_samples,
+        "frame_count": sizes.turntable_frames, "chunking": {"frames_per_chunk": 6}
+    }));
+    let mut times = Vec::new();
+    for _ in 0..sizes.repeats {
+        let run = succeeded(&w, &c, w.submit_for(&c, json!({"cad_file": FIXTURES[0], "product": "as1"}), graph.clone()).await).await?;
+        let chunks: Vec<&Value> = run["nodes"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter(|n| n["node_id"].as_str().unwrap_or("").starts_with("turntable.frames-"))
+            .collect();
+        let first = chunks.iter().filter_map(|n| n["started_at"].as_str()).min().unwrap_or_default().to_string();
+        times.push(seconds(&json!({"from": first, "to": node(&run, "turntable")["finished_at"]}), "from", "to"));
+    }
+    Ok(median(times))
 }
 
 pub(crate) async fn measure(sizes: RenderSizes) -> anyhow::Result<Vec<RenderRow>> {
@@ -239,10 +219,8 @@ pub(crate) async fn measure(sizes: RenderSizes) -> anyhow::Result<Vec<RenderRow>
     for (label, px, samples, goal) in
         [("small still", 128, 8, "≥ 5×"), ("product still", sizes.product_px, sizes.product_samples, "≥ 1.3×")]
     {
-        eprintln!("bench: render: {label}, a fresh Blender per still");
-        let cold = stills(sizes, px, samples, false).await?;
-        eprintln!("bench: render: {label}, warm processes");
-        let warm = stills(sizes, px, samples, true).await?;
+        eprintln!("bench: render: {label}, a fresh Blender per still and warm processes, in turn");
+        let (cold, warm) = stills(sizes, px, samples).await?;
         rows.push(RenderRow {
             name: format!("{label} ({px} px, {samples} samples): wall per still, warm processes"),
             value: warm,

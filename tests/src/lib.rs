@@ -10,6 +10,7 @@
 //! `cargo build --bins` before `cargo test` (`ops/dev.sh test` does).
 
 pub mod browser;
+pub mod graphs;
 
 use lapin::options::{BasicPublishOptions, ExchangeDeleteOptions, QueueDeclareOptions, QueueDeleteOptions};
 use lapin::types::FieldTable;
@@ -565,8 +566,11 @@ impl Drop for World {
                 if let Ok(conn) = Connection::connect(AMQP, ConnectionProperties::default()).await {
                     if let Ok(ch) = conn.create_channel().await {
                         // A coordinator started with RENDERFLEET_REGISTRY_TEST_TYPES=1 also declares
-                        // the debug-only test module's queue.
+                        // the debug-only test module's queue (which a release build, the
+                        // benchmark's, does not have).
+                        #[allow(unused_mut)]
                         let mut modules = registry().module_keys();
+                        #[cfg(debug_assertions)]
                         modules.push(renderfleet_shared::registry::PALETTE_PROBE);
                         for d in topology.declarations(&modules) {
                             match d {
