@@ -218,3 +218,28 @@ async fn a_failure_is_never_cached() {
     assert_eq!(w.count("SELECT count(*) FROM node_cache").await, 0);
     assert!(errors.iter().all(|e| !e.is_empty()));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_frames_entry_missing_one_frame_is_not_a_hit() {
+    let mut w = World::new("cache_frames").await;
+    let store = w.artifacts_dir().display().to_string();
+    let c = w.start_coordinator("c1", &[("RENDERFLEET_ARTIFACTS_DIR", &store)]).await;
+    w.start_render_worker("w1", "cad_resolve,glb_export,materials,blender_turntable,video_encode,publish", &[]);
+    let graph = renderfleet_tests::graphs::turntable(json!({"width": 32, "height": 32, "samples": 2, "frame_count": 3}));
+    let first = submit(&w, &c, subject(1), graph.clone(), "use").await;
+    let a = succeeded(&w, &c, first).await;
+    assert_eq!(source(&a, "turntable"), Err("w1".into()));
+    // The manifest stays; one frame it names is pruned. The encode after a hit would fail.
+    let manifest: Value =
+        serde_json::from_slice(&std::fs::read(w.artifact_path(&node(&a, "turntable").unwrap()["outputs"]["frames"])).unwrap()).unwrap();
+    std::fs::remove_file(w.artifact_path(&manifest["frames"][1])).unwrap();
+    let second = submit(&w, &c, subject(2), graph, "use").await;
+    let b = succeeded(&w, &c, second).await;
+    assert_eq!(source(&b, "export"), Ok(first.to_string()), "the export's artifacts are all there");
+    assert_eq!(source(&b, "turntable"), Err("w1".into()), "frames are rendered again");
+    assert_eq!(
+        node(&b, "turntable").unwrap()["outputs"]["frames"]["sha256"],
+        node(&a, "turntable").unwrap()["outputs"]["frames"]["sha256"]
+    );
+    assert!(w.artifact_path(&manifest["frames"][1]).exists(), "the frame is back");
+}

@@ -747,3 +747,19 @@ async fn a_turntable_split_across_workers_gives_the_frames_and_video_of_one_task
     assert_eq!(output(&split, "turntable", "frames")["meta"]["chunks"], 3);
     assert_eq!(output(&split, "publish", "artifact")["sha256"], output(&whole, "publish", "artifact")["sha256"]);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_warm_blender_is_replaced_after_max_jobs() {
+    let mut w = World::new("golden_warm_recycle").await;
+    let coord = w.start_coordinator("c1", &[]).await;
+    w.start_render_worker("w1", RENDER_MODULES, &[("RENDERFLEET_CONCURRENCY", "1"), ("RENDERFLEET_BLENDER__MAX_JOBS", "2")]);
+    let mut images = Vec::new();
+    for _ in 0..3 {
+        let id = w.submit_for(&coord, json!({"cad_file": "splinecage.stp", "product": "splinecage"}), still_graph(48, 2)).await;
+        images.push(output(&expect_success(&w, &coord, id).await, "still", "image")["sha256"].clone());
+    }
+    let log = w.log("w1");
+    assert_eq!(log.matches("warm Blender process replaced").count(), 1, "after its second job");
+    assert_eq!(log.matches("warm Blender process started").count(), 2, "the third job had a fresh one");
+    assert!(images.windows(2).all(|p| p[0] == p[1]), "the same still from either process: {images:?}");
+}

@@ -60,7 +60,7 @@ pub async fn lookup(client: &impl GenericClient, cache: &Cache, ready: Vec<Ready
         let set: HashSet<&str> = ready.iter().map(|r| r.task.module_key.as_str()).filter(|m| registry().cache_type(m).is_some()).collect();
         set.into_iter().collect()
     };
-    let runs: Vec<Uuid> = ready.iter().map(|r| r.task.run_id).collect();
+    let runs: Vec<Uuid> = ready.iter().filter(|r| registry().cache_type(&r.task.module_key).is_some()).map(|r| r.task.run_id).collect();
     let (fleet, refresh) =
         tokio::try_join!(async { client.query(sql::FLEET_FINGERPRINTS, &[&modules, &cache.live_for.as_secs_f64()]).await }, async {
             client.query(sql::REFRESHING_RUNS, &[&runs]).await
@@ -147,12 +147,32 @@ pub async fn lookup(client: &impl GenericClient, cache: &Cache, ready: Vec<Ready
     Ok((publish, hits))
 }
 
-/// Whether every artifact `outputs` names is in the store under `root`.
+/// Whether every artifact `outputs` names is in the store under `root`, and for a frames
+/// manifest every frame it names (the encode after a hit reads them).
 async fn all_stored(root: &std::path::Path, outputs: &Value) -> bool {
+    let there = |sha: &str| {
+        let path = store_path(sha).map(|p| root.join(p));
+        async move {
+            match path {
+                Some(p) => tokio::fs::try_exists(p).await.unwrap_or(false),
+                None => false,
+            }
+        }
+    };
     for r in refs_in(outputs) {
-        let Some(path) = store_path(&r.sha256) else { return false };
-        if !tokio::fs::try_exists(root.join(path)).await.unwrap_or(false) {
+        if !there(&r.sha256).await {
             return false;
+        }
+        if r.kind == "frames" {
+            let Some(bytes) = store_path(&r.sha256).map(|p| root.join(p)) else { return false };
+            let Ok(manifest) = tokio::fs::read(bytes).await.map(|b| serde_json::from_slice::<Value>(&b).unwrap_or_default()) else {
+                return false;
+            };
+            for f in manifest["frames"].as_array().into_iter().flatten() {
+                if !there(f["sha256"].as_str().unwrap_or_default()).await {
+                    return false;
+                }
+            }
         }
     }
     true
