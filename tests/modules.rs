@@ -696,6 +696,18 @@ async fn a_warm_blender_that_dies_mid_render_fails_its_attempt_and_the_next_job_
     let run = expect_success(&w, &coord, small).await;
     assert_eq!(output(&run, "still", "image")["meta"]["timings"]["warm"], true);
     assert!(w.log("w1").matches("warm Blender process started").count() >= 2);
+    // An idle process that dies is not handed the next job: that job's first attempt succeeds.
+    let idle = warm_blenders(&w);
+    assert_eq!(idle.len(), 1, "{idle:?}");
+    nix::sys::signal::kill(nix::unistd::Pid::from_raw(idle[0] as i32), nix::sys::signal::Signal::SIGKILL).unwrap();
+    renderfleet_tests::wait_until("the idle Blender to be gone", Duration::from_secs(10), || async {
+        warm_blenders(&w).is_empty().then_some(())
+    })
+    .await;
+    let next = w.submit_for(&coord, json!({"cad_file": "as1-oc-214.stp", "product": "as1"}), still_graph(64, 4)).await;
+    let run = expect_success(&w, &coord, next).await;
+    assert_eq!(node(&run, "still").unwrap()["attempt"], 1, "{run}");
+    assert!(w.log("w1").contains("an idle warm Blender process had exited"));
 }
 
 /// A turntable (encoded and published) of as1, split into tasks of `chunk` frames or not.

@@ -73,10 +73,18 @@ impl Pool {
     /// those of a cold run: the script's own failure is fatal, a dead process retryable.
     pub(crate) async fn run(&self, params: &Path, what: &str) -> Result<Ran, ModuleError> {
         let started = Instant::now();
-        let taken = self.idle.lock().expect("warm pool").pop();
-        let mut p = match taken {
-            Some(p) => p,
-            None => self.start(what)?,
+        // An idle process that died meanwhile (the OOM killer, an operator) is not handed a job.
+        let mut p = loop {
+            let taken = self.idle.lock().expect("warm pool").pop();
+            match taken {
+                Some(mut p) => {
+                    if matches!(p.child.try_wait(), Ok(None)) {
+                        break p;
+                    }
+                    tracing::info!("an idle warm Blender process had exited; starting another");
+                }
+                None => break self.start(what)?,
+            }
         };
         p.stderr.lock().expect("stderr tail").clear();
         let mut out: VecDeque<String> = VecDeque::new();
