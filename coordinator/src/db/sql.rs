@@ -469,13 +469,17 @@ ORDER BY n.finished_at DESC LIMIT 1";
 /// Columns: request, output type, control run, its status, its render seconds, candidate
 /// run, its status, its render seconds, comparison kind, the output type's artifact kind and
 /// gate config. Render seconds are the sum of the run's node run times: what the pipeline
-/// costs, without the time its tasks waited in queues (which depends on the fleet's load).
+/// costs, without the time its tasks waited in queues (which depends on the fleet's load). A
+/// node served from the cache counts at what its producer took: whether one side of a pair
+/// happened to find the other's export in the cache must not decide the duration gate.
 pub const PAIRS_DUE: &str = "
 WITH recent AS (SELECT DISTINCT request_id FROM runs
                 WHERE request_id IS NOT NULL AND finished_at > now() - make_interval(secs => $1))
 SELECT q.id, q.output_type_key,
-       c.id, c.status, (SELECT sum(extract(epoch FROM n.finished_at - n.started_at)) FROM node_runs n WHERE n.run_id = c.id)::float8,
-       s.id, s.status, (SELECT sum(extract(epoch FROM n.finished_at - n.started_at)) FROM node_runs n WHERE n.run_id = s.id)::float8,
+       c.id, c.status, (SELECT sum(extract(epoch FROM coalesce(p.finished_at - p.started_at, n.finished_at - n.started_at)))
+                        FROM node_runs n LEFT JOIN node_runs p ON p.id = n.cached_from WHERE n.run_id = c.id)::float8,
+       s.id, s.status, (SELECT sum(extract(epoch FROM coalesce(p.finished_at - p.started_at, n.finished_at - n.started_at)))
+                        FROM node_runs n LEFT JOIN node_runs p ON p.id = n.cached_from WHERE n.run_id = s.id)::float8,
        CASE s.pipeline WHEN 'graph' THEN 'shadow' ELSE 'noise' END, o.artifact_kind, o.gate_config
 FROM recent
 JOIN render_requests q ON q.id = recent.request_id
