@@ -16,15 +16,21 @@ pub fn chunk_port(k: usize) -> String {
     format!("chunk_{k:03}")
 }
 
+/// The frames `(count, start, end)` a turntable with `params` renders: its `frame_range`,
+/// or the whole turn.
+pub fn frames(params: &Value) -> (u64, u64, u64) {
+    let count = params["frame_count"].as_u64().unwrap_or(36);
+    match params.get("frame_range").filter(|r| !r.is_null()) {
+        Some(r) => (count, r["start"].as_u64().unwrap_or(0), r["end"].as_u64().unwrap_or(count.saturating_sub(1))),
+        None => (count, 0, count.saturating_sub(1)),
+    }
+}
+
 /// The frames `(start, end)` of each chunk of a turntable with `params`, or `None` when it
 /// is not chunked.
 pub fn chunks_of(params: &Value) -> Option<Vec<(u64, u64)>> {
     let size = params.get("chunking")?.get("frames_per_chunk")?.as_u64()?.max(1);
-    let count = params["frame_count"].as_u64().unwrap_or(36).max(1);
-    let (start, end) = match params.get("frame_range").filter(|r| !r.is_null()) {
-        Some(r) => (r["start"].as_u64().unwrap_or(0), r["end"].as_u64().unwrap_or(count - 1)),
-        None => (0, count - 1),
-    };
+    let (_, start, end) = frames(params);
     let mut out = Vec::new();
     let mut s = start;
     while s <= end {

@@ -35,15 +35,6 @@ impl Module for BlenderTurntable {
     }
 }
 
-/// The frames `(count, start, end)` a turntable with `params` renders.
-fn range_of(params: &Value) -> (u64, u64, u64) {
-    let count = params["frame_count"].as_u64().unwrap_or(36);
-    match params.get("frame_range").filter(|r| !r.is_null()) {
-        Some(r) => (count, r["start"].as_u64().unwrap_or(0), r["end"].as_u64().unwrap_or(count.saturating_sub(1))),
-        None => (count, 0, count.saturating_sub(1)),
-    }
-}
-
 /// The frames manifest: the same bytes whether one task rendered the frames or chunks did.
 fn manifest(params: &Value, count: u64, start: u64, end: u64, frames: Vec<Value>) -> Vec<u8> {
     let manifest = json!({
@@ -55,7 +46,7 @@ fn manifest(params: &Value, count: u64, start: u64, end: u64, frames: Vec<Value>
 
 /// Joins the chunks' frame manifests, in order, into the turntable's one manifest.
 async fn join(env: &Env, chunks: &[ArtifactRef], params: &Value) -> Result<ArtifactRef, ModuleError> {
-    let (count, start, end) = range_of(params);
+    let (count, start, end) = renderfleet_shared::chunks::frames(params);
     let mut frames: Vec<Value> = Vec::new();
     let mut next = start;
     for (k, c) in chunks.iter().enumerate() {
@@ -85,7 +76,7 @@ pub(crate) async fn turntable(
     materials: Option<&ArtifactRef>,
     params: &Value,
 ) -> Result<ArtifactRef, ModuleError> {
-    let (count, start, end) = range_of(params);
+    let (count, start, end) = renderfleet_shared::chunks::frames(params);
     if start > end || end >= count {
         return Err(fatal(format!("frame_range {start}..={end} does not fit a turntable of {count} frames; use 0..={}", count - 1)));
     }
