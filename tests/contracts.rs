@@ -329,9 +329,14 @@ async fn render_requests_are_idempotent_and_follow_the_rollout_mode() {
     let resp = w.http.post(format!("{}/v1/render-requests", c.url)).json(&body("legacy-still")).send().await.unwrap();
     assert_eq!(resp.status(), 400, "no Idempotency-Key");
     let (status, e) =
-        render(&w, &c.url, "ol-3", json!({"order_line_id": "ol-3", "subject": {}, "output_type": "legacy-still", "priority": 1})).await;
+        render(&w, &c.url, "ol-3", json!({"order_line_id": "ol-3", "subject": {}, "output_type": "legacy-still", "urgency": 1})).await;
     assert_eq!(status, 400, "unknown field: {e:#}");
-    assert!(e["message"].as_str().unwrap().contains("priority"), "{e:#}");
+    assert!(e["message"].as_str().unwrap().contains("urgency"), "{e:#}");
+    let (status, e) =
+        render(&w, &c.url, "ol-3", json!({"order_line_id": "ol-3", "subject": {}, "output_type": "legacy-still", "priority": "urgent"}))
+            .await;
+    assert_eq!(status, 400, "unknown priority: {e:#}");
+    assert!(e["message"].as_str().unwrap().contains("`rush`"), "the allowed priorities are named: {e:#}");
     assert_eq!(w.count("SELECT count(*) FROM render_requests").await, before);
 }
 

@@ -770,7 +770,14 @@ async fn unreachable_database_fails_start_up_with_the_url_and_the_fix() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn cancel_withdraws_tasks_waiting_in_the_outbox_and_in_queues() {
     let mut w = World::new("cancel_withdraws").await;
-    let c = w.start_coordinator("coordinator", &[("RENDERFLEET_RETRY__BASE", "60s"), ("RENDERFLEET_RETRY__MAX", "60s")]).await;
+    // A queue window deep enough for every sleep, so that they wait in the broker queue
+    // (the scheduler would otherwise hold most of them in the outbox; tests/scheduling.rs).
+    let c = w
+        .start_coordinator(
+            "coordinator",
+            &[("RENDERFLEET_RETRY__BASE", "60s"), ("RENDERFLEET_RETRY__MAX", "60s"), ("RENDERFLEET_SCHEDULING__QUEUE_MIN", "10")],
+        )
+        .await;
     let fails = w.start_worker("w-fail", &[("RENDERFLEET_MODULES", "fail")]);
     let sleeps = w.start_worker("w-sleep", &[("RENDERFLEET_MODULES", "sleep"), ("RENDERFLEET_CONCURRENCY", "1")]);
     let mut nodes = vec![json!({"id": "f", "type": "util.fail", "params": {"times": 5}, "max_attempts": 3})];

@@ -45,7 +45,56 @@ pub struct CoordinatorConfig {
     /// same shared directory as the workers' `artifacts_dir`). Empty: no previews.
     pub artifacts_dir: String,
     pub cache: CacheConfig,
+    pub scheduling: SchedulingConfig,
     pub log: LogConfig,
+}
+
+/// What waits where (`shared::scheduling`): the coordinator keeps each module's broker queue
+/// shallow and holds the rest in the outbox, where priority and fair share pick what goes next.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct SchedulingConfig {
+    /// Off: every ready task goes to the broker at once, in first-in-first-out order (no
+    /// priorities, no fair share).
+    pub enabled: bool,
+    /// Tasks that may wait in a module's broker queue per live worker slot of the module.
+    pub queue_per_slot: f64,
+    /// ... and at least this many (also the window of a module no live worker reports).
+    pub queue_min: u32,
+    /// While tasks are held back, the broker queues are looked at this often (and whenever
+    /// a result arrives here).
+    #[serde(with = "humantime_serde")]
+    pub poll: Duration,
+    /// Tasks a submitter may have running or sent at once, per module; 0: no limit.
+    pub max_running_per_submitter: u32,
+    /// Limits for named submitters, over `max_running_per_submitter` (file only:
+    /// `[scheduling.submitter_limits]` then `catalogue = 4`).
+    pub submitter_limits: std::collections::BTreeMap<String, u32>,
+}
+
+impl Default for SchedulingConfig {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            queue_per_slot: 1.0,
+            queue_min: 2,
+            poll: Duration::from_millis(25),
+            max_running_per_submitter: 0,
+            submitter_limits: Default::default(),
+        }
+    }
+}
+
+impl SchedulingConfig {
+    /// Whether any submitter has a limit (the claim then counts what each has in flight).
+    pub fn limited(&self) -> bool {
+        self.max_running_per_submitter > 0 || self.submitter_limits.values().any(|&n| n > 0)
+    }
+
+    /// The limit of `submitter`; 0: none.
+    pub fn limit_of(&self, submitter: &str) -> u32 {
+        self.submitter_limits.get(submitter).copied().unwrap_or(self.max_running_per_submitter)
+    }
 }
 
 /// The node result cache (`shared::cache`). It needs `artifacts_dir`: a hit is only served
@@ -84,6 +133,7 @@ impl Default for CoordinatorConfig {
             metrics_addr: String::new(),
             artifacts_dir: "/var/lib/renderfleet/artifacts".into(),
             cache: CacheConfig::default(),
+            scheduling: SchedulingConfig::default(),
             log: LogConfig::default(),
         }
     }

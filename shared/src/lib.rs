@@ -18,6 +18,7 @@ pub mod metrics;
 pub mod overrides;
 pub mod parts;
 pub mod registry;
+pub mod scheduling;
 pub mod starters;
 pub mod topology;
 pub mod wire;

@@ -11,8 +11,12 @@ pub const NODE_TASKS_TOTAL: &str = "renderfleet_node_tasks_total";
 pub const NODE_DURATION_SECONDS: &str = "renderfleet_node_duration_seconds";
 /// Histogram, label `module`: node ready (queued) → started on a worker.
 pub const DISPATCH_LATENCY_SECONDS: &str = "renderfleet_dispatch_latency_seconds";
-/// Gauge: age of the oldest due outbox row at the last publisher pass.
+/// Gauge: age of the oldest due outbox row at the last publisher pass, among modules with room
+/// in their queue (rows held back for a full queue are counted by [`OUTBOX_HELD_TASKS`]).
 pub const OUTBOX_LAG_SECONDS: &str = "renderfleet_outbox_lag_seconds";
+/// Gauge, label `module`: ready tasks the scheduler holds in the outbox because the module's
+/// broker queue is at its window (`shared::scheduling`): work waiting for the fleet.
+pub const OUTBOX_HELD_TASKS: &str = "renderfleet_outbox_held_tasks";
 /// Counter: outbox rows published and confirmed by the broker.
 pub const OUTBOX_PUBLISHED_TOTAL: &str = "renderfleet_outbox_published_total";
 /// Counter, label `outcome` (`applied|ignored`): result messages by effect; `ignored` are
@@ -105,7 +109,13 @@ pub const FAMILIES: &[Family] = &[
     ),
     family(NODE_DURATION_SECONDS, Histogram, S, "Node run time from start to finish on a worker, by module."),
     family(DISPATCH_LATENCY_SECONDS, Histogram, S, "Time from a node being ready (queued) to its start on a worker, by module."),
-    family(OUTBOX_LAG_SECONDS, Gauge, S, "Age of the oldest due outbox row at the last publisher pass."),
+    family(
+        OUTBOX_LAG_SECONDS,
+        Gauge,
+        S,
+        "Age of the oldest due outbox row at the last publisher pass, of modules with room in their queue.",
+    ),
+    family(OUTBOX_HELD_TASKS, Gauge, N, "Ready tasks held in the outbox while their module's broker queue is full, by module."),
     family(OUTBOX_PUBLISHED_TOTAL, Counter, N, "Outbox rows published and confirmed by the broker."),
     family(CACHE_HITS_TOTAL, Counter, N, "Cacheable tasks answered from the node result cache instead of a worker, by module."),
     family(

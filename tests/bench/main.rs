@@ -6,8 +6,10 @@
 //!   cargo build --release --bins && target/release/bench            # the full run
 //!   target/release/bench --quick                                     # seconds: CI's smoke run
 //!   target/release/bench --render                                    # the render benchmark
+//!   target/release/bench --orders                                    # priorities and fair share
 
 mod limits;
+mod orders;
 mod peer;
 mod render;
 mod system;
@@ -35,6 +37,10 @@ pub(crate) struct Args {
     /// warm against fresh Blender, the node result cache, turntables across workers.
     #[arg(long)]
     render: bool,
+    /// The order system's benchmark instead: how long a rush run waits behind a bulk backlog,
+    /// and a second submitter behind the first one's backlog.
+    #[arg(long)]
+    orders: bool,
 }
 
 /// Sizes of every workload.
@@ -129,6 +135,19 @@ async fn main() -> anyhow::Result<()> {
         std::fs::write(&args.out, serde_json::to_string_pretty(&report)?)?;
         eprintln!("bench: wrote {}", args.out.display());
         let bad = render::bad(&rows);
+        anyhow::ensure!(bad.is_empty(), "rows without a real figure: {}", bad.join("; "));
+        return Ok(());
+    }
+    if args.orders {
+        let rows = orders::measure(orders::OrderSizes::of(args.quick)).await?;
+        orders::print(&rows);
+        let report = json!({"date": started.to_rfc3339(), "machine": machine(), "quick": args.quick, "orders": rows});
+        if let Some(dir) = args.out.parent() {
+            std::fs::create_dir_all(dir)?;
+        }
+        std::fs::write(&args.out, serde_json::to_string_pretty(&report)?)?;
+        eprintln!("bench: wrote {}", args.out.display());
+        let bad = orders::bad(&rows);
         anyhow::ensure!(bad.is_empty(), "rows without a real figure: {}", bad.join("; "));
         return Ok(());
     }

@@ -185,7 +185,8 @@ fn hop_latencies(run: &Value) -> Vec<f64> {
         .collect()
 }
 
-/// `n` single-node runs created while no worker runs (all published), then drained by
+/// `n` single-node runs created while no worker runs (published, or held by the scheduler
+/// until the workers' slots open their queue's window), then drained by
 /// `workers` processes. Returns nodes/s from the first node start to the last run marked
 /// succeeded, and the coordinator's peak RSS in MiB.
 async fn independent_runs(n: usize, workers: usize) -> (f64, f64) {
@@ -205,8 +206,12 @@ async fn independent_runs(n: usize, workers: usize) -> (f64, f64) {
         .buffer_unordered(16)
         .collect::<Vec<_>>()
         .await;
-    wait_until("every task to be published", LONG, || async {
-        (w.count("SELECT count(*) FROM outbox WHERE sent_at IS NULL").await == 0).then_some(())
+    // Every task written and none in a publisher's hands: published, or held in the outbox
+    // for its queue's window (a queue with no live worker holds `scheduling.queue_min`).
+    wait_until("every task to be published or held", LONG, || async {
+        (w.count("SELECT count(*) FROM outbox WHERE sent_at IS NOT NULL OR claimed_until IS NULL OR claimed_until < now()").await
+            == n as i64)
+            .then_some(())
     })
     .await;
     start_workers(&mut w, workers);

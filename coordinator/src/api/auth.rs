@@ -141,9 +141,13 @@ pub fn hash_secret(secret: &str) -> String {
 
 /// Route layer: lets the request through if it carries a token with `scope` (or `admin`).
 /// A refusal leaves the body unread, so it closes the connection and says so.
-pub async fn require(State((tokens, scope)): State<(Tokens, Scope)>, request: Request, next: Next) -> Response {
+pub async fn require(State((tokens, scope)): State<(Tokens, Scope)>, mut request: Request, next: Next) -> Response {
     match refusal(&tokens, scope, &request) {
-        None => next.run(request).await,
+        None => {
+            let caller = caller(&tokens, &request);
+            request.extensions_mut().insert(caller);
+            next.run(request).await
+        }
         Some(mut r) => {
             if super::has_body(request.headers()) {
                 super::close_connection(&mut r);
@@ -160,6 +164,20 @@ pub async fn require(State((tokens, scope)): State<(Tokens, Scope)>, request: Re
 pub struct SessionGrant {
     pub name: String,
     pub scopes: Vec<Scope>,
+}
+
+/// Who is calling, put on every request that passed [`require`]: the token's name (a
+/// console session's), or `None` on an open coordinator. Work is attributed to it for fair
+/// share unless the request names a `tenant`.
+#[derive(Debug, Clone, Default)]
+pub struct Caller(pub Option<String>);
+
+fn caller(tokens: &Tokens, request: &Request) -> Caller {
+    if let Some(grant) = request.extensions().get::<SessionGrant>() {
+        return Caller(Some(grant.name.clone()));
+    }
+    let presented = request.headers().get(header::AUTHORIZATION).and_then(|v| v.to_str().ok()).and_then(|v| v.strip_prefix("Bearer "));
+    Caller(presented.map(str::trim).and_then(|secret| tokens.find(secret)).map(|t| t.name.clone()))
 }
 
 /// The 401 or 403 for `request`, if it does not carry a token with `scope`.

@@ -10,11 +10,12 @@ use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
-use axum::{Json, Router};
+use axum::{Extension, Json, Router};
 use chrono::{DateTime, Utc};
 use renderfleet_shared::cache::CacheMode;
 use renderfleet_shared::graph::{self, GraphSpec, Problem};
 use renderfleet_shared::registry::registry;
+use renderfleet_shared::scheduling::{self, Priority};
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 use std::collections::HashMap;
@@ -440,6 +441,13 @@ struct CreateRun {
     /// `refresh`: run every node anew instead of taking results from the node result cache.
     #[serde(default)]
     cache: CacheMode,
+    /// Where its tasks queue (default `normal`).
+    #[serde(default)]
+    priority: Priority,
+    /// Who it counts against for fair share; none: the API token's name.
+    #[serde(default)]
+    #[schema(min_length = 1, max_length = 64)]
+    tenant: Option<String>,
 }
 
 #[derive(Debug, Serialize, ToSchema)]
@@ -457,8 +465,15 @@ struct Created {
     params(("Idempotency-Key" = Option<String>, Header, min_length = 1, max_length = 255, description = "1 to 255 visible ASCII characters; the same key again returns the first run")),
     responses((status = 201, body = Created, description = "the run was created"), (status = 200, body = Created, description = "this key created the run earlier"),
         (status = 400, description = "malformed JSON, an unknown field or a NUL character", body = ErrorBody), (status = 422, body = ErrorBody, description = "every problem of the graph and the subject; nothing was written")))]
-async fn create_run(State(state): State<AppState>, headers: HeaderMap, body: Bytes) -> Result<Response, ApiError> {
+async fn create_run(
+    State(state): State<AppState>,
+    caller: Option<Extension<auth::Caller>>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Result<Response, ApiError> {
     let req: CreateRun = json_body(&headers, &body, r#"{"subject": {...}, "graph": {"nodes": [...], "edges": [...]}}"#)?;
+    let submitter = scheduling::submitter(req.tenant.as_deref(), caller.as_ref().and_then(|c| c.0 .0.as_deref()))
+        .map_err(|e| ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "invalid_tenant", e))?;
     let defaults = state.node_defaults();
     let subject = graph::check_subject(&req.subject);
     let plan = match graph::plan(&req.graph, registry(), defaults) {
@@ -487,7 +502,8 @@ async fn create_run(State(state): State<AppState>, headers: HeaderMap, body: Byt
     };
     // The normalised graph is what is stored: current type names, ports, params with defaults.
     let graph_json = serde_json::to_value(&plan.graph).expect("graph serializes");
-    let (status, run_id) = match dispatch::create_run(&state.pool, &plan, &graph_json, &req.subject, key, req.cache).await? {
+    let by = dispatch::Submission { priority: req.priority, submitter: &submitter, cache: req.cache };
+    let (status, run_id) = match dispatch::create_run(&state.pool, &plan, &graph_json, &req.subject, key, by).await? {
         dispatch::Created::New(id, ready) => {
             state.hot.send(ready);
             tracing::info!(run_id = %id, nodes = plan.nodes.len(), "run created");
@@ -525,6 +541,9 @@ struct RunView {
     nodes: Vec<NodeView>,
     /// `use`, or `refresh` when the run was asked to render every node anew.
     cache: CacheMode,
+    priority: Priority,
+    /// Who it counts against for fair share.
+    submitter: String,
 }
 
 #[derive(Debug, Serialize, ToSchema)]
@@ -659,6 +678,8 @@ fn run_view(run: &tokio_postgres::Row, edges: Value, nodes: Vec<NodeView>) -> Ru
         created_at: run.get(9),
         finished_at: run.get(10),
         cache: CacheMode::parse(run.get("cache_mode")).unwrap_or_default(),
+        priority: Priority::from_rank(run.get("priority")).unwrap_or_default(),
+        submitter: run.get("submitter"),
         nodes,
     }
 }

@@ -16,6 +16,7 @@ use chrono::{DateTime, Utc};
 use renderfleet_shared::gate::GateConfig;
 use renderfleet_shared::graph::{self, Problem};
 use renderfleet_shared::registry::{registry, ArtifactKind, Family};
+use renderfleet_shared::scheduling::Priority;
 use renderfleet_shared::{legacy, overrides};
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
@@ -78,6 +79,9 @@ struct OutputTypeInput {
     #[serde(default = "empty_object")]
     #[schema(value_type = Object)]
     gate_config: Value,
+    /// The priority of its requests that name none (none: `normal`).
+    #[serde(default)]
+    default_priority: Option<Priority>,
 }
 
 fn empty_object() -> Value {
@@ -103,6 +107,8 @@ pub(super) struct OutputTypeView {
     pub revision: i32,
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
+    /// The priority of its requests that name none.
+    pub default_priority: Priority,
 }
 
 impl OutputTypeView {
@@ -122,6 +128,7 @@ impl OutputTypeView {
             revision: r.get(11),
             created_at: r.get(12),
             updated_at: r.get(13),
+            default_priority: r.get::<_, Option<i16>>("default_priority").and_then(Priority::from_rank).unwrap_or_default(),
         }
     }
 }
@@ -254,6 +261,7 @@ async fn write(state: &AppState, stmt: &str, key: &str, i: &OutputTypeInput, mod
                 &mode.as_str(),
                 &i.shadow_sample_pct,
                 &i.gate_config,
+                &i.default_priority.map(Priority::rank),
             ],
         )
         .await?;

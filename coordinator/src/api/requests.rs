@@ -1,6 +1,7 @@
 //! Render requests: what the order system calls. It sees only the authoritative run of its
 //! request, never a shadow.
 
+use super::auth::Caller;
 use super::{json_body, ApiError, ErrorBody};
 use crate::dispatch::request::{self, Outcome, RequestError};
 use crate::AppState;
@@ -8,8 +9,9 @@ use axum::body::Bytes;
 use axum::extract::{Path, State};
 use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
-use axum::Json;
+use axum::{Extension, Json};
 use renderfleet_shared::cache::CacheMode;
+use renderfleet_shared::scheduling::{self, Priority};
 use serde::Deserialize;
 use serde_json::{json, Value};
 use uuid::Uuid;
@@ -31,6 +33,14 @@ struct RenderRequestInput {
     /// result cache (a re-render on purpose); the new results replace the cached ones.
     #[serde(default)]
     cache: CacheMode,
+    /// Where its tasks queue; none: the output type's `default_priority`.
+    #[serde(default)]
+    priority: Option<Priority>,
+    /// Who it counts against for fair share (a shop, a customer); none: the API token's name.
+    /// At most 64 printable characters.
+    #[serde(default)]
+    #[schema(min_length = 1, max_length = 64)]
+    tenant: Option<String>,
 }
 
 impl From<RequestError> for ApiError {
@@ -53,7 +63,12 @@ impl From<RequestError> for ApiError {
     params(("Idempotency-Key" = String, Header, min_length = 1, max_length = 255, pattern = "\\S", description = "required, 1 to 255 characters: the same key again returns the first answer and never renders twice")),
     responses((status = 201, body = Object, description = "the request and its authoritative run"), (status = 200, body = Object, description = "this key was used before: the first answer"),
         (status = 400, description = "malformed JSON or an unknown field", body = ErrorBody), (status = 422, body = ErrorBody, description = "unknown output type, a key reused for a different request, a workflow that cannot run, a subject no worker could render")))]
-pub(super) async fn create(State(state): State<AppState>, headers: HeaderMap, body: Bytes) -> Result<Response, ApiError> {
+pub(super) async fn create(
+    State(state): State<AppState>,
+    caller: Option<Extension<Caller>>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Result<Response, ApiError> {
     let key = match headers.get("idempotency-key").map(|v| v.to_str()) {
         Some(Ok(k)) if !k.trim().is_empty() && k.len() <= 255 => k.to_string(),
         _ => {
@@ -76,6 +91,8 @@ pub(super) async fn create(State(state): State<AppState>, headers: HeaderMap, bo
     if !problems.is_empty() {
         return Err(super::invalid_subject(problems));
     }
+    let submitter = scheduling::submitter(input.tenant.as_deref(), caller.as_ref().and_then(|c| c.0 .0.as_deref()))
+        .map_err(|e| ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "invalid_tenant", e))?;
     let defaults = state.node_defaults();
     let req = request::Request {
         idempotency_key: &key,
@@ -83,6 +100,8 @@ pub(super) async fn create(State(state): State<AppState>, headers: HeaderMap, bo
         subject: &input.subject,
         output_type: &input.output_type,
         cache: input.cache,
+        priority: input.priority,
+        submitter: &submitter,
     };
     match request::create(&state.pool, &req, defaults).await? {
         Outcome::New { request_id, mode, runs, ready } => {
@@ -136,6 +155,8 @@ async fn read(state: &AppState, id: Uuid) -> Result<Value, ApiError> {
         "subject": first.get::<_, Value>(3),
         "output_type": first.get::<_, String>(4),
         "received_at": first.get::<_, chrono::DateTime<chrono::Utc>>(5),
+        "priority": Priority::from_rank(first.get("priority")).unwrap_or_default(),
+        "submitter": first.get::<_, String>("submitter"),
         "run": run,
     }))
 }

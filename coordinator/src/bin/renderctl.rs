@@ -50,6 +50,12 @@ enum Command {
         /// Render every node anew instead of taking results from the node result cache.
         #[arg(long)]
         refresh: bool,
+        /// bulk, normal, rush or interactive (default: normal; for a request, its output type's default).
+        #[arg(long)]
+        priority: Option<String>,
+        /// Count the work against this tenant for fair share (default: the token's name).
+        #[arg(long)]
+        tenant: Option<String>,
     },
     /// Inspect runs.
     Runs {
@@ -248,6 +254,12 @@ enum RequestsCommand {
         /// Render every node anew instead of taking results from the node result cache.
         #[arg(long)]
         refresh: bool,
+        /// bulk, normal, rush or interactive (default: normal; for a request, its output type's default).
+        #[arg(long)]
+        priority: Option<String>,
+        /// Count the work against this tenant for fair share (default: the token's name).
+        #[arg(long)]
+        tenant: Option<String>,
     },
     Show {
         id: String,
@@ -306,7 +318,7 @@ async fn dispatch(cli: Cli) -> anyhow::Result<i32> {
     let http = reqwest::Client::builder().timeout(Duration::from_secs(30)).default_headers(headers).build()?;
     let base = cli.coordinator.trim_end_matches('/').to_string();
     match cli.command {
-        Command::Submit { graph, subject, wait, timeout, refresh } => {
+        Command::Submit { graph, subject, wait, timeout, refresh, priority, tenant } => {
             let text = std::fs::read_to_string(&graph).with_context(|| format!("cannot read {}", graph.display()))?;
             let doc: Value = serde_json::from_str(&text).with_context(|| format!("{} is not JSON", graph.display()))?;
             let mut request = if doc.get("nodes").is_some() { json!({"graph": doc}) } else { doc };
@@ -318,6 +330,12 @@ async fn dispatch(cli: Cli) -> anyhow::Result<i32> {
             }
             if refresh {
                 request["cache"] = json!("refresh");
+            }
+            if let Some(p) = priority {
+                request["priority"] = json!(p);
+            }
+            if let Some(t) = tenant {
+                request["tenant"] = json!(t);
             }
             let resp = send(http.post(format!("{base}/v1/runs")).json(&request), &base).await?;
             let id = resp["run_id"].as_str().context("the coordinator answered without a run_id")?.to_string();
@@ -411,11 +429,17 @@ async fn dispatch(cli: Cli) -> anyhow::Result<i32> {
         }
         Command::Requests { command } => {
             let v = match command {
-                RequestsCommand::Submit { order_line, output_type, subject, idempotency_key, refresh } => {
+                RequestsCommand::Submit { order_line, output_type, subject, idempotency_key, refresh, priority, tenant } => {
                     let subject: Value = serde_json::from_str(&subject).context("--subject must be JSON")?;
                     let key = idempotency_key.unwrap_or_else(|| format!("{order_line}/{output_type}"));
                     let cache = if refresh { "refresh" } else { "use" };
-                    let body = json!({"order_line_id": order_line, "subject": subject, "output_type": output_type, "cache": cache});
+                    let mut body = json!({"order_line_id": order_line, "subject": subject, "output_type": output_type, "cache": cache});
+                    if let Some(p) = priority {
+                        body["priority"] = json!(p);
+                    }
+                    if let Some(t) = tenant {
+                        body["tenant"] = json!(t);
+                    }
                     send(http.post(format!("{base}/v1/render-requests")).header("Idempotency-Key", key).json(&body), &base).await?
                 }
                 RequestsCommand::Show { id } => send(http.get(format!("{base}/v1/render-requests/{id}")), &base).await?,
@@ -779,6 +803,9 @@ fn print_run(run: &Value, output: Output) {
     }
     if run["cache"] == "refresh" {
         println!("  cache: refresh (every node rendered anew)");
+    }
+    if let (Some(p), Some(who)) = (run["priority"].as_str(), run["submitter"].as_str()) {
+        println!("  priority: {p}  submitter: {who}");
     }
     let nodes = run["nodes"].as_array().cloned().unwrap_or_default();
     // Depth of each node = longest path from a source, so the tree reads in dependency order.

@@ -84,5 +84,13 @@ fn route(state: &AppState, topo: &Topology) -> outbox::Route {
         warned: Default::default(),
     });
     let user_id = renderfleet_platform::broker::password_user(&cfg.amqp_url);
-    outbox::Route { tasks: topo.tasks_exchange(), results: topo.results_exchange(), user_id, cache }
+    outbox::Route {
+        tasks: topo.tasks_exchange(),
+        results: topo.results_exchange(),
+        user_id,
+        cache,
+        scheduling: cfg.scheduling.clone(),
+        topo: topo.clone(),
+        live_for: cfg.recovery.heartbeat_timeout,
+    }
 }

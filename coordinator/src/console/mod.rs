@@ -768,6 +768,9 @@ async fn workflow_dispatch(
         subject: &subject,
         output_type: &f.output_type,
         cache: if f.refresh.is_some() { CacheMode::Refresh } else { CacheMode::Use },
+        // Someone at the console is waiting for it.
+        priority: Some(renderfleet_shared::scheduling::Priority::Interactive),
+        submitter: viewer.name(),
     };
     match crate::dispatch::request::create(&state.pool, &req, state.node_defaults()).await {
         Ok(crate::dispatch::request::Outcome::New { runs, ready, .. }) => {

@@ -52,6 +52,11 @@ pub(super) struct Viewer {
 }
 
 impl Viewer {
+    /// The signed-in token's name.
+    pub(super) fn name(&self) -> &str {
+        &self.name
+    }
+
     /// What the editor's API calls run with: this session's token name and scopes.
     pub(super) fn grant(&self) -> crate::api::auth::SessionGrant {
         crate::api::auth::SessionGrant { name: self.name.clone(), scopes: self.scopes.clone() }

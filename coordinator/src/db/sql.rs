@@ -9,8 +9,8 @@
 /// (the last four nullable), $12 cache mode. No row when a run with the same key exists.
 pub const INSERT_RUN: &str = "
 INSERT INTO runs (id, subject, graph, nodes_total, idempotency_key, pipeline, role, request_id, output_type_key,
-                  workflow_id, workflow_version, cache_mode)
-VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)
+                  workflow_id, workflow_version, cache_mode, priority, submitter)
+VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14)
 ON CONFLICT (idempotency_key) DO NOTHING RETURNING id";
 
 /// The run created earlier with key $1, and whether it was for the same subject $2 and graph $3.
@@ -59,10 +59,13 @@ ON CONFLICT (sha256) DO NOTHING";
 /// $4 delay in seconds before publishing; $5 lease in seconds (0: none) for a publisher that
 /// sends them itself right after the commit. Returns the ids of the rows written.
 pub const ENQUEUE: &str = "
-INSERT INTO outbox (node_run_id, attempt, routing_key, not_before, claimed_until)
+INSERT INTO outbox (node_run_id, attempt, routing_key, not_before, claimed_until, priority, submitter, tag)
 SELECT t.id, t.attempt, t.rk, clock_timestamp() + make_interval(secs => t.delay),
-       CASE WHEN $5::float8 > 0 THEN clock_timestamp() + make_interval(secs => $5::float8) END
+       CASE WHEN $5::float8 > 0 THEN clock_timestamp() + make_interval(secs => $5::float8) END,
+       r.priority, r.submitter,
+       outbox_tag_base(t.rk, r.priority, r.submitter) + row_number() OVER (PARTITION BY t.rk, r.priority, r.submitter ORDER BY t.id)
 FROM unnest($1::uuid[], $2::int4[], $3::text[], $4::float8[]) AS t(id, attempt, rk, delay)
+JOIN node_runs n ON n.id = t.id JOIN runs r ON r.id = n.run_id
 ON CONFLICT (node_run_id, attempt) DO NOTHING
 RETURNING id, node_run_id";
 
@@ -74,6 +77,56 @@ SELECT o.id, o.node_run_id, n.run_id, n.node_id, o.routing_key, n.params, o.atte
 FROM outbox o JOIN node_runs n ON n.id = o.node_run_id
 WHERE o.sent_at IS NULL AND o.not_before <= now() AND (o.claimed_until IS NULL OR o.claimed_until < now())
 ORDER BY o.not_before, o.id LIMIT $1 FOR UPDATE OF o SKIP LOCKED";
+
+/// Of modules $1, those with due, unleased rows (rows held back for their window, or for a
+/// publisher to take).
+pub const MODULES_WAITING: &str = "
+SELECT m FROM unnest($1::text[]) AS m
+WHERE EXISTS (SELECT 1 FROM outbox o WHERE o.routing_key = m AND o.sent_at IS NULL AND o.not_before <= now()
+              AND (o.claimed_until IS NULL OR o.claimed_until < now()))";
+
+/// [`CLAIM_DUE`] with a quota per module, for the scheduler: at most $2[i] rows of module
+/// $1[i], the highest priority first, then the lowest fair-queueing tag (migration V11);
+/// none of submitter $4[j] for module $3[j] (at its limit).
+pub const CLAIM_SCHEDULED: &str = "
+SELECT c.id, c.node_run_id, n.run_id, n.node_id, c.routing_key, n.params, c.attempt, n.timeout_ms, c.lag, c.submitter
+FROM unnest($1::text[], $2::int4[]) AS q(module, quota)
+CROSS JOIN LATERAL (
+  SELECT o.id, o.node_run_id, o.routing_key, o.attempt, o.submitter,
+         extract(epoch FROM now() - greatest(o.not_before, coalesce(o.claimed_until, o.not_before)))::float8 AS lag
+  FROM outbox o
+  WHERE o.routing_key = q.module AND o.sent_at IS NULL AND o.not_before <= now()
+    AND (o.claimed_until IS NULL OR o.claimed_until < now())
+    AND NOT EXISTS (SELECT 1 FROM unnest($3::text[], $4::text[]) AS x(module, submitter)
+                    WHERE x.module = o.routing_key AND x.submitter = o.submitter)
+  ORDER BY o.priority DESC, o.tag, o.id
+  LIMIT q.quota
+  FOR UPDATE OF o SKIP LOCKED
+) c
+JOIN node_runs n ON n.id = c.node_run_id";
+
+/// Per module of $1 and submitter: tasks started and not ended, plus tasks sent and not yet
+/// started (what counts against a submitter's limit).
+pub const IN_FLIGHT: &str = "
+SELECT n.module_key, r.submitter, count(*)::int8 AS tasks
+FROM node_runs n JOIN runs r ON r.id = n.run_id
+WHERE n.module_key = ANY($1) AND (n.status = 'running' OR (n.status = 'queued' AND EXISTS (
+  SELECT 1 FROM outbox o WHERE o.node_run_id = n.id AND o.attempt = n.attempt AND o.sent_at IS NOT NULL)))
+GROUP BY 1, 2";
+
+/// Live worker slots per module (a heartbeat within $1 seconds, not stopped).
+pub const LIVE_SLOTS: &str = "
+SELECT m AS module, sum(w.concurrency)::int8 AS slots
+FROM workers w CROSS JOIN LATERAL unnest(w.modules) AS m
+WHERE w.last_seen > now() - make_interval(secs => $1) AND w.status <> 'stopped'
+GROUP BY m";
+
+/// Rows waiting per module (due or not), for the held-tasks gauge.
+pub const OUTBOX_WAITING: &str = "SELECT routing_key, count(*)::int8 AS tasks FROM outbox WHERE sent_at IS NULL GROUP BY routing_key";
+
+/// Gives up this coordinator's lease on rows $1: they wait for their module's window, and
+/// the scheduler takes them in order.
+pub const RELEASE: &str = "UPDATE outbox SET claimed_until = NULL WHERE id = ANY($1) AND sent_at IS NULL";
 
 /// Per module of $1, the distinct fingerprints its live workers report (heartbeat within $2
 /// seconds, not stopped); '' for a worker that reports none. No row: no live worker.
@@ -188,8 +241,11 @@ WITH input AS (
   WHERE n.id = c.id AND n.status = 'pending'
   RETURNING n.id, n.run_id, n.node_id, n.module_key, n.params, n.attempt, n.timeout_ms, n.status
 ), enqueued AS (
-  INSERT INTO outbox (node_run_id, attempt, routing_key, claimed_until)
-  SELECT id, attempt, module_key, clock_timestamp() + make_interval(secs => $7) FROM released WHERE status = 'queued'
+  INSERT INTO outbox (node_run_id, attempt, routing_key, claimed_until, priority, submitter, tag)
+  SELECT rl.id, rl.attempt, rl.module_key, clock_timestamp() + make_interval(secs => $7), r.priority, r.submitter,
+         outbox_tag_base(rl.module_key, r.priority, r.submitter)
+           + row_number() OVER (PARTITION BY rl.module_key, r.priority, r.submitter ORDER BY rl.id)
+  FROM released rl JOIN runs r ON r.id = rl.run_id WHERE rl.status = 'queued'
   ON CONFLICT (node_run_id, attempt) DO NOTHING
   RETURNING id, node_run_id
 ), progress AS (
@@ -317,7 +373,8 @@ ORDER BY n.heartbeat_at LIMIT 500";
 
 /// $1 run id.
 pub const GET_RUN: &str = "
-SELECT id, pipeline, role, status, subject, graph, nodes_total, nodes_done, error, created_at, finished_at, cache_mode
+SELECT id, pipeline, role, status, subject, graph, nodes_total, nodes_done, error, created_at, finished_at, cache_mode,
+       priority, submitter
 FROM runs WHERE id = $1";
 
 /// $1 run id, in submission order; a node served from the cache names the node_run (and its
@@ -370,8 +427,8 @@ FROM workflows WHERE id = $1 ORDER BY version DESC";
 /// $9 rollout_mode, $10 shadow_sample_pct, $11 gate_config.
 pub const INSERT_OUTPUT_TYPE: &str = "
 INSERT INTO output_types (key, description, family, artifact_kind, workflow_id, workflow_version, invocation_overrides,
-                          legacy_preset, rollout_mode, shadow_sample_pct, gate_config)
-VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)
+                          legacy_preset, rollout_mode, shadow_sample_pct, gate_config, default_priority)
+VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)
 ON CONFLICT (key) DO NOTHING RETURNING revision";
 
 /// Replaces output type $1 (parameters as [`INSERT_OUTPUT_TYPE`]) but its rollout mode, which
@@ -379,27 +436,27 @@ ON CONFLICT (key) DO NOTHING RETURNING revision";
 /// no row is changed when a promote or rollback has moved it meanwhile (or the key is gone).
 pub const UPDATE_OUTPUT_TYPE: &str = "
 UPDATE output_types SET description = $2, family = $3, artifact_kind = $4, workflow_id = $5, workflow_version = $6,
-       invocation_overrides = $7, legacy_preset = $8, shadow_sample_pct = $10, gate_config = $11,
+       invocation_overrides = $7, legacy_preset = $8, shadow_sample_pct = $10, gate_config = $11, default_priority = $12,
        revision = revision + 1, updated_at = now()
 WHERE key = $1 AND rollout_mode = $9 RETURNING revision";
 
 /// Output type $1. (Both OUTPUT_TYPE* queries return the same columns.)
 pub const OUTPUT_TYPE: &str = "
 SELECT key, description, family, artifact_kind, workflow_id, workflow_version, invocation_overrides, legacy_preset,
-       rollout_mode, shadow_sample_pct, gate_config, revision, created_at, updated_at
+       rollout_mode, shadow_sample_pct, gate_config, revision, created_at, updated_at, default_priority
 FROM output_types WHERE key = $1";
 
 /// Every output type by key.
 pub const OUTPUT_TYPES: &str = "
 SELECT key, description, family, artifact_kind, workflow_id, workflow_version, invocation_overrides, legacy_preset,
-       rollout_mode, shadow_sample_pct, gate_config, revision, created_at, updated_at
+       rollout_mode, shadow_sample_pct, gate_config, revision, created_at, updated_at, default_priority
 FROM output_types ORDER BY key";
 
 /// A render request; no row when its idempotency key was used before. $1 id, $2 key,
 /// $3 order line, $4 subject, $5 output type, $6 fingerprint.
 pub const INSERT_REQUEST: &str = "
-INSERT INTO render_requests (id, idempotency_key, order_line_id, subject, output_type_key, fingerprint)
-VALUES ($1, $2, $3, $4, $5, $6)
+INSERT INTO render_requests (id, idempotency_key, order_line_id, subject, output_type_key, fingerprint, priority, submitter)
+VALUES ($1, $2, $3, $4, $5, $6, $7, $8)
 ON CONFLICT (idempotency_key) DO NOTHING RETURNING id";
 
 /// The request made earlier with key $1, and whether it had the same fingerprint $2.
@@ -408,7 +465,8 @@ pub const REQUEST_BY_KEY: &str = "SELECT id, fingerprint = $2 FROM render_reques
 /// Render request $1 with its runs (one row per run, authoritative first).
 pub const GET_REQUEST: &str = "
 SELECT q.id, q.idempotency_key, q.order_line_id, q.subject, q.output_type_key, q.received_at,
-       r.id, r.pipeline, r.role, r.status, r.nodes_total, r.nodes_done, r.error, r.created_at, r.finished_at
+       r.id, r.pipeline, r.role, r.status, r.nodes_total, r.nodes_done, r.error, r.created_at, r.finished_at,
+       q.priority, q.submitter
 FROM render_requests q LEFT JOIN runs r ON r.request_id = q.id
 WHERE q.id = $1
 ORDER BY (r.role = 'authoritative') DESC, r.created_at";
@@ -600,7 +658,7 @@ ORDER BY n.node_id LIMIT 1";
 /// Render request $1's subject and output type (for its legacy fallback).
 /// Also the cache mode its authoritative run was given, which the fallback keeps.
 pub const REQUEST_FOR_FALLBACK: &str = "
-SELECT q.subject, q.output_type_key,
+SELECT q.subject, q.output_type_key, q.priority, q.submitter,
        coalesce((SELECT r.cache_mode FROM runs r WHERE r.request_id = q.id AND r.role = 'authoritative' LIMIT 1), 'use') AS cache_mode
 FROM render_requests q WHERE q.id = $1";
 

@@ -13,6 +13,7 @@ use renderfleet_shared::cache::CacheMode;
 use renderfleet_shared::chunks;
 use renderfleet_shared::graph::{InputBinding, InputSource, Plan};
 use renderfleet_shared::metrics as m;
+use renderfleet_shared::scheduling::{Priority, ANONYMOUS};
 use renderfleet_shared::wire::{TaskMessage, WIRE_VERSION};
 use serde_json::Value;
 use std::time::Duration;
@@ -39,6 +40,10 @@ pub struct RunMeta<'a> {
     pub workflow: Option<(Uuid, i32)>,
     /// Whether its nodes may be served from the node result cache.
     pub cache: CacheMode,
+    /// Where its tasks go in the queue (`shared::scheduling`).
+    pub priority: Priority,
+    /// Who it counts against for fair share.
+    pub submitter: &'a str,
 }
 
 impl RunMeta<'_> {
@@ -50,7 +55,23 @@ impl RunMeta<'_> {
         output_type_key: None,
         workflow: None,
         cache: CacheMode::Use,
+        priority: Priority::Normal,
+        submitter: ANONYMOUS,
     };
+}
+
+/// Who submits a run and how urgent it is.
+#[derive(Debug, Clone, Copy)]
+pub struct Submission<'a> {
+    pub priority: Priority,
+    pub submitter: &'a str,
+    pub cache: CacheMode,
+}
+
+impl Default for Submission<'static> {
+    fn default() -> Self {
+        Submission { priority: Priority::Normal, submitter: ANONYMOUS, cache: CacheMode::Use }
+    }
 }
 
 /// Creates the run. With an idempotency key, a repeated request returns the first run.
@@ -60,11 +81,12 @@ pub async fn create_run(
     graph: &Value,
     subject: &Value,
     key: Option<&str>,
-    cache: CacheMode,
+    by: Submission<'_>,
 ) -> Result<Created, DbError> {
     let mut client = pool.get().await?;
     let tx = client.transaction().await?;
-    let Some((run_id, ready)) = insert_run(&tx, plan, graph, subject, key, RunMeta { cache, ..RunMeta::DIRECT }).await? else {
+    let meta = RunMeta { cache: by.cache, priority: by.priority, submitter: by.submitter, ..RunMeta::DIRECT };
+    let Some((run_id, ready)) = insert_run(&tx, plan, graph, subject, key, meta).await? else {
         let row = tx.query_one(sql::RUN_BY_KEY, &[&key, subject, graph]).await?;
         let (id, same): (Uuid, bool) = (row.get(0), row.get(1));
         return Ok(if same { Created::Existing(id) } else { Created::KeyReused(id) });
@@ -139,6 +161,8 @@ pub async fn insert_run(
                 &workflow_id,
                 &workflow_version,
                 &meta.cache.as_str(),
+                &meta.priority.rank(),
+                &meta.submitter,
             ],
         )
         .await?;

@@ -17,6 +17,7 @@ use renderfleet_shared::legacy;
 use renderfleet_shared::metrics as m;
 use renderfleet_shared::overrides;
 use renderfleet_shared::registry::{registry, Family};
+use renderfleet_shared::scheduling::Priority;
 use serde_json::{json, Value};
 use sha2::{Digest, Sha256};
 use uuid::Uuid;
@@ -29,6 +30,9 @@ pub struct Request<'a> {
     pub subject: &'a Value,
     pub output_type: &'a str,
     pub cache: CacheMode,
+    /// None: the output type's default.
+    pub priority: Option<Priority>,
+    pub submitter: &'a str,
 }
 
 #[derive(Debug)]
@@ -81,6 +85,13 @@ struct OutputType {
     shadow_pct: f64,
     /// A/A sample share (percent), from the gate config.
     noise_pct: f64,
+    default_priority: Priority,
+}
+
+/// A shadow run (or an A/A legacy twin) waits one level below its request: nobody waits for
+/// it, and it must not slow the orders it is measured on.
+fn shadow_priority(p: Priority) -> Priority {
+    Priority::from_rank(p.rank() - 1).unwrap_or(Priority::Bulk)
 }
 
 /// Whether the request with this key gets a shadow run at `pct` percent. Stable per key.
@@ -155,6 +166,7 @@ fn output_type_of(r: &tokio_postgres::Row) -> OutputType {
         mode: r.get(8),
         shadow_pct: r.get(9),
         noise_pct: serde_json::from_value::<renderfleet_shared::gate::GateConfig>(r.get(10)).map(|g| g.noise_sample_pct).unwrap_or(0.0),
+        default_priority: r.get::<_, Option<i16>>("default_priority").and_then(Priority::from_rank).unwrap_or_default(),
     }
 }
 
@@ -215,13 +227,23 @@ pub async fn create(pool: &Pool, req: &Request<'_>, defaults: NodeDefaults) -> R
         _ => runs.push((legacy()?, "legacy", "authoritative")),
     }
 
+    let priority = req.priority.unwrap_or(ot.default_priority);
     let mut client = pool.get().await?;
     let tx = client.transaction().await?;
     let request_id = Uuid::now_v7();
     let inserted = tx
         .query_opt(
             sql::INSERT_REQUEST,
-            &[&request_id, &req.idempotency_key, &req.order_line_id, req.subject, &req.output_type, &fingerprint],
+            &[
+                &request_id,
+                &req.idempotency_key,
+                &req.order_line_id,
+                req.subject,
+                &req.output_type,
+                &fingerprint,
+                &priority.rank(),
+                &req.submitter,
+            ],
         )
         .await?;
     if inserted.is_none() {
@@ -232,8 +254,16 @@ pub async fn create(pool: &Pool, req: &Request<'_>, defaults: NodeDefaults) -> R
     let mut created = Vec::new();
     let mut ready = Vec::new();
     for ((plan, stored, workflow), pipeline, role) in &runs {
-        let meta =
-            RunMeta { pipeline, role, request_id: Some(request_id), output_type_key: Some(&ot.key), workflow: *workflow, cache: req.cache };
+        let meta = RunMeta {
+            pipeline,
+            role,
+            request_id: Some(request_id),
+            output_type_key: Some(&ot.key),
+            workflow: *workflow,
+            cache: req.cache,
+            priority: if *role == "shadow" { shadow_priority(priority) } else { priority },
+            submitter: req.submitter,
+        };
         let (run_id, r) =
             insert_run(&tx, plan, stored, req.subject, None, meta).await?.expect("runs of a request carry no key of their own");
         created.push(RunCreated { run_id, pipeline, role });
@@ -255,7 +285,8 @@ pub async fn insert_fallback(
     defaults: NodeDefaults,
 ) -> Result<Option<(String, Vec<Ready>)>, DbError> {
     let Some(req) = tx.query_opt(sql::REQUEST_FOR_FALLBACK, &[&request_id]).await? else { return Ok(None) };
-    let (subject, key): (Value, String) = (req.get("subject"), req.get("output_type_key"));
+    let (subject, key, submitter): (Value, String, String) = (req.get("subject"), req.get("output_type_key"), req.get("submitter"));
+    let priority = Priority::from_rank(req.get("priority")).unwrap_or_default();
     let cache = CacheMode::parse(req.get("cache_mode")).unwrap_or_default();
     let Some(row) = tx.query_opt(sql::OUTPUT_TYPE, &[&key]).await? else { return Ok(None) };
     let ot = output_type_of(&row);
@@ -266,8 +297,16 @@ pub async fn insert_fallback(
             return Ok(None);
         }
     };
-    let meta =
-        RunMeta { pipeline: "legacy", role: "fallback", request_id: Some(request_id), output_type_key: Some(&key), workflow: None, cache };
+    let meta = RunMeta {
+        pipeline: "legacy",
+        role: "fallback",
+        request_id: Some(request_id),
+        output_type_key: Some(&key),
+        workflow: None,
+        cache,
+        priority,
+        submitter: &submitter,
+    };
     let run_key = format!("fallback:{request_id}");
     Ok(insert_run(tx, &plan, &stored, &subject, Some(&run_key), meta).await?.map(|(_, ready)| (key, ready)))
 }

@@ -10,16 +10,21 @@
 //! idempotency makes harmless.
 
 pub mod cache;
+pub mod schedule;
 
 use crate::db::{sql, DbError};
 use deadpool_postgres::{GenericClient, Pool, Transaction};
 use lapin::options::BasicPublishOptions;
 use lapin::{BasicProperties, Channel, Confirmation};
 use renderfleet_shared::config::OutboxConfig;
+use renderfleet_shared::config::SchedulingConfig;
 use renderfleet_shared::metrics as m;
 use renderfleet_shared::registry::registry;
+use renderfleet_shared::topology::Topology;
 use renderfleet_shared::wire::{self, ResultBody, ResultMessage, TaskMessage, CONTENT_TYPE, WIRE_VERSION};
-use std::collections::HashMap;
+use schedule::{RoomError, Scheduler};
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::{mpsc, Mutex, Notify};
@@ -60,6 +65,10 @@ pub struct Route {
     pub user_id: Option<String>,
     /// `None`: the cache is off (`cache.enabled`, or no `artifacts_dir` to check hits in).
     pub cache: Option<cache::Cache>,
+    pub scheduling: SchedulingConfig,
+    pub topo: Topology,
+    /// A worker heartbeating within this long is live (its slots count for the windows).
+    pub live_for: Duration,
 }
 
 /// Tasks handed from a committed transaction to this coordinator's publisher.
@@ -69,16 +78,26 @@ pub struct Hot {
     rx: Arc<Mutex<mpsc::Receiver<Handoff>>>,
     /// Wakes the safety-net publisher (a retry with a delay, or a hand-off that failed).
     pub kick: Arc<Notify>,
+    /// Whether the scheduler holds tasks back for a full queue: a result then frees room, so
+    /// the result consumer kicks the publisher.
+    pub held: Arc<AtomicBool>,
 }
 
 impl Default for Hot {
     fn default() -> Self {
         let (tx, rx) = mpsc::channel(4096);
-        Self { tx, rx: Arc::new(Mutex::new(rx)), kick: Arc::new(Notify::new()) }
+        Self { tx, rx: Arc::new(Mutex::new(rx)), kick: Arc::new(Notify::new()), held: Default::default() }
     }
 }
 
 impl Hot {
+    /// Wakes the publisher if it holds tasks for room, which a finished task has just made.
+    pub fn room_made(&self) {
+        if self.held.load(Ordering::Relaxed) {
+            self.kick.notify_one();
+        }
+    }
+
     /// Hands `ready` to the publisher. Never waits: if the publisher is gone (broker down)
     /// or swamped, the rows' leases run out and the safety net publishes them.
     pub fn send(&self, ready: Vec<Ready>) {
@@ -162,6 +181,15 @@ pub enum PublishError {
     ConfirmTimeout { count: usize },
 }
 
+impl From<RoomError> for PublishError {
+    fn from(e: RoomError) -> Self {
+        match e {
+            RoomError::Db(e) => PublishError::Db(e),
+            RoomError::Broker(e) => PublishError::Broker(e),
+        }
+    }
+}
+
 impl From<tokio_postgres::Error> for PublishError {
     fn from(e: tokio_postgres::Error) -> Self {
         PublishError::Db(e.into())
@@ -186,12 +214,15 @@ pub async fn publish_loop(
 ) -> Result<(), PublishError> {
     let mut rx = hot.rx.lock().await;
     let mut marks = Marks::default();
+    let mut sched = Scheduler::new(route.scheduling.clone(), route.topo.clone(), route.live_for, hot.held.clone());
     loop {
         if cancel.is_cancelled() {
             return Ok(());
         }
-        let wait = match publish_due(&pool, &channel, &route, cfg.batch_size).await {
+        let wait = match publish_due(&pool, &channel, &route, &mut sched, cfg.batch_size).await {
             Ok(n) if n as i64 >= cfg.batch_size => continue,
+            // Held tasks: look at the queues again soon (a result here kicks sooner).
+            Ok(_) if sched.holding() => sched.poll(),
             // At least a short pause: rows another coordinator holds locked look overdue.
             Ok(_) => next_due(&pool).await.unwrap_or(cfg.idle_poll).min(cfg.idle_poll).max(Duration::from_millis(20)),
             Err(PublishError::Db(e)) => {
@@ -222,6 +253,17 @@ pub async fn publish_loop(
                             continue;
                         }
                     };
+                    let (ready, released) = match hold_back(&pool, &channel, &mut sched, ready).await {
+                        Ok(split) => split,
+                        Err(PublishError::Db(e)) => {
+                            tracing::warn!(error = %e, "outbox: the scheduler could not read the fleet; the tasks go out when their lease ends");
+                            continue;
+                        }
+                        Err(e) => {
+                            marks.flush(&pool).await;
+                            return Err(e);
+                        }
+                    };
                     let (sent, refused) = match publish(&channel, &route, &ready, &hits).await {
                         Ok(done) => done,
                         Err(e) => {
@@ -229,10 +271,15 @@ pub async fn publish_loop(
                             return Err(e);
                         }
                     };
+                    count_sent(&mut sched, &ready, &refused);
                     metrics::counter!(m::OUTBOX_PUBLISHED_TOTAL).increment(sent.len() as u64);
                     marks.add(sent, refused);
                     if marks.full() {
                         marks.flush(&pool).await;
+                    }
+                    if released {
+                        // Left to the scheduler: its pass takes them in order now.
+                        break;
                     }
                 }
                 _ = tokio::time::sleep_until(flush_at), if !marks.is_empty() => marks.flush(&pool).await,
@@ -323,8 +370,102 @@ async fn next_due(pool: &Pool) -> Option<Duration> {
     secs.map(|s| Duration::from_secs_f64(s.max(0.0)))
 }
 
+/// The hot path's tasks that may go now (see [`Scheduler::split_hot`]); the others' leases
+/// are given up, so they wait in the outbox for the scheduler.
+async fn hold_back(pool: &Pool, channel: &Channel, sched: &mut Scheduler, ready: Vec<Ready>) -> Result<(Vec<Ready>, bool), PublishError> {
+    if !sched.enabled() || ready.is_empty() {
+        return Ok((ready, false));
+    }
+    let modules: Vec<&str> = ready.iter().map(|r| r.task.module_key.as_str()).collect::<HashSet<_>>().into_iter().collect();
+    let poll = sched.poll();
+    let room = sched.room(pool, channel, &modules, poll).await?;
+    let (send, release) = sched.split_hot(ready, &room);
+    if !release.is_empty() {
+        // If this is lost, the lease runs out a little later and the rows wait all the same.
+        let released = async { pool.get().await?.execute(sql::RELEASE, &[&release]).await.map_err(DbError::from) };
+        if let Err(e) = released.await {
+            tracing::warn!(error = %e, "outbox: held tasks keep their lease until it ends");
+        }
+    }
+    Ok((send, !release.is_empty()))
+}
+
+/// Counts the tasks the broker took against their queues' windows.
+fn count_sent(sched: &mut Scheduler, ready: &[Ready], refused: &[i64]) {
+    let refused: HashSet<i64> = refused.iter().copied().collect();
+    let mut per: BTreeMap<&str, usize> = BTreeMap::new();
+    for r in ready.iter().filter(|r| !refused.contains(&r.outbox_id)) {
+        *per.entry(r.task.module_key.as_str()).or_default() += 1;
+    }
+    for (module, n) in per {
+        sched.sent(module, n);
+    }
+}
+
 /// Claims, publishes and marks one batch of due rows; returns how many were published.
-async fn publish_due(pool: &Pool, channel: &Channel, route: &Route, limit: i64) -> Result<usize, PublishError> {
+/// With scheduling on, each module gets at most the room in its queue, in priority and
+/// fair-queueing order.
+async fn publish_due(pool: &Pool, channel: &Channel, route: &Route, sched: &mut Scheduler, limit: i64) -> Result<usize, PublishError> {
+    if !sched.enabled() {
+        return publish_due_fifo(pool, channel, route, limit).await;
+    }
+    let modules = sched.modules();
+    let waiting: Vec<String> = {
+        let client = pool.get().await?;
+        let stmt = client.prepare_cached(sql::MODULES_WAITING).await?;
+        client.query(&stmt, &[&modules]).await?.iter().map(|r| r.get(0)).collect()
+    };
+    sched.drained(&waiting);
+    if waiting.is_empty() {
+        metrics::gauge!(m::OUTBOX_LAG_SECONDS).set(0.0);
+        return Ok(0);
+    }
+    let names: Vec<&str> = waiting.iter().map(String::as_str).collect();
+    let room = sched.room(pool, channel, &names, Duration::ZERO).await?;
+    let (mut asked, mut quotas) = (Vec::new(), Vec::new());
+    for m in &waiting {
+        let quota = room.get(m).copied().unwrap_or(0).min(limit.clamp(0, i32::MAX as i64) as u32);
+        if quota == 0 {
+            sched.set_held(m, true);
+        } else {
+            asked.push(m.clone());
+            quotas.push(quota as i32);
+        }
+    }
+    if asked.is_empty() {
+        return Ok(0);
+    }
+    let mut client = pool.get().await?;
+    let tx = client.transaction().await?;
+    let mut limits = sched.limits(&tx, &asked).await?;
+    let claim = tx.prepare_cached(sql::CLAIM_SCHEDULED).await?;
+    let rows = tx.query(&claim, &[&asked, &quotas, &limits.refused_modules, &limits.refused]).await?;
+    // Lag is the publisher falling behind: only rows whose queue had room before this pass.
+    let lag = rows.iter().filter(|r| !sched.is_held(r.get("routing_key"))).map(|r| r.get::<_, f64>("lag")).fold(0.0, f64::max);
+    metrics::gauge!(m::OUTBOX_LAG_SECONDS).set(lag);
+    let mut claimed: HashMap<String, i32> = HashMap::new();
+    let mut ready = Vec::with_capacity(rows.len());
+    for r in &rows {
+        let module: String = r.get("routing_key");
+        *claimed.entry(module.clone()).or_default() += 1;
+        if limits.take(sched.config(), &module, r.get("submitter")) {
+            ready.push(Ready { outbox_id: r.get("id"), task: task_at(r, 1) });
+        }
+    }
+    tracing::debug!(?asked, ?quotas, refused = ?limits.refused, claimed = rows.len(), sending = ready.len(), "scheduler pass");
+    for (m, quota) in asked.iter().zip(&quotas) {
+        // A full quota: more may be waiting behind it.
+        sched.set_held(m, claimed.get(m).copied().unwrap_or(0) >= *quota);
+    }
+    let published = publish_claimed(&tx, channel, route, ready).await?;
+    tx.commit().await?;
+    count_sent(sched, &published.0, &published.1);
+    metrics::counter!(m::OUTBOX_PUBLISHED_TOTAL).increment(published.2 as u64);
+    Ok(published.2)
+}
+
+/// [`publish_due`] with scheduling off: due rows in the order they became due.
+async fn publish_due_fifo(pool: &Pool, channel: &Channel, route: &Route, limit: i64) -> Result<usize, PublishError> {
     let mut client = pool.get().await?;
     let tx = client.transaction().await?;
     let claim = tx.prepare_cached(sql::CLAIM_DUE).await?;
@@ -335,10 +476,24 @@ async fn publish_due(pool: &Pool, channel: &Channel, route: &Route, limit: i64) 
     }
     let lag: f64 = rows.iter().map(|r| r.get::<_, f64>(8)).fold(0.0, f64::max);
     metrics::gauge!(m::OUTBOX_LAG_SECONDS).set(lag);
-    let mut ready: Vec<Ready> = rows.iter().map(|r| Ready { outbox_id: r.get(0), task: task_at(r, 1) }).collect();
-    attach_inputs(&tx, &mut ready).await?;
+    let ready: Vec<Ready> = rows.iter().map(|r| Ready { outbox_id: r.get(0), task: task_at(r, 1) }).collect();
+    let (_, _, sent) = publish_claimed(&tx, channel, route, ready).await?;
+    tx.commit().await?;
+    metrics::counter!(m::OUTBOX_PUBLISHED_TOTAL).increment(sent as u64);
+    Ok(sent)
+}
+
+/// Publishes claimed rows inside their claiming transaction and marks them (sent, or
+/// deferred when refused). Returns the tasks published, the refused rows and how many went.
+async fn publish_claimed(
+    tx: &Transaction<'_>,
+    channel: &Channel,
+    route: &Route,
+    mut ready: Vec<Ready>,
+) -> Result<(Vec<Ready>, Vec<i64>, usize), PublishError> {
+    attach_inputs(tx, &mut ready).await?;
     let (ready, hits) = match &route.cache {
-        Some(c) => cache::lookup(&tx, c, ready).await?,
+        Some(c) => cache::lookup(tx, c, ready).await?,
         None => (ready, Vec::new()),
     };
     let (sent, refused) = publish(channel, route, &ready, &hits).await?;
@@ -347,9 +502,7 @@ async fn publish_due(pool: &Pool, channel: &Channel, route: &Route, limit: i64) 
     if !refused.is_empty() {
         tx.execute(sql::DEFER, &[&refused, &REFUSED_RETRY.as_secs_f64()]).await?;
     }
-    tx.commit().await?;
-    metrics::counter!(m::OUTBOX_PUBLISHED_TOTAL).increment(sent.len() as u64);
-    Ok(sent.len())
+    Ok((ready, refused, sent.len()))
 }
 
 /// Publishes tasks (persistent, mandatory) and the results of cache hits, and waits for every

@@ -196,6 +196,7 @@ fn finish(state: &AppState, fx: Effects, batch: usize) {
     if fx.request_runs_finished > 0 {
         state.rollout_kick.notify_one();
     }
+    state.hot.room_made();
     state.hot.send(fx.ready);
 }
 

@@ -12,6 +12,10 @@
 
 use crate::db::{sql, DbError};
 use crate::dispatch::{self, RunMeta};
+use renderfleet_shared::scheduling::Priority;
+
+/// The submitter comparison runs count against.
+const COMPARISONS: &str = "rollout";
 use crate::AppState;
 use deadpool_postgres::GenericClient;
 use renderfleet_shared::gate::{self, GateConfig, GateInput, GateResult, GateStatus, Verdict};
@@ -116,7 +120,15 @@ async fn start_comparison(state: &AppState, row: &tokio_postgres::Row) -> Result
     if let (Some(c), Some(d)) = (control_node, candidate_node) {
         let plan = compare_plan(&cfg);
         let graph = serde_json::to_value(&plan.graph).expect("graph serializes");
-        let meta = RunMeta { role: "comparison", request_id: Some(request), output_type_key: Some(&key), ..RunMeta::DIRECT };
+        // Like the shadow runs it measures, a comparison waits behind the orders.
+        let meta = RunMeta {
+            role: "comparison",
+            request_id: Some(request),
+            output_type_key: Some(&key),
+            priority: Priority::Bulk,
+            submitter: COMPARISONS,
+            ..RunMeta::DIRECT
+        };
         let subject = json!({"comparison": id, "control_run": control, "candidate_run": candidate});
         let run_key = format!("compare:{id}");
         if let Some((run, r)) = dispatch::insert_run(&tx, &plan, &graph, &subject, Some(&run_key), meta).await? {
