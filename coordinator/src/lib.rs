@@ -7,6 +7,7 @@ pub mod broker;
 pub mod console;
 pub mod db;
 pub mod dispatch;
+pub mod events;
 pub mod outbox;
 pub mod recovery;
 pub mod results;
@@ -37,11 +38,22 @@ pub struct AppState {
     pub evidence: Arc<recovery::Evidence>,
     /// Wakes the rollout reconciler: a run of a render request ended.
     pub rollout_kick: Arc<tokio::sync::Notify>,
+    /// Wake the events publisher and the webhook deliverer: a request's run ended, so an
+    /// event may have been written.
+    pub events_kick: Arc<tokio::sync::Notify>,
+    pub webhooks_kick: Arc<tokio::sync::Notify>,
     /// The broker channel for control messages (cancellations) while a session is up.
     pub control: Arc<tokio::sync::Mutex<Option<lapin::Channel>>>,
 }
 
 impl AppState {
+    /// A run of a render request ended here: gates, events and webhooks may have news.
+    pub fn request_run_ended(&self) {
+        self.rollout_kick.notify_one();
+        self.events_kick.notify_one();
+        self.webhooks_kick.notify_one();
+    }
+
     /// Node defaults for planning graphs (attempts, timeouts).
     pub fn node_defaults(&self) -> renderfleet_shared::graph::NodeDefaults {
         let n = &self.config.nodes;
@@ -101,6 +113,8 @@ pub async fn run(config: CoordinatorConfig, metrics: PrometheusHandle, shutdown:
         instance,
         evidence: Arc::default(),
         rollout_kick: Arc::new(tokio::sync::Notify::new()),
+        events_kick: Arc::new(tokio::sync::Notify::new()),
+        webhooks_kick: Arc::new(tokio::sync::Notify::new()),
         control: Arc::new(tokio::sync::Mutex::new(None)),
     };
     let tasks = TaskTracker::new();
@@ -108,6 +122,9 @@ pub async fn run(config: CoordinatorConfig, metrics: PrometheusHandle, shutdown:
     tasks.spawn(broker::supervise(state.clone(), conn, background.clone()));
     tasks.spawn(recovery::run(state.clone(), background.clone()));
     tasks.spawn(rollout::run(state.clone(), background.clone()));
+    let webhooks =
+        events::webhooks::deliver_loop(state.pool.clone(), state.config.webhooks.clone(), state.webhooks_kick.clone(), background.clone());
+    tasks.spawn(webhooks);
     tasks.close();
 
     if let Some(l) = metrics_listener {

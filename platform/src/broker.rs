@@ -73,6 +73,7 @@ pub async fn declare(channel: &Channel, decls: &[Declaration]) -> Result<(), lap
                 let kind = match kind {
                     topology::ExchangeKind::Direct => ExchangeKind::Direct,
                     topology::ExchangeKind::Fanout => ExchangeKind::Fanout,
+                    topology::ExchangeKind::Topic => ExchangeKind::Topic,
                 };
                 let opts = ExchangeDeclareOptions { durable: true, ..Default::default() };
                 channel.exchange_declare(name.as_str().into(), kind, opts, FieldTable::default()).await?;

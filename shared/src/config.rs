@@ -46,6 +46,7 @@ pub struct CoordinatorConfig {
     pub artifacts_dir: String,
     pub cache: CacheConfig,
     pub scheduling: SchedulingConfig,
+    pub webhooks: WebhooksConfig,
     pub log: LogConfig,
 }
 
@@ -97,6 +98,42 @@ impl SchedulingConfig {
     }
 }
 
+/// Webhook deliveries of completion events (`shared::events`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct WebhooksConfig {
+    /// The first retry of a failed delivery waits this long, each next one twice as long...
+    #[serde(with = "humantime_serde")]
+    pub retry_base: Duration,
+    /// ... up to this.
+    #[serde(with = "humantime_serde")]
+    pub retry_max: Duration,
+    /// A delivery not accepted this long after its event is given up (`failed`).
+    #[serde(with = "humantime_serde")]
+    pub give_up_after: Duration,
+    /// One attempt's limit (connect, send, answer).
+    #[serde(with = "humantime_serde")]
+    pub timeout: Duration,
+    /// Deliveries in flight at once, per coordinator.
+    pub concurrency: usize,
+    /// Look for due deliveries at least this often (a finished request here wakes it sooner).
+    #[serde(with = "humantime_serde")]
+    pub poll: Duration,
+}
+
+impl Default for WebhooksConfig {
+    fn default() -> Self {
+        Self {
+            retry_base: Duration::from_secs(5),
+            retry_max: Duration::from_secs(600),
+            give_up_after: Duration::from_secs(24 * 3600),
+            timeout: Duration::from_secs(10),
+            concurrency: 16,
+            poll: Duration::from_secs(1),
+        }
+    }
+}
+
 /// The node result cache (`shared::cache`). It needs `artifacts_dir`: a hit is only served
 /// when its artifacts are still in the store, which the coordinator checks there.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -134,6 +171,7 @@ impl Default for CoordinatorConfig {
             artifacts_dir: "/var/lib/renderfleet/artifacts".into(),
             cache: CacheConfig::default(),
             scheduling: SchedulingConfig::default(),
+            webhooks: WebhooksConfig::default(),
             log: LogConfig::default(),
         }
     }

@@ -9,6 +9,7 @@ pub mod artifact;
 pub mod cache;
 pub mod chunks;
 pub mod config;
+pub mod events;
 pub mod gate;
 pub mod graph;
 pub mod imagediff;

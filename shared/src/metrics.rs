@@ -31,6 +31,8 @@ pub const CACHE_HITS_TOTAL: &str = "renderfleet_cache_hits_total";
 /// cacheable tasks published to workers. `fleet_mixed`: the live workers of the module report
 /// different fingerprints (an upgrade in progress) or none is live, so no key can be trusted.
 pub const CACHE_MISSES_TOTAL: &str = "renderfleet_cache_misses_total";
+/// Counter, label `outcome` (`delivered|retried|given_up`): webhook delivery attempts.
+pub const WEBHOOK_DELIVERIES_TOTAL: &str = "renderfleet_webhook_deliveries_total";
 /// Counter, label `source` (`worker|coordinator`): messages sent to the dead-letter queue.
 pub const DEAD_LETTERED_TOTAL: &str = "renderfleet_dead_lettered_total";
 /// Counter, label `component` (`coordinator|worker`): broker (re)connections.
@@ -126,6 +128,7 @@ pub const FAMILIES: &[Family] = &[
     ),
     family(RESULTS_TOTAL, Counter, N, "Result messages by effect: applied, or ignored (duplicates, attempts no longer current)."),
     family(RESULT_BATCH_SIZE, Histogram, N, "Result messages per applied batch."),
+    family(WEBHOOK_DELIVERIES_TOTAL, Counter, N, "Webhook delivery attempts by outcome (delivered, retried, given_up)."),
     family(DEAD_LETTERED_TOTAL, Counter, N, "Messages sent to the dead-letter queue, by the component that sent them."),
     family(BROKER_CONNECTS_TOTAL, Counter, N, "Broker connections made (the first and every reconnection), by component."),
     family(WORKER_TASKS_TOTAL, Counter, N, "Tasks this worker executed, by module and outcome."),

@@ -71,12 +71,60 @@ pub fn submitter(tenant: Option<&str>, token_name: Option<&str>) -> Result<Strin
     }
 }
 
+/// Most tasks a window holds, however fast the workers take them.
+pub const MAX_WINDOW: u32 = 10_000;
+
 /// How many tasks of a module may wait in its broker queue: `per_slot` per live worker slot
-/// of the module, at least `min`. A shallow queue is what lets a rush task, or another
-/// submitter's, start within about one task duration: everything past the window waits in
-/// the outbox, ordered there.
-pub fn window(live_slots: u32, per_slot: f64, min: u32) -> u32 {
-    ((live_slots as f64 * per_slot).ceil() as u32).max(min).max(1)
+/// of the module, at least `min`, and at least `cover` (what keeps fast workers from running
+/// dry while the queue is refilled, see [`Uptake`]). A queue that shallow is what lets a rush
+/// task, or another submitter's, start about one task duration after it is ready:
+/// everything past the window waits in the outbox, ordered there.
+pub fn window(live_slots: u32, per_slot: f64, min: u32, cover: u32) -> u32 {
+    ((live_slots as f64 * per_slot).ceil() as u32).max(min).max(cover).clamp(1, MAX_WINDOW)
+}
+
+/// How fast a module's workers take tasks from its queue, and how long the publisher takes
+/// to put more in: for tasks of a few milliseconds, one per slot is gone before the
+/// publisher is back, so the window must cover twice what the workers take in one refill.
+/// For render tasks (seconds) that is far below one per slot and changes nothing. A
+/// newcomer then waits about two refills (milliseconds) for such tasks, and about one task
+/// for slow ones.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct Uptake {
+    /// Tasks per second (moving average).
+    rate: f64,
+}
+
+/// Weight of a new observation in the moving averages.
+const ALPHA: f64 = 0.3;
+
+impl Uptake {
+    /// `taken` tasks left the queue in `secs` while tasks were held back for it.
+    pub fn observe(&mut self, taken: u32, secs: f64) {
+        if secs > 0.0 && secs.is_finite() {
+            let now = taken as f64 / secs;
+            self.rate = if self.rate == 0.0 { now } else { self.rate + ALPHA * (now - self.rate) };
+        }
+    }
+
+    /// Tasks per second.
+    pub fn rate(&self) -> f64 {
+        self.rate
+    }
+
+    /// What the queue must hold while the publisher takes `refill_secs` to refill it.
+    pub fn cover(&self, refill_secs: f64) -> u32 {
+        (self.rate * refill_secs.max(0.0) * 2.0).ceil().min(MAX_WINDOW as f64) as u32
+    }
+}
+
+/// A moving average of the publisher's pass time, the `refill_secs` of [`Uptake::cover`].
+pub fn average(previous: f64, now: f64) -> f64 {
+    if previous == 0.0 {
+        now
+    } else {
+        previous + ALPHA * (now - previous)
+    }
 }
 
 #[cfg(test)]
@@ -104,10 +152,26 @@ mod tests {
     }
 
     #[test]
-    fn the_window_follows_the_slots() {
-        assert_eq!(window(0, 1.0, 2), 2);
-        assert_eq!(window(2, 1.0, 2), 2);
-        assert_eq!(window(128, 1.0, 2), 128);
-        assert_eq!(window(3, 1.5, 0), 5);
+    fn the_window_follows_the_slots_and_what_fast_workers_take() {
+        assert_eq!(window(0, 1.0, 2, 0), 2);
+        assert_eq!(window(2, 1.0, 2, 0), 2);
+        assert_eq!(window(128, 1.0, 2, 0), 128);
+        assert_eq!(window(3, 1.5, 0, 0), 5);
+        assert_eq!(window(64, 1.0, 2, 300), 300);
+        assert_eq!(window(64, 1.0, 2, u32::MAX), MAX_WINDOW);
+        // Render tasks: 2 slots of 200 ms take 10 per second; a 5 ms refill needs 1 of them.
+        let mut slow = Uptake::default();
+        slow.observe(2, 0.2);
+        assert_eq!(slow.cover(0.005), 1);
+        assert_eq!(window(2, 1.0, 2, slow.cover(0.005)), 2);
+        // No-op tasks: 7,000 a second over a 10 ms refill need 140 waiting.
+        let mut fast = Uptake::default();
+        fast.observe(70, 0.01);
+        assert_eq!(fast.cover(0.01), 140);
+        // The average moves towards new observations.
+        fast.observe(0, 0.01);
+        assert!((fast.rate() - 4_900.0).abs() < 1e-6, "{}", fast.rate());
+        assert_eq!(average(0.0, 0.01), 0.01);
+        assert!((average(0.01, 0.02) - 0.013).abs() < 1e-9);
     }
 }

@@ -47,6 +47,12 @@ impl Topology {
         format!("{}.control", self.prefix)
     }
 
+    /// Topic: completion events for consumers on the broker (`shared::events`), routing key
+    /// `<event type>.<output type>`. No queue of its own: a consumer binds one.
+    pub fn events_exchange(&self) -> String {
+        format!("{}.events", self.prefix)
+    }
+
     /// Dead-letter exchange (fanout) and its queue.
     pub fn dead_exchange(&self) -> String {
         format!("{}.dead", self.prefix)
@@ -70,6 +76,7 @@ impl Topology {
             Declaration::Queue { name: self.results_queue(), dead_letter_to: Some(self.dead_exchange()) },
             Declaration::Bind { queue: self.results_queue(), exchange: self.results_exchange(), routing_key: String::new() },
             Declaration::Exchange { name: self.control_exchange(), kind: ExchangeKind::Fanout },
+            Declaration::Exchange { name: self.events_exchange(), kind: ExchangeKind::Topic },
         ];
         for module in modules {
             out.push(Declaration::Queue { name: self.task_queue(module), dead_letter_to: Some(self.dead_exchange()) });
@@ -87,6 +94,7 @@ impl Topology {
 pub enum ExchangeKind {
     Direct,
     Fanout,
+    Topic,
 }
 
 /// One durable exchange, durable queue or binding.

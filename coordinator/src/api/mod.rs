@@ -28,12 +28,14 @@ use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 use uuid::Uuid;
 
+pub(crate) mod artifacts;
 pub mod auth;
 mod materials;
 mod nodes;
 mod output_types;
 mod requests;
 mod rollout;
+mod webhooks;
 pub(crate) mod workflows;
 
 use auth::{Scope, Tokens};
@@ -104,7 +106,10 @@ fn routes(tokens: &Tokens, with_metrics: bool) -> OpenApiRouter<AppState> {
         .routes(routes!(rollout::get_gate))
         .routes(routes!(rollout::events))
         .routes(routes!(rollout::list_comparisons))
-        .routes(routes!(rollout::get_comparison));
+        .routes(routes!(rollout::get_comparison))
+        .routes(routes!(artifacts::get))
+        .routes(routes!(webhooks::list))
+        .routes(routes!(webhooks::get));
     let operate = OpenApiRouter::new().routes(routes!(rollout::rollback)).routes(routes!(cancel_run)).routes(routes!(retry_run));
     let admin = OpenApiRouter::new()
         .routes(routes!(create_run))
@@ -116,7 +121,9 @@ fn routes(tokens: &Tokens, with_metrics: bool) -> OpenApiRouter<AppState> {
         .routes(routes!(materials::put_material))
         .routes(routes!(materials::put_map))
         .routes(routes!(materials::repair_map))
-        .routes(routes!(rollout::promote));
+        .routes(routes!(rollout::promote))
+        .routes(routes!(webhooks::create))
+        .routes(routes!(webhooks::delete));
     let mut open = OpenApiRouter::new().routes(routes!(healthz)).routes(routes!(readyz));
     if with_metrics {
         open = open.routes(routes!(metrics));
@@ -324,9 +331,9 @@ fn nul_at(v: &Value, at: &str) -> Option<String> {
 /// An error answer: `{"error": code, "message": ..., "problems": [...]}`.
 #[derive(Debug)]
 pub struct ApiError {
-    status: StatusCode,
+    pub(crate) status: StatusCode,
     code: &'static str,
-    message: String,
+    pub(crate) message: String,
     problems: Vec<Problem>,
 }
 

@@ -64,11 +64,22 @@ async fn session(state: &AppState, conn: &Connection, cancel: &CancellationToken
         session_cancel.clone(),
     );
     let consumer = results::consume_loop(state.clone(), consume, dead, topo.results_queue(), topo.dead_exchange(), session_cancel.clone());
-    // Whichever ends first ends the session; the other is stopped with it.
-    tokio::pin!(publisher, consumer);
+    let events = conn.create_channel().await?;
+    events.confirm_select(ConfirmSelectOptions::default()).await?;
+    let events = crate::events::publish_loop(
+        state.pool.clone(),
+        events,
+        topo.events_exchange(),
+        state.events_kick.clone(),
+        state.config.webhooks.poll,
+        session_cancel.clone(),
+    );
+    // Whichever ends first ends the session; the others are stopped with it.
+    tokio::pin!(publisher, consumer, events);
     let result = tokio::select! {
         r = &mut publisher => r.map_err(SessionError::from),
         r = &mut consumer => r,
+        r = &mut events => r.map_err(SessionError::from),
     };
     session_cancel.cancel();
     *state.control.lock().await = None;

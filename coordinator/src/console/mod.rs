@@ -28,7 +28,7 @@ use crate::dispatch::operate;
 use crate::rollout;
 use crate::AppState;
 use axum::extract::{Form, Path, Query, State};
-use axum::http::{header, HeaderValue, StatusCode};
+use axum::http::{header, StatusCode};
 use axum::middleware;
 use axum::response::{Html, IntoResponse, Redirect, Response};
 use axum::routing::{get, post};
@@ -388,49 +388,9 @@ async fn stored_json<T: serde::de::DeserializeOwned>(state: &AppState, sha: &str
 
 /// An artifact from the store, by its hash.
 async fn artifact(State(state): State<AppState>, Path(sha): Path<String>) -> Response {
-    let Some(path) = stored(&state, &sha) else {
-        return oops(StatusCode::NOT_FOUND, "no such artifact here (or the console has no artifacts_dir)");
-    };
-    let mime = match state.pool.get().await {
-        Ok(c) => c.query_opt(sql::ARTIFACT_MIME, &[&sha]).await.ok().flatten().map(|r| r.get::<_, String>(0)),
-        Err(e) => return db_err(e),
-    };
-    // Streamed: a .blend or a video can be large, and the coordinator also applies results.
-    match tokio::fs::File::open(&path).await {
-        Ok(file) => {
-            let length = file.metadata().await.map(|m| m.len()).unwrap_or(0);
-            let body = axum::body::Body::from_stream(tokio_util::io::ReaderStream::new(file));
-            let mime = mime.unwrap_or_else(|| "application/octet-stream".into());
-            // Only PNG previews show in the page; everything else (the type is the worker's
-            // word, and could be text/html) is a download, never rendered here.
-            let disposition = match mime.as_str() {
-                "image/png" => "inline".to_string(),
-                m => format!("attachment; filename=\"{}{}\"", &sha[..16], extension(m)),
-            };
-            let content_type = HeaderValue::from_str(&mime).unwrap_or(HeaderValue::from_static("application/octet-stream"));
-            (
-                [
-                    (header::CONTENT_TYPE, content_type),
-                    (header::CONTENT_DISPOSITION, HeaderValue::from_str(&disposition).expect("hex and ASCII")),
-                    (header::CONTENT_LENGTH, HeaderValue::from(length)),
-                ],
-                body,
-            )
-                .into_response()
-        }
-        Err(_) => oops(StatusCode::NOT_FOUND, &format!("artifact {sha} is not in {}", state.config.artifacts_dir)),
-    }
-}
-
-/// A download's file name extension, by its type.
-fn extension(mime: &str) -> &'static str {
-    match mime {
-        "model/gltf-binary" => ".glb",
-        "application/x-blender" => ".blend",
-        "video/mp4" => ".mp4",
-        "application/json" => ".json",
-        "model/step" => ".step",
-        _ => "",
+    match crate::api::artifacts::stream(&state, &sha).await {
+        Ok(r) => r,
+        Err(e) => oops(e.status, &e.message),
     }
 }
 

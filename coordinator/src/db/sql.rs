@@ -768,3 +768,87 @@ WHERE run_id = $1 AND status = 'succeeded' AND outputs->'artifact'->>'kind' = $2
 pub const CONSOLE_WORKER_TASKS: &str = "
 SELECT worker_id, run_id, node_id, module_key, started_at FROM node_runs
 WHERE status = 'running' AND worker_id = ANY($1) ORDER BY started_at";
+
+/// Events $1 with what their payloads are built from (migration V12): the request, the run,
+/// the output type's artifact kind, and the payload if it was built before.
+pub const EVENTS_FOR_PAYLOAD: &str = "
+SELECT e.id, e.type, e.created_at, e.output_type_key, e.payload,
+       q.id AS request_id, q.order_line_id, q.idempotency_key, q.priority, q.submitter,
+       r.id AS run_id, r.pipeline, r.error, o.artifact_kind
+FROM events e JOIN render_requests q ON q.id = e.request_id JOIN runs r ON r.id = e.run_id
+LEFT JOIN output_types o ON o.key = e.output_type_key
+WHERE e.id = ANY($1)";
+
+/// The artifacts of kind $2 that run $1's succeeded nodes produced.
+pub const RUN_ARTIFACTS_OF_KIND: &str = "
+SELECT n.outputs->'artifact' AS artifact FROM node_runs n
+WHERE n.run_id = $1 AND n.status = 'succeeded' AND n.outputs->'artifact'->>'kind' = $2
+ORDER BY n.node_id";
+
+/// Keeps event $1's payload $2 unless one was kept first; returns the kept one.
+pub const KEEP_PAYLOAD: &str = "
+WITH kept AS (UPDATE events SET payload = $2 WHERE id = $1 AND payload IS NULL RETURNING payload)
+SELECT payload FROM kept UNION ALL SELECT payload FROM events WHERE id = $1 AND NOT EXISTS (SELECT 1 FROM kept)";
+
+/// Events not yet on the events exchange (at most $1), oldest first; other coordinators skip them.
+pub const CLAIM_UNPUBLISHED_EVENTS: &str = "
+SELECT id, type, output_type_key FROM events WHERE published_at IS NULL
+ORDER BY created_at LIMIT $1 FOR UPDATE SKIP LOCKED";
+
+/// $1 event ids.
+pub const MARK_EVENTS_PUBLISHED: &str = "UPDATE events SET published_at = clock_timestamp() WHERE id = ANY($1)";
+
+/// Claims due webhook deliveries (at most $1): each attempt is counted and its row held for
+/// $2 seconds, after which an attempt whose coordinator died is made again.
+pub const CLAIM_DELIVERIES: &str = "
+WITH due AS (
+  SELECT event_id, webhook_id FROM webhook_deliveries
+  WHERE status = 'pending' AND next_at <= now()
+  ORDER BY next_at LIMIT $1 FOR UPDATE SKIP LOCKED
+)
+UPDATE webhook_deliveries d
+SET attempts = d.attempts + 1, next_at = clock_timestamp() + make_interval(secs => $2), last_attempt_at = clock_timestamp()
+FROM due, webhooks w, events e
+WHERE d.event_id = due.event_id AND d.webhook_id = due.webhook_id AND w.id = d.webhook_id AND e.id = d.event_id
+RETURNING d.event_id, d.webhook_id, d.attempts, w.url, w.secret, e.type, extract(epoch FROM now() - e.created_at)::float8 AS age";
+
+/// Attempt $3 of delivery ($1 event, $2 webhook) was accepted with HTTP status $4.
+pub const DELIVERED_WEBHOOK: &str = "
+UPDATE webhook_deliveries SET status = 'delivered', delivered_at = clock_timestamp(), last_status = $4, last_error = NULL
+WHERE event_id = $1 AND webhook_id = $2 AND attempts = $3 AND status = 'pending'";
+
+/// Attempt $3 of delivery ($1 event, $2 webhook) failed: $4 the HTTP status (NULL: no
+/// answer), $5 what went wrong; again in $6 seconds, or given up when $7.
+pub const DELIVERY_FAILED: &str = "
+UPDATE webhook_deliveries SET last_status = $4, last_error = $5,
+       status = CASE WHEN $7 THEN 'failed' ELSE 'pending' END, next_at = clock_timestamp() + make_interval(secs => $6)
+WHERE event_id = $1 AND webhook_id = $2 AND attempts = $3 AND status = 'pending'";
+
+/// Seconds until the next pending delivery is due (negative when overdue), or NULL.
+pub const NEXT_DELIVERY: &str = "
+SELECT extract(epoch FROM min(next_at) - now())::float8 FROM webhook_deliveries WHERE status = 'pending'";
+
+/// A webhook subscription. $1 id, $2 url, $3 secret, $4 event types, $5 description, $6 who.
+pub const INSERT_WEBHOOK: &str = "
+INSERT INTO webhooks (id, url, secret, event_types, description, created_by) VALUES ($1, $2, $3, $4, $5, $6)
+RETURNING id, url, event_types, description, created_by, created_at";
+
+/// Every subscription, with its delivery counts.
+pub const WEBHOOKS: &str = "
+SELECT w.id, w.url, w.event_types, w.description, w.created_by, w.created_at,
+       count(*) FILTER (WHERE d.status = 'pending') AS pending,
+       count(*) FILTER (WHERE d.status = 'delivered') AS delivered,
+       count(*) FILTER (WHERE d.status = 'failed') AS failed
+FROM webhooks w LEFT JOIN webhook_deliveries d ON d.webhook_id = w.id
+WHERE $1::uuid IS NULL OR w.id = $1
+GROUP BY w.id ORDER BY w.created_at";
+
+/// Webhook $1's latest deliveries (at most $2), newest event first.
+pub const WEBHOOK_DELIVERIES: &str = "
+SELECT d.event_id, e.type, e.request_id, e.created_at AS event_at, d.status, d.attempts, d.next_at, d.last_attempt_at,
+       d.last_status, d.last_error, d.delivered_at
+FROM webhook_deliveries d JOIN events e ON e.id = d.event_id
+WHERE d.webhook_id = $1 ORDER BY e.created_at DESC LIMIT $2";
+
+/// $1 id. Its deliveries go with it.
+pub const DELETE_WEBHOOK: &str = "DELETE FROM webhooks WHERE id = $1 RETURNING id";

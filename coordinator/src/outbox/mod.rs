@@ -409,6 +409,7 @@ async fn publish_due(pool: &Pool, channel: &Channel, route: &Route, sched: &mut 
     if !sched.enabled() {
         return publish_due_fifo(pool, channel, route, limit).await;
     }
+    sched.passing();
     let modules = sched.modules();
     let waiting: Vec<String> = {
         let client = pool.get().await?;

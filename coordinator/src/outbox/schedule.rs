@@ -1,5 +1,6 @@
 //! What the publisher may send now. Each module's broker queue holds at most its window of
-//! waiting tasks (`shared::scheduling::window`: a few per live worker slot); every other
+//! waiting tasks (`shared::scheduling::window`: one per live worker slot, more for workers
+//! that take tasks faster than the publisher refills the queue); every other
 //! ready task waits in the outbox, where the next to go is chosen by priority and then by its
 //! fair-queueing tag (migration V11). A queue that deep lets a rush task, or another
 //! submitter's single task, start about one task duration after it is ready, behind any
@@ -24,7 +25,7 @@ use lapin::Channel;
 use renderfleet_shared::config::SchedulingConfig;
 use renderfleet_shared::metrics as m;
 use renderfleet_shared::registry::registry;
-use renderfleet_shared::scheduling::window;
+use renderfleet_shared::scheduling::{average, window, Uptake};
 use renderfleet_shared::topology::Topology;
 use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -42,6 +43,8 @@ const GAUGE_EVERY: Duration = Duration::from_secs(2);
 struct Depth {
     ready: u32,
     at: Instant,
+    /// Sent since `at`.
+    sent: u32,
 }
 
 /// The scheduler's view of the queues. Owned by the publish loop.
@@ -58,6 +61,11 @@ pub struct Scheduler {
     /// Routing keys of waiting rows that name no module of the registry (a module since
     /// removed): they are published unlimited, and refused by the broker as unroutable.
     strays: HashSet<String>,
+    /// How fast each module's workers take tasks while some are held.
+    uptake: HashMap<String, Uptake>,
+    /// Seconds from one pass to the next while tasks are held (moving average).
+    refill: f64,
+    last_pass: Option<Instant>,
     /// Whether any module is held, for the result consumer (a result frees room: kick).
     any_held: Arc<AtomicBool>,
 }
@@ -77,6 +85,9 @@ impl Scheduler {
             depth: HashMap::new(),
             held: HashSet::new(),
             strays: HashSet::new(),
+            uptake: HashMap::new(),
+            refill: 0.0,
+            last_pass: None,
             any_held,
         }
     }
@@ -152,7 +163,21 @@ impl Scheduler {
 
     /// The window of `module` now.
     pub fn window(&self, module: &str) -> u32 {
-        window(self.slots.get(module).copied().unwrap_or(0), self.cfg.queue_per_slot, self.cfg.queue_min)
+        let cover = self.uptake.get(module).map(|u| u.cover(self.refill)).unwrap_or(0);
+        window(self.slots.get(module).copied().unwrap_or(0), self.cfg.queue_per_slot, self.cfg.queue_min, cover)
+    }
+
+    /// A publisher pass started. While tasks are held, the time from one pass to the next is
+    /// how long a queue waits to be refilled (the results that free room, the kick, the pass).
+    pub fn passing(&mut self) {
+        let now = Instant::now();
+        if let Some(before) = self.last_pass.filter(|_| self.holding()) {
+            let period = now.duration_since(before).as_secs_f64();
+            if period < 1.0 {
+                self.refill = average(self.refill, period);
+            }
+        }
+        self.last_pass = Some(now);
     }
 
     /// How many more tasks each of `modules` may send now. Depths older than `max_age` are
@@ -176,13 +201,18 @@ impl Scheduler {
         let answers = futures_util::future::join_all(asked).await;
         let now = Instant::now();
         for (m, answer) in stale.iter().zip(answers) {
-            self.depth.insert(m.to_string(), Depth { ready: answer?.message_count(), at: now });
+            let ready = answer?.message_count();
+            if let Some(before) = self.depth.get(*m).filter(|_| self.held.contains(*m)) {
+                let taken = (before.ready + before.sent).saturating_sub(ready);
+                self.uptake.entry(m.to_string()).or_default().observe(taken, now.duration_since(before.at).as_secs_f64());
+            }
+            self.depth.insert(m.to_string(), Depth { ready, at: now, sent: 0 });
         }
         Ok(modules
             .iter()
             .map(|m| {
                 let room = match self.depth.get(*m) {
-                    Some(d) if known.contains(m) => self.window(m).saturating_sub(d.ready),
+                    Some(d) if known.contains(m) => self.window(m).saturating_sub(d.ready.saturating_add(d.sent)),
                     _ => u32::MAX,
                 };
                 (m.to_string(), room)
@@ -193,7 +223,7 @@ impl Scheduler {
     /// `n` tasks of `module` were sent: they wait in its queue until the next look.
     pub fn sent(&mut self, module: &str, n: usize) {
         if let Some(d) = self.depth.get_mut(module) {
-            d.ready = d.ready.saturating_add(n as u32);
+            d.sent = d.sent.saturating_add(n as u32);
         }
     }
 

@@ -194,7 +194,7 @@ fn finish(state: &AppState, fx: Effects, batch: usize) {
         state.hot.kick.notify_one();
     }
     if fx.request_runs_finished > 0 {
-        state.rollout_kick.notify_one();
+        state.request_run_ended();
     }
     state.hot.room_made();
     state.hot.send(fx.ready);
