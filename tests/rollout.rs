@@ -2,6 +2,9 @@
 //! small sizes: the graph pipeline replaces the legacy one on evidence, and one call sends
 //! everything back.
 
+use futures_util::StreamExt;
+use lapin::options::QueueDeclareOptions;
+use lapin::types::FieldTable;
 use renderfleet_tests::browser::Browser;
 use renderfleet_tests::{metric, token, wait_until, Coord, World};
 use serde_json::{json, Value};
@@ -236,8 +239,24 @@ async fn a_different_graph_is_a_mismatch_with_a_diff_image_and_a_failing_one_a_c
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn graph_mode_falls_back_to_legacy_and_rolls_back_by_itself() {
     let (w, c) = start("rollout_fallback").await;
+    // The order system's view on the broker: every event of the output type.
+    let conn = w.amqp().await;
+    let ch = conn.create_channel().await.unwrap();
+    let q =
+        ch.queue_declare("".into(), QueueDeclareOptions { exclusive: true, ..Default::default() }, FieldTable::default()).await.unwrap();
+    let exchange = w.topology.events_exchange();
+    ch.queue_bind(
+        q.name().as_str().into(),
+        exchange.as_str().into(),
+        "request.*.fragile".into(),
+        Default::default(),
+        FieldTable::default(),
+    )
+    .await
+    .unwrap();
     let failing = workflow(&w, &c, |g| node_mut(g, "assign")["params"]["on_missing"] = json!("fail")).await;
     output_type(&w, &c, "fragile", &failing, "graph", json!({"min_samples": 2, "window": 10, "max_graph_failure_rate": 0.2})).await;
+    let mut answers = Vec::new();
     for key in ["ol-1/fragile", "ol-2/fragile"] {
         let id = request(&w, &c, key, "fragile").await;
         let r = answered(&w, &c, &id).await;
@@ -245,7 +264,31 @@ async fn graph_mode_falls_back_to_legacy_and_rolls_back_by_itself() {
         assert_eq!(r["run"]["role"], "fallback", "{r:#}");
         assert_eq!(run_pipeline(&w, &c, &r).await, "legacy");
         assert_eq!(r["artifact"]["kind"], "image_png");
+        answers.push(r);
     }
+    // Each request: `request.fallback` (never `request.failed`: it was not over), then
+    // `request.succeeded` for the legacy run with its image and where to download it.
+    let mut consumer = ch.basic_consume(q.name().as_str().into(), "test".into(), Default::default(), FieldTable::default()).await.unwrap();
+    let mut seen = Vec::new();
+    while seen.len() < 4 {
+        let msg = tokio::time::timeout(Duration::from_secs(30), consumer.next()).await.expect("4 events").unwrap().unwrap();
+        let e: Value = serde_json::from_slice(&msg.data).unwrap();
+        assert_eq!(msg.routing_key.as_str(), format!("{}.fragile", e["type"].as_str().unwrap()));
+        seen.push(e);
+    }
+    for r in &answers {
+        let mine: Vec<&Value> = seen.iter().filter(|e| e["request"]["id"] == r["id"]).collect();
+        let types: Vec<&str> = mine.iter().map(|e| e["type"].as_str().unwrap()).collect();
+        assert_eq!(types, ["request.fallback", "request.succeeded"], "{mine:#?}");
+        let done = mine[1];
+        assert_eq!((done["run"]["id"].as_str(), done["run"]["pipeline"].as_str()), (r["run"]["run_id"].as_str(), Some("legacy")));
+        let a = &done["artifacts"][0];
+        assert_eq!((a["kind"].as_str(), a["sha256"].as_str()), (Some("image_png"), r["artifact"]["sha256"].as_str()), "{done:#}");
+        let download = w.http.get(format!("{}{}", c.url, a["path"].as_str().unwrap())).send().await.unwrap();
+        assert_eq!(download.status(), 200);
+        assert_eq!(download.bytes().await.unwrap().len() as u64, a["bytes"].as_u64().unwrap(), "the download is the artifact");
+    }
+    let _ = conn.close(200, "done".into()).await;
     let url = format!("{}/metrics", c.url);
     assert_eq!(metric(&w.http, &url, "renderfleet_fallbacks_total", &[("output_type", "fragile")]).await, 2.0);
     let events = wait_until("the automatic rollback", Duration::from_secs(30), || async {

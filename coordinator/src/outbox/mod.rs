@@ -376,9 +376,12 @@ async fn hold_back(pool: &Pool, channel: &Channel, sched: &mut Scheduler, ready:
     if !sched.enabled() || ready.is_empty() {
         return Ok((ready, false));
     }
-    let modules: Vec<&str> = ready.iter().map(|r| r.task.module_key.as_str()).collect::<HashSet<_>>().into_iter().collect();
-    let poll = sched.poll();
-    let room = sched.room(pool, channel, &modules, poll).await?;
+    let mut needed: HashMap<&str, u32> = HashMap::new();
+    for r in &ready {
+        *needed.entry(r.task.module_key.as_str()).or_default() += 1;
+    }
+    let modules: Vec<&str> = needed.keys().copied().collect();
+    let room = sched.room(pool, channel, &modules, Some(&needed)).await?;
     let (send, release) = sched.split_hot(ready, &room);
     if !release.is_empty() {
         // If this is lost, the lease runs out a little later and the rows wait all the same.
@@ -410,6 +413,7 @@ async fn publish_due(pool: &Pool, channel: &Channel, route: &Route, sched: &mut 
         return publish_due_fifo(pool, channel, route, limit).await;
     }
     sched.passing();
+    sched.refresh_gauge(pool).await?;
     let modules = sched.modules();
     let waiting: Vec<String> = {
         let client = pool.get().await?;
@@ -422,7 +426,7 @@ async fn publish_due(pool: &Pool, channel: &Channel, route: &Route, sched: &mut 
         return Ok(0);
     }
     let names: Vec<&str> = waiting.iter().map(String::as_str).collect();
-    let room = sched.room(pool, channel, &names, Duration::ZERO).await?;
+    let room = sched.room(pool, channel, &names, None).await?;
     let (mut asked, mut quotas) = (Vec::new(), Vec::new());
     for m in &waiting {
         let quota = room.get(m).copied().unwrap_or(0).min(limit.clamp(0, i32::MAX as i64) as u32);

@@ -36,6 +36,8 @@ use tokio::time::Instant;
 /// How often live worker slots are read: a worker that joins opens its queues' windows
 /// this soon.
 const SLOTS_EVERY: Duration = Duration::from_millis(250);
+/// The shortest span a take rate is measured over.
+const RATE_SPAN: Duration = Duration::from_millis(250);
 /// How often the held tasks are counted for their gauge (a count over the waiting rows).
 const GAUGE_EVERY: Duration = Duration::from_secs(2);
 
@@ -63,6 +65,8 @@ pub struct Scheduler {
     strays: HashSet<String>,
     /// How fast each module's workers take tasks while some are held.
     uptake: HashMap<String, Uptake>,
+    /// Tasks taken from each held module's queue since when, towards its next rate.
+    taken: HashMap<String, (Instant, u32)>,
     /// Seconds from one pass to the next while tasks are held (moving average).
     refill: f64,
     last_pass: Option<Instant>,
@@ -86,6 +90,7 @@ impl Scheduler {
             held: HashSet::new(),
             strays: HashSet::new(),
             uptake: HashMap::new(),
+            taken: HashMap::new(),
             refill: 0.0,
             last_pass: None,
             any_held,
@@ -136,8 +141,7 @@ impl Scheduler {
         self.any_held.store(!self.held.is_empty(), Ordering::Relaxed);
     }
 
-    /// Live slots per module, read at most every [`SLOTS_EVERY`]; the held-tasks gauge (and
-    /// the routing keys of no module) every [`GAUGE_EVERY`].
+    /// Live slots per module, read at most every [`SLOTS_EVERY`].
     async fn refresh_slots(&mut self, pool: &Pool) -> Result<(), DbError> {
         if self.slots_at.is_some_and(|at| at.elapsed() < SLOTS_EVERY) {
             return Ok(());
@@ -146,9 +150,16 @@ impl Scheduler {
         let rows = client.query(sql::LIVE_SLOTS, &[&self.live_for.as_secs_f64()]).await?;
         self.slots = rows.iter().map(|r| (r.get("module"), r.get::<_, i64>("slots").clamp(0, u32::MAX as i64) as u32)).collect();
         self.slots_at = Some(Instant::now());
+        Ok(())
+    }
+
+    /// The held-tasks gauge and the routing keys of no module, every [`GAUGE_EVERY`] (a
+    /// count over the waiting rows: on scheduler passes, never on a hop).
+    pub async fn refresh_gauge(&mut self, pool: &Pool) -> Result<(), DbError> {
         if self.gauge_at.is_some_and(|at| at.elapsed() < GAUGE_EVERY) {
             return Ok(());
         }
+        let client = pool.get().await?;
         self.gauge_at = Some(Instant::now());
         let waiting = client.query(sql::OUTBOX_WAITING, &[]).await?;
         let waiting: HashMap<String, i64> = waiting.iter().map(|r| (r.get("routing_key"), r.get("tasks"))).collect();
@@ -183,14 +194,29 @@ impl Scheduler {
     /// How many more tasks each of `modules` may send now. Depths older than `max_age` are
     /// asked of the broker (together); a module outside the registry has no queue to ask
     /// about, so it is not limited (the broker refuses its tasks as unroutable).
-    pub async fn room(&mut self, pool: &Pool, channel: &Channel, modules: &[&str], max_age: Duration) -> Result<Room, RoomError> {
+    ///
+    /// `needed` is how many each module would send: a depth whose estimate (the broker's
+    /// figure plus what was sent since, an over-count, since workers take tasks meanwhile)
+    /// leaves that much room is not asked again, so a hop on the hot path rarely waits for
+    /// the broker. `None`: ask for every module (a scheduler pass).
+    pub async fn room(
+        &mut self,
+        pool: &Pool,
+        channel: &Channel,
+        modules: &[&str],
+        needed: Option<&HashMap<&str, u32>>,
+    ) -> Result<Room, RoomError> {
         if !self.enabled() {
             return Ok(modules.iter().map(|m| (m.to_string(), u32::MAX)).collect());
         }
         self.refresh_slots(pool).await?;
         let known: HashSet<&str> = registry().module_keys().into_iter().collect();
+        let fits = |m: &str, d: &Depth| match needed {
+            Some(n) => self.window(m).saturating_sub(d.ready.saturating_add(d.sent)) >= n.get(m).copied().unwrap_or(1),
+            None => false,
+        };
         let stale: Vec<&str> =
-            modules.iter().copied().filter(|m| known.contains(m) && self.depth.get(*m).is_none_or(|d| d.at.elapsed() >= max_age)).collect();
+            modules.iter().copied().filter(|m| known.contains(m) && !self.depth.get(*m).is_some_and(|d| fits(m, d))).collect();
         let asked = stale.iter().map(|m| {
             let queue = self.topo.task_queue(m);
             async move {
@@ -203,8 +229,18 @@ impl Scheduler {
         for (m, answer) in stale.iter().zip(answers) {
             let ready = answer?.message_count();
             if let Some(before) = self.depth.get(*m).filter(|_| self.held.contains(*m)) {
+                // Counted over at least RATE_SPAN: a slot takes its task at once, so a rate
+                // over a few milliseconds would be that burst, not what the workers keep up.
                 let taken = (before.ready + before.sent).saturating_sub(ready);
-                self.uptake.entry(m.to_string()).or_default().observe(taken, now.duration_since(before.at).as_secs_f64());
+                let span = self.taken.entry(m.to_string()).or_insert((before.at, 0));
+                span.1 += taken;
+                let secs = now.duration_since(span.0).as_secs_f64();
+                if secs >= RATE_SPAN.as_secs_f64() {
+                    self.uptake.entry(m.to_string()).or_default().observe(span.1, secs);
+                    *span = (now, 0);
+                }
+            } else {
+                self.taken.remove(*m);
             }
             self.depth.insert(m.to_string(), Depth { ready, at: now, sent: 0 });
         }
