@@ -8,7 +8,8 @@
 #   ops/dev.sh test       make sure the services are up, build, run the whole test suite.
 #   ops/dev.sh services   only install and start PostgreSQL and RabbitMQ.
 #   ops/dev.sh bench      the orchestration benchmark (release build; Celery in a local venv);
-#                         `bench --render`: the render benchmark (Blender, cache, turntables).
+#                         `bench --render`: the render benchmark (Blender, cache, turntables);
+#                         `bench --orders`: priorities and fair share behind a backlog.
 #
 # Works on a fresh Debian or Ubuntu machine as root (or with sudo). Services that were
 # already running are left as they were.
@@ -314,6 +315,8 @@ run_tests() {
   target/debug/bench --quick --out target/bench/smoke.json
   log "render benchmark smoke run (every row produced, on real Blender)"
   target/debug/bench --render --quick --out target/bench/render-smoke.json
+  log "orders benchmark smoke run (priorities and fair share behind a backlog)"
+  target/debug/bench --orders --quick --out target/bench/orders-smoke.json
   log "running the test suite"
   mkdir -p target
   cargo test --workspace -- --test-threads="${RENDERFLEET_TEST_THREADS:-3}" 2>&1 | tee target/test-output.txt

@@ -77,8 +77,8 @@ impl Default for SchedulingConfig {
     fn default() -> Self {
         Self {
             enabled: true,
-            queue_per_slot: 1.0,
-            queue_min: 2,
+            queue_per_slot: 0.5,
+            queue_min: 1,
             poll: Duration::from_millis(25),
             max_running_per_submitter: 0,
             submitter_limits: Default::default(),

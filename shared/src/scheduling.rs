@@ -85,15 +85,18 @@ pub fn window(live_slots: u32, per_slot: f64, min: u32, cover: u32) -> u32 {
 
 /// How fast a module's workers take tasks from its queue, and how long the publisher takes
 /// to put more in: for tasks of a few milliseconds, one per slot is gone before the
-/// publisher is back, so the window must cover twice what the workers take in one refill.
+/// publisher is back, so the window must cover what the workers take in a few refills.
 /// For render tasks (seconds) that is far below one per slot and changes nothing. A
-/// newcomer then waits about two refills (milliseconds) for such tasks, and about one task
-/// for slow ones.
+/// newcomer then waits a few refills (tens of milliseconds) for such tasks, and about one
+/// task for slow ones.
 #[derive(Debug, Clone, Copy, Default, PartialEq)]
 pub struct Uptake {
     /// Tasks per second (moving average).
     rate: f64,
 }
+
+/// The shortest refill [`Uptake::cover`] assumes.
+const MIN_REFILL_SECS: f64 = 0.02;
 
 /// Weight of a new observation in the moving averages.
 const ALPHA: f64 = 0.3;
@@ -112,9 +115,12 @@ impl Uptake {
         self.rate
     }
 
-    /// What the queue must hold while the publisher takes `refill_secs` to refill it.
+    /// What the queue must hold while the publisher takes `refill_secs` to refill it: four
+    /// refills' worth (at least 20 ms), so that each pass sends a batch rather than the few
+    /// tasks taken since the last one, whose fixed cost (a transaction, a broker round
+    /// trip) would then bound the rate.
     pub fn cover(&self, refill_secs: f64) -> u32 {
-        (self.rate * refill_secs.max(0.0) * 2.0).ceil().min(MAX_WINDOW as f64) as u32
+        (self.rate * refill_secs.max(MIN_REFILL_SECS) * 4.0).ceil().min(MAX_WINDOW as f64) as u32
     }
 }
 
@@ -159,15 +165,16 @@ mod tests {
         assert_eq!(window(3, 1.5, 0, 0), 5);
         assert_eq!(window(64, 1.0, 2, 300), 300);
         assert_eq!(window(64, 1.0, 2, u32::MAX), MAX_WINDOW);
-        // Render tasks: 2 slots of 200 ms take 10 per second; a 5 ms refill needs 1 of them.
+        // Render tasks: 2 slots of 200 ms take 10 per second; four 20 ms refills need 1.
         let mut slow = Uptake::default();
         slow.observe(2, 0.2);
         assert_eq!(slow.cover(0.005), 1);
         assert_eq!(window(2, 1.0, 2, slow.cover(0.005)), 2);
-        // No-op tasks: 7,000 a second over a 10 ms refill need 140 waiting.
+        // No-op tasks: 7,000 a second over four 25 ms refills need 700 waiting.
         let mut fast = Uptake::default();
         fast.observe(70, 0.01);
-        assert_eq!(fast.cover(0.01), 140);
+        assert_eq!(fast.cover(0.025), 700);
+        assert_eq!(fast.cover(0.001), 560, "at least 20 ms");
         // The average moves towards new observations.
         fast.observe(0, 0.01);
         assert!((fast.rate() - 4_900.0).abs() < 1e-6, "{}", fast.rate());

@@ -41,6 +41,10 @@ pub(crate) struct Args {
     /// and a second submitter behind the first one's backlog.
     #[arg(long)]
     orders: bool,
+    /// Run the orchestration workloads with the scheduler off (every ready task published at
+    /// once, first in first out), to compare with its default.
+    #[arg(long)]
+    no_scheduling: bool,
 }
 
 /// Sizes of every workload.
@@ -154,7 +158,7 @@ async fn main() -> anyhow::Result<()> {
     eprintln!("bench: limits");
     let limits = limits::measure(sizes).await?;
     eprintln!("bench: renderfleet");
-    let ours = system::measure(sizes).await?;
+    let ours = system::measure(sizes, args.no_scheduling).await?;
     let celery = if args.no_celery {
         None
     } else {

@@ -33,7 +33,8 @@ pub(crate) struct Ours {
     pub coordinator_peak_rss_mib: f64,
 }
 
-pub(crate) async fn measure(sizes: Sizes) -> anyhow::Result<Ours> {
+pub(crate) async fn measure(sizes: Sizes, no_scheduling: bool) -> anyhow::Result<Ours> {
+    SCHEDULING_OFF.store(no_scheduling, std::sync::atomic::Ordering::Relaxed);
     let mut independent = Vec::new();
     let mut rss = Vec::new();
     for &workers in sizes.worker_counts {
@@ -98,10 +99,17 @@ const COORDINATOR_DEFAULTS: &[(&str, &str)] = &[
     ("RENDERFLEET_OUTBOX__IDLE_POLL", "1s"),
 ];
 
+/// `bench --no-scheduling`: every workload with the scheduler off.
+static SCHEDULING_OFF: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
 async fn world(name: &str) -> (World, Coord) {
     let mut w = World::new(name).await;
     w.rust_log = "warn".into();
-    let c = w.start_coordinator("coordinator", COORDINATOR_DEFAULTS).await;
+    let mut env = COORDINATOR_DEFAULTS.to_vec();
+    if SCHEDULING_OFF.load(std::sync::atomic::Ordering::Relaxed) {
+        env.push(("RENDERFLEET_SCHEDULING__ENABLED", "false"));
+    }
+    let c = w.start_coordinator("coordinator", &env).await;
     (w, c)
 }
 

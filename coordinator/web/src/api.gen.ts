@@ -349,6 +349,62 @@ export interface paths {
         patch?: never;
         trace?: never;
     };
+    "/v1/artifacts/{sha256}": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /** `GET /v1/artifacts/{sha256}`. */
+        get: operations["get_artifact"];
+        put?: never;
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/v1/webhooks": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /** `GET /v1/webhooks`. */
+        get: operations["list_webhooks"];
+        put?: never;
+        /**
+         * `POST /v1/webhooks`.
+         * @description Subscribes a URL to completion events: each is POSTed as JSON, signed in `Renderfleet-Signature` (README, "Completion events"), retried with backoff until the receiver answers 2xx.
+         */
+        post: operations["create_webhook"];
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/v1/webhooks/{id}": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /** `GET /v1/webhooks/{id}`. */
+        get: operations["get_webhook"];
+        put?: never;
+        post?: never;
+        /** `DELETE /v1/webhooks/{id}`. */
+        delete: operations["delete_webhook"];
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
     "/v1/output-types/{key}/rollback": {
         parameters: {
             query?: never;
@@ -661,6 +717,10 @@ export interface components {
             graph: components["schemas"]["GraphSpec"];
             /** @description `refresh`: run every node anew instead of taking results from the node result cache. */
             cache?: components["schemas"]["CacheMode"];
+            /** @description Where its tasks queue (default `normal`). */
+            priority?: components["schemas"]["Priority"];
+            /** @description Who it counts against for fair share; none: the API token's name. */
+            tenant?: string | null;
         };
         Created: {
             /** Format: uuid */
@@ -670,6 +730,44 @@ export interface components {
              *     nodes whose output reaches no sink).
              */
             warnings?: components["schemas"]["Problem"][];
+        };
+        /** @description How many of a subscription's deliveries are in each state. */
+        DeliveryCounts: {
+            /** Format: int64 */
+            pending: number;
+            /** Format: int64 */
+            delivered: number;
+            /** Format: int64 */
+            failed: number;
+        };
+        /** @description One event's delivery to one subscription. */
+        DeliveryView: {
+            /** Format: uuid */
+            event_id: string;
+            type: string;
+            /** Format: uuid */
+            request_id: string;
+            /** Format: date-time */
+            event_at: string;
+            /** @description `pending` (to be tried, or being tried), `delivered` or `failed` (given up). */
+            status: string;
+            /** Format: int32 */
+            attempts: number;
+            /**
+             * Format: date-time
+             * @description When the next attempt is due, while pending.
+             */
+            next_at?: string | null;
+            /** Format: date-time */
+            last_attempt_at?: string | null;
+            /**
+             * Format: int32
+             * @description The receiver's HTTP status at the last attempt; none when it did not answer.
+             */
+            last_status?: number | null;
+            last_error?: string | null;
+            /** Format: date-time */
+            delivered_at?: string | null;
         };
         /**
          * @description Output `from_port` of node `from` feeds input `to_port` of node `to`; `to` starts after
@@ -692,6 +790,11 @@ export interface components {
             /** @description How many problems there are, when more than the 100 listed. */
             problems_total?: number | null;
         };
+        /**
+         * @description What happened to a render request (`events.type`, migration V12).
+         * @enum {string}
+         */
+        EventType: "request.succeeded" | "request.failed" | "request.cancelled" | "request.fallback";
         /** @enum {string} */
         ExecutionRole: "source" | "transform" | "render" | "export" | "compare" | "sink" | "test";
         /**
@@ -1021,6 +1124,7 @@ export interface components {
              */
             shadow_sample_pct?: number;
             gate_config?: Record<string, unknown>;
+            default_priority?: null | components["schemas"]["Priority"];
         };
         OutputTypeView: {
             key: string;
@@ -1043,6 +1147,8 @@ export interface components {
             created_at: string;
             /** Format: date-time */
             updated_at: string;
+            /** @description The priority of its requests that name none. */
+            default_priority: components["schemas"]["Priority"];
         };
         /** @description The registry's node types, and their keys grouped three ways (each list in palette order). */
         Palette: {
@@ -1107,6 +1213,12 @@ export interface components {
              */
             version?: number | null;
         };
+        /**
+         * @description How urgent a run is. Higher priorities start first wherever work waits; within one,
+         *     submitters share the fleet.
+         * @enum {string}
+         */
+        Priority: "bulk" | "normal" | "rush" | "interactive";
         /** @description One thing wrong with a graph. */
         Problem: {
             code: components["schemas"]["ProblemCode"];
@@ -1145,6 +1257,12 @@ export interface components {
              *     result cache (a re-render on purpose); the new results replace the cached ones.
              */
             cache?: components["schemas"]["CacheMode"];
+            priority?: null | components["schemas"]["Priority"];
+            /**
+             * @description Who it counts against for fair share (a shop, a customer); none: the API token's name.
+             *     At most 64 printable characters.
+             */
+            tenant?: string | null;
         };
         /** @description `POST /v1/products/{product}/material-map/repair` body. */
         RepairInput: {
@@ -1203,6 +1321,9 @@ export interface components {
             nodes: components["schemas"]["NodeView"][];
             /** @description `use`, or `refresh` when the run was asked to render every node anew. */
             cache: components["schemas"]["CacheMode"];
+            priority: components["schemas"]["Priority"];
+            /** @description Who it counts against for fair share. */
+            submitter: string;
         };
         /** @enum {string} */
         Severity: "error" | "warning";
@@ -1276,6 +1397,32 @@ export interface components {
             node_count: number;
             /** Format: date-time */
             created_at: string;
+        };
+        WebhookInput: {
+            /** @description `http://` or `https://`; it gets a `POST` per event. */
+            url: string;
+            /**
+             * @description The HMAC-SHA256 key deliveries are signed with (at least 16 characters). Kept to sign;
+             *     never shown again.
+             */
+            secret: string;
+            /** @description Which events to deliver. */
+            events: components["schemas"]["EventType"][];
+            description?: string;
+        };
+        WebhookView: {
+            /** Format: uuid */
+            id: string;
+            url: string;
+            events: string[];
+            description: string;
+            /** @description The token that created it. */
+            created_by: string;
+            /** Format: date-time */
+            created_at: string;
+            deliveries: components["schemas"]["DeliveryCounts"];
+            /** @description The latest deliveries, newest event first (`GET /v1/webhooks/{id}` only). */
+            recent?: components["schemas"]["DeliveryView"][] | null;
         };
         /** @description `POST /v1/workflows` and `PUT /v1/workflows/{id}` body. */
         WorkflowInput: {
@@ -3110,6 +3257,348 @@ export interface operations {
                     "application/json": components["schemas"]["ComparisonView"];
                 };
             };
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description no token, or an unknown one */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description the token lacks the scope */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description the database is unreachable (`database_unavailable`); retry later */
+            503: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+        };
+    };
+    get_artifact: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                /** @description the artifact's SHA-256, as in a run's outputs or an event */
+                sha256: string;
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description the bytes, streamed, with the artifact's type */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/octet-stream": unknown;
+                };
+            };
+            /** @description malformed JSON, an unknown field, a path or query parameter that does not parse, or a NUL character (`nul_in_text`) */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description no token, or an unknown one */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description the token lacks the scope */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description not in this coordinator's store (or it has no `artifacts_dir`) */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description the database is unreachable (`database_unavailable`); retry later */
+            503: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+        };
+    };
+    list_webhooks: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description every subscription with its delivery counts (never the secret) */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["WebhookView"][];
+                };
+            };
+            /** @description malformed JSON, an unknown field, a path or query parameter that does not parse, or a NUL character (`nul_in_text`) */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description no token, or an unknown one */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description the token lacks the scope */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description the database is unreachable (`database_unavailable`); retry later */
+            503: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+        };
+    };
+    create_webhook: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        requestBody: {
+            content: {
+                "application/json": components["schemas"]["WebhookInput"];
+            };
+        };
+        responses: {
+            201: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["WebhookView"];
+                };
+            };
+            /** @description malformed JSON, an unknown field, a path or query parameter that does not parse, or a NUL character (`nul_in_text`) */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description no token, or an unknown one */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description the token lacks the scope */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description the body is over this coordinator's `max_request_bytes` (`body_too_large`) */
+            413: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description the body is not sent as `Content-Type: application/json` (`unsupported_media_type`) */
+            415: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description a URL that is not http(s), a secret under 16 characters, no events */
+            422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description the database is unreachable (`database_unavailable`); retry later */
+            503: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+        };
+    };
+    get_webhook: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                /** @description a UUID */
+                id: string;
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description the subscription and its latest 50 deliveries: attempts, the receiver's last status and error */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["WebhookView"];
+                };
+            };
+            /** @description malformed JSON, an unknown field, a path or query parameter that does not parse, or a NUL character (`nul_in_text`) */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description no token, or an unknown one */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description the token lacks the scope */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description the database is unreachable (`database_unavailable`); retry later */
+            503: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+        };
+    };
+    delete_webhook: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                /** @description a UUID */
+                id: string;
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description unsubscribed; its pending deliveries are dropped */
+            204: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content?: never;
+            };
+            /** @description malformed JSON, an unknown field, a path or query parameter that does not parse, or a NUL character (`nul_in_text`) */
             400: {
                 headers: {
                     [name: string]: unknown;
