@@ -137,7 +137,11 @@ async fn publish_pending(pool: &Pool, channel: &Channel, exchange: &str) -> Resu
         let id: Uuid = r.get("id");
         let kind = EventType::parse(r.get("type")).unwrap_or(EventType::Failed);
         let key = events::routing_key(kind, r.get("output_type_key"));
-        let body = serde_json::to_vec(&bodies[&id]).expect("JSON");
+        let Some(body) = bodies.get(&id) else {
+            tracing::error!(event = %id, "an event whose request or run is gone is not published");
+            continue;
+        };
+        let body = serde_json::to_vec(body).expect("JSON");
         let props = BasicProperties::default()
             .with_delivery_mode(2)
             .with_content_type("application/json".into())

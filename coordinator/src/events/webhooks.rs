@@ -96,9 +96,12 @@ async fn deliver_due(pool: &Pool, http: &reqwest::Client, cfg: &WebhooksConfig) 
     ids.dedup();
     let bodies = payloads(&client, &ids).await?;
     drop(client);
-    let sends = attempts.iter().map(|a| {
-        let body = serde_json::to_vec(&bodies[&a.event_id]).expect("JSON");
-        send(http, a, body)
+    let sends = attempts.iter().map(|a| async {
+        match bodies.get(&a.event_id) {
+            Some(body) => send(http, a, serde_json::to_vec(body).expect("JSON")).await,
+            // Its request or run row is gone: nothing to say; retried until given up.
+            None => Outcome::Refused { status: None, error: format!("event {} has no request or run to report any more", a.event_id) },
+        }
     });
     let outcomes = futures_util::future::join_all(sends).await;
     let client = pool.get().await?;
