@@ -172,6 +172,13 @@ pub struct SessionGrant {
 #[derive(Debug, Clone, Default)]
 pub struct Caller(pub Option<String>);
 
+/// Who work sent by `caller` counts against for fair share: the request's `tenant`, else
+/// the caller's token name (`shared::scheduling::submitter`); a bad tenant is a 422.
+pub fn submitter(tenant: Option<&str>, caller: Option<&Caller>) -> Result<String, super::ApiError> {
+    renderfleet_shared::scheduling::submitter(tenant, caller.and_then(|c| c.0.as_deref()))
+        .map_err(|e| super::ApiError::new(axum::http::StatusCode::UNPROCESSABLE_ENTITY, "invalid_tenant", e))
+}
+
 fn caller(tokens: &Tokens, request: &Request) -> Caller {
     if let Some(grant) = request.extensions().get::<SessionGrant>() {
         return Caller(Some(grant.name.clone()));

@@ -15,7 +15,7 @@ use chrono::{DateTime, Utc};
 use renderfleet_shared::cache::CacheMode;
 use renderfleet_shared::graph::{self, GraphSpec, Problem};
 use renderfleet_shared::registry::registry;
-use renderfleet_shared::scheduling::{self, Priority};
+use renderfleet_shared::scheduling::Priority;
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 use std::collections::HashMap;
@@ -479,8 +479,7 @@ async fn create_run(
     body: Bytes,
 ) -> Result<Response, ApiError> {
     let req: CreateRun = json_body(&headers, &body, r#"{"subject": {...}, "graph": {"nodes": [...], "edges": [...]}}"#)?;
-    let submitter = scheduling::submitter(req.tenant.as_deref(), caller.as_ref().and_then(|c| c.0 .0.as_deref()))
-        .map_err(|e| ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "invalid_tenant", e))?;
+    let submitter = auth::submitter(req.tenant.as_deref(), caller.as_deref())?;
     let defaults = state.node_defaults();
     let subject = graph::check_subject(&req.subject);
     let plan = match graph::plan(&req.graph, registry(), defaults) {

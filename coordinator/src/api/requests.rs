@@ -1,7 +1,7 @@
 //! Render requests: what the order system calls. It sees only the authoritative run of its
 //! request, never a shadow.
 
-use super::auth::Caller;
+use super::auth::{self, Caller};
 use super::{json_body, ApiError, ErrorBody};
 use crate::dispatch::request::{self, Outcome, RequestError};
 use crate::AppState;
@@ -11,7 +11,7 @@ use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::{Extension, Json};
 use renderfleet_shared::cache::CacheMode;
-use renderfleet_shared::scheduling::{self, Priority};
+use renderfleet_shared::scheduling::Priority;
 use serde::Deserialize;
 use serde_json::{json, Value};
 use uuid::Uuid;
@@ -91,8 +91,7 @@ pub(super) async fn create(
     if !problems.is_empty() {
         return Err(super::invalid_subject(problems));
     }
-    let submitter = scheduling::submitter(input.tenant.as_deref(), caller.as_ref().and_then(|c| c.0 .0.as_deref()))
-        .map_err(|e| ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "invalid_tenant", e))?;
+    let submitter = auth::submitter(input.tenant.as_deref(), caller.as_deref())?;
     let defaults = state.node_defaults();
     let req = request::Request {
         idempotency_key: &key,

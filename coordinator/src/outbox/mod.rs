@@ -22,7 +22,7 @@ use renderfleet_shared::metrics as m;
 use renderfleet_shared::registry::registry;
 use renderfleet_shared::topology::Topology;
 use renderfleet_shared::wire::{self, ResultBody, ResultMessage, TaskMessage, CONTENT_TYPE, WIRE_VERSION};
-use schedule::{RoomError, Scheduler};
+use schedule::Scheduler;
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -179,15 +179,6 @@ pub enum PublishError {
     Broker(#[from] lapin::Error),
     #[error("the broker did not confirm {count} task(s) within {CONFIRM_TIMEOUT:?} (a memory or disk alarm?); they stay in the outbox")]
     ConfirmTimeout { count: usize },
-}
-
-impl From<RoomError> for PublishError {
-    fn from(e: RoomError) -> Self {
-        match e {
-            RoomError::Db(e) => PublishError::Db(e),
-            RoomError::Broker(e) => PublishError::Broker(e),
-        }
-    }
 }
 
 impl From<tokio_postgres::Error> for PublishError {

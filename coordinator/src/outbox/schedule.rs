@@ -16,7 +16,7 @@
 //! sent since. Several coordinators may each fill the same window: a queue is then at most
 //! that many windows deep.
 
-use super::Ready;
+use super::{PublishError, Ready};
 use crate::db::{sql, DbError};
 use deadpool_postgres::{GenericClient, Pool};
 use lapin::options::QueueDeclareOptions;
@@ -205,7 +205,7 @@ impl Scheduler {
         channel: &Channel,
         modules: &[&str],
         needed: Option<&HashMap<&str, u32>>,
-    ) -> Result<Room, RoomError> {
+    ) -> Result<Room, PublishError> {
         if !self.enabled() {
             return Ok(modules.iter().map(|m| (m.to_string(), u32::MAX)).collect());
         }
@@ -343,25 +343,5 @@ impl Limits {
         }
         *left -= 1;
         true
-    }
-}
-
-#[derive(Debug, thiserror::Error)]
-pub enum RoomError {
-    #[error(transparent)]
-    Db(#[from] DbError),
-    #[error("broker: {0}")]
-    Broker(#[from] lapin::Error),
-}
-
-impl From<deadpool_postgres::PoolError> for RoomError {
-    fn from(e: deadpool_postgres::PoolError) -> Self {
-        RoomError::Db(e.into())
-    }
-}
-
-impl From<tokio_postgres::Error> for RoomError {
-    fn from(e: tokio_postgres::Error) -> Self {
-        RoomError::Db(e.into())
     }
 }
