@@ -446,6 +446,37 @@ async fn the_console_in_a_real_browser() {
     b.goto(&format!("{}/console/workers", c.url)).await.unwrap();
     assert!(text_of("#workers").await.contains("w1"));
     shot("workers.png").await;
+    // A subscription whose receiver is not there: its deliveries wait, each with its error.
+    let hook = json!({"url": "http://127.0.0.1:9/hook", "secret": "whsec-console-0123456789", "events": ["request.succeeded", "request.cancelled"], "description": "orders"});
+    assert_eq!(w.http.post(format!("{}/v1/webhooks", c.url)).json(&hook).send().await.unwrap().status(), 201);
+    let body =
+        json!({"order_line_id": "ol-2", "subject": {"cad_file": "as1-oc-214.stp", "product": "as1"}, "output_type": "still-console"});
+    let r: Value = w
+        .http
+        .post(format!("{}/v1/render-requests", c.url))
+        .header("Idempotency-Key", "ol-2")
+        .json(&body)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let cancel = format!("{}/v1/render-requests/{}/cancel", c.url, r["id"].as_str().unwrap());
+    assert_eq!(w.http.post(cancel).send().await.unwrap().status(), 200);
+    b.goto(&format!("{}/console/webhooks", c.url)).await.unwrap();
+    b.find(Locator::Css("#webhooks a")).await.unwrap().click().await.unwrap();
+    let deliveries = wait_until("the delivery and its error", Duration::from_secs(30), || {
+        let b = b.clone();
+        async move {
+            b.refresh().await.ok()?;
+            let text = b.find(Locator::Css("#deliveries")).await.ok()?.text().await.ok()?;
+            (text.contains("request.cancelled") && text.contains("no answer from")).then_some(text)
+        }
+    })
+    .await;
+    assert!(deliveries.contains("pending"), "{deliveries}");
+    shot("webhook.png").await;
     // Before the crawl presses Promote.
     let ot: Value = w.http.get(format!("{}/v1/output-types/still-console", c.url)).send().await.unwrap().json().await.unwrap();
     assert_eq!(ot["rollout_mode"], "legacy", "the console's rollback is the real one");
@@ -588,6 +619,8 @@ fn heading_of(path: &str) -> &'static str {
         ["comparisons", _] => "Comparison",
         ["rollout"] => "Rollout",
         ["workers"] => "Workers",
+        ["webhooks"] => "Webhooks",
+        ["webhooks", _] => "Webhook",
         ["products", _] => "Product",
         ["workflows"] => "Workflows",
         // A preflight's result, or a dispatch that was refused, shows the workflow again.
@@ -709,7 +742,7 @@ async fn crawl(b: &fantoccini::Client, c: &Coord, cookie: &str, shots: &std::pat
         }
     }
     let pages: Vec<&str> = seen.iter().map(|p| heading_of(p)).collect::<BTreeSet<_>>().into_iter().collect();
-    assert_eq!(pages.len(), 13, "every kind of page was visited: {pages:?}");
+    assert_eq!(pages.len(), 15, "every kind of page was visited: {pages:?}");
     let cancel = format!("/console/runs/{sleeper}/cancel Cancel run");
     let retry = format!("/console/runs/{sleeper}/retry Retry failed nodes");
     for key in [

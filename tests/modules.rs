@@ -775,3 +775,116 @@ async fn a_warm_blender_is_replaced_after_max_jobs() {
     assert_eq!(log.matches("warm Blender process started").count(), 2, "the third job had a fresh one");
     assert!(images.windows(2).all(|p| p[0] == p[1]), "the same still from either process: {images:?}");
 }
+
+/// A black-hole host: a worker whose Blender is gone (its path removed after start-up, as a
+/// botched upgrade leaves it) fails renders at once, so it would take every next task and
+/// every retry. Its retries go to the healthy worker, and after three failures in a row it
+/// quarantines the render module (heartbeat, API) while the healthy one finishes every run;
+/// an operator's release brings the module back.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_worker_whose_blender_is_gone_quarantines_itself_while_a_healthy_one_renders_every_run() {
+    let mut w = World::new("golden_black_hole").await;
+    let coord = w.start_coordinator("c1", &[]).await;
+    w.start_render_worker("good", RENDER_MODULES, &[("RENDERFLEET_CONCURRENCY", "1")]);
+    // The broken worker's Blender: a wrapper named like the bpy venv's Python, so the worker
+    // probes it as the healthy one does, removed once the worker runs.
+    let dir = w.data_dir.join("broken-tools");
+    std::fs::create_dir_all(&dir).unwrap();
+    let wrapper = dir.join("python3");
+    std::fs::write(&wrapper, format!("#!/bin/sh\nexec '{}' \"$@\"\n", blender())).unwrap();
+    std::fs::set_permissions(&wrapper, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    let hole_metrics = w.start_render_worker(
+        "hole",
+        "blender_still",
+        &[
+            ("RENDERFLEET_TOOLS__BLENDER", wrapper.to_str().unwrap()),
+            ("RENDERFLEET_BLENDER__WARM", "false"),
+            ("RENDERFLEET_CONCURRENCY", "2"),
+            ("RENDERFLEET_QUARANTINE__AFTER", "3"),
+            ("RENDERFLEET_QUARANTINE__COOL_DOWN", "1h"),
+        ],
+    );
+    let live = "SELECT count(*) FROM workers WHERE status = 'running' AND 'blender_still' = ANY(modules)";
+    renderfleet_tests::wait_until("both workers take renders", Duration::from_secs(120), || async {
+        (w.count(live).await == 2).then_some(())
+    })
+    .await;
+    std::fs::remove_file(&wrapper).unwrap();
+
+    // Each run renders anew (a size of its own), so no still comes from the node result cache.
+    let mut runs = Vec::new();
+    for i in 0..6 {
+        runs.push(w.submit_for(&coord, json!({"cad_file": "as1-oc-214.stp", "product": "as1"}), still_graph(48 + 8 * i, 4)).await);
+    }
+    for id in &runs {
+        expect_success(&w, &coord, *id).await;
+    }
+
+    let db = w.db().await;
+    let count = |sql: &'static str| {
+        let db = &db;
+        async move { db.query_one(sql, &[]).await.unwrap().get::<_, i64>(0) }
+    };
+    let failed_here = count("SELECT count(*) FROM node_attempts WHERE worker_id = 'hole' AND status = 'failed'").await;
+    assert!(failed_here >= 3, "the broken worker failed {failed_here} renders; it should have taken some");
+    assert_eq!(count("SELECT count(*) FROM node_attempts WHERE worker_id = 'hole' AND status = 'succeeded'").await, 0);
+    // A retry never went back to the worker that failed the attempt before it.
+    let again = count(
+        "SELECT count(*) FROM node_attempts a JOIN node_attempts b ON b.node_run_id = a.node_run_id AND b.attempt = a.attempt + 1
+         WHERE a.worker_id = 'hole' AND a.status = 'failed' AND b.worker_id = 'hole'",
+    )
+    .await;
+    assert_eq!(again, 0, "a retried attempt landed on the worker that had just failed it");
+    let message: String = db
+        .query_one("SELECT error->>'message' FROM node_attempts WHERE worker_id = 'hole' AND status = 'failed' LIMIT 1", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert!(message.contains("cannot start") && message.contains("[tools]"), "{message}");
+
+    // Quarantined, and saying so: the API's worker list and the worker's own metrics.
+    let (workers, hole) = loop {
+        let workers: Value = w.http.get(format!("{}/v1/workers", coord.url)).send().await.unwrap().json().await.unwrap();
+        let hole = workers.as_array().unwrap().iter().find(|x| x["id"] == "hole").cloned().expect("hole listed");
+        if !hole["quarantined"].as_array().unwrap().is_empty() {
+            break (workers, hole);
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    let q = &hole["quarantined"][0];
+    assert_eq!((q["module"].as_str(), q["failures"].as_u64()), (Some("blender_still"), Some(3)), "{workers:#}");
+    assert!(q["last_error"].as_str().unwrap().contains("cannot start"), "{q:#}");
+    assert!(!hole["modules"].as_array().unwrap().contains(&json!("blender_still")), "a quarantined module is not offered: {hole:#}");
+    let quarantines =
+        renderfleet_tests::metric(&w.http, &hole_metrics, "renderfleet_worker_quarantines_total", &[("module", "blender_still")]).await;
+    assert_eq!(quarantines, 1.0);
+    let out = renderfleet_tests::renderctl(&["--coordinator", &coord.url, "workers", "list"]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains("quarantined blender_still after 3 failures in a row"), "{text}");
+
+    // And in the console's workers page, with its Release button.
+    let console = reqwest::Client::builder().redirect(reqwest::redirect::Policy::none()).build().unwrap();
+    let signed_in = console
+        .post(format!("{}/console/login", coord.url))
+        .header("content-type", "application/x-www-form-urlencoded")
+        .header("origin", &coord.url)
+        .header("sec-fetch-site", "same-origin")
+        .body(format!("token={}", renderfleet_tests::token("admin")))
+        .send()
+        .await
+        .unwrap();
+    let cookie = signed_in.headers()["set-cookie"].to_str().unwrap().split(';').next().unwrap().to_string();
+    let page = console.get(format!("{}/console/workers", coord.url)).header("cookie", &cookie).send().await.unwrap().text().await.unwrap();
+    assert!(page.contains("after 3 failures in a row") && page.contains("id=\"release-hole-blender_still\""), "{page}");
+
+    // An operator's word brings it back before the cool-down ends.
+    let out = renderfleet_tests::renderctl(&["--coordinator", &coord.url, "workers", "release", "hole"]);
+    assert!(out.status.success() && String::from_utf8_lossy(&out.stdout).contains("takes blender_still again"), "{out:?}");
+    renderfleet_tests::wait_until("the module back on the broken worker", Duration::from_secs(30), || async {
+        let n = w.count("SELECT count(*) FROM workers WHERE id = 'hole' AND quarantined = '[]' AND 'blender_still' = ANY(modules)").await;
+        (n == 1).then_some(())
+    })
+    .await;
+    let resp = w.http.post(format!("{}/v1/workers/hole/release", coord.url)).send().await.unwrap();
+    assert_eq!(resp.status(), 409, "nothing left to release");
+}

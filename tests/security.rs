@@ -109,6 +109,7 @@ async fn results_and_heartbeats_are_accepted_only_from_the_worker_they_name() {
         at_us: 0,
         tools: Default::default(),
         fingerprints: Default::default(),
+        quarantined: Vec::new(),
     });
     assert!(publish_as(&w, &mallory, "mallory-secret", Some(&mallory), fake).await);
 

@@ -471,6 +471,7 @@ async fn a_task_from_a_newer_version_fails_its_node_instead_of_hanging() {
     // Replace the real task with one a newer coordinator might write (schema version 99).
     let (id, a) = intercept_first_task(&w, &c).await;
     let future = TaskMessage {
+        avoid: Vec::new(),
         cache: None,
         v: 99,
         run_id: id,
@@ -934,6 +935,7 @@ async fn a_task_on_the_wrong_queue_fails_its_attempt_and_is_dead_lettered() {
     // The real task is taken away; a copy goes to the sleep queue instead.
     let (id, a) = intercept_first_task(&w, &c).await;
     let task = TaskMessage {
+        avoid: Vec::new(),
         cache: None,
         v: WIRE_VERSION,
         run_id: id,

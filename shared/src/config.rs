@@ -389,7 +389,26 @@ pub struct WorkerConfig {
     pub scratch_dir: String,
     pub tools: ToolsConfig,
     pub blender: BlenderConfig,
+    pub quarantine: QuarantineConfig,
     pub log: LogConfig,
+}
+
+/// When a worker stops taking a module that keeps failing on this host (a black hole).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct QuarantineConfig {
+    /// Tasks of a module failed in a row, for reasons not about their input (a tool that
+    /// cannot start or is killed, a full disk), before the worker stops taking it; 0: never.
+    pub after: u32,
+    /// How long it stays away before trying again (an operator can release it sooner).
+    #[serde(with = "humantime_serde")]
+    pub cool_down: Duration,
+}
+
+impl Default for QuarantineConfig {
+    fn default() -> Self {
+        Self { after: 3, cool_down: Duration::from_secs(600) }
+    }
 }
 
 /// How the worker runs Blender.
@@ -456,6 +475,7 @@ impl Default for WorkerConfig {
             scratch_dir: String::new(),
             tools: ToolsConfig::default(),
             blender: BlenderConfig::default(),
+            quarantine: QuarantineConfig::default(),
             log: LogConfig::default(),
         }
     }

@@ -41,6 +41,7 @@ pub const BROKER_CONNECTS_TOTAL: &str = "renderfleet_broker_connects_total";
 /// Counter, labels `module`, `outcome` (`succeeded|failed|timeout|cancelled|requeued`):
 /// tasks executed by this worker.
 pub const WORKER_TASKS_TOTAL: &str = "renderfleet_worker_tasks_total";
+pub const WORKER_QUARANTINES_TOTAL: &str = "renderfleet_worker_quarantines_total";
 /// Histogram, label `module`: module run time on the worker.
 pub const WORKER_TASK_SECONDS: &str = "renderfleet_worker_task_seconds";
 /// Gauge: task slots in use on this worker.
@@ -132,6 +133,12 @@ pub const FAMILIES: &[Family] = &[
     family(DEAD_LETTERED_TOTAL, Counter, N, "Messages sent to the dead-letter queue, by the component that sent them."),
     family(BROKER_CONNECTS_TOTAL, Counter, N, "Broker connections made (the first and every reconnection), by component."),
     family(WORKER_TASKS_TOTAL, Counter, N, "Tasks this worker executed, by module and outcome."),
+    family(
+        WORKER_QUARANTINES_TOTAL,
+        Counter,
+        N,
+        "Times this worker quarantined a module that kept failing here for reasons not about the input.",
+    ),
     family(WORKER_TASK_SECONDS, Histogram, S, "Module run time on this worker, by module."),
     family(WORKER_BUSY_SLOTS, Gauge, N, "Task slots in use on this worker."),
     family(WORKER_SLOTS, Gauge, N, "Task slots configured on this worker."),

@@ -33,6 +33,11 @@ pub struct TaskMessage {
     /// the key back ([`Finished::cache`]) only if its own fingerprint is that one.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub cache: Option<CacheHint>,
+    /// Workers that failed an earlier attempt of this node, set only while another worker
+    /// of the module is live: a worker named here hands the task back for another to take
+    /// (a black-hole host must not eat every retry of a node).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub avoid: Vec<String>,
 }
 
 /// See [`TaskMessage::cache`].
@@ -196,6 +201,21 @@ pub struct WorkerHeartbeat {
     /// another's.
     #[serde(default)]
     pub fingerprints: BTreeMap<String, String>,
+    /// Modules this worker has stopped taking after failing tasks in a row for reasons not
+    /// about their input (a broken tool, a full disk); they are not in `modules` meanwhile.
+    #[serde(default)]
+    pub quarantined: Vec<Quarantined>,
+}
+
+/// A module a worker has stopped taking, why, and until when (then it tries again).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Quarantined {
+    pub module: String,
+    /// Failed tasks in a row that put it there.
+    pub failures: u32,
+    pub last_error: String,
+    pub since_us: i64,
+    pub until_us: i64,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -239,6 +259,9 @@ pub enum ControlBody {
         #[serde(default)]
         withdrawn: Vec<TaskRef>,
     },
+    /// An operator's word: worker `worker_id` takes up its quarantined `module` again (none:
+    /// every one) before its cool-down ends.
+    Release { worker_id: String, module: Option<String> },
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -298,6 +321,7 @@ mod tests {
     #[test]
     fn task_round_trips_with_json_params() {
         let t = TaskMessage {
+            avoid: Vec::new(),
             cache: None,
             v: WIRE_VERSION,
             run_id: Uuid::now_v7(),

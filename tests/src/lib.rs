@@ -488,22 +488,33 @@ pub fn renderctl(args: &[&str]) -> std::process::Output {
 /// Has the broker close every connection whose client-given name contains `needle`
 /// (`rabbitmqctl close_connection`); returns how many were closed.
 pub fn close_broker_connections(needle: &str) -> usize {
-    let out = Command::new("rabbitmqctl").args(["-q", "list_connections", "pid", "client_properties"]).output().expect("rabbitmqctl");
-    let text = String::from_utf8_lossy(&out.stdout);
-    let mut closed = 0;
-    for line in text.lines() {
-        let Some((pid, props)) = line.split_once('\t') else { continue };
-        // client_properties look like [..., {"connection_name","worker rf-x w1"}, ...]
-        let named = props.split("{\"connection_name\",\"").nth(1).and_then(|r| r.split("\"}").next()).unwrap_or("");
-        if named.contains(needle) {
-            let ok = Command::new("rabbitmqctl")
-                .args(["-q", "close_connection", pid, "test: simulated broker restart"])
-                .status()
-                .expect("rabbitmqctl");
-            closed += usize::from(ok.success());
+    // Right after an earlier fault every process of the world may be between sessions, so
+    // look again for a few seconds before saying there is nothing to close.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let out = Command::new("rabbitmqctl").args(["-q", "list_connections", "pid", "client_properties"]).output().expect("rabbitmqctl");
+        let text = String::from_utf8_lossy(&out.stdout);
+        let mut closed = 0;
+        for line in text.lines() {
+            let Some((pid, props)) = line.split_once('\t') else { continue };
+            // client_properties look like [..., {"connection_name","worker rf-x w1"}, ...]
+            let named = props.split("{\"connection_name\",\"").nth(1).and_then(|r| r.split("\"}").next()).unwrap_or("");
+            if named.contains(needle) {
+                let ok = Command::new("rabbitmqctl")
+                    .args(["-q", "close_connection", pid, "test: simulated broker restart"])
+                    .status()
+                    .expect("rabbitmqctl");
+                closed += usize::from(ok.success());
+            }
         }
+        if closed > 0 || Instant::now() > deadline {
+            if closed == 0 && !out.status.success() {
+                eprintln!("rabbitmqctl list_connections: {}", String::from_utf8_lossy(&out.stderr));
+            }
+            return closed;
+        }
+        std::thread::sleep(Duration::from_millis(250));
     }
-    closed
 }
 
 /// `env` with every `extra` variable replacing a variable of the same name, or added.

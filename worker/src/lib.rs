@@ -28,6 +28,7 @@ pub(crate) struct Worker {
     pub(crate) tools: std::collections::BTreeMap<String, String>,
     pub(crate) fingerprints: std::collections::BTreeMap<String, String>,
     pub(crate) withdrawn: consumer::Withdrawn,
+    pub(crate) health: consumer::Health,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -93,6 +94,7 @@ pub async fn run(config: WorkerConfig, metrics: PrometheusHandle, shutdown: Canc
     };
     let conn = broker::connect(&config.amqp_url, &connection_name(&config.broker_prefix, &id), "worker", config.startup_timeout).await?;
     metrics::gauge!(m::WORKER_SLOTS).set(f64::from(config.concurrency));
+    let health = consumer::Health::new(config.quarantine.clone());
     let worker = Arc::new(Worker {
         topology: Topology::new(config.broker_prefix.clone()),
         config,
@@ -102,6 +104,7 @@ pub async fn run(config: WorkerConfig, metrics: PrometheusHandle, shutdown: Canc
         tools: selected.tools,
         fingerprints: selected.fingerprints,
         withdrawn: Default::default(),
+        health,
     });
     tracing::info!(worker_id = %worker.id, "worker started");
     consumer::supervise(worker.clone(), conn, shutdown).await;

@@ -35,7 +35,8 @@ mod nodes;
 mod output_types;
 mod requests;
 mod rollout;
-mod webhooks;
+pub(crate) mod webhooks;
+pub(crate) mod workers;
 pub(crate) mod workflows;
 
 use auth::{Scope, Tokens};
@@ -88,7 +89,11 @@ pub fn openapi_document() -> String {
 /// Every route with its operation, each guarded by its scope; `/metrics` too when it is
 /// served here.
 fn routes(tokens: &Tokens, with_metrics: bool) -> OpenApiRouter<AppState> {
-    let submit = OpenApiRouter::new().routes(routes!(requests::create)).routes(routes!(requests::get));
+    let submit = OpenApiRouter::new()
+        .routes(routes!(requests::create))
+        .routes(routes!(requests::create_batch))
+        .routes(routes!(requests::get))
+        .routes(routes!(requests::cancel));
     let read = OpenApiRouter::new()
         .routes(routes!(get_run))
         .routes(routes!(nodes::palette))
@@ -109,8 +114,13 @@ fn routes(tokens: &Tokens, with_metrics: bool) -> OpenApiRouter<AppState> {
         .routes(routes!(rollout::get_comparison))
         .routes(routes!(artifacts::get))
         .routes(routes!(webhooks::list))
-        .routes(routes!(webhooks::get));
-    let operate = OpenApiRouter::new().routes(routes!(rollout::rollback)).routes(routes!(cancel_run)).routes(routes!(retry_run));
+        .routes(routes!(webhooks::get))
+        .routes(routes!(workers::list));
+    let operate = OpenApiRouter::new()
+        .routes(routes!(rollout::rollback))
+        .routes(routes!(cancel_run))
+        .routes(routes!(retry_run))
+        .routes(routes!(workers::release));
     let admin = OpenApiRouter::new()
         .routes(routes!(create_run))
         .routes(routes!(workflows::create))
@@ -364,11 +374,12 @@ pub(super) fn first_listed<P: Clone>(problems: &[P]) -> (Vec<P>, Option<usize>) 
     (problems[..problems.len().min(MAX_LISTED)].to_vec(), (problems.len() > MAX_LISTED).then_some(problems.len()))
 }
 
-impl IntoResponse for ApiError {
-    fn into_response(self) -> Response {
+impl ApiError {
+    /// The answer's body ([`ErrorBody`]): also each failed line of a batch.
+    pub(crate) fn body(&self) -> Value {
         // Keys in this order in the answer; `message` is set last, when it is complete.
         let mut body = json!({"error": self.code, "message": ""});
-        let mut message = self.message;
+        let mut message = self.message.clone();
         if !self.problems.is_empty() {
             let hidden = list_problems(&mut body, &self.problems);
             if hidden > 0 {
@@ -376,7 +387,13 @@ impl IntoResponse for ApiError {
             }
         }
         body["message"] = json!(message);
-        (self.status, Json(body)).into_response()
+        body
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        (self.status, Json(self.body())).into_response()
     }
 }
 
@@ -717,6 +734,11 @@ impl From<dispatch::operate::OperateError> for ApiError {
         match e {
             E::NotFound(_) => ApiError::new(StatusCode::NOT_FOUND, "run_not_found", e.to_string()),
             E::Refused { .. } => ApiError::new(StatusCode::CONFLICT, "run_state", e.to_string()),
+            E::RequestNotFound(_) => ApiError::new(StatusCode::NOT_FOUND, "request_not_found", e.to_string()),
+            E::RequestFinished(_) => ApiError::new(StatusCode::CONFLICT, "request_finished", e.to_string()),
+            E::WorkerNotFound(_) => ApiError::new(StatusCode::NOT_FOUND, "worker_not_found", e.to_string()),
+            E::NotQuarantined { .. } => ApiError::new(StatusCode::CONFLICT, "not_quarantined", e.to_string()),
+            E::BrokerDown => ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "broker_unavailable", e.to_string()),
             E::Db(d) => d.into(),
         }
     }

@@ -1,5 +1,6 @@
 //! Render requests: what the order system calls. It sees only the authoritative run of its
-//! request, never a shadow.
+//! request, never a shadow; it may send many at once (a batch), cancel one, and read its
+//! progress and estimated finish.
 
 use super::auth::{self, Caller};
 use super::{json_body, ApiError, ErrorBody};
@@ -10,6 +11,7 @@ use axum::extract::{Path, State};
 use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::{Extension, Json};
+use futures_util::StreamExt;
 use renderfleet_shared::cache::CacheMode;
 use renderfleet_shared::scheduling::Priority;
 use serde::Deserialize;
@@ -17,6 +19,17 @@ use serde_json::{json, Value};
 use uuid::Uuid;
 
 const EXAMPLE: &str = r#"{"order_line_id": "ol-1042", "subject": {"product": "…"}, "output_type": "still-2000-white"}"#;
+const BATCH_EXAMPLE: &str = r#"{"requests": [{"idempotency_key": "ol-1042/still", "order_line_id": "ol-1042", "subject": {"product": "…"}, "output_type": "still-2000-white"}]}"#;
+
+/// Most lines in one batch: a batch is answered in one response, so its size bounds how long
+/// the order system waits for it (about a second per thousand lines here).
+const BATCH_MAX: usize = 1000;
+
+/// How many lines of a batch are dispatched at once: each takes a pooled connection.
+const BATCH_PARALLEL: usize = 8;
+
+/// How many recent runs of an output type its estimates are taken from.
+const ESTIMATE_FROM: i64 = 20;
 
 #[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
@@ -80,6 +93,17 @@ pub(super) async fn create(
         }
     };
     let input: RenderRequestInput = json_body(&headers, &body, EXAMPLE)?;
+    let (status, id) = submit(&state, caller.as_deref(), &key, input).await?;
+    let view = read(&state, id).await?;
+    Ok(match status {
+        StatusCode::CREATED => (status, [(header::LOCATION, format!("/v1/render-requests/{id}"))], Json(view)).into_response(),
+        _ => (status, Json(view)).into_response(),
+    })
+}
+
+/// Checks and dispatches one request: 201 and its id when new, 200 and the first request's
+/// id when `key` was used for the same request before.
+async fn submit(state: &AppState, caller: Option<&Caller>, key: &str, input: RenderRequestInput) -> Result<(StatusCode, Uuid), ApiError> {
     if !input.subject.is_object() || input.order_line_id.trim().is_empty() {
         return Err(ApiError::new(
             StatusCode::UNPROCESSABLE_ENTITY,
@@ -91,10 +115,10 @@ pub(super) async fn create(
     if !problems.is_empty() {
         return Err(super::invalid_subject(problems));
     }
-    let submitter = auth::submitter(input.tenant.as_deref(), caller.as_deref())?;
+    let submitter = auth::submitter(input.tenant.as_deref(), caller)?;
     let defaults = state.node_defaults();
     let req = request::Request {
-        idempotency_key: &key,
+        idempotency_key: key,
         order_line_id: &input.order_line_id,
         subject: &input.subject,
         output_type: &input.output_type,
@@ -106,11 +130,123 @@ pub(super) async fn create(
         Outcome::New { request_id, mode, runs, ready } => {
             state.hot.send(ready);
             tracing::info!(%request_id, output_type = %input.output_type, %mode, runs = runs.len(), "render request accepted");
-            let view = read(&state, request_id).await?;
-            Ok((StatusCode::CREATED, [(header::LOCATION, format!("/v1/render-requests/{request_id}"))], Json(view)).into_response())
+            Ok((StatusCode::CREATED, request_id))
         }
-        Outcome::Existing(id) => Ok((StatusCode::OK, Json(read(&state, id).await?)).into_response()),
+        Outcome::Existing(id) => Ok((StatusCode::OK, id)),
     }
+}
+
+/// `POST /v1/render-requests/batch` body.
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+struct BatchInput {
+    /// 1 to 1000 lines, each a render request (as `POST /v1/render-requests` takes) with its
+    /// own `idempotency_key`.
+    #[schema(value_type = Vec<Object>, min_items = 1, max_items = 1000)]
+    requests: Vec<Value>,
+}
+
+/// One line of a batch: its request, or why it was refused.
+async fn batch_line(state: &AppState, caller: Option<&Caller>, line: Value) -> Result<(StatusCode, Value), ApiError> {
+    let bad = |m: String| ApiError::new(StatusCode::BAD_REQUEST, "invalid_body", m);
+    let Value::Object(mut fields) = line else {
+        return Err(bad(format!("a line must be a JSON object; expected {EXAMPLE} with an `idempotency_key`")));
+    };
+    let key = match fields.remove("idempotency_key") {
+        Some(Value::String(k)) if !k.trim().is_empty() && k.len() <= 255 => k,
+        _ => {
+            return Err(ApiError::new(
+                StatusCode::BAD_REQUEST,
+                "idempotency_key_required",
+                "give the line an `idempotency_key` (1 to 255 characters, e.g. the order line id and output type): a retried batch returns the first answer for each line instead of rendering twice",
+            ))
+        }
+    };
+    let input: RenderRequestInput = serde_json::from_value(Value::Object(fields))
+        .map_err(|e| bad(format!("the line is not a valid request: {e}; expected {EXAMPLE}")))?;
+    let (status, id) = submit(state, caller, &key, input).await?;
+    Ok((status, read(state, id).await?))
+}
+
+/// `POST /v1/render-requests/batch`: many requests in one call.
+#[utoipa::path(post, path = "/v1/render-requests/batch", operation_id = "create_render_requests", tag = "render requests", request_body = BatchInput,
+    description = "Up to 1000 render requests at once, each with its own `idempotency_key` and its own answer: a bad line never sinks the others. A retried batch (the same keys) answers each line with its first answer and renders nothing twice.",
+    responses((status = 200, body = Object, description = "`results`: per line in order, its `status` (201 new, 200 seen before, 4xx refused) and the `request` or the `error` (as an ErrorBody); `created`, `existing`, `failed`: how many of each"),
+        (status = 400, description = "malformed JSON, no lines or more than 1000", body = ErrorBody)))]
+pub(super) async fn create_batch(
+    State(state): State<AppState>,
+    caller: Option<Extension<Caller>>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Result<Json<Value>, ApiError> {
+    let input: BatchInput = json_body(&headers, &body, BATCH_EXAMPLE)?;
+    if input.requests.is_empty() || input.requests.len() > BATCH_MAX {
+        return Err(ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "invalid_batch",
+            format!("a batch has 1 to {BATCH_MAX} lines; this one has {}: split it", input.requests.len()),
+        ));
+    }
+    let caller = caller.as_deref();
+    let answers: Vec<Result<(StatusCode, Value), ApiError>> =
+        futures_util::stream::iter(input.requests).map(|line| batch_line(&state, caller, line)).buffered(BATCH_PARALLEL).collect().await;
+    let (mut created, mut existing, mut failed) = (0, 0, 0);
+    let results: Vec<Value> = answers
+        .into_iter()
+        .enumerate()
+        .map(|(i, answer)| match answer {
+            Ok((status, request)) => {
+                if status == StatusCode::CREATED {
+                    created += 1
+                } else {
+                    existing += 1
+                }
+                json!({"line": i + 1, "status": status.as_u16(), "request": request})
+            }
+            Err(e) => {
+                failed += 1;
+                json!({"line": i + 1, "status": e.status.as_u16(), "error": e.body()})
+            }
+        })
+        .collect();
+    tracing::info!(lines = results.len(), created, existing, failed, "render request batch");
+    Ok(Json(json!({"results": results, "created": created, "existing": existing, "failed": failed})))
+}
+
+/// `POST /v1/render-requests/{id}/cancel` body.
+#[derive(Debug, Default, Deserialize, utoipa::ToSchema)]
+#[serde(default, deny_unknown_fields)]
+struct CancelInput {
+    reason: Option<String>,
+}
+
+/// `POST /v1/render-requests/{id}/cancel`: the order line was withdrawn.
+#[utoipa::path(post, path = "/v1/render-requests/{id}/cancel", operation_id = "cancel_render_request", tag = "render requests",
+    params(("id" = Uuid, Path, description = "a UUID")), request_body = Option<CancelInput>,
+    description = "Cancels every running run of the request (its authoritative run, shadow runs, a legacy fallback): nodes not started are skipped, running ones are stopped on their workers. Its `request.cancelled` event follows.",
+    responses((status = 200, body = Object, description = "`runs`: the runs cancelled; `workers_told`: whether the workers could be told at once"), (status = 400, body = ErrorBody), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody, description = "the request has finished")))]
+pub(super) async fn cancel(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Result<Json<Value>, ApiError> {
+    let id = request_id(&id)?;
+    let input: CancelInput =
+        if body.is_empty() { CancelInput::default() } else { json_body(&headers, &body, r#"{"reason": "order withdrawn"}"#)? };
+    let reason = input.reason.unwrap_or_else(|| "cancelled by the order system".into());
+    let done = crate::dispatch::operate::cancel_request(&state, id, &reason).await?;
+    Ok(Json(json!({"request_id": id, "status": "cancelled", "runs": done.runs, "workers_told": done.workers_told})))
+}
+
+fn request_id(id: &str) -> Result<Uuid, ApiError> {
+    id.parse().map_err(|_| {
+        ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "invalid_id",
+            format!("`{id}` is not a render request id (a UUID from POST /v1/render-requests)"),
+        )
+    })
 }
 
 /// The request and its authoritative run only.
@@ -145,6 +281,21 @@ async fn read(state: &AppState, id: Uuid) -> Result<Value, ApiError> {
         _ => None,
     };
     let status = run.as_ref().map(|r| r["status"].clone()).unwrap_or(json!("unknown"));
+    let (progress, estimate) = match answering {
+        Some(r) => {
+            let (done, total): (i32, i32) = (r.get(11), r.get(10));
+            let fraction = if total > 0 { f64::from(done) / f64::from(total) } else { 0.0 };
+            let progress = json!({"nodes_done": done, "nodes_total": total, "fraction": (fraction * 1000.0).round() / 1000.0});
+            let estimate = if status == "running" {
+                let recent = client.query_one(crate::db::sql::RECENT_RUN_SECONDS, &[&first.get::<_, String>(4), &ESTIMATE_FROM]).await?;
+                estimate_finish(r.get(13), fraction, recent.get("p50"), recent.get("runs"))
+            } else {
+                Value::Null
+            };
+            (progress, estimate)
+        }
+        None => (Value::Null, Value::Null),
+    };
     Ok(json!({
         "id": first.get::<_, Uuid>(0),
         "status": status,
@@ -156,20 +307,27 @@ async fn read(state: &AppState, id: Uuid) -> Result<Value, ApiError> {
         "received_at": first.get::<_, chrono::DateTime<chrono::Utc>>(5),
         "priority": Priority::from_rank(first.get("priority")).unwrap_or_default(),
         "submitter": first.get::<_, String>("submitter"),
+        "progress": progress,
+        "estimate": estimate,
         "run": run,
     }))
+}
+
+/// When a running request should finish, from the median run time `p50` (seconds, request
+/// to finish) of the output type's recent runs: its start plus that median, or, once it has
+/// run longer, now plus the median's share still to do. Null without any recent run.
+fn estimate_finish(created: chrono::DateTime<chrono::Utc>, fraction: f64, p50: Option<f64>, runs: i64) -> Value {
+    let Some(p50) = p50 else { return Value::Null };
+    let ms = |s: f64| chrono::Duration::milliseconds((s * 1000.0) as i64);
+    let typical = created + ms(p50);
+    let now = chrono::Utc::now();
+    let finish = typical.max(now + ms(p50 * (1.0 - fraction)));
+    json!({"finish_at": finish, "from_runs": runs, "p50_seconds": (p50 * 1000.0).round() / 1000.0})
 }
 
 /// `GET /v1/render-requests/{id}`.
 #[utoipa::path(get, path = "/v1/render-requests/{id}", operation_id = "get_render_request", tag = "render requests", params(("id" = Uuid, Path, description = "a UUID")),
     responses((status = 200, body = Object, description = "the request, the run that answers it (the authoritative run, or its legacy fallback; never a shadow) and, once it succeeded, the delivered artifact"), (status = 404, body = ErrorBody)))]
 pub(super) async fn get(State(state): State<AppState>, Path(id): Path<String>) -> Result<Json<Value>, ApiError> {
-    let id: Uuid = id.parse().map_err(|_| {
-        ApiError::new(
-            StatusCode::BAD_REQUEST,
-            "invalid_id",
-            format!("`{id}` is not a render request id (a UUID from POST /v1/render-requests)"),
-        )
-    })?;
-    Ok(Json(read(&state, id).await?))
+    Ok(Json(read(&state, request_id(&id)?).await?))
 }

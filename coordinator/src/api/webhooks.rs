@@ -39,25 +39,25 @@ struct WebhookInput {
 
 /// How many of a subscription's deliveries are in each state.
 #[derive(Debug, Serialize, utoipa::ToSchema)]
-struct DeliveryCounts {
-    pending: i64,
-    delivered: i64,
-    failed: i64,
+pub(crate) struct DeliveryCounts {
+    pub(crate) pending: i64,
+    pub(crate) delivered: i64,
+    pub(crate) failed: i64,
 }
 
 #[derive(Debug, Serialize, utoipa::ToSchema)]
 pub(crate) struct WebhookView {
-    id: Uuid,
-    url: String,
-    events: Vec<String>,
-    description: String,
+    pub(crate) id: Uuid,
+    pub(crate) url: String,
+    pub(crate) events: Vec<String>,
+    pub(crate) description: String,
     /// The token that created it.
-    created_by: String,
-    created_at: DateTime<Utc>,
-    deliveries: DeliveryCounts,
+    pub(crate) created_by: String,
+    pub(crate) created_at: DateTime<Utc>,
+    pub(crate) deliveries: DeliveryCounts,
     /// The latest deliveries, newest event first (`GET /v1/webhooks/{id}` only).
     #[serde(skip_serializing_if = "Option::is_none")]
-    recent: Option<Vec<DeliveryView>>,
+    pub(crate) recent: Option<Vec<DeliveryView>>,
 }
 
 /// One event's delivery to one subscription.
@@ -174,8 +174,12 @@ pub(super) async fn create(
     responses((status = 200, body = Vec<WebhookView>, description = "every subscription with its delivery counts (never the secret)")))]
 pub(super) async fn list(State(state): State<AppState>) -> Result<Json<Vec<WebhookView>>, ApiError> {
     let client = state.pool.get().await?;
-    let rows = client.query(sql::WEBHOOKS, &[&None::<Uuid>]).await?;
-    Ok(Json(rows.iter().map(view).collect()))
+    Ok(Json(views(&client, None).await?))
+}
+
+/// Every subscription (or only `id`) with its delivery counts; also the console's.
+pub(crate) async fn views(client: &deadpool_postgres::Client, id: Option<Uuid>) -> Result<Vec<WebhookView>, tokio_postgres::Error> {
+    Ok(client.query(sql::WEBHOOKS, &[&id]).await?.iter().map(view).collect())
 }
 
 fn parse_id(id: &str) -> Result<Uuid, ApiError> {

@@ -100,6 +100,11 @@ enum Command {
         #[command(subcommand)]
         command: ProductsCommand,
     },
+    /// Workers as their heartbeats describe them; release a quarantined module.
+    Workers {
+        #[command(subcommand)]
+        command: WorkersCommand,
+    },
     /// API tokens.
     Token {
         #[command(subcommand)]
@@ -261,8 +266,32 @@ enum RequestsCommand {
         #[arg(long)]
         tenant: Option<String>,
     },
-    Show {
+    /// A request: status, progress and estimated finish, and once done its artifact.
+    Show { id: String },
+    /// Send many requests from a JSON Lines file, one request per line, each with its own
+    /// `idempotency_key` (sent in batches of 1000); exit 1 if any line was refused.
+    SubmitBatch {
+        /// One JSON object per line: `{"idempotency_key": …, "order_line_id": …, "subject": …, "output_type": …}`.
+        file: PathBuf,
+    },
+    /// Cancel a request: all its runs (shadow included) stop.
+    Cancel {
         id: String,
+        #[arg(long)]
+        reason: Option<String>,
+    },
+}
+
+#[derive(Subcommand)]
+enum WorkersCommand {
+    /// The workers heard from in the last ten minutes, with what they take and what they quarantined.
+    List,
+    /// Let a worker take up a quarantined module again (mend the host first).
+    Release {
+        id: String,
+        /// Only this module (default: every quarantined one).
+        #[arg(long)]
+        module: Option<String>,
     },
 }
 
@@ -442,11 +471,68 @@ async fn dispatch(cli: Cli) -> anyhow::Result<i32> {
                     }
                     send(http.post(format!("{base}/v1/render-requests")).header("Idempotency-Key", key).json(&body), &base).await?
                 }
-                RequestsCommand::Show { id } => send(http.get(format!("{base}/v1/render-requests/{id}")), &base).await?,
+                RequestsCommand::Show { id } => {
+                    let v = send(http.get(format!("{base}/v1/render-requests/{id}")), &base).await?;
+                    if cli.output == Output::Tree {
+                        print_request(&v);
+                        return Ok(0);
+                    }
+                    v
+                }
+                RequestsCommand::SubmitBatch { file } => return submit_batch(&http, &base, &file, cli.output).await,
+                RequestsCommand::Cancel { id, reason } => {
+                    let body = json!({"reason": reason});
+                    let v = send(http.post(format!("{base}/v1/render-requests/{id}/cancel")).json(&body), &base).await?;
+                    if cli.output == Output::Tree {
+                        println!("request {id} cancelled: {} run(s) stopped", v["runs"].as_array().map_or(0, Vec::len));
+                        return Ok(0);
+                    }
+                    v
+                }
             };
             print_value(&v, cli.output);
             Ok(0)
         }
+        Command::Workers { command } => match command {
+            WorkersCommand::List => {
+                let v = send(http.get(format!("{base}/v1/workers")), &base).await?;
+                if cli.output == Output::Json {
+                    print_value(&v, cli.output);
+                    return Ok(0);
+                }
+                println!("{:<24} {:<10} {:>5}  MODULES", "WORKER", "STATUS", "SLOTS");
+                for w in v.as_array().into_iter().flatten() {
+                    let modules: Vec<&str> = w["modules"].as_array().into_iter().flatten().filter_map(Value::as_str).collect();
+                    println!(
+                        "{:<24} {:<10} {:>5}  {}",
+                        w["id"].as_str().unwrap_or("?"),
+                        w["status"].as_str().unwrap_or("?"),
+                        format!("{}/{}", w["running"], w["concurrency"]),
+                        modules.join(",")
+                    );
+                    for q in w["quarantined"].as_array().into_iter().flatten() {
+                        println!(
+                            "  quarantined {} after {} failures in a row, until {}: {}",
+                            q["module"].as_str().unwrap_or("?"),
+                            q["failures"],
+                            q["until"].as_str().unwrap_or("?"),
+                            q["last_error"].as_str().unwrap_or("")
+                        );
+                    }
+                }
+                Ok(0)
+            }
+            WorkersCommand::Release { id, module } => {
+                let v = send(http.post(format!("{base}/v1/workers/{id}/release")).json(&json!({"module": module})), &base).await?;
+                if cli.output == Output::Json {
+                    print_value(&v, cli.output);
+                } else {
+                    let released: Vec<&str> = v["released"].as_array().into_iter().flatten().filter_map(Value::as_str).collect();
+                    println!("worker {id} takes {} again", released.join(", "));
+                }
+                Ok(0)
+            }
+        },
         Command::Rollout { command } => {
             let v = match command {
                 RolloutCommand::Status { output_type } => {
@@ -594,6 +680,92 @@ fn read_json(path: &std::path::Path) -> anyhow::Result<Value> {
 
 fn print_value(v: &Value, _output: Output) {
     println!("{}", serde_json::to_string_pretty(v).unwrap_or_default());
+}
+
+/// A render request in the default format: where it stands, and what it delivered.
+fn print_request(v: &Value) {
+    println!(
+        "request {} ({} for {}): {}",
+        v["id"].as_str().unwrap_or("?"),
+        v["output_type"].as_str().unwrap_or("?"),
+        v["order_line_id"].as_str().unwrap_or("?"),
+        v["status"].as_str().unwrap_or("?")
+    );
+    println!("  priority {}, submitter {}", v["priority"].as_str().unwrap_or("?"), v["submitter"].as_str().unwrap_or("?"));
+    if let Some(p) = v["progress"].as_object() {
+        println!("  progress {}/{} nodes", p["nodes_done"], p["nodes_total"]);
+    }
+    if let Some(e) = v["estimate"].as_object() {
+        println!(
+            "  estimated finish {} (median of the last {} runs: {} s)",
+            e["finish_at"].as_str().unwrap_or("?"),
+            e["from_runs"],
+            e["p50_seconds"]
+        );
+    }
+    if let Some(run) = v["run"].as_object() {
+        println!("  run {} ({} pipeline)", run["run_id"].as_str().unwrap_or("?"), run["pipeline"].as_str().unwrap_or("?"));
+        if let Some(error) = run["error"].as_object() {
+            println!("  error: {}", error.get("message").and_then(Value::as_str).unwrap_or("?"));
+        }
+    }
+    if let Some(a) = v["artifact"].as_object() {
+        println!(
+            "  artifact {} {} ({} bytes)",
+            a.get("kind").and_then(Value::as_str).unwrap_or("?"),
+            a.get("sha256").and_then(Value::as_str).unwrap_or("?"),
+            a.get("bytes").unwrap_or(&Value::Null)
+        );
+    }
+}
+
+/// Most lines per batch call (the coordinator's limit).
+const BATCH_LINES: usize = 1000;
+
+/// `requests submit-batch FILE.jsonl`: lines that are not JSON are reported and not sent.
+async fn submit_batch(http: &reqwest::Client, base: &str, file: &std::path::Path, output: Output) -> anyhow::Result<i32> {
+    let text = std::fs::read_to_string(file).with_context(|| format!("cannot read {}", file.display()))?;
+    let mut lines: Vec<(usize, Value)> = Vec::new();
+    let mut failed = 0usize;
+    for (i, line) in text.lines().enumerate().filter(|(_, l)| !l.trim().is_empty()) {
+        match serde_json::from_str::<Value>(line) {
+            Ok(v) => lines.push((i + 1, v)),
+            Err(e) => {
+                failed += 1;
+                println!("{}:{}: not JSON ({e}); not sent", file.display(), i + 1);
+            }
+        }
+    }
+    let (mut created, mut existing) = (0u64, 0u64);
+    for chunk in lines.chunks(BATCH_LINES) {
+        let body = json!({"requests": chunk.iter().map(|(_, v)| v).collect::<Vec<_>>()});
+        let v = send(http.post(format!("{base}/v1/render-requests/batch")).json(&body), base).await?;
+        created += v["created"].as_u64().unwrap_or(0);
+        existing += v["existing"].as_u64().unwrap_or(0);
+        for (r, (line, _)) in v["results"].as_array().into_iter().flatten().zip(chunk) {
+            let status = r["status"].as_u64().unwrap_or(0);
+            if status >= 400 {
+                failed += 1;
+            }
+            match output {
+                Output::Json => println!("{}", json!({"file_line": line, "result": r})),
+                Output::Tree if status >= 400 => println!(
+                    "{}:{line}: {status} {}: {}",
+                    file.display(),
+                    r["error"]["error"].as_str().unwrap_or("?"),
+                    r["error"]["message"].as_str().unwrap_or("")
+                ),
+                Output::Tree => println!(
+                    "{}:{line}: {} {}",
+                    file.display(),
+                    if status == 201 { "created" } else { "seen before" },
+                    r["request"]["id"].as_str().unwrap_or("?")
+                ),
+            }
+        }
+    }
+    eprintln!("{created} created, {existing} seen before, {failed} refused");
+    Ok(if failed > 0 { 1 } else { 0 })
 }
 
 fn print_problems(v: &Value) {

@@ -10,7 +10,7 @@ nav{background:#1d2733;padding:8px 16px}nav a{color:#dfe6ee;margin-right:18px;te
 main{padding:16px 20px}table{border-collapse:collapse;background:#fff;margin:8px 0}td,th{border:1px solid #e2e2e6;padding:4px 8px;text-align:left;vertical-align:top}
 th{background:#f0f1f4}.card{background:#fff;border:1px solid #e2e2e6;border-radius:6px;padding:8px 14px;margin:8px 0}
 .badge{border-radius:10px;padding:1px 8px;color:#fff;font-size:12px;font-weight:600}
-.s-succeeded,.s-match,.s-pass{background:#2e7d32}.s-failed,.s-mismatch,.s-fail,.s-candidate_error,.s-control_error,.s-silent{background:#c62828}
+.s-succeeded,.s-match,.s-pass,.s-delivered{background:#2e7d32}.s-failed,.s-mismatch,.s-fail,.s-candidate_error,.s-control_error,.s-silent{background:#c62828}
 .s-running,.s-idle,.s-busy{background:#1565c0}.s-queued,.s-comparing{background:#6a1b9a}.s-pending,.s-insufficient_data,.s-ignored,.s-draining{background:#8d8d8d}
 .s-skipped,.s-cancelled,.s-stopped{background:#b0b0b0}.s-cached{background:#00796b}.error{color:#b71c1c}.muted{color:#6b6b70}
 pre.log{background:#111;color:#ddd;padding:8px;max-height:260px;overflow:auto;font-size:12px}
@@ -60,7 +60,7 @@ pub(super) fn page(title: &str, body: &str, csrf: Option<&str>, refresh: bool) -
         .unwrap_or_default();
     format!(
         "<!doctype html><html><head><meta charset=\"utf-8\">{meta}<title>{t} · renderfleet</title><link rel=\"stylesheet\" href=\"/console/style.css\"></head><body>\
-         <nav><a href=\"/console/runs\">Runs</a><a href=\"/console/comparisons\">Comparisons</a><a href=\"/console/rollout\">Rollout</a><a href=\"/console/workers\">Workers</a><a href=\"/console/workflows\">Workflows</a>{sign_out}</nav>\
+         <nav><a href=\"/console/runs\">Runs</a><a href=\"/console/comparisons\">Comparisons</a><a href=\"/console/rollout\">Rollout</a><a href=\"/console/workers\">Workers</a><a href=\"/console/webhooks\">Webhooks</a><a href=\"/console/workflows\">Workflows</a>{sign_out}</nav>\
          <main><h2>{t}</h2>{body}</main></body></html>",
         t = esc(title)
     )

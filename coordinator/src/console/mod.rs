@@ -21,6 +21,7 @@ mod guard;
 mod html;
 mod products;
 mod session;
+mod webhooks;
 
 use crate::api::auth::{Scope, Tokens};
 use crate::db::sql;
@@ -65,6 +66,9 @@ pub fn router(state: AppState, tokens: Tokens, api: Router) -> Router {
         .route("/console/rollout/{key}/rollback", post(rollback))
         .route("/console/products/{product}", get(products::page))
         .route("/console/workers", get(workers))
+        .route("/console/workers/{id}/release", post(release_worker))
+        .route("/console/webhooks", get(webhooks::list))
+        .route("/console/webhooks/{id}", get(webhooks::page))
         .route("/console/workflows", get(workflows))
         .route("/console/workflows/new", get(editor::new))
         .route("/console/workflows/{id}/edit", get(editor::edit))
@@ -363,6 +367,27 @@ async fn cancel(State(state): State<AppState>, Path(id): Path<Uuid>, viewer: axu
     }
 }
 
+/// The release button's form.
+#[derive(Deserialize)]
+struct ReleaseForm {
+    module: Option<String>,
+}
+
+async fn release_worker(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+    viewer: axum::Extension<Viewer>,
+    axum::Form(form): axum::Form<ReleaseForm>,
+) -> Response {
+    if !viewer.may(Scope::Operate) {
+        return forbidden(Scope::Operate);
+    }
+    match operate::release(&state, &id, form.module.as_deref()).await {
+        Ok(_) => Redirect::to("/console/workers").into_response(),
+        Err(e) => oops(StatusCode::CONFLICT, &e.to_string()),
+    }
+}
+
 async fn retry(State(state): State<AppState>, Path(id): Path<Uuid>, viewer: axum::Extension<Viewer>) -> Response {
     if !viewer.may(Scope::Operate) {
         return forbidden(Scope::Operate);
@@ -511,39 +536,64 @@ async fn workers(State(state): State<AppState>, viewer: axum::Extension<Viewer>)
         Ok(c) => c,
         Err(e) => return db_err(e),
     };
-    let rows = match client.query(sql::CONSOLE_WORKERS, &[&600.0f64]).await {
-        Ok(r) => r,
-        Err(e) => return db_err(e),
+    let workers = match crate::api::workers::list_views(&state).await {
+        Ok(w) => w,
+        Err(e) => return db_err(e.message),
     };
-    let live = state.config.recovery.heartbeat_timeout.as_secs_f64();
-    let ids: Vec<String> = rows.iter().map(|r| r.get(0)).collect();
+    let ids: Vec<&str> = workers.iter().map(|w| w.id.as_str()).collect();
     let mut tasks: HashMap<String, Vec<String>> = HashMap::new();
     for t in client.query(sql::CONSOLE_WORKER_TASKS, &[&ids]).await.unwrap_or_default() {
-        let run: Uuid = t.get(1);
-        tasks.entry(t.get(0)).or_default().push(format!("<a href=\"/console/runs/{run}\">{}</a> {}", esc(t.get(2)), esc(t.get(3))));
+        let run: Uuid = t.get("run_id");
+        tasks.entry(t.get("worker_id")).or_default().push(format!(
+            "<a href=\"/console/runs/{run}\">{}</a> {}",
+            esc(t.get("node_id")),
+            esc(t.get("module_key"))
+        ));
     }
     let mut body = String::from(
-        "<table id=\"workers\"><tr><th>worker</th><th>host</th><th>status</th><th>slots in use</th><th>current tasks</th><th>modules</th><th>tools</th><th>last heartbeat</th></tr>",
+        "<table id=\"workers\"><tr><th>worker</th><th>host</th><th>status</th><th>slots in use</th><th>current tasks</th><th>modules</th><th>quarantined</th><th>tools</th><th>last heartbeat</th></tr>",
     );
-    for r in &rows {
-        let quiet: f64 = r.get(7);
-        let status: String = r.get(3);
-        let shown = if quiet > live && status != "stopped" { "silent".to_string() } else { status };
+    let now = chrono::Utc::now();
+    for w in &workers {
+        let mut quarantined = String::new();
+        for q in &w.quarantined {
+            let left = q.until.map(|u| format!("{} min left", (u - now).num_minutes().max(0))).unwrap_or_default();
+            let _ = write!(
+                quarantined,
+                "<div class=\"quarantine\"><span class=\"badge s-failed\">{}</span> after {} failures in a row, {left}<br><small>{}</small>",
+                esc(&q.module),
+                q.failures,
+                esc(&q.last_error)
+            );
+            if viewer.may(Scope::Operate) {
+                let _ = write!(
+                    quarantined,
+                    "<form method=\"post\" action=\"/console/workers/{}/release\" class=\"inline\">{}<input type=\"hidden\" name=\"module\" value=\"{}\"><button id=\"release-{}-{}\">Release</button></form>",
+                    esc(&w.id),
+                    viewer.field(),
+                    esc(&q.module),
+                    esc(&w.id),
+                    esc(&q.module)
+                );
+            }
+            quarantined.push_str("</div>");
+        }
         let _ = write!(
             body,
-            "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}/{}</td><td>{}</td><td>{}</td><td class=\"tools\">{}</td><td>{:.0} s ago</td></tr>",
-            esc(r.get(0)),
-            esc(r.get(1)),
-            status_badge(&shown),
-            r.get::<_, i32>(4),
-            r.get::<_, i32>(5),
-            tasks.get(r.get::<_, &str>(0)).map(|t| t.join("<br>")).unwrap_or_default(),
-            esc(&r.get::<_, Vec<String>>(2).join(", ")),
-            r.get::<_, Value>(8)
+            "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}/{}</td><td>{}</td><td>{}</td><td>{}</td><td class=\"tools\">{}</td><td>{:.0} s ago</td></tr>",
+            esc(&w.id),
+            esc(&w.host),
+            status_badge(&w.status),
+            w.running,
+            w.concurrency,
+            tasks.get(&w.id).map(|t| t.join("<br>")).unwrap_or_default(),
+            esc(&w.modules.join(", ")),
+            quarantined,
+            w.tools
                 .as_object()
                 .map(|t| t.iter().map(|(k, v)| format!("{} {}", esc(k), esc(v.as_str().unwrap_or("?")))).collect::<Vec<_>>().join("<br>"))
                 .unwrap_or_default(),
-            quiet
+            (now - w.last_seen).num_milliseconds() as f64 / 1000.0
         );
     }
     body += "</table><h3>queues</h3><table id=\"queues\"><tr><th>module</th><th>tasks waiting</th><th>consumers</th></tr>";

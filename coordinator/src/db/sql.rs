@@ -331,13 +331,51 @@ pub const FAIL_RUN: &str = "
 UPDATE runs SET status = 'failed', finished_at = clock_timestamp(), error = $2 WHERE id = $1 AND status = 'running'
 RETURNING id, request_id, role = 'authoritative' AND pipeline = 'graph'";
 
-/// A worker's heartbeat. $1 id, $2 host, $3 version, $4 modules, $5 concurrency, $6 running, $7 status.
+/// A worker's heartbeat. $1 id, $2 host, $3 version, $4 modules, $5 concurrency, $6 running,
+/// $7 status, $8 tools, $9 fingerprints, $10 quarantined modules.
 pub const UPSERT_WORKER: &str = "
-INSERT INTO workers (id, host, version, modules, concurrency, running, status, last_seen, tools, fingerprints)
-VALUES ($1, $2, $3, $4, $5, $6, $7, now(), $8, $9)
+INSERT INTO workers (id, host, version, modules, concurrency, running, status, last_seen, tools, fingerprints, quarantined)
+VALUES ($1, $2, $3, $4, $5, $6, $7, now(), $8, $9, $10)
 ON CONFLICT (id) DO UPDATE SET host = EXCLUDED.host, version = EXCLUDED.version, modules = EXCLUDED.modules,
   concurrency = EXCLUDED.concurrency, running = EXCLUDED.running, status = EXCLUDED.status, last_seen = now(),
-  tools = EXCLUDED.tools, fingerprints = EXCLUDED.fingerprints";
+  tools = EXCLUDED.tools, fingerprints = EXCLUDED.fingerprints, quarantined = EXCLUDED.quarantined";
+
+/// The median time from request to finish of output type $1's last $2 succeeded answering
+/// runs, and how many there were (index `runs_recent_by_output_type`).
+pub const RECENT_RUN_SECONDS: &str = "
+SELECT percentile_cont(0.5) WITHIN GROUP (ORDER BY secs) AS p50, count(*) AS runs
+FROM (SELECT extract(epoch FROM finished_at - created_at)::float8 AS secs FROM runs
+      WHERE output_type_key = $1 AND status = 'succeeded' AND role IN ('authoritative', 'fallback')
+      ORDER BY finished_at DESC LIMIT $2) recent";
+
+/// Whether render request $1 exists.
+pub const REQUEST_EXISTS: &str = "SELECT id FROM render_requests WHERE id = $1";
+
+/// Render request $1's running runs, locked for cancelling.
+pub const REQUEST_RUNNING_RUNS: &str = "SELECT id FROM runs WHERE request_id = $1 AND status = 'running' ORDER BY created_at FOR UPDATE";
+
+/// Workers heard from in the last $1 seconds, by id.
+pub const WORKERS: &str = "
+SELECT id, host, version, modules, status, running, concurrency, last_seen, tools, quarantined,
+       extract(epoch FROM now() - last_seen)::float8 AS quiet_secs
+FROM workers WHERE last_seen > now() - make_interval(secs => $1) ORDER BY id";
+
+/// Worker $1's quarantined modules.
+pub const WORKER_QUARANTINE: &str = "SELECT quarantined FROM workers WHERE id = $1";
+
+/// Retried tasks $1 (node_run ids) at attempts $2: the workers that failed an earlier
+/// attempt of the node, per node whose module another live worker (heartbeat within $3
+/// seconds, running, not one of them) takes. Those workers hand the task back to the others.
+pub const AVOID: &str = "
+SELECT t.id AS node_run_id, array_agg(DISTINCT a.worker_id) AS avoid
+FROM unnest($1::uuid[], $2::int4[]) AS t(id, attempt)
+JOIN node_runs n ON n.id = t.id
+JOIN node_attempts a ON a.node_run_id = t.id AND a.attempt < t.attempt AND a.status = 'failed' AND a.worker_id IS NOT NULL
+GROUP BY t.id, n.module_key
+HAVING EXISTS (
+  SELECT 1 FROM workers w
+  WHERE n.module_key = ANY(w.modules) AND w.status = 'running' AND w.last_seen > now() - make_interval(secs => $3)
+    AND w.id <> ALL(array_agg(a.worker_id)))";
 
 /// Refreshes the heartbeat of attempts in hand. $1 node_run ids, $2 attempts; $3 the
 /// worker when senders are verified: then only its own (whose start it reported) count.

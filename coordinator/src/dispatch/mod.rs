@@ -131,6 +131,7 @@ pub async fn insert_run(
     let ready: Vec<TaskMessage> = plan
         .ready()
         .map(|i| TaskMessage {
+            avoid: Vec::new(),
             cache: None,
             v: WIRE_VERSION,
             run_id,

@@ -116,6 +116,7 @@ impl Hot {
 /// module key, params, attempt and timeout_ms (every query that yields tasks keeps this order).
 pub fn task_at(row: &tokio_postgres::Row, first: usize) -> TaskMessage {
     TaskMessage {
+        avoid: Vec::new(),
         v: WIRE_VERSION,
         node_run_id: row.get(first),
         run_id: row.get(first + 1),
@@ -339,15 +340,37 @@ impl Marks {
     }
 }
 
-/// [`attach_inputs`] and the [`cache`] lookup on a pooled connection, only taken when a task
-/// needs either.
+/// Names, in each retried task, the workers that failed its earlier attempts, while another
+/// worker of its module is live ([`sql::AVOID`]): a black-hole host must not eat every retry.
+/// One query for the retries among `ready`, none for first attempts.
+pub async fn attach_avoid(client: &impl GenericClient, route: &Route, ready: &mut [Ready]) -> Result<(), DbError> {
+    let retried: Vec<&Ready> = ready.iter().filter(|r| r.task.attempt > 1).collect();
+    if retried.is_empty() {
+        return Ok(());
+    }
+    let ids: Vec<Uuid> = retried.iter().map(|r| r.task.node_run_id).collect();
+    let attempts: Vec<i32> = retried.iter().map(|r| r.task.attempt as i32).collect();
+    let stmt = client.prepare_cached(sql::AVOID).await?;
+    let rows = client.query(&stmt, &[&ids, &attempts, &route.live_for.as_secs_f64()]).await?;
+    let mut found: HashMap<Uuid, Vec<String>> = rows.iter().map(|r| (r.get("node_run_id"), r.get("avoid"))).collect();
+    for r in ready.iter_mut() {
+        if let Some(avoid) = found.remove(&r.task.node_run_id) {
+            r.task.avoid = avoid;
+        }
+    }
+    Ok(())
+}
+
+/// [`attach_inputs`], [`attach_avoid`] and the [`cache`] lookup on a pooled connection, only
+/// taken when a task needs one of them.
 async fn prepare(pool: &Pool, route: &Route, mut ready: Vec<Ready>) -> Result<(Vec<Ready>, Vec<cache::Hit>), DbError> {
     let r = registry();
-    if !ready.iter().any(|t| r.takes_inputs(&t.task.module_key) || r.cache_type(&t.task.module_key).is_some()) {
+    if !ready.iter().any(|t| r.takes_inputs(&t.task.module_key) || r.cache_type(&t.task.module_key).is_some() || t.task.attempt > 1) {
         return Ok((ready, Vec::new()));
     }
     let client = pool.get().await?;
     attach_inputs(&client, &mut ready).await?;
+    attach_avoid(&client, route, &mut ready).await?;
     match &route.cache {
         Some(c) => cache::lookup(&client, c, ready).await,
         None => Ok((ready, Vec::new())),
@@ -488,6 +511,7 @@ async fn publish_claimed(
     mut ready: Vec<Ready>,
 ) -> Result<(Vec<Ready>, Vec<i64>, usize), PublishError> {
     attach_inputs(tx, &mut ready).await?;
+    attach_avoid(tx, route, &mut ready).await?;
     let (ready, hits) = match &route.cache {
         Some(c) => cache::lookup(tx, c, ready).await?,
         None => (ready, Vec::new()),

@@ -135,9 +135,21 @@ async fn heartbeat(tx: &Transaction<'_>, h: &WorkerHeartbeat, verified: bool) ->
     let stmt = tx.prepare_cached(sql::UPSERT_WORKER).await?;
     let running = h.running.len() as i32;
     let (tools, fingerprints) = (serde_json::json!(h.tools), serde_json::json!(h.fingerprints));
+    let quarantined = serde_json::json!(h.quarantined);
     tx.execute(
         &stmt,
-        &[&h.worker_id, &h.host, &h.version, &h.modules, &(h.concurrency as i32), &running, &h.status.as_str(), &tools, &fingerprints],
+        &[
+            &h.worker_id,
+            &h.host,
+            &h.version,
+            &h.modules,
+            &(h.concurrency as i32),
+            &running,
+            &h.status.as_str(),
+            &tools,
+            &fingerprints,
+            &quarantined,
+        ],
     )
     .await?;
     if !h.running.is_empty() {

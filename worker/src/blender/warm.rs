@@ -138,10 +138,7 @@ impl Pool {
 
     fn start(&self, what: &str) -> Result<Process, ModuleError> {
         let args = super::script_args(&self.program, &self.script, &[OsStr::new("--serve")]);
-        let (mut child, group) = tools::serve(&self.program, &args, &self.cwd).map_err(|e| ModuleError::Fatal {
-            message: format!("{what}: cannot start `{}`: {e}; install it or set its path in the worker's [tools] settings", self.program),
-            log_tail: None,
-        })?;
+        let (mut child, group) = tools::serve(&self.program, &args, &self.cwd).map_err(|e| tools::cannot_start(what, &self.program, &e))?;
         let (stdin, stdout, stderr) =
             (child.stdin.take().expect("piped"), child.stdout.take().expect("piped"), child.stderr.take().expect("piped"));
         let tail = Arc::new(Mutex::new(VecDeque::new()));

@@ -2,10 +2,15 @@
 //! modules this worker runs, never holds more tasks than it has free slots (prefetch =
 //! concurrency, shared across its queues), hands each task to the executor, and lets the
 //! completer publish the result before the task is acked. On SIGTERM it stops taking tasks,
-//! lets the ones in hand finish within the grace period, and requeues the rest.
+//! lets the ones in hand finish within the grace period, and requeues the rest. A module
+//! that keeps failing on this host is quarantined (see [`quarantine`]): its consumer is
+//! cancelled until the cool-down ends or an operator releases it.
 
 mod completer;
 mod executor;
+mod quarantine;
+
+pub(crate) use quarantine::Health;
 
 use crate::modules::Module;
 use crate::Worker;
@@ -18,14 +23,14 @@ use lapin::options::{
     QueueBindOptions, QueueDeclareOptions,
 };
 use lapin::types::{AMQPValue, FieldTable};
-use lapin::Connection;
+use lapin::{Channel, Connection, Consumer};
 use renderfleet_platform::broker::{dead_letter, declare};
 use renderfleet_shared::metrics as m;
 use renderfleet_shared::wire::{
     self, ControlBody, ControlMessage, ErrorKind, Finished, ResultBody, Started, TaskError, TaskMessage, TaskRef, WorkerHeartbeat,
     WorkerStatus,
 };
-use std::collections::{HashMap, HashSet, VecDeque};
+use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 use tokio::sync::{mpsc, oneshot};
@@ -71,6 +76,15 @@ impl Withdrawn {
         self.0.lock().expect("withdrawn").0.contains(task)
     }
 }
+
+/// How often a worker named in a task's `avoid` hands it back before running it anyway (the
+/// other workers may all be busy or gone since the coordinator looked), and how long it
+/// holds it first, so that a lone avoided worker does not spin the task through the broker.
+const AVOID_BOUNCES: u32 = 20;
+const AVOID_PAUSE: std::time::Duration = std::time::Duration::from_millis(250);
+
+/// How often a task was handed back for naming its worker in `avoid`.
+const AVOIDED_HEADER: &str = "x-renderfleet-avoided";
 
 /// Takes an attempt off the in-hand list when its handling ends, whichever way it ends.
 struct InHandGuard {
@@ -147,42 +161,46 @@ async fn session(worker: &Arc<Worker>, conn: &Connection, shutdown: &Cancellatio
         )
         .await?;
 
-    let mut tags = Vec::new();
-    let mut consumers = Vec::new();
+    // Module -> consumer tag, for the modules not in quarantine.
+    let mut consuming: BTreeMap<String, String> = BTreeMap::new();
+    let mut deliveries = select_all(Vec::<Consumer>::new());
+    let mut generation = 0u32;
     for key in &keys {
-        let tag = format!("{}.{key}", worker.id);
-        consumers.push(
-            ch.basic_consume(
-                topo.task_queue(key).as_str().into(),
-                tag.as_str().into(),
-                BasicConsumeOptions::default(),
-                FieldTable::default(),
-            )
-            .await?,
-        );
-        tags.push(tag);
+        if !worker.health.is_quarantined(key) {
+            deliveries.push(consume(&ch, worker, key, &mut generation, &mut consuming).await?);
+        }
     }
-    let mut deliveries = select_all(consumers);
-    tracing::info!(worker_id = %worker.id, modules = ?keys, concurrency = worker.config.concurrency, "consuming");
+    tracing::info!(worker_id = %worker.id, modules = ?consuming.keys().collect::<Vec<_>>(), quarantined = ?worker.health.quarantined().iter().map(|q| &q.module).collect::<Vec<_>>(), concurrency = worker.config.concurrency, "consuming");
 
     let running: Running = Arc::default();
     let tasks = TaskTracker::new();
     let mut beat = tokio::time::interval(worker.config.heartbeat_interval);
     let ended: Result<(), SessionError> = loop {
         tokio::select! {
-            d = deliveries.next() => match d {
+            d = deliveries.next(), if !deliveries.is_empty() => match d {
                 Some(Ok(d)) => {
                     tasks.spawn(handle(worker.clone(), completer.clone(), results.clone(), running.clone(), d));
                 }
                 Some(Err(e)) => break Err(e.into()),
+                // Every module in quarantine: nothing to consume until one comes back.
+                None if consuming.is_empty() => {}
                 None => break Err(SessionError::Closed),
             },
+            _ = worker.health.changed.notified() => {
+                if let Err(e) = reconcile(&ch, worker, &keys, &mut generation, &mut consuming, &mut deliveries).await {
+                    break Err(e.into());
+                }
+                let _ = completer.publish_unconfirmed(heartbeat(worker, &running, WorkerStatus::Running)).await;
+            }
             c = control.next() => match c {
                 Some(Ok(d)) => on_control(worker, &running, &d.data),
                 Some(Err(e)) => break Err(e.into()),
                 None => break Err(SessionError::Closed),
             },
             _ = beat.tick() => {
+                for module in worker.health.release_expired(now_us()) {
+                    tracing::info!(module, "quarantine over (cool-down); taking the module again");
+                }
                 if let Err(e) = completer.publish_unconfirmed(heartbeat(worker, &running, WorkerStatus::Running)).await {
                     tracing::warn!(error = %e, "heartbeat not sent");
                 }
@@ -202,7 +220,7 @@ async fn session(worker: &Arc<Worker>, conn: &Connection, shutdown: &Cancellatio
     }
 
     // Two-phase shutdown: stop fetching, then wait for the work in hand up to the grace period.
-    for tag in &tags {
+    for tag in consuming.values() {
         let _ = ch.basic_cancel(tag.as_str().into(), BasicCancelOptions::default()).await;
     }
     drop(deliveries);
@@ -238,6 +256,58 @@ async fn session(worker: &Arc<Worker>, conn: &Connection, shutdown: &Cancellatio
     Ok(())
 }
 
+/// Starts consuming `key`'s queue under a tag of its own (a new one each time: a cancelled
+/// tag is not reused while the broker may still be finishing its cancel).
+async fn consume(
+    ch: &Channel,
+    worker: &Worker,
+    key: &str,
+    generation: &mut u32,
+    consuming: &mut BTreeMap<String, String>,
+) -> Result<Consumer, lapin::Error> {
+    *generation += 1;
+    let tag = format!("{}.{key}.{generation}", worker.id);
+    let queue = worker.topology.task_queue(key);
+    let consumer =
+        ch.basic_consume(queue.as_str().into(), tag.as_str().into(), BasicConsumeOptions::default(), FieldTable::default()).await?;
+    consuming.insert(key.to_string(), tag);
+    Ok(consumer)
+}
+
+/// Brings the consumers in line with the quarantine: cancels those of quarantined modules
+/// (tasks they already hold are handed back as they come out), resumes released ones.
+async fn reconcile(
+    ch: &Channel,
+    worker: &Worker,
+    keys: &[&str],
+    generation: &mut u32,
+    consuming: &mut BTreeMap<String, String>,
+    deliveries: &mut futures_util::stream::SelectAll<Consumer>,
+) -> Result<(), lapin::Error> {
+    let quarantined = worker.health.quarantined();
+    for key in keys {
+        match (quarantined.iter().find(|q| q.module == *key), consuming.contains_key(*key)) {
+            (Some(q), true) => {
+                let tag = consuming.remove(*key).expect("consuming");
+                ch.basic_cancel(tag.as_str().into(), BasicCancelOptions::default()).await?;
+                tracing::error!(
+                    module = key,
+                    failures = q.failures,
+                    last_error = %q.last_error,
+                    cool_down = ?worker.config.quarantine.cool_down,
+                    "module quarantined: it failed tasks in a row for reasons not about their input; this worker stops taking it until the cool-down ends or an operator releases it (`renderctl workers release`)"
+                );
+            }
+            (None, false) => {
+                deliveries.push(consume(ch, worker, key, generation, consuming).await?);
+                tracing::info!(module = key, "taking the module again");
+            }
+            _ => {}
+        }
+    }
+    Ok(())
+}
+
 /// Cancels every attempt in hand for `reason`; returns how many.
 fn stop_all(running: &Running, reason: StopReason) -> usize {
     let map = running.lock().expect("running map");
@@ -258,6 +328,11 @@ fn on_control(worker: &Worker, running: &Running, data: &[u8]) {
                 t.cancel.cancel();
             }
         }
+        Ok(ControlMessage { body: ControlBody::Release { worker_id, module }, .. }) if worker_id == worker.id => {
+            let released = worker.health.release(module.as_deref());
+            tracing::info!(?released, "released from quarantine by an operator");
+        }
+        Ok(ControlMessage { body: ControlBody::Release { .. }, .. }) => {}
         Err(e) => tracing::warn!(error = %e, "ignoring an undecodable control message"),
     }
 }
@@ -269,7 +344,10 @@ fn heartbeat(worker: &Worker, running: &Running, status: WorkerStatus) -> Result
         worker_id: worker.id.clone(),
         host: worker.host.clone(),
         version: env!("CARGO_PKG_VERSION").into(),
-        modules: worker.modules.keys().cloned().collect(),
+        // What it takes now: a quarantined module is listed apart, so that the coordinator
+        // neither counts its slots nor sends it retries it would only fail.
+        modules: worker.modules.keys().filter(|k| !worker.health.is_quarantined(k)).cloned().collect(),
+        quarantined: worker.health.quarantined(),
         concurrency: u32::from(worker.config.concurrency),
         running,
         status,
@@ -310,6 +388,24 @@ async fn handle(worker: Arc<Worker>, completer: Completer, results: mpsc::Sender
     if d.redelivered {
         return redelivered(&worker, &completer, &d, task_ref).await;
     }
+    if worker.health.is_quarantined(module.key()) {
+        // Prefetched before the consumer was cancelled: for a healthy worker to take.
+        metrics::counter!(m::WORKER_TASKS_TOTAL, "module" => module.key(), "outcome" => "quarantined").increment(1);
+        if !send_back(&completer, &d, deliveries(&d), None).await {
+            let _ = d.acker.nack(BasicNackOptions { requeue: true, multiple: false }).await;
+        }
+        return;
+    }
+    let bounced = avoided(&d);
+    if task.avoid.contains(&worker.id) && bounced < AVOID_BOUNCES {
+        metrics::counter!(m::WORKER_TASKS_TOTAL, "module" => module.key(), "outcome" => "avoided").increment(1);
+        tracing::debug!(parent: &span, bounced, "this worker failed the node's previous attempt; handing the retry to another");
+        tokio::time::sleep(AVOID_PAUSE).await;
+        if !send_back(&completer, &d, deliveries(&d), Some(bounced + 1)).await {
+            let _ = d.acker.nack(BasicNackOptions { requeue: true, multiple: false }).await;
+        }
+        return;
+    }
 
     let cancel = CancellationToken::new();
     let reason = Arc::new(Mutex::new(StopReason::Requeue));
@@ -347,7 +443,7 @@ async fn handle(worker: Arc<Worker>, completer: Completer, results: mpsc::Sender
             tracing::info!(parent: &span, "task handed back to the queue");
             // On purpose (shutdown past its grace): not a delivery that killed a worker, so
             // it goes back with its count unchanged rather than as a redelivery.
-            if !send_back(&completer, &d, deliveries(&d)).await {
+            if !send_back(&completer, &d, deliveries(&d), None).await {
                 let _ = d.acker.nack(BasicNackOptions { requeue: true, multiple: false }).await;
             }
             return;
@@ -359,6 +455,9 @@ async fn handle(worker: Arc<Worker>, completer: Completer, results: mpsc::Sender
         wire::Outcome::Failed { error } => error.kind.as_str(),
     };
     metrics::counter!(m::WORKER_TASKS_TOTAL, "module" => module.key(), "outcome" => label).increment(1);
+    if worker.health.record(module.key(), &outcome, now_us()) {
+        metrics::counter!(m::WORKER_QUARANTINES_TOTAL, "module" => module.key()).increment(1);
+    }
     metrics::histogram!(m::WORKER_TASK_SECONDS, "module" => module.key()).record(secs);
     let finished = Finished {
         node_run_id: task.node_run_id,
@@ -392,8 +491,17 @@ async fn handle(worker: Arc<Worker>, completer: Completer, results: mpsc::Sender
 
 /// How many deliveries of this task ended without a result before this copy was sent.
 fn deliveries(d: &Delivery) -> u32 {
+    count_header(d, renderfleet_shared::topology::DELIVERIES_HEADER)
+}
+
+/// How often this task was handed back by workers named in its `avoid`.
+fn avoided(d: &Delivery) -> u32 {
+    count_header(d, AVOIDED_HEADER)
+}
+
+fn count_header(d: &Delivery, name: &str) -> u32 {
     let headers = d.properties.headers().as_ref();
-    match headers.and_then(|h| h.inner().get(renderfleet_shared::topology::DELIVERIES_HEADER)) {
+    match headers.and_then(|h| h.inner().get(name)) {
         Some(AMQPValue::LongUInt(n)) => *n,
         Some(AMQPValue::LongLongInt(n)) => u32::try_from(*n).unwrap_or(u32::MAX),
         Some(AMQPValue::LongInt(n)) => u32::try_from(*n).unwrap_or(0),
@@ -418,7 +526,7 @@ async fn redelivered(worker: &Worker, completer: &Completer, d: &Delivery, task:
         metrics::counter!(m::WORKER_TASKS_TOTAL, "module" => "any", "outcome" => "poison").increment(1);
         return reject(worker, completer, d, ErrorKind::Poison, &reason, Some(task)).await;
     }
-    if send_back(completer, d, n).await {
+    if send_back(completer, d, n, None).await {
         tracing::info!(node_run_id = %task.node_run_id, attempt = task.attempt, deliveries = n, "redelivered task sent back with its count");
     } else {
         tracing::warn!("could not send a redelivered task back with its count; the broker keeps the original");
@@ -426,12 +534,16 @@ async fn redelivered(worker: &Worker, completer: &Completer, d: &Delivery, task:
     }
 }
 
-/// Puts a copy of task `d` at the end of its queue with delivery count `n`, and acks the
-/// original once the broker has confirmed the copy (routed: `mandatory`). False when the
-/// copy was not taken; the caller then hands the original back.
-async fn send_back(completer: &Completer, d: &Delivery, n: u32) -> bool {
+/// Puts a copy of task `d` at the end of its queue with delivery count `n` (and, when given,
+/// its `avoid` bounce count), and acks the original once the broker has confirmed the copy
+/// (routed: `mandatory`). False when the copy was not taken; the caller then hands the
+/// original back.
+async fn send_back(completer: &Completer, d: &Delivery, n: u32, bounced: Option<u32>) -> bool {
     let mut headers = d.properties.headers().clone().unwrap_or_default();
     headers.insert(renderfleet_shared::topology::DELIVERIES_HEADER.into(), AMQPValue::LongUInt(n));
+    if let Some(b) = bounced {
+        headers.insert(AVOIDED_HEADER.into(), AMQPValue::LongUInt(b));
+    }
     let props = d.properties.clone().with_headers(headers);
     let options = BasicPublishOptions { mandatory: true, immediate: false };
     let sent = async {

@@ -63,6 +63,14 @@ impl Drop for GroupGuard {
     }
 }
 
+/// A tool that would not start: a host fault (retryable elsewhere), with the fix.
+pub(crate) fn cannot_start(what: &str, program: &str, e: &dyn std::fmt::Display) -> ModuleError {
+    ModuleError::Retryable {
+        message: format!("{what}: cannot start `{program}` on this host: {e}; install it or set its path in the worker's [tools] settings"),
+        log_tail: None,
+    }
+}
+
 /// The last `TAIL_LINES` lines of `text`.
 pub(crate) fn tail(text: &str) -> String {
     let lines: Vec<&str> = text.lines().collect();
@@ -75,10 +83,9 @@ pub(crate) fn tail(text: &str) -> String {
 /// attempt could help.
 pub(crate) async fn run(program: &str, args: &[&OsStr], cwd: &Path, what: &str, fatal_exit: bool) -> Result<Ran, ModuleError> {
     let started = Instant::now();
-    let cannot_start = |e: &dyn std::fmt::Display| ModuleError::Fatal {
-        message: format!("{what}: cannot start `{program}`: {e}; install it or set its path in the worker's [tools] settings"),
-        log_tail: None,
-    };
+    // About this host, not the input: another host may have the tool, so the node is
+    // retried there, and a host that keeps failing so quarantines the module.
+    let cannot_start = |e: &dyn std::fmt::Display| cannot_start(what, program, e);
     let mut cmd = command(program).map_err(|e| cannot_start(&e))?;
     cmd.args(args).current_dir(cwd).stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::piped()).process_group(0).kill_on_drop(true);
     let mut child = cmd.spawn().map_err(|e| cannot_start(&e))?;

@@ -1,0 +1,8 @@
+-- The order system's side (issue 14), second part.
+-- A worker's quarantined modules, from its heartbeat (`wire::Quarantined`): a module that
+-- kept failing there for reasons not about the input. Shown in the console and the API.
+ALTER TABLE workers ADD COLUMN quarantined jsonb NOT NULL DEFAULT '[]';
+
+-- A request's estimated finish reads the recent run times of its output type.
+CREATE INDEX runs_recent_by_output_type ON runs (output_type_key, finished_at DESC)
+    WHERE status = 'succeeded' AND role IN ('authoritative', 'fallback');
