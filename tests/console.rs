@@ -727,7 +727,8 @@ async fn crawl(b: &fantoccini::Client, c: &Coord, cookie: &str, shots: &std::pat
             let raced = key.ends_with("/cancel Cancel run") && text.contains("only a running run can be cancelled");
             assert!(raced || heading == heading_of(&landed), "{key} landed on {landed}: {heading}: {text}");
             pressed.insert(key);
-            if !landed.ends_with("/preflight") && !landed.ends_with("/dispatch") {
+            // A refused press shows its error at the form's URL, which is POST only.
+            if !raced && !landed.ends_with("/preflight") && !landed.ends_with("/dispatch") {
                 queue.push_back(landed);
             }
         }

@@ -141,8 +141,9 @@ async fn submit(state: &AppState, caller: Option<&Caller>, key: &str, input: Ren
 #[serde(deny_unknown_fields)]
 struct BatchInput {
     /// 1 to 1000 lines, each a render request (as `POST /v1/render-requests` takes) with its
-    /// own `idempotency_key`.
-    #[schema(value_type = Vec<Object>, min_items = 1, max_items = 1000)]
+    /// own `idempotency_key`. Lines are checked one by one: one that is not such an object is
+    /// refused in its own result, and the others go on.
+    #[schema(value_type = Vec<Value>, min_items = 1, max_items = 1000)]
     requests: Vec<Value>,
 }
 

@@ -87,7 +87,7 @@ pub(super) async fn list(State(state): State<AppState>) -> Result<Json<Vec<Worke
     Ok(Json(list_views(&state).await?))
 }
 
-/// `POST /v1/workers/{id}/release` body.
+/// `POST /v1/workers/{worker_id}/release` body.
 #[derive(Debug, Default, Deserialize, utoipa::ToSchema)]
 #[serde(default, deny_unknown_fields)]
 struct ReleaseInput {
@@ -95,9 +95,9 @@ struct ReleaseInput {
     module: Option<String>,
 }
 
-/// `POST /v1/workers/{id}/release`: an operator's word that the host is mended.
-#[utoipa::path(post, path = "/v1/workers/{id}/release", operation_id = "release_worker", tag = "workers",
-    params(("id" = String, Path, description = "a worker id, as `GET /v1/workers` lists it")), request_body = Option<ReleaseInput>,
+/// `POST /v1/workers/{worker_id}/release`: an operator's word that the host is mended.
+#[utoipa::path(post, path = "/v1/workers/{worker_id}/release", operation_id = "release_worker", tag = "workers",
+    params(("worker_id" = String, Path, description = "a worker id, as `GET /v1/workers` lists it")), request_body = Option<ReleaseInput>,
     description = "The worker takes up its quarantined module (or every one) again before the cool-down ends: mend the host first (install the tool, free the disk), or it fails its next tasks and quarantines the module again.",
     responses((status = 200, body = Object, description = "`released`: the modules the worker was told to take again"), (status = 404, body = ErrorBody),
         (status = 409, body = ErrorBody, description = "nothing of that worker is in quarantine"), (status = 503, body = ErrorBody, description = "the broker is not reachable")))]

@@ -823,7 +823,11 @@ SELECT n.outputs->'artifact' AS artifact FROM node_runs n
 WHERE n.run_id = $1 AND n.status = 'succeeded' AND n.outputs->'artifact'->>'kind' = $2
 ORDER BY n.node_id";
 
-/// Keeps event $1's payload $2 unless one was kept first; returns the kept one.
+/// Event $1's kept payload.
+pub const EVENT_PAYLOAD: &str = "SELECT payload FROM events WHERE id = $1";
+
+/// Keeps event $1's payload $2 unless one was kept first; returns the kept one, or NULL when
+/// another statement kept one while this one waited for the row (read it again then).
 pub const KEEP_PAYLOAD: &str = "
 WITH kept AS (UPDATE events SET payload = $2 WHERE id = $1 AND payload IS NULL RETURNING payload)
 SELECT payload FROM kept UNION ALL SELECT payload FROM events WHERE id = $1 AND NOT EXISTS (SELECT 1 FROM kept)";

@@ -71,7 +71,14 @@ pub async fn payloads(client: &impl GenericClient, ids: &[Uuid]) -> Result<HashM
             error: if matches!(kind, EventType::Failed | EventType::Cancelled) { row.get("error") } else { None },
         };
         let built = serde_json::to_value(&event).expect("an event serializes");
-        let kept: Value = client.query_one(sql::KEEP_PAYLOAD, &[&id, &built]).await?.get("payload");
+        let kept: Option<Value> = client.query_one(sql::KEEP_PAYLOAD, &[&id, &built]).await?.get("payload");
+        let kept = match kept {
+            Some(kept) => kept,
+            // Another builder (the exchange's publisher, another coordinator's deliverer)
+            // kept one while this statement waited for its row: this statement's snapshot
+            // predates it, a new statement sees it.
+            None => client.query_one(sql::EVENT_PAYLOAD, &[&id]).await?.get::<_, Option<Value>>("payload").unwrap_or(built),
+        };
         out.insert(id, kept);
     }
     Ok(out)
