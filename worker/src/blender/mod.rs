@@ -45,7 +45,7 @@ pub(crate) async fn render(
     let params_path = dir.join("blender-params.json");
     tokio::fs::write(&params_path, serde_json::to_vec_pretty(&Value::Object(job)).expect("JSON"))
         .await
-        .map_err(|e| ModuleError::Retryable { message: format!("cannot write {}: {e}", params_path.display()), log_tail: None })?;
+        .map_err(|e| ModuleError::host(format!("cannot write {}: {e}", params_path.display())))?;
     let what = format!("Blender ({mode})");
     let spawned = unix_now();
     let ran = match &env.warm_blender {

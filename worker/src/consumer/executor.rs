@@ -9,11 +9,23 @@ use tokio_util::sync::CancellationToken;
 
 /// How an attempt ended on this worker.
 pub(crate) enum Executed {
-    /// A result to report (success, module error, timeout, run cancelled).
-    Report(Outcome),
+    /// A result to report (success, module error, timeout, run cancelled), and what it says
+    /// about this host.
+    Report(Outcome, Verdict),
     /// Stopped for a reason that is not the task's fault (shutdown past the grace period,
     /// lost broker link): hand the task back to the queue without a result.
     Requeue,
+}
+
+/// What an attempt's end says about this host, for the quarantine.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum Verdict {
+    /// It worked here.
+    Succeeded,
+    /// It failed for a reason about this host ([`ModuleError::Host`]).
+    HostFault(String),
+    /// Nothing about the host: the input, a flaky tool, a timeout, a cancellation.
+    Neutral,
 }
 
 /// Why a running attempt's token was cancelled.
@@ -38,30 +50,34 @@ pub(crate) async fn execute(
         _ = cancel.cancelled() => {
             return match reason() {
                 StopReason::Requeue => Executed::Requeue,
-                StopReason::RunCancelled => Executed::Report(failed(ErrorKind::Cancelled, "the run was cancelled; the attempt was stopped".into(), false, None)),
+                StopReason::RunCancelled => Executed::Report(failed(ErrorKind::Cancelled, "the run was cancelled; the attempt was stopped".into(), false, None), Verdict::Neutral),
             };
         }
     };
-    Executed::Report(match result {
-        Ok(Ok(outputs)) => Outcome::Succeeded { outputs },
+    match result {
+        Ok(Ok(outputs)) => Executed::Report(Outcome::Succeeded { outputs }, Verdict::Succeeded),
         Ok(Err(e)) => {
             let retryable = e.retryable();
             let tail = e.log_tail();
-            let message = match &e {
-                ModuleError::Retryable { message, .. } | ModuleError::Fatal { message, .. } => message.clone(),
+            let (message, health) = match e {
+                ModuleError::Host { message, .. } => (message.clone(), Verdict::HostFault(message)),
+                ModuleError::Retryable { message, .. } | ModuleError::Fatal { message, .. } => (message, Verdict::Neutral),
             };
-            failed(ErrorKind::Module, message, retryable, tail)
+            Executed::Report(failed(ErrorKind::Module, message, retryable, tail), health)
         }
-        Err(_) => failed(
-            ErrorKind::Timeout,
-            format!(
-                "the attempt ran past the node's timeout of {} and was stopped; raise the node's `timeout` if the work needs longer",
-                humantime_fmt(timeout)
+        Err(_) => Executed::Report(
+            failed(
+                ErrorKind::Timeout,
+                format!(
+                    "the attempt ran past the node's timeout of {} and was stopped; raise the node's `timeout` if the work needs longer",
+                    humantime_fmt(timeout)
+                ),
+                true,
+                None,
             ),
-            true,
-            None,
+            Verdict::Neutral,
         ),
-    })
+    }
 }
 
 fn panicked(panic: &(dyn std::any::Any + Send)) -> ModuleError {

@@ -437,7 +437,7 @@ async fn handle(worker: Arc<Worker>, completer: Completer, results: mpsc::Sender
     };
     let secs = clock.elapsed().as_secs_f64();
 
-    let outcome = match executed {
+    let (outcome, seen) = match executed {
         Executed::Requeue => {
             metrics::counter!(m::WORKER_TASKS_TOTAL, "module" => module.key(), "outcome" => "requeued").increment(1);
             tracing::info!(parent: &span, "task handed back to the queue");
@@ -448,14 +448,14 @@ async fn handle(worker: Arc<Worker>, completer: Completer, results: mpsc::Sender
             }
             return;
         }
-        Executed::Report(o) => o,
+        Executed::Report(o, seen) => (o, seen),
     };
     let label = match &outcome {
         wire::Outcome::Succeeded { .. } => "succeeded",
         wire::Outcome::Failed { error } => error.kind.as_str(),
     };
     metrics::counter!(m::WORKER_TASKS_TOTAL, "module" => module.key(), "outcome" => label).increment(1);
-    if worker.health.record(module.key(), &outcome, now_us()) {
+    if worker.health.record(module.key(), &seen, now_us()) {
         metrics::counter!(m::WORKER_QUARANTINES_TOTAL, "module" => module.key()).increment(1);
     }
     metrics::histogram!(m::WORKER_TASK_SECONDS, "module" => module.key()).record(secs);

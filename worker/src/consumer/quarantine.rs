@@ -2,11 +2,16 @@
 //! take the next task sooner and fail that too. A module that fails `after` tasks in a row
 //! for reasons not about their input is quarantined: the worker stops consuming its queue,
 //! says so in its heartbeat, and takes it up again after the cool-down or on an operator's
-//! word (a `Release` control message). Failures about the input (bad params, a broken STEP
-//! file), timeouts and cancellations neither count nor break the streak; a success does.
+//! word (a `Release` control message). Only host faults count ([`ModuleError::Host`]: a tool
+//! that will not start or was killed, a scratch space or store that cannot be written);
+//! failures about the input (bad params, a broken STEP file), flaky tools, timeouts and
+//! cancellations neither count nor break the streak; a success does.
+//!
+//! [`ModuleError::Host`]: crate::modules::ModuleError::Host
 
+use super::executor::Verdict as Seen;
 use renderfleet_shared::config::QuarantineConfig;
-use renderfleet_shared::wire::{ErrorKind, Outcome, Quarantined};
+use renderfleet_shared::wire::Quarantined;
 use std::collections::BTreeMap;
 use std::sync::Mutex;
 use tokio::sync::Notify;
@@ -27,28 +32,19 @@ pub(crate) struct Health {
     pub(crate) changed: Notify,
 }
 
-/// Whether an attempt's outcome says something about this host.
-fn host_failure(outcome: &Outcome) -> Option<&str> {
-    match outcome {
-        // A retryable module error is a tool that could not start or was killed, a write that
-        // failed, a store that was not there: the host, not the input.
-        Outcome::Failed { error } if error.kind == ErrorKind::Module && error.retryable => Some(&error.message),
-        _ => None,
-    }
-}
-
 impl Health {
     pub(crate) fn new(config: QuarantineConfig) -> Self {
         Self { config, modules: Mutex::default(), changed: Notify::new() }
     }
 
-    /// Counts an attempt's outcome; true when it put `module` into quarantine.
-    pub(crate) fn record(&self, module: &str, outcome: &Outcome, now_us: i64) -> bool {
+    /// Counts what an attempt's end says about this host; true when it put `module` into
+    /// quarantine.
+    pub(crate) fn record(&self, module: &str, seen: &Seen, now_us: i64) -> bool {
         let mut modules = self.modules.lock().expect("health");
         let h = modules.entry(module.to_string()).or_default();
-        match (outcome, host_failure(outcome)) {
-            (Outcome::Succeeded { .. }, _) => h.streak = 0,
-            (_, Some(message)) => {
+        match seen {
+            Seen::Succeeded => h.streak = 0,
+            Seen::HostFault(message) => {
                 h.streak += 1;
                 if self.config.after > 0 && h.streak >= self.config.after && h.quarantine.is_none() {
                     let until_us = now_us.saturating_add(self.config.cool_down.as_micros() as i64);
@@ -64,7 +60,7 @@ impl Health {
                     return true;
                 }
             }
-            _ => {}
+            Seen::Neutral => {}
         }
         false
     }
@@ -114,47 +110,43 @@ impl Health {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use renderfleet_shared::wire::TaskError;
     use std::time::Duration;
-
-    fn failed(kind: ErrorKind, retryable: bool) -> Outcome {
-        Outcome::Failed { error: TaskError { kind, message: "`blender` cannot start".into(), retryable, log_tail: None } }
-    }
 
     fn health(after: u32) -> Health {
         Health::new(QuarantineConfig { after, cool_down: Duration::from_secs(60) })
     }
 
-    #[test]
-    fn host_failures_in_a_row_quarantine_and_the_cool_down_releases() {
-        let h = health(3);
-        let host = failed(ErrorKind::Module, true);
-        assert!(!h.record("blender.still", &host, 0));
-        assert!(!h.record("blender.still", &host, 1));
-        assert!(h.record("blender.still", &host, 2), "the third in a row quarantines");
-        assert!(h.is_quarantined("blender.still") && !h.is_quarantined("noop"));
-        let q = &h.quarantined()[0];
-        assert_eq!((q.failures, q.since_us, q.until_us), (3, 2, 2 + 60_000_000));
-        assert!(h.release_expired(2 + 59_000_000).is_empty(), "not before the cool-down ends");
-        assert_eq!(h.release_expired(2 + 60_000_000), vec!["blender.still".to_string()]);
-        assert!(!h.is_quarantined("blender.still"));
-        assert!(!h.record("blender.still", &host, 3), "a released module starts a new streak");
+    fn host() -> Seen {
+        Seen::HostFault("`blender` cannot start".into())
     }
 
     #[test]
-    fn input_errors_timeouts_and_successes_do_not_make_a_black_hole() {
+    fn host_faults_in_a_row_quarantine_and_the_cool_down_releases() {
+        let h = health(3);
+        assert!(!h.record("blender_still", &host(), 0));
+        assert!(!h.record("blender_still", &host(), 1));
+        assert!(h.record("blender_still", &host(), 2), "the third in a row quarantines");
+        assert!(h.is_quarantined("blender_still") && !h.is_quarantined("noop"));
+        let q = &h.quarantined()[0];
+        assert_eq!((q.failures, q.since_us, q.until_us), (3, 2, 2 + 60_000_000));
+        assert!(q.last_error.contains("cannot start"));
+        assert!(h.release_expired(2 + 59_000_000).is_empty(), "not before the cool-down ends");
+        assert_eq!(h.release_expired(2 + 60_000_000), vec!["blender_still".to_string()]);
+        assert!(!h.is_quarantined("blender_still"));
+        assert!(!h.record("blender_still", &host(), 3), "a released module starts a new streak");
+    }
+
+    #[test]
+    fn other_failures_and_successes_do_not_make_a_black_hole() {
         let h = health(2);
-        let host = failed(ErrorKind::Module, true);
-        for other in [failed(ErrorKind::Module, false), failed(ErrorKind::Timeout, true), failed(ErrorKind::Cancelled, false)] {
-            h.record("m", &host, 0);
-            assert!(!h.record("m", &other, 0), "{other:?} does not count");
-            h.record("m", &Outcome::Succeeded { outputs: serde_json::Value::Null }, 0);
-        }
-        assert!(!h.is_quarantined("m"));
-        assert!(!health(0).record("m", &host, 0), "after = 0 never quarantines");
-        h.record("m", &host, 0);
-        assert!(h.record("m", &host, 0));
-        assert_eq!(h.release(Some("other")), Vec::<String>::new());
+        h.record("m", &host(), 0);
+        h.record("m", &Seen::Neutral, 0);
+        assert!(h.record("m", &host(), 0), "an input error between two host faults neither counts nor breaks the streak");
         assert_eq!(h.release(None), vec!["m".to_string()], "an operator's word releases at once");
+        h.record("m", &host(), 0);
+        h.record("m", &Seen::Succeeded, 0);
+        assert!(!h.record("m", &host(), 0), "a success breaks the streak");
+        assert!(!health(0).record("m", &host(), 0), "after = 0 never quarantines");
+        assert_eq!(h.release(Some("other")), Vec::<String>::new());
     }
 }

@@ -39,7 +39,7 @@ pub(crate) async fn resolve(env: &Env, subject: &Value, params: &Value) -> Resul
         return Err(fatal(why));
     }
     let relative = Path::new(name);
-    let root = tokio::fs::canonicalize(&env.cad_dir).await.map_err(|e| ModuleError::Retryable {
+    let root = tokio::fs::canonicalize(&env.cad_dir).await.map_err(|e| ModuleError::Host {
         message: format!(
             "the CAD directory {} is not readable ({e}); check the worker's `cad_dir` (RENDERFLEET_CAD_DIR)",
             env.cad_dir.display()

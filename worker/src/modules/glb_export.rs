@@ -39,7 +39,7 @@ pub(crate) async fn export(env: &Env, step: &ArtifactRef, params: &Value) -> Res
     let job_path = scratch.dir.join("params.json");
     tokio::fs::write(&job_path, serde_json::to_vec(&Value::Object(job)).expect("JSON"))
         .await
-        .map_err(|e| ModuleError::Retryable { message: format!("cannot write {}: {e}", job_path.display()), log_tail: None })?;
+        .map_err(|e| ModuleError::host(format!("cannot write {}: {e}", job_path.display())))?;
     let args: [&OsStr; 2] = [env.scripts.step_to_glb.as_os_str(), job_path.as_os_str()];
     let ran = tools::run(&env.tools.python, &args, &scratch.dir, "STEP → GLB (OpenCASCADE)", true).await.map_err(with_converter_message)?;
     let raw = tokio::fs::read(&output).await.map_err(|e| fatal(format!("the converter wrote no GLB ({e})")))?;

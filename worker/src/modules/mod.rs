@@ -52,17 +52,29 @@ pub enum ModuleError {
     /// Another attempt will fail the same way (bad input, bad params).
     #[error("{message}")]
     Fatal { message: String, log_tail: Option<String> },
+    /// This host cannot do it (a tool that will not start or was killed, a full disk):
+    /// another host may, so it is retried, and a module that keeps failing so on one host is
+    /// quarantined there (see `consumer::quarantine`).
+    #[error("{message}")]
+    Host { message: String, log_tail: Option<String> },
 }
 
 impl ModuleError {
     pub fn retryable(&self) -> bool {
-        matches!(self, ModuleError::Retryable { .. })
+        matches!(self, ModuleError::Retryable { .. } | ModuleError::Host { .. })
     }
 
     pub fn log_tail(&self) -> Option<String> {
         match self {
-            ModuleError::Retryable { log_tail, .. } | ModuleError::Fatal { log_tail, .. } => log_tail.clone(),
+            ModuleError::Retryable { log_tail, .. } | ModuleError::Fatal { log_tail, .. } | ModuleError::Host { log_tail, .. } => {
+                log_tail.clone()
+            }
         }
+    }
+
+    /// A host fault: writing to the scratch space or the store failed here.
+    pub(crate) fn host(message: impl Into<String>) -> Self {
+        ModuleError::Host { message: message.into(), log_tail: None }
     }
 }
 
@@ -71,7 +83,8 @@ impl From<StoreError> for ModuleError {
         match e {
             StoreError::BadRef(_) => ModuleError::Fatal { message: e.to_string(), log_tail: None },
             // A missing file may be a store that is still syncing; an I/O error may pass.
-            StoreError::Missing { .. } | StoreError::Io { .. } => ModuleError::Retryable { message: e.to_string(), log_tail: None },
+            StoreError::Missing { .. } => ModuleError::Retryable { message: e.to_string(), log_tail: None },
+            StoreError::Io { .. } => ModuleError::host(e.to_string()),
         }
     }
 }

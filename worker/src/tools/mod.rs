@@ -52,7 +52,7 @@ pub(crate) fn serve(program: &str, args: &[&OsStr], cwd: &Path) -> std::io::Resu
 pub(crate) fn killed(what: &str, program: &str, signal: i32, log_tail: String) -> ModuleError {
     let name = Signal::try_from(signal).map(|s| s.as_str().to_string()).unwrap_or_else(|_| format!("signal {signal}"));
     let hint = if signal == 9 { "; likely out of memory: lower this host's `concurrency` or the render's resolution" } else { "" };
-    ModuleError::Retryable { message: format!("{what} failed: `{program}` was killed by {name}{hint}"), log_tail: Some(log_tail) }
+    ModuleError::Host { message: format!("{what} failed: `{program}` was killed by {name}{hint}"), log_tail: Some(log_tail) }
 }
 
 impl Drop for GroupGuard {
@@ -65,7 +65,7 @@ impl Drop for GroupGuard {
 
 /// A tool that would not start: a host fault (retryable elsewhere), with the fix.
 pub(crate) fn cannot_start(what: &str, program: &str, e: &dyn std::fmt::Display) -> ModuleError {
-    ModuleError::Retryable {
+    ModuleError::Host {
         message: format!("{what}: cannot start `{program}` on this host: {e}; install it or set its path in the worker's [tools] settings"),
         log_tail: None,
     }
@@ -192,7 +192,7 @@ pub(crate) struct Scratch {
 impl Scratch {
     pub(crate) async fn new(root: &Path, label: &str) -> Result<Scratch, ModuleError> {
         let dir = root.join(format!("rf-{label}-{}", uuid::Uuid::now_v7().simple()));
-        tokio::fs::create_dir_all(&dir).await.map_err(|e| ModuleError::Retryable {
+        tokio::fs::create_dir_all(&dir).await.map_err(|e| ModuleError::Host {
             message: format!(
                 "cannot create scratch directory {}: {e}; check the worker's `scratch_dir` (free space, permissions)",
                 dir.display()
