@@ -51,7 +51,9 @@ async fn a_batch_answers_every_line_and_a_bad_line_sinks_nothing() {
     assert_eq!(results[4]["error"]["error"], "idempotency_key_required", "{:#}", results[4]);
     assert!(results[5]["error"]["message"].as_str().unwrap().contains("asap"), "{:#}", results[5]);
     assert_eq!(results[0]["request"]["order_line_id"], "ol-1");
-    assert_eq!(results[0]["request"]["run"]["status"], "running");
+    let (_, first) =
+        call(&w, reqwest::Method::GET, format!("{}{}", c.url, results[0]["request"]["location"].as_str().unwrap()), None).await;
+    assert_eq!((first["idempotency_key"].as_str(), first["run"]["status"].as_str()), (Some("ol-1"), Some("running")), "{first:#}");
     assert_eq!(w.count("SELECT count(*) FROM render_requests").await, 2, "only the good lines were written");
 
     // The same batch again: every good line answers with its first request, nothing new.

@@ -165,14 +165,16 @@ async fn batch_line(state: &AppState, caller: Option<&Caller>, line: Value) -> R
     };
     let input: RenderRequestInput = serde_json::from_value(Value::Object(fields))
         .map_err(|e| bad(format!("the line is not a valid request: {e}; expected {EXAMPLE}")))?;
+    let order_line_id = input.order_line_id.clone();
     let (status, id) = submit(state, caller, &key, input).await?;
-    Ok((status, read(state, id).await?))
+    // Short, so that a thousand lines answer quickly; the whole view is one GET away.
+    Ok((status, json!({"id": id, "idempotency_key": key, "order_line_id": order_line_id, "location": format!("/v1/render-requests/{id}")})))
 }
 
 /// `POST /v1/render-requests/batch`: many requests in one call.
 #[utoipa::path(post, path = "/v1/render-requests/batch", operation_id = "create_render_requests", tag = "render requests", request_body = BatchInput,
     description = "Up to 1000 render requests at once, each with its own `idempotency_key` and its own answer: a bad line never sinks the others. A retried batch (the same keys) answers each line with its first answer and renders nothing twice.",
-    responses((status = 200, body = Object, description = "`results`: per line in order, its `status` (201 new, 200 seen before, 4xx refused) and the `request` or the `error` (as an ErrorBody); `created`, `existing`, `failed`: how many of each"),
+    responses((status = 200, body = Object, description = "`results`: per line in order, its `status` (201 new, 200 seen before, 4xx refused) and the `request` (`id`, `idempotency_key`, `order_line_id`, `location`: its `GET`) or the `error` (as an ErrorBody); `created`, `existing`, `failed`: how many of each"),
         (status = 400, description = "malformed JSON, no lines or more than 1000", body = ErrorBody)))]
 pub(super) async fn create_batch(
     State(state): State<AppState>,

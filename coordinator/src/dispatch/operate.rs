@@ -72,6 +72,8 @@ pub async fn cancel(state: &AppState, id: Uuid, reason: &str) -> Result<bool, Op
     };
     tx.commit().await?;
     drop(client); // not held while waiting for the broker
+                  // A request's run that ended wrote its event (V12): deliver it now, not at the next poll.
+    state.request_run_ended();
     metrics::counter!(renderfleet_shared::metrics::RUNS_TOTAL, "status" => "cancelled").increment(1);
     tracing::warn!(run_id = %id, %reason, withdrawn = withdrawn.len(), "run cancelled");
     Ok(tell_workers(state, id, withdrawn).await)
@@ -121,6 +123,7 @@ pub async fn cancel_request(state: &AppState, id: Uuid, reason: &str) -> Result<
     }
     tx.commit().await?;
     drop(client);
+    state.request_run_ended();
     metrics::counter!(renderfleet_shared::metrics::RUNS_TOTAL, "status" => "cancelled").increment(cancelled.len() as u64);
     tracing::warn!(request_id = %id, %reason, runs = cancelled.len(), "render request cancelled");
     let mut workers_told = true;
