@@ -24,6 +24,26 @@ export interface paths {
         patch?: never;
         trace?: never;
     };
+    "/v1/render-requests/batch": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        get?: never;
+        put?: never;
+        /**
+         * `POST /v1/render-requests/batch`: many requests in one call.
+         * @description Up to 1000 render requests at once, each with its own `idempotency_key` and its own answer: a bad line never sinks the others. A retried batch (the same keys) answers each line with its first answer and renders nothing twice.
+         */
+        post: operations["create_render_requests"];
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
     "/v1/render-requests/{id}": {
         parameters: {
             query?: never;
@@ -35,6 +55,26 @@ export interface paths {
         get: operations["get_render_request"];
         put?: never;
         post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/v1/render-requests/{id}/cancel": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        get?: never;
+        put?: never;
+        /**
+         * `POST /v1/render-requests/{id}/cancel`: the order line was withdrawn.
+         * @description Cancels every running run of the request (its authoritative run, shadow runs, a legacy fallback): nodes not started are skipped, running ones are stopped on their workers. Its `request.cancelled` event follows.
+         */
+        post: operations["cancel_render_request"];
         delete?: never;
         options?: never;
         head?: never;
@@ -405,6 +445,23 @@ export interface paths {
         patch?: never;
         trace?: never;
     };
+    "/v1/workers": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /** `GET /v1/workers`. */
+        get: operations["list_workers"];
+        put?: never;
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
     "/v1/output-types/{key}/rollback": {
         parameters: {
             query?: never;
@@ -459,6 +516,26 @@ export interface paths {
          *     skipped node gets a new attempt.
          */
         post: operations["retry_run"];
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/v1/workers/{worker_id}/release": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        get?: never;
+        put?: never;
+        /**
+         * `POST /v1/workers/{worker_id}/release`: an operator's word that the host is mended.
+         * @description The worker takes up its quarantined module (or every one) again before the cool-down ends: mend the host first (install the tool, free the disk), or it fails its next tasks and quarantines the module again.
+         */
+        post: operations["release_worker"];
         delete?: never;
         options?: never;
         head?: never;
@@ -630,6 +707,15 @@ export interface components {
             finished_at?: string | null;
             error?: Record<string, unknown> | null;
         };
+        /** @description `POST /v1/render-requests/batch` body. */
+        BatchInput: {
+            /**
+             * @description 1 to 1000 lines, each a render request (as `POST /v1/render-requests` takes) with its
+             *     own `idempotency_key`. Lines are checked one by one: one that is not such an object is
+             *     refused in its own result, and the others go on.
+             */
+            requests: unknown[];
+        };
         /**
          * @description Whether a run may take results from the cache (`runs.cache_mode`).
          * @enum {string}
@@ -645,7 +731,7 @@ export interface components {
              */
             from_run?: string | null;
         };
-        /** @description `POST /v1/runs/{id}/cancel` body. */
+        /** @description `POST /v1/render-requests/{id}/cancel` body. */
         CancelInput: {
             /** @default null */
             reason: string | null;
@@ -1245,6 +1331,14 @@ export interface components {
             /** @default null */
             reason: string | null;
         };
+        /** @description `POST /v1/workers/{worker_id}/release` body. */
+        ReleaseInput: {
+            /**
+             * @description The module to take up again; none: every quarantined module of the worker.
+             * @default null
+             */
+            module: string | null;
+        };
         RenderRequestInput: {
             /** @description Not blank. */
             order_line_id: string;
@@ -1424,6 +1518,30 @@ export interface components {
             /** @description The latest deliveries, newest event first (`GET /v1/webhooks/{id}` only). */
             recent?: components["schemas"]["DeliveryView"][] | null;
         };
+        WorkerView: {
+            id: string;
+            host: string;
+            version: string;
+            /**
+             * @description `running`, `draining`, `stopped`, or `silent`: no heartbeat within the coordinator's
+             *     heartbeat timeout.
+             */
+            status: string;
+            /** @description The modules it takes now (quarantined ones are not among them). */
+            modules: string[];
+            /**
+             * @description Modules it stopped taking after failing tasks in a row for reasons not about their
+             *     input, each with its last error and when its cool-down ends.
+             */
+            quarantined: Record<string, unknown>[];
+            /** Format: int32 */
+            concurrency: number;
+            /** Format: int32 */
+            running: number;
+            /** Format: date-time */
+            last_seen: string;
+            tools: Record<string, unknown>;
+        };
         /** @description `POST /v1/workflows` and `PUT /v1/workflows/{id}` body. */
         WorkflowInput: {
             /** @description 1 to 200 characters, not blank. */
@@ -1591,6 +1709,84 @@ export interface operations {
             };
         };
     };
+    create_render_requests: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        requestBody: {
+            content: {
+                "application/json": components["schemas"]["BatchInput"];
+            };
+        };
+        responses: {
+            /** @description `results`: per line in order, its `status` (201 new, 200 seen before, 4xx refused) and the `request` (`id`, `idempotency_key`, `order_line_id`, `location`: its `GET`) or the `error` (as an ErrorBody); `created`, `existing`, `failed`: how many of each */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": Record<string, unknown>;
+                };
+            };
+            /** @description malformed JSON, no lines or more than 1000 */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description no token, or an unknown one */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description the token lacks the scope */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description the body is over this coordinator's `max_request_bytes` (`body_too_large`) */
+            413: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description the body is not sent as `Content-Type: application/json` (`unsupported_media_type`) */
+            415: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description the database is unreachable (`database_unavailable`); retry later */
+            503: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+        };
+    };
     get_render_request: {
         parameters: {
             query?: never;
@@ -1640,6 +1836,103 @@ export interface operations {
                 };
             };
             404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description the database is unreachable (`database_unavailable`); retry later */
+            503: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+        };
+    };
+    cancel_render_request: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                /** @description a UUID */
+                id: string;
+            };
+            cookie?: never;
+        };
+        requestBody?: {
+            content: {
+                "application/json": null | components["schemas"]["CancelInput"];
+            };
+        };
+        responses: {
+            /** @description `runs`: the runs cancelled; `workers_told`: whether the workers could be told at once */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": Record<string, unknown>;
+                };
+            };
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description no token, or an unknown one */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description the token lacks the scope */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description the request has finished */
+            409: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description the body is over this coordinator's `max_request_bytes` (`body_too_large`) */
+            413: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description the body is not sent as `Content-Type: application/json` (`unsupported_media_type`) */
+            415: {
                 headers: {
                     [name: string]: unknown;
                 };
@@ -3644,6 +3937,62 @@ export interface operations {
             };
         };
     };
+    list_workers: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description the workers heard from in the last ten minutes, by id */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["WorkerView"][];
+                };
+            };
+            /** @description malformed JSON, an unknown field, a path or query parameter that does not parse, or a NUL character (`nul_in_text`) */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description no token, or an unknown one */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description the token lacks the scope */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description the database is unreachable (`database_unavailable`); retry later */
+            503: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+        };
+    };
     rollback: {
         parameters: {
             query?: never;
@@ -3903,6 +4252,104 @@ export interface operations {
                 };
             };
             /** @description the database is unreachable (`database_unavailable`); retry later */
+            503: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+        };
+    };
+    release_worker: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                /** @description a worker id, as `GET /v1/workers` lists it */
+                worker_id: string;
+            };
+            cookie?: never;
+        };
+        requestBody?: {
+            content: {
+                "application/json": null | components["schemas"]["ReleaseInput"];
+            };
+        };
+        responses: {
+            /** @description `released`: the modules the worker was told to take again */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": Record<string, unknown>;
+                };
+            };
+            /** @description malformed JSON, an unknown field, a path or query parameter that does not parse, or a NUL character (`nul_in_text`) */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description no token, or an unknown one */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description the token lacks the scope */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description nothing of that worker is in quarantine */
+            409: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description the body is over this coordinator's `max_request_bytes` (`body_too_large`) */
+            413: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description the body is not sent as `Content-Type: application/json` (`unsupported_media_type`) */
+            415: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description the broker is not reachable */
             503: {
                 headers: {
                     [name: string]: unknown;
