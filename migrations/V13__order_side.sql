@@ -3,6 +3,9 @@
 -- kept failing there for reasons not about the input. Shown in the console and the API.
 ALTER TABLE workers ADD COLUMN quarantined jsonb NOT NULL DEFAULT '[]';
 
+-- Old events are pruned by age (`webhooks.keep_events`).
+CREATE INDEX events_created ON events (created_at);
+
 -- A request's estimated finish reads the recent run times of its output type.
 CREATE INDEX runs_recent_by_output_type ON runs (output_type_key, finished_at DESC)
     WHERE status = 'succeeded' AND role IN ('authoritative', 'fallback');

@@ -41,15 +41,6 @@ async fn take(State((got, fail_first)): State<(Got, usize)>, headers: HeaderMap,
     }
 }
 
-async fn call(w: &World, method: reqwest::Method, url: String, body: Option<Value>) -> (u16, Value) {
-    let mut req = w.http.request(method, url);
-    if let Some(b) = body {
-        req = req.json(&b);
-    }
-    let resp = req.send().await.unwrap();
-    (resp.status().as_u16(), resp.json().await.unwrap_or(Value::Null))
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn webhooks_are_signed_retried_until_accepted_and_survive_a_killed_coordinator() {
     let mut w = World::new("events_webhooks").await;
@@ -183,4 +174,29 @@ async fn webhooks_are_signed_retried_until_accepted_and_survive_a_killed_coordin
     let (_, list) = call(&w, reqwest::Method::GET, format!("{}/v1/webhooks", c2.url), None).await;
     assert_eq!(list.as_array().map(Vec::len), Some(1));
     let _ = conn.close(200, "done".into()).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn events_older_than_keep_events_are_pruned_once_published_and_delivered() {
+    let mut w = World::new("events_prune").await;
+    let c = w.start_coordinator("c1", &[("RENDERFLEET_WEBHOOKS__KEEP_EVENTS", "2s")]).await;
+    let port = free_port();
+    let got = receiver(port, 0).await;
+    let body = json!({"url": format!("http://127.0.0.1:{port}/hook"), "secret": SECRET, "events": ["request.cancelled"]});
+    assert_eq!(call(&w, reqwest::Method::POST, format!("{}/v1/webhooks", c.url), Some(body)).await.0, 201);
+    let ot = json!({"key": "still-old", "family": "order_line", "artifact_kind": "image_png", "legacy_preset": {"resolution": 64}});
+    assert_eq!(call(&w, reqwest::Method::POST, format!("{}/v1/output-types", c.url), Some(ot)).await.0, 201);
+    let body = json!({"order_line_id": "ol-old", "subject": {"cad_file": "as1-oc-214.stp"}, "output_type": "still-old"});
+    let resp = w.http.post(format!("{}/v1/render-requests", c.url)).header("Idempotency-Key", "ol-old").json(&body).send().await.unwrap();
+    let request: Value = resp.json().await.unwrap();
+    let (status, _) =
+        call(&w, reqwest::Method::POST, format!("{}/v1/render-requests/{}/cancel", c.url, request["id"].as_str().unwrap()), None).await;
+    assert_eq!(status, 200);
+    wait_until("the event delivered", LONG, || async { (got.lock().unwrap().len() == 1).then_some(()) }).await;
+    assert_eq!(w.count("SELECT count(*) FROM events").await, 1, "kept while younger than keep_events");
+    wait_until("the old event pruned with its delivery", LONG, || async {
+        (w.count("SELECT count(*) FROM events").await == 0 && w.count("SELECT count(*) FROM webhook_deliveries").await == 0).then_some(())
+    })
+    .await;
+    assert_eq!(w.count("SELECT count(*) FROM render_requests").await, 1, "the request itself stays");
 }

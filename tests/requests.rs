@@ -5,15 +5,6 @@
 use renderfleet_tests::*;
 use serde_json::{json, Value};
 
-async fn call(w: &World, method: reqwest::Method, url: String, body: Option<Value>) -> (u16, Value) {
-    let mut req = w.http.request(method, url);
-    if let Some(b) = body {
-        req = req.json(&b);
-    }
-    let resp = req.send().await.unwrap();
-    (resp.status().as_u16(), resp.json().await.unwrap_or(Value::Null))
-}
-
 /// A legacy output type: a request for it is one run of three nodes.
 async fn legacy_output_type(w: &World, c: &Coord, key: &str) {
     let ot = json!({"key": key, "family": "order_line", "artifact_kind": "image_png", "legacy_preset": {"resolution": 64}});

@@ -6,7 +6,7 @@ use futures_util::StreamExt;
 use lapin::options::QueueDeclareOptions;
 use lapin::types::FieldTable;
 use renderfleet_tests::browser::Browser;
-use renderfleet_tests::{metric, token, wait_until, Coord, World};
+use renderfleet_tests::{call, metric, token, wait_until, Coord, World};
 use serde_json::{json, Value};
 use std::time::{Duration, Instant};
 
@@ -22,16 +22,6 @@ async fn start(name: &str) -> (World, Coord) {
     let c = w.start_coordinator("c1", &[("RENDERFLEET_ROLLOUT__INTERVAL", "200ms"), ("RENDERFLEET_ARTIFACTS_DIR", &artifacts)]).await;
     w.start_render_worker("w1", RENDER_MODULES, &[("RENDERFLEET_CONCURRENCY", "2")]);
     (w, c)
-}
-
-async fn call(w: &World, method: reqwest::Method, url: String, body: Option<Value>) -> (u16, Value) {
-    let mut req = w.http.request(method, url);
-    if let Some(b) = body {
-        req = req.json(&b);
-    }
-    let resp = req.send().await.unwrap();
-    let status = resp.status().as_u16();
-    (status, resp.json().await.unwrap_or(Value::Null))
 }
 
 /// The order-line starter as a workflow; `still` overrides the still's params.

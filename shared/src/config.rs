@@ -119,6 +119,10 @@ pub struct WebhooksConfig {
     /// Look for due deliveries at least this often (a finished request here wakes it sooner).
     #[serde(with = "humantime_serde")]
     pub poll: Duration,
+    /// Events older than this are deleted with their deliveries, once they are on the events
+    /// exchange and no delivery is pending; 0: kept for ever.
+    #[serde(with = "humantime_serde")]
+    pub keep_events: Duration,
 }
 
 impl Default for WebhooksConfig {
@@ -130,6 +134,7 @@ impl Default for WebhooksConfig {
             timeout: Duration::from_secs(10),
             concurrency: 16,
             poll: Duration::from_secs(1),
+            keep_events: Duration::from_secs(30 * 24 * 3600),
         }
     }
 }

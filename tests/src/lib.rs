@@ -526,6 +526,17 @@ fn overridden(mut env: Vec<(String, String)>, extra: &[(&str, &str)]) -> Vec<(St
     env
 }
 
+/// `method url` with an optional JSON body as the world's admin: the status and the JSON
+/// answer (null when it is not JSON).
+pub async fn call(w: &World, method: reqwest::Method, url: String, body: Option<Value>) -> (u16, Value) {
+    let mut req = w.http.request(method, url);
+    if let Some(b) = body {
+        req = req.json(&b);
+    }
+    let resp = req.send().await.unwrap();
+    (resp.status().as_u16(), resp.json().await.unwrap_or(Value::Null))
+}
+
 /// The node `node_id` of a run answer.
 pub fn node<'a>(run: &'a Value, node_id: &str) -> Option<&'a Value> {
     run["nodes"].as_array()?.iter().find(|n| n["node_id"] == node_id)

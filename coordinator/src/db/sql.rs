@@ -823,6 +823,15 @@ SELECT n.outputs->'artifact' AS artifact FROM node_runs n
 WHERE n.run_id = $1 AND n.status = 'succeeded' AND n.outputs->'artifact'->>'kind' = $2
 ORDER BY n.node_id";
 
+/// Up to $2 events older than $1 seconds that are on the exchange and have no pending
+/// delivery, deleted (their deliveries cascade).
+pub const PRUNE_EVENTS: &str = "
+DELETE FROM events WHERE id IN (
+  SELECT e.id FROM events e
+  WHERE e.created_at < now() - make_interval(secs => $1) AND e.published_at IS NOT NULL
+    AND NOT EXISTS (SELECT 1 FROM webhook_deliveries d WHERE d.event_id = e.id AND d.status = 'pending')
+  ORDER BY e.created_at LIMIT $2)";
+
 /// Event $1's kept payload.
 pub const EVENT_PAYLOAD: &str = "SELECT payload FROM events WHERE id = $1";
 

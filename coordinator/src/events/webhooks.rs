@@ -21,6 +21,10 @@ use uuid::Uuid;
 const HOLD_MARGIN: Duration = Duration::from_secs(20);
 /// At most this much of a receiver's answer is kept as the delivery's last error.
 const ERROR_BODY_CHARS: usize = 300;
+/// How often old events are pruned (`webhooks.keep_events`, when shorter), and how many per
+/// statement.
+const PRUNE_EVERY: Duration = Duration::from_secs(3600);
+const PRUNE_BATCH: i64 = 10_000;
 
 /// Delivers until `cancel`: woken by `kick` (a request ended here), at the next due retry,
 /// or every `poll` at the latest.
@@ -31,7 +35,12 @@ pub async fn deliver_loop(pool: Pool, cfg: WebhooksConfig, kick: Arc<Notify>, ca
         .redirect(reqwest::redirect::Policy::none())
         .build()
         .expect("an HTTP client");
+    let mut pruned_at: Option<tokio::time::Instant> = None;
     loop {
+        if !cfg.keep_events.is_zero() && pruned_at.is_none_or(|t| t.elapsed() >= PRUNE_EVERY.min(cfg.keep_events)) {
+            pruned_at = Some(tokio::time::Instant::now());
+            prune(&pool, cfg.keep_events).await;
+        }
         let wait = match deliver_due(&pool, &http, &cfg).await {
             Ok(n) if n >= cfg.concurrency => continue,
             Ok(_) => next_due(&pool).await.unwrap_or(cfg.poll).min(cfg.poll).max(Duration::from_millis(10)),
@@ -45,6 +54,29 @@ pub async fn deliver_loop(pool: Pool, cfg: WebhooksConfig, kick: Arc<Notify>, ca
             _ = tokio::time::sleep(wait) => {}
             _ = cancel.cancelled() => return,
         }
+    }
+}
+
+/// Deletes events older than `keep` (their deliveries go with them), a batch at a time.
+async fn prune(pool: &Pool, keep: Duration) {
+    let Ok(client) = pool.get().await else { return };
+    let mut total = 0;
+    loop {
+        match client.execute(sql::PRUNE_EVENTS, &[&keep.as_secs_f64(), &PRUNE_BATCH]).await {
+            Ok(n) => {
+                total += n;
+                if n < PRUNE_BATCH as u64 {
+                    break;
+                }
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "events: could not prune old events; trying again later");
+                break;
+            }
+        }
+    }
+    if total > 0 {
+        tracing::info!(events = total, keep = ?keep, "old events pruned");
     }
 }
 
@@ -113,7 +145,7 @@ async fn deliver_due(pool: &Pool, http: &reqwest::Client, cfg: &WebhooksConfig) 
                 tracing::debug!(event = %a.event_id, webhook = %a.webhook_id, attempt = a.attempt, "webhook delivered");
             }
             Outcome::Refused { status, error } => {
-                let retry_in = backoff(cfg, a.attempt);
+                let retry_in = jittered(backoff(cfg, a.attempt), a);
                 let give_up = a.age + retry_in.as_secs_f64() > cfg.give_up_after.as_secs_f64();
                 let params: [&(dyn tokio_postgres::types::ToSql + Sync); 7] =
                     [&a.event_id, &a.webhook_id, &a.attempt, &status.map(i32::from), &error, &retry_in.as_secs_f64(), &give_up];
@@ -135,6 +167,13 @@ async fn deliver_due(pool: &Pool, http: &reqwest::Client, cfg: &WebhooksConfig) 
 pub fn backoff(cfg: &WebhooksConfig, attempt: i32) -> Duration {
     let doublings = attempt.saturating_sub(1).clamp(0, 30) as u32;
     cfg.retry_base.saturating_mul(2u32.saturating_pow(doublings)).min(cfg.retry_max)
+}
+
+/// `wait` plus up to a fifth more, fixed per delivery and attempt: the retries of the events
+/// an outage failed together do not all come back at once.
+fn jittered(wait: Duration, a: &Attempt) -> Duration {
+    let spread = (a.event_id.as_u128() ^ a.webhook_id.as_u128()).wrapping_add(a.attempt as u128) % 1000;
+    wait.mul_f64(1.0 + spread as f64 / 5000.0)
 }
 
 async fn send(http: &reqwest::Client, a: &Attempt, body: Vec<u8>) -> Outcome {
@@ -170,5 +209,23 @@ mod tests {
         let waits: Vec<u64> = (1..=6).map(|a| backoff(&cfg, a).as_secs()).collect();
         assert_eq!(waits, [5, 10, 20, 40, 60, 60]);
         assert_eq!(backoff(&cfg, 1000), Duration::from_secs(60));
+    }
+
+    #[test]
+    fn retries_are_spread_by_at_most_a_fifth() {
+        let attempt = |event: u128, n: i32| Attempt {
+            event_id: Uuid::from_u128(event),
+            webhook_id: Uuid::from_u128(7),
+            attempt: n,
+            url: String::new(),
+            secret: String::new(),
+            kind: String::new(),
+            age: 0.0,
+        };
+        let base = Duration::from_secs(10);
+        let waits: Vec<Duration> = (0..50).map(|e| jittered(base, &attempt(e, 1))).collect();
+        assert!(waits.iter().all(|w| *w >= base && *w < base.mul_f64(1.2)), "{waits:?}");
+        assert!(waits.iter().collect::<std::collections::HashSet<_>>().len() > 10, "spread: {waits:?}");
+        assert_eq!(jittered(base, &attempt(3, 2)), jittered(base, &attempt(3, 2)), "fixed per delivery and attempt");
     }
 }
