@@ -24,9 +24,6 @@ COPY worker worker
 COPY tests tests
 # Embedded into the coordinator at compile time (refinery::embed_migrations!).
 COPY migrations migrations
-# Embedded into the worker at compile time (the scripts Blender and Python run).
-COPY ops/blender ops/blender
-COPY ops/cad ops/cad
 
 # The registry and target caches survive between builds; the binaries are copied out of the
 # cache mount within the same step.

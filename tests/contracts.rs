@@ -516,6 +516,25 @@ async fn renderctl_validates_creates_and_repairs_workflows() {
     let (code, out) = run(&["workflows", "repair", "--all"]);
     assert_eq!(code, Some(0), "{out}");
     assert_eq!(w.count("SELECT count(*) FROM workflows").await, 3, "one new version, for the old graph only");
+    // The example run files the README and the demo use hold their graph under `graph`:
+    // the workflow commands take them as they are.
+    let examples = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../ops/examples");
+    for example in ["order-line.json", "still-and-turntable.json"] {
+        let path = examples.join(example);
+        let path = path.to_str().unwrap();
+        let (code, out) = run(&["workflows", "validate", path]);
+        assert!(code == Some(0) && out.contains(": valid"), "workflows validate {example}: {out}");
+        let (code, out) = run(&["workflows", "create", path, "--name", example]);
+        assert!(code == Some(0) && out.contains("version 1 created"), "workflows create {example}: {out}");
+    }
+    let (code, out) = run(&["--help"]);
+    assert!(code == Some(0) && out.contains("Exit status: 0 done; 1 the work failed") && out.contains("2 the command could not"), "{out}");
+    let ot = json!({"key": "still-cli", "family": "order_line", "artifact_kind": "image_png", "legacy_preset": {"resolution": 64}});
+    assert_eq!(post(&w, format!("{}/v1/output-types", c.url), ot).await.0, 201);
+    let (code, out) = run(&["output-types", "list"]);
+    assert!(code == Some(0) && out.starts_with("KEY") && out.contains("still-cli") && out.contains("legacy"), "a table, not JSON: {out}");
+    let (code, out) = run(&["--token", "not-a-token", "output-types", "list"]);
+    assert!(code == Some(2) && out.contains("give one with --token or RENDERFLEET_TOKEN"), "the fix is the flag: {out}");
     let (_, out) = run(&["token", "new", "ops", "read+operate"]);
     assert!(out.contains("ops:read+operate:"), "{out}");
     let (code, out) = run(&["token", "new", "ops", "reed"]);

@@ -329,6 +329,22 @@ async fn a_broken_step_file_fails_its_node_with_the_converters_message_and_the_w
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_empty_step_file_is_refused_as_empty() {
+    let mut w = World::new("golden_empty").await;
+    let coord = w.start_coordinator("c1", &[]).await;
+    let cad = w.data_dir.join("cad");
+    std::fs::create_dir_all(&cad).unwrap();
+    std::fs::write(cad.join("empty.stp"), b"").unwrap();
+    w.start_render_worker("w1", "cad_resolve,glb_export,publish", &[("RENDERFLEET_CAD_DIR", cad.to_str().unwrap())]);
+    let id = w.submit_for(&coord, json!({"cad_file": "empty.stp"}), export_graph()).await;
+    let run = w.wait_run(&coord, id, RUN_TIMEOUT).await;
+    let resolve = node(&run, "resolve").unwrap();
+    assert_eq!((run["status"].as_str(), resolve["attempt"].as_i64()), (Some("failed"), Some(1)), "{run:#}");
+    let message = resolve["error"]["message"].as_str().unwrap();
+    assert!(message.contains("is empty (0 bytes)") && message.contains("export the STEP file again"), "{message}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_render_past_its_timeout_is_killed_and_leaves_no_blender_behind() {
     let mut w = World::new("golden_timeout").await;
     let coord = w.start_coordinator("c1", &[]).await;

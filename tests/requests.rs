@@ -177,4 +177,32 @@ async fn cancelling_a_request_stops_all_its_runs_and_its_progress_and_estimate_a
     assert!(text.contains("progress 0/3 nodes") && text.contains("estimated finish"), "{text}");
     let out = renderctl(&["--coordinator", &c.url, "requests", "cancel", &second]);
     assert!(out.status.success() && String::from_utf8_lossy(&out.stdout).contains("2 run(s) stopped"), "{out:?}");
+
+    // `requests submit --wait` follows the request to its end: cancelled here, so exit 1.
+    let url = c.url.clone();
+    let waiting = tokio::task::spawn_blocking(move || {
+        renderctl(&[
+            "--coordinator",
+            &url,
+            "requests",
+            "submit",
+            "--order-line",
+            "ol-w",
+            "--output-type",
+            "still-s",
+            "--subject",
+            r#"{"cad_file": "as1-oc-214.stp"}"#,
+            "--wait",
+        ])
+    });
+    let id: uuid::Uuid = wait_until("the waited request", std::time::Duration::from_secs(30), || async {
+        w.db().await.query_opt("SELECT id FROM render_requests WHERE order_line_id = 'ol-w'", &[]).await.ok()?.map(|r| r.get("id"))
+    })
+    .await;
+    let (status, _) = call(&w, reqwest::Method::POST, format!("{}/v1/render-requests/{id}/cancel", c.url), None).await;
+    assert_eq!(status, 200);
+    let out = waiting.await.unwrap();
+    let (stdout, stderr) = (String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    assert_eq!(out.status.code(), Some(1), "{stdout}{stderr}");
+    assert!(stderr.contains("running: 0/3 nodes done") && stdout.contains("cancelled"), "{stdout}{stderr}");
 }

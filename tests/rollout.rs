@@ -160,6 +160,8 @@ async fn shadow_matches_open_the_gate_promotion_follows_and_rollback_is_immediat
     let modes: Vec<(&str, &str)> =
         events["items"].as_array().unwrap().iter().map(|e| (e["from_mode"].as_str().unwrap(), e["to_mode"].as_str().unwrap())).collect();
     assert_eq!(modes, [("graph", "legacy"), ("shadow", "graph")]);
+    let actors: Vec<&str> = events["items"].as_array().unwrap().iter().map(|e| e["actor"].as_str().unwrap()).collect();
+    assert_eq!(actors, ["test-admin", "test-admin"], "each change names the token that made it");
     assert_eq!(events["items"][1]["gate_snapshot"]["status"], "pass");
 
     // The gauges and counters a dashboard reads.

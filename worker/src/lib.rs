@@ -5,6 +5,7 @@ pub mod artifacts;
 mod blender;
 mod consumer;
 pub mod geometry;
+pub mod module;
 pub mod modules;
 mod scripts;
 mod tools;
@@ -62,7 +63,7 @@ pub async fn run(config: WorkerConfig, metrics: PrometheusHandle, shutdown: Canc
     let scratch = if config.scratch_dir.is_empty() { std::env::temp_dir() } else { config.scratch_dir.clone().into() };
     let scripts =
         scripts::Scripts::install(&scratch).await.map_err(|source| StartupError::Scripts { dir: scratch.display().to_string(), source })?;
-    let env = Arc::new(modules::Env {
+    let env = Arc::new(module::Env {
         store: artifacts::Store::open(&config.artifacts_dir).await?,
         cad_dir: config.cad_dir.clone().into(),
         scratch: scratch.clone(),

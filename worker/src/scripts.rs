@@ -5,8 +5,8 @@
 use sha2::{Digest, Sha256};
 use std::path::{Path, PathBuf};
 
-const RENDER: &str = include_str!("../../ops/blender/render.py");
-const STEP_TO_GLB: &str = include_str!("../../ops/cad/step_to_glb.py");
+const RENDER: &str = include_str!("../scripts/render.py");
+const STEP_TO_GLB: &str = include_str!("../scripts/step_to_glb.py");
 
 /// The scripts a tool runs for the modules, by name and text (what a module's cache
 /// fingerprint covers besides the tool's version).
@@ -21,9 +21,9 @@ pub(crate) fn run_by(tool: crate::modules::Tool) -> &'static [(&'static str, &'s
 /// Where the scripts were written.
 #[derive(Debug, Clone)]
 pub struct Scripts {
-    /// `ops/blender/render.py`: still, turntable and .blend from a GLB.
+    /// `worker/scripts/render.py`: still, turntable and .blend from a GLB.
     pub render: PathBuf,
-    /// `ops/cad/step_to_glb.py`: STEP → GLB with cascadio.
+    /// `worker/scripts/step_to_glb.py`: STEP → GLB with cascadio.
     pub step_to_glb: PathBuf,
 }
 

@@ -172,6 +172,14 @@ pub struct SessionGrant {
 #[derive(Debug, Clone, Default)]
 pub struct Caller(pub Option<String>);
 
+impl Caller {
+    /// How an action by this caller is recorded (rollout events): its token's name, or
+    /// `anonymous` on an open coordinator.
+    pub fn actor(caller: Option<&Caller>) -> String {
+        caller.and_then(|c| c.0.clone()).unwrap_or_else(|| "anonymous".into())
+    }
+}
+
 /// Who work sent by `caller` counts against for fair share: the request's `tenant`, else
 /// the caller's token name (`shared::scheduling::submitter`); a bad tenant is a 422.
 pub fn submitter(tenant: Option<&str>, caller: Option<&Caller>) -> Result<String, super::ApiError> {

@@ -2,6 +2,7 @@
 //! numbers behind it, promotion (refused unless the gate passes, or forced with a reason),
 //! rollback in one call, the history of mode changes, and the shadow comparisons.
 
+use super::auth::Caller;
 use super::{json_body, ApiError, ErrorBody};
 use crate::db::sql;
 use crate::rollout::{self, ModeChange, ModeError, PromoteError};
@@ -10,7 +11,7 @@ use axum::body::Bytes;
 use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
-use axum::Json;
+use axum::{Extension, Json};
 use chrono::{DateTime, Utc};
 use renderfleet_shared::gate::{GateConfig, GateResult, Verdict};
 use serde::{Deserialize, Serialize};
@@ -67,12 +68,13 @@ pub(super) struct PromoteInput {
 pub(super) async fn promote(
     State(state): State<AppState>,
     Path(key): Path<String>,
+    caller: Option<Extension<Caller>>,
     headers: HeaderMap,
     body: Bytes,
 ) -> Result<Response, ApiError> {
     let input: PromoteInput =
         if body.is_empty() { PromoteInput::default() } else { json_body(&headers, &body, r#"{"force": false, "reason": "..."}"#)? };
-    match rollout::promote(&state, &key, input.force, input.reason, "api").await {
+    match rollout::promote(&state, &key, input.force, input.reason, &Caller::actor(caller.as_deref())).await {
         Ok(change) => Ok(Json(change).into_response()),
         Err(e @ PromoteError::GateNotPassing { .. }) => {
             let message = e.to_string();
@@ -98,6 +100,7 @@ pub(super) struct RollbackInput {
 pub(super) async fn rollback(
     State(state): State<AppState>,
     Path(key): Path<String>,
+    caller: Option<Extension<Caller>>,
     headers: HeaderMap,
     body: Bytes,
 ) -> Result<Json<ModeChange>, ApiError> {
@@ -105,7 +108,8 @@ pub(super) async fn rollback(
     let view = gate_view(&state, &key).await?;
     let snapshot = serde_json::to_value(&view.gate).expect("gate serializes");
     let reason = input.reason.unwrap_or_else(|| "manual rollback".into());
-    Ok(Json(rollout::set_mode(&state, &key, None, "legacy", &reason, "api", false, snapshot).await?))
+    let actor = Caller::actor(caller.as_deref());
+    Ok(Json(rollout::set_mode(&state, &key, None, "legacy", &reason, &actor, false, snapshot).await?))
 }
 
 #[derive(Debug, Serialize, utoipa::ToSchema)]

@@ -11,7 +11,11 @@ use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 #[derive(Parser)]
-#[command(version, about = "Talk to a renderfleet coordinator")]
+#[command(
+    version,
+    about = "Talk to a renderfleet coordinator",
+    after_help = "Exit status: 0 done; 1 the work failed (a run or request waited for with --wait, a refused batch line); 2 the command could not be carried out (bad input, a refusal or an error from the coordinator, no coordinator)."
+)]
 struct Cli {
     /// Coordinator base URL.
     #[arg(long, global = true, env = "RENDERFLEET_COORDINATOR_URL", default_value = "http://127.0.0.1:8080")]
@@ -265,6 +269,12 @@ enum RequestsCommand {
         /// Count the work against this tenant for fair share (default: the token's name).
         #[arg(long)]
         tenant: Option<String>,
+        /// Wait until the request has its answer, showing progress; exit 1 if it failed.
+        #[arg(long)]
+        wait: bool,
+        /// Give up waiting after this long (e.g. 10m).
+        #[arg(long, default_value = "30m", value_parser = humantime::parse_duration)]
+        timeout: Duration,
     },
     /// A request: status, progress and estimated finish, and once done its artifact.
     Show { id: String },
@@ -410,7 +420,29 @@ async fn dispatch(cli: Cli) -> anyhow::Result<i32> {
         Command::Workflows { command } => workflows(&http, &base, command, cli.output).await,
         Command::OutputTypes { command } => {
             let v = match command {
-                OutputTypesCommand::List => send(http.get(format!("{base}/v1/output-types")), &base).await?,
+                OutputTypesCommand::List => {
+                    let v = send(http.get(format!("{base}/v1/output-types")), &base).await?;
+                    if cli.output == Output::Tree {
+                        println!("{:<28} {:<11} {:<14} {:<8} {:>7}  WORKFLOW", "KEY", "FAMILY", "ARTIFACT", "MODE", "SHADOW");
+                        for t in v["items"].as_array().into_iter().flatten() {
+                            let workflow = match (t["workflow_id"].as_str(), t["workflow_version"].as_i64()) {
+                                (Some(id), Some(version)) => format!("{id} v{version}"),
+                                (Some(id), None) => format!("{id} (latest)"),
+                                _ => "-".into(),
+                            };
+                            println!(
+                                "{:<28} {:<11} {:<14} {:<8} {:>6}%  {workflow}",
+                                t["key"].as_str().unwrap_or("?"),
+                                t["family"].as_str().unwrap_or("?"),
+                                t["artifact_kind"].as_str().unwrap_or("?"),
+                                t["rollout_mode"].as_str().unwrap_or("?"),
+                                t["shadow_sample_pct"].as_f64().unwrap_or(0.0)
+                            );
+                        }
+                        return Ok(0);
+                    }
+                    v
+                }
                 OutputTypesCommand::Show { key } => send(http.get(format!("{base}/v1/output-types/{key}")), &base).await?,
                 OutputTypesCommand::Apply { file } => {
                     let body = read_json(&file)?;
@@ -458,7 +490,7 @@ async fn dispatch(cli: Cli) -> anyhow::Result<i32> {
         }
         Command::Requests { command } => {
             let v = match command {
-                RequestsCommand::Submit { order_line, output_type, subject, idempotency_key, refresh, priority, tenant } => {
+                RequestsCommand::Submit { order_line, output_type, subject, idempotency_key, refresh, priority, tenant, wait, timeout } => {
                     let subject: Value = serde_json::from_str(&subject).context("--subject must be JSON")?;
                     let key = idempotency_key.unwrap_or_else(|| format!("{order_line}/{output_type}"));
                     let cache = if refresh { "refresh" } else { "use" };
@@ -469,7 +501,19 @@ async fn dispatch(cli: Cli) -> anyhow::Result<i32> {
                     if let Some(t) = tenant {
                         body["tenant"] = json!(t);
                     }
-                    send(http.post(format!("{base}/v1/render-requests")).header("Idempotency-Key", key).json(&body), &base).await?
+                    let v = send(http.post(format!("{base}/v1/render-requests")).header("Idempotency-Key", key).json(&body), &base).await?;
+                    if !wait {
+                        v
+                    } else {
+                        let id = v["id"].as_str().context("the coordinator answered without a request id")?.to_string();
+                        let done = wait_for_request(&http, &base, &id, timeout).await?;
+                        if cli.output == Output::Tree {
+                            print_request(&done);
+                        } else {
+                            print_value(&done, cli.output);
+                        }
+                        return Ok(if done["status"] == "succeeded" { 0 } else { 1 });
+                    }
                 }
                 RequestsCommand::Show { id } => {
                     let v = send(http.get(format!("{base}/v1/render-requests/{id}")), &base).await?;
@@ -678,6 +722,18 @@ fn read_json(path: &std::path::Path) -> anyhow::Result<Value> {
     serde_json::from_str(&text).with_context(|| format!("{} is not JSON", path.display()))
 }
 
+/// The graph in a file: a graph (`{"nodes": …}`), or a whole run request (`{"subject": …,
+/// "graph": …}`, as `renderctl submit` takes), whose graph is used.
+fn read_graph(path: &std::path::Path) -> anyhow::Result<Value> {
+    let doc = read_json(path)?;
+    if doc.get("nodes").is_none() {
+        if let Some(graph) = doc.get("graph").filter(|g| g.is_object()) {
+            return Ok(graph.clone());
+        }
+    }
+    Ok(doc)
+}
+
 fn print_value(v: &Value, _output: Output) {
     println!("{}", serde_json::to_string_pretty(v).unwrap_or_default());
 }
@@ -783,7 +839,7 @@ async fn workflows(http: &reqwest::Client, base: &str, command: WorkflowsCommand
     let json_out = output == Output::Json;
     match command {
         WorkflowsCommand::Validate { graph } => {
-            let v = send(http.post(format!("{base}/v1/workflows/validate")).json(&read_json(&graph)?), base).await?;
+            let v = send(http.post(format!("{base}/v1/workflows/validate")).json(&read_graph(&graph)?), base).await?;
             if json_out {
                 print_value(&v, output);
             } else {
@@ -793,7 +849,7 @@ async fn workflows(http: &reqwest::Client, base: &str, command: WorkflowsCommand
             Ok(if v["valid"] == true { 0 } else { 1 })
         }
         WorkflowsCommand::Create { graph, name, family } => {
-            let g = read_json(&graph)?;
+            let g = read_graph(&graph)?;
             let family = family
                 .or_else(|| g["family"].as_str().map(String::from))
                 .context("give --family (cad_file or order_line), or set `family` in the graph")?;
@@ -815,7 +871,7 @@ async fn workflows(http: &reqwest::Client, base: &str, command: WorkflowsCommand
         WorkflowsCommand::Edit { id, graph, name } => {
             let current = send(http.get(format!("{base}/v1/workflows/{id}")), base).await?;
             let name = name.unwrap_or_else(|| current["name"].as_str().unwrap_or("").to_string());
-            let body = json!({"name": name, "family": current["family"], "graph": read_json(&graph)?});
+            let body = json!({"name": name, "family": current["family"], "graph": read_graph(&graph)?});
             let v = send(http.put(format!("{base}/v1/workflows/{id}")).json(&body), base).await?;
             if json_out {
                 print_value(&v, output);
@@ -927,10 +983,42 @@ async fn send(req: reqwest::RequestBuilder, base: &str) -> anyhow::Result<Value>
         return Ok(body);
     }
     let mut msg = format!("{} {}", status.as_u16(), body["message"].as_str().unwrap_or("(no message)"));
+    if status == reqwest::StatusCode::UNAUTHORIZED {
+        // The coordinator's hint names HTTP headers; here the fix is a flag.
+        msg = format!(
+            "401 the coordinator wants a token: give one with --token or RENDERFLEET_TOKEN (an operator makes one with `renderctl token new NAME SCOPES`); it said: {}",
+            body["message"].as_str().unwrap_or("(no message)")
+        );
+    }
     for p in body["problems"].as_array().into_iter().flatten() {
         msg.push_str(&format!("\n  - [{}] {}", p["code"].as_str().unwrap_or("?"), p["message"].as_str().unwrap_or("")));
     }
     bail!(msg)
+}
+
+/// Polls render request `id` until its answering run has ended, showing its progress.
+async fn wait_for_request(http: &reqwest::Client, base: &str, id: &str, timeout: Duration) -> anyhow::Result<Value> {
+    let deadline = Instant::now() + timeout;
+    let mut last = String::new();
+    loop {
+        let v = send(http.get(format!("{base}/v1/render-requests/{id}")), base).await?;
+        let status = v["status"].as_str().unwrap_or("?").to_string();
+        let progress = format!("{status}: {}/{} nodes done", v["progress"]["nodes_done"], v["progress"]["nodes_total"]);
+        if progress != last {
+            eprint!("\r{progress}   ");
+            let _ = std::io::stderr().flush();
+            last = progress;
+        }
+        if status != "running" {
+            eprintln!();
+            return Ok(v);
+        }
+        if Instant::now() > deadline {
+            eprintln!();
+            bail!("gave up waiting after {}; the request goes on (`renderctl requests show {id}`)", humantime::format_duration(timeout));
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
 }
 
 async fn wait_for(http: &reqwest::Client, base: &str, id: &str, timeout: Duration) -> anyhow::Result<Value> {
@@ -1019,7 +1107,12 @@ fn print_run(run: &Value, output: Output) {
             name,
             n["module"].as_str().unwrap_or("?"),
             n["status"].as_str().unwrap_or("?"),
-            format!("{}/{}", n["attempt"], n["max_attempts"]),
+            // A node that never started has made no attempt yet.
+            if n["started_at"].is_null() && n["status"] != "running" {
+                "-".to_string()
+            } else {
+                format!("{}/{}", n["attempt"], n["max_attempts"])
+            },
             n["worker_id"].as_str().unwrap_or("-"),
             waited,
             ran

@@ -509,7 +509,7 @@ async fn promote(State(state): State<AppState>, Path(key): Path<String>, viewer:
     if !viewer.may(Scope::Admin) {
         return forbidden(Scope::Admin);
     }
-    match rollout::promote(&state, &key, false, Some("promoted from the console".into()), "console").await {
+    match rollout::promote(&state, &key, false, Some("promoted from the console".into()), &format!("console:{}", viewer.name())).await {
         Ok(_) => Redirect::to("/console/rollout").into_response(),
         Err(e) => oops(StatusCode::CONFLICT, &e.to_string()),
     }
@@ -525,7 +525,7 @@ async fn rollback(
         return forbidden(Scope::Operate);
     }
     let reason = f.reason.unwrap_or_else(|| "rolled back from the console".into());
-    match rollout::set_mode(&state, &key, None, "legacy", &reason, "console", false, Value::Null).await {
+    match rollout::set_mode(&state, &key, None, "legacy", &reason, &format!("console:{}", viewer.name()), false, Value::Null).await {
         Ok(_) => Redirect::to("/console/rollout").into_response(),
         Err(e) => oops(StatusCode::CONFLICT, &e.to_string()),
     }

@@ -1,4 +1,4 @@
-//! The Blender driver: runs `ops/blender/render.py` (in Blender 4.5 LTS as a Python module,
+//! The Blender driver: runs `worker/scripts/render.py` (in Blender 4.5 LTS as a Python module,
 //! or in a Blender executable) on a GLB, with every setting
 //! in a JSON file (never generated Python), and reads back the script's report. The
 //! still, turntable and .blend modules and the legacy pipeline all render through here, so
@@ -6,7 +6,7 @@
 
 pub(crate) mod warm;
 
-use crate::modules::{Env, ModuleError};
+use crate::module::{Env, ModuleError};
 use crate::tools;
 use renderfleet_shared::artifact::ArtifactRef;
 use serde_json::{json, Value};

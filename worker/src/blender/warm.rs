@@ -10,7 +10,7 @@
 //! jobs or grew above `max_rss` is replaced. Nothing of a job outlives it inside the
 //! process: the script starts each job from the factory startup file.
 
-use crate::modules::ModuleError;
+use crate::module::ModuleError;
 use crate::tools::{self, GroupGuard, Ran};
 use std::collections::VecDeque;
 use std::ffi::OsStr;

@@ -1,7 +1,7 @@
 //! Runs one attempt of a module: enforces the node's timeout and stops the module when the
 //! attempt is cancelled. Knows nothing about the broker.
 
-use crate::modules::{Module, ModuleError};
+use crate::module::{Module, ModuleError};
 use futures_util::FutureExt;
 use renderfleet_shared::wire::{ErrorKind, Outcome, TaskError, TaskMessage};
 use std::time::Duration;

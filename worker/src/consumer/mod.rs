@@ -12,7 +12,7 @@ mod quarantine;
 
 pub(crate) use quarantine::Health;
 
-use crate::modules::Module;
+use crate::module::Module;
 use crate::Worker;
 use completer::Completer;
 use executor::{execute, Executed, StopReason};

@@ -7,7 +7,7 @@
 //! failures about the input (bad params, a broken STEP file), flaky tools, timeouts and
 //! cancellations neither count nor break the streak; a success does.
 //!
-//! [`ModuleError::Host`]: crate::modules::ModuleError::Host
+//! [`ModuleError::Host`]: crate::module::ModuleError::Host
 
 use super::executor::Verdict as Seen;
 use renderfleet_shared::config::QuarantineConfig;

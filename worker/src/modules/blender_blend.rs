@@ -1,8 +1,8 @@
 //! `blender_blend` (`export.blend`): the prepared scene (materials, camera, lights, render
 //! settings) saved as a .blend file.
 
-use super::{input_ref, optional_ref, Env, Module, ModuleError, ModuleFuture};
 use crate::blender;
+use crate::module::{input_ref, optional_ref, Env, Module, ModuleError, ModuleFuture};
 use crate::tools::Scratch;
 use renderfleet_shared::artifact::ArtifactRef;
 use renderfleet_shared::registry::module::BLENDER_BLEND;

@@ -1,8 +1,8 @@
 //! `blender_still` (`render.still`): a still of the product with Blender Cycles on CPU,
 //! material map applied by part key. See `crate::blender` for the driver.
 
-use super::{input_ref, optional_ref, Env, Module, ModuleError, ModuleFuture};
 use crate::blender;
+use crate::module::{input_ref, optional_ref, Env, Module, ModuleError, ModuleFuture};
 use crate::tools::Scratch;
 use renderfleet_shared::artifact::ArtifactRef;
 use renderfleet_shared::registry::module::BLENDER_STILL;

@@ -3,8 +3,8 @@
 //! workers (`shared::chunks` does that at dispatch for a node with `chunking`, and the node
 //! itself then joins the chunks); the frames artifact is a manifest naming each stored frame.
 
-use super::{fatal, input_ref, optional_ref, Env, Module, ModuleError, ModuleFuture};
 use crate::blender;
+use crate::module::{fatal, input_ref, optional_ref, Env, Module, ModuleError, ModuleFuture};
 use crate::tools::Scratch;
 use renderfleet_shared::artifact::ArtifactRef;
 use renderfleet_shared::registry::module::BLENDER_TURNTABLE;

@@ -3,7 +3,7 @@
 //! checked before it touches the filesystem (relative, no `..`, and still inside `cad_dir`
 //! once symbolic links are followed).
 
-use super::{fatal, Env, Module, ModuleError, ModuleFuture};
+use crate::module::{fatal, Env, Module, ModuleError, ModuleFuture};
 use renderfleet_shared::artifact::ArtifactRef;
 use renderfleet_shared::registry::cad_file_problem;
 use renderfleet_shared::registry::module::CAD_RESOLVE;
@@ -63,6 +63,11 @@ pub(crate) async fn resolve(env: &Env, subject: &Value, params: &Value) -> Resul
         )));
     }
     let size = meta.len();
+    if size == 0 {
+        return Err(fatal(format!(
+            "CAD file {name:?} is empty (0 bytes): an export or an upload that did not finish; export the STEP file again"
+        )));
+    }
     if size > max {
         return Err(fatal(format!(
             "CAD file {name:?} is {size} bytes, above the node's max_bytes of {max}; raise `max_bytes` if it is expected"

@@ -5,8 +5,8 @@
 //! by their part structure; .blend files by hash, then by the object list Blender reads from
 //! them; JSON artifacts path by path; anything else by hash.
 
-use super::{fatal, input_ref, Env, Module, ModuleError, ModuleFuture};
 use crate::geometry;
+use crate::module::{fatal, input_ref, Env, Module, ModuleError, ModuleFuture};
 use crate::tools::{self, Scratch};
 use renderfleet_shared::artifact::ArtifactRef;
 use renderfleet_shared::imagediff::{self, ImageMetrics, Rgba};

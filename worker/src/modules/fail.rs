@@ -1,7 +1,7 @@
 //! `fail {times}`: fails its first `times` attempts with a retryable error, then succeeds.
 //! Exercises retries, backoff and final failure.
 
-use super::{Module, ModuleError, ModuleFuture};
+use crate::module::{Module, ModuleError, ModuleFuture};
 use renderfleet_shared::registry::module::FAIL;
 use renderfleet_shared::wire::TaskMessage;
 use serde_json::json;

@@ -2,8 +2,8 @@
 //! Python package (tessellation tolerances from params), then every part occurrence gets
 //! its instance-aware key, written into the GLB and listed in the `part_manifest`.
 
-use super::{fatal, input_ref, Env, Module, ModuleError, ModuleFuture};
 use crate::geometry;
+use crate::module::{fatal, input_ref, Env, Module, ModuleError, ModuleFuture};
 use crate::tools::{self, Scratch};
 use renderfleet_shared::artifact::ArtifactRef;
 use renderfleet_shared::registry::module::GLB_EXPORT;

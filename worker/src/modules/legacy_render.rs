@@ -4,8 +4,8 @@
 //! resolve and export steps as nodes before it and passes their `glb` and `parts`. It must stay
 //! callable at all times: it is what rollback falls back to.
 
-use super::{blender_blend, blender_still, blender_turntable, cad_resolve, fatal, glb_export, materials, metadata, video_encode};
-use super::{optional_ref, Env, Module, ModuleFuture};
+use super::{blender_blend, blender_still, blender_turntable, cad_resolve, glb_export, materials, metadata, video_encode};
+use crate::module::{fatal, optional_ref, Env, Module, ModuleFuture};
 use renderfleet_shared::legacy::{steps, Deliverable};
 use renderfleet_shared::registry::module::LEGACY_RENDER;
 use renderfleet_shared::wire::TaskMessage;

@@ -3,8 +3,8 @@
 //! over parts, missing parts listed, never dropped) is `shared::materials::resolve`, which
 //! the console's 3D preview colours by too.
 
-use super::{fatal, input_ref, Env, Module, ModuleError, ModuleFuture};
 use crate::geometry::Manifest;
+use crate::module::{fatal, input_ref, Env, Module, ModuleError, ModuleFuture};
 use renderfleet_shared::artifact::ArtifactRef;
 use renderfleet_shared::materials::{self, PartRef};
 use renderfleet_shared::registry::module::MATERIALS;

@@ -1,8 +1,8 @@
 //! `metadata` (`cad.extract_metadata`): GLB → part manifest and metadata JSON (bounding
 //! box, triangle, part and instance counts), read with the `gltf` crate.
 
-use super::{fatal, input_ref, Env, Module, ModuleError, ModuleFuture};
 use crate::geometry;
+use crate::module::{fatal, input_ref, Env, Module, ModuleError, ModuleFuture};
 use renderfleet_shared::artifact::ArtifactRef;
 use renderfleet_shared::registry::module::METADATA;
 use renderfleet_shared::wire::TaskMessage;

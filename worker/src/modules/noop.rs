@@ -1,6 +1,6 @@
 //! `noop`: does nothing and succeeds. For tests and for measuring the fleet's own overhead.
 
-use super::{Module, ModuleFuture};
+use crate::module::{Module, ModuleFuture};
 use renderfleet_shared::registry::module::NOOP;
 use renderfleet_shared::wire::TaskMessage;
 use serde_json::json;

@@ -2,7 +2,7 @@
 //! artifact is already in the store; publishing names it, so the request's answer can
 //! point at it.
 
-use super::{input_ref, Module, ModuleFuture};
+use crate::module::{input_ref, Module, ModuleFuture};
 use renderfleet_shared::registry::module::PUBLISH;
 use renderfleet_shared::wire::TaskMessage;
 use serde_json::json;

@@ -1,7 +1,7 @@
 //! `sleep {ms}`: waits, then succeeds. Stands in for a long render in tests (kill a worker
 //! mid-task, drain on SIGTERM, time out).
 
-use super::{Module, ModuleFuture};
+use crate::module::{Module, ModuleFuture};
 use renderfleet_shared::registry::module::SLEEP;
 use renderfleet_shared::wire::TaskMessage;
 use serde_json::json;

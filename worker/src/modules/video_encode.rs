@@ -1,6 +1,6 @@
 //! `video_encode` (`video.encode`): turntable frames → H.264 MP4 with ffmpeg.
 
-use super::{fatal, input_ref, Env, Module, ModuleError, ModuleFuture};
+use crate::module::{fatal, input_ref, Env, Module, ModuleError, ModuleFuture};
 use crate::tools::{self, Scratch};
 use renderfleet_shared::artifact::ArtifactRef;
 use renderfleet_shared::registry::module::VIDEO_ENCODE;

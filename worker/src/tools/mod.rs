@@ -11,7 +11,7 @@
 //! parent that counts is the thread that spawned it; tools are spawned from the runtime's
 //! worker threads, which live as long as the worker.)
 
-use crate::modules::ModuleError;
+use crate::module::ModuleError;
 use nix::sys::signal::{killpg, Signal};
 use nix::unistd::Pid;
 use std::ffi::OsStr;
