@@ -358,6 +358,10 @@ async fn preflight_shows_resolved_params_and_which_modules_have_live_workers() {
     assert_eq!(pf["ok"], false, "no worker runs the real modules here");
     let msgs = pf["problems"].as_array().unwrap().iter().map(|p| p["message"].as_str().unwrap()).collect::<Vec<_>>().join("\n");
     assert!(msgs.contains("no live worker serves module `blender_still`"), "{msgs}");
+    assert!(
+        msgs.contains("the subject has no `cad_file`, which node `resolve` (cad.resolve) reads"),
+        "a subject that would fail on the worker: {msgs}"
+    );
     let still = pf["nodes"].as_array().unwrap().iter().find(|n| n["id"] == "still").unwrap();
     assert_eq!((still["params"]["samples"].as_i64(), still["params"]["width"].as_i64()), (Some(16), Some(2000)));
 
@@ -376,7 +380,17 @@ async fn preflight_shows_resolved_params_and_which_modules_have_live_workers() {
     })
     .await;
     assert_eq!(pf["modules"]["sleep"]["workers"].as_array().unwrap().len(), 1, "{pf:#}");
-    assert_eq!(w.count("SELECT count(*) FROM runs").await, 0, "preflight runs nothing");
+    // A draining worker takes no new work: it is not live for preflight.
+    let nap = w.submit(&c, json!({"nodes": [{"id": "nap", "type": "util.sleep", "params": {"ms": 8000}}]})).await;
+    w.wait_node(&c, nap, "nap", "running", Duration::from_secs(20)).await;
+    w.signal("w1", nix::sys::signal::Signal::SIGTERM);
+    renderfleet_tests::wait_until("the draining worker not counted", Duration::from_secs(20), || async {
+        let draining = w.count("SELECT count(*) FROM workers WHERE status = 'draining'").await == 1;
+        let (_, pf) = post(&w, format!("{}/v1/workflows/{test_wf}/preflight", c.url), json!({"subject": {}})).await;
+        (draining && pf["ok"] == false).then_some(())
+    })
+    .await;
+    assert_eq!(w.count("SELECT count(*) FROM runs").await, 1, "preflight runs nothing (the one run is the sleep above)");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

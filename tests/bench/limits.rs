@@ -146,8 +146,10 @@ async fn database(n: usize) -> anyhow::Result<(f64, f64, f64, f64)> {
         NodeDefaults { max_attempts: 1, timeout: Duration::from_secs(60), max_timeout: Duration::from_secs(60) },
     )
     .map_err(|p| anyhow::anyhow!("{p:?}"))?;
-    let dispatch::Created::New(run, _) =
-        dispatch::create_run(&pool, &plan, &serde_json::to_value(&spec)?, &json!({}), None, Default::default()).await?
+    // No publisher here: the hand-off waits in the channel, and the benchmark takes the tasks itself.
+    let hot = renderfleet_coordinator::outbox::Hot::default();
+    let dispatch::Created::New(run) =
+        dispatch::create_run(&pool, &hot, &plan, &serde_json::to_value(&spec)?, &json!({}), None, Default::default()).await?
     else {
         anyhow::bail!("a run without an idempotency key is always new");
     };

@@ -526,9 +526,8 @@ async fn create_run(
     // The normalised graph is what is stored: current type names, ports, params with defaults.
     let graph_json = serde_json::to_value(&plan.graph).expect("graph serializes");
     let by = dispatch::Submission { priority: req.priority, submitter: &submitter, cache: req.cache };
-    let (status, run_id) = match dispatch::create_run(&state.pool, &plan, &graph_json, &req.subject, key, by).await? {
-        dispatch::Created::New(id, ready) => {
-            state.hot.send(ready);
+    let (status, run_id) = match dispatch::create_run(&state.pool, &state.hot, &plan, &graph_json, &req.subject, key, by).await? {
+        dispatch::Created::New(id) => {
             tracing::info!(run_id = %id, nodes = plan.nodes.len(), "run created");
             (StatusCode::CREATED, id)
         }

@@ -126,9 +126,8 @@ async fn submit(state: &AppState, caller: Option<&Caller>, key: &str, input: Ren
         priority: input.priority,
         submitter: &submitter,
     };
-    match request::create(&state.pool, &req, defaults).await? {
-        Outcome::New { request_id, mode, runs, ready } => {
-            state.hot.send(ready);
+    match request::create(&state.pool, &state.hot, &req, defaults).await? {
+        Outcome::New { request_id, mode, runs } => {
             tracing::info!(%request_id, output_type = %input.output_type, %mode, runs = runs.len(), "render request accepted");
             Ok((StatusCode::CREATED, request_id))
         }

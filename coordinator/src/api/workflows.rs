@@ -655,6 +655,17 @@ pub(crate) async fn preflight_report(state: &AppState, id: Uuid, input: Prefligh
     let mut nodes = Vec::new();
     for node in &graph.nodes {
         let Some(t) = registry().get(&node.node_type) else { continue };
+        // What would fail only on the worker: the node that reads the subject's CAD file.
+        if t.module_key == renderfleet_shared::registry::module::CAD_RESOLVE && input.subject.get("cad_file").is_none() {
+            problems.push(Problem {
+                node_id: Some(node.id.clone()),
+                param_path: Some("/subject/cad_file".into()),
+                ..preflight_problem(&format!(
+                    "the subject has no `cad_file`, which node `{}` ({}) reads: give the STEP file's path inside the workers' cad_dir, e.g. {{\"cad_file\": \"bracket.stp\"}}",
+                    node.id, t.type_key
+                ))
+            });
+        }
         let who = serving(t.module_key);
         if who.is_empty() && !modules.contains_key(t.module_key) {
             problems.push(Problem {

@@ -753,7 +753,7 @@ async fn workflow_preflight(
             }
             r + "</table></div>"
         }
-        Err(e) => format!("<p class=\"error\">{}</p>", esc(&format!("{e:?}"))),
+        Err(e) => format!("<p class=\"error\">{}</p>", esc(&e.message)),
     };
     workflow_page(&state, &viewer, id, &f, &result).await
 }
@@ -782,9 +782,8 @@ async fn workflow_dispatch(
         priority: Some(renderfleet_shared::scheduling::Priority::Interactive),
         submitter: viewer.name(),
     };
-    match crate::dispatch::request::create(&state.pool, &req, state.node_defaults()).await {
-        Ok(crate::dispatch::request::Outcome::New { runs, ready, .. }) => {
-            state.hot.send(ready);
+    match crate::dispatch::request::create(&state.pool, &state.hot, &req, state.node_defaults()).await {
+        Ok(crate::dispatch::request::Outcome::New { runs, .. }) => {
             let run = runs.iter().find(|r| r.role == "authoritative").map(|r| r.run_id);
             Redirect::to(&run.map(|r| format!("/console/runs/{r}")).unwrap_or_else(|| "/console/runs".into())).into_response()
         }

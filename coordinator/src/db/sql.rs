@@ -509,10 +509,10 @@ FROM render_requests q LEFT JOIN runs r ON r.request_id = q.id
 WHERE q.id = $1
 ORDER BY (r.role = 'authoritative') DESC, r.created_at";
 
-/// Live workers: heartbeat within $1 seconds and not stopped.
+/// Live workers: heartbeat within $1 seconds and taking work (a draining worker is not).
 pub const LIVE_WORKERS: &str = "
 SELECT id, host, modules, status, last_seen FROM workers
-WHERE last_seen > now() - make_interval(secs => $1) AND status <> 'stopped' ORDER BY id";
+WHERE last_seen > now() - make_interval(secs => $1) AND status = 'running' ORDER BY id";
 
 /// Creates or replaces material $1. $2 description, $3 base colour, $4 metallic, $5 roughness.
 pub const UPSERT_MATERIAL: &str = "

@@ -1,13 +1,16 @@
 //! Turns a validated graph into a run: the run, all its node_runs with their dependency
 //! counters, and outbox rows for the nodes that are ready now, in one transaction.
-//! Nothing is published here; the outbox publisher does that after the commit.
+//! Nothing is published here: the entry points ([`create_run`], [`request::create`],
+//! [`operate::retry`]) hand the ready tasks to this coordinator's publisher after the commit,
+//! so no caller can forget; [`insert_run`], for callers with a transaction of their own
+//! (rollout's comparisons, results' fallbacks), returns them to hand over after that commit.
 //! [`request`] does the same for a render request, whose rollout mode decides the runs.
 
 pub mod operate;
 pub mod request;
 
 use crate::db::{sql, DbError};
-use crate::outbox::{self, Ready, LEASE};
+use crate::outbox::{self, Hot, Ready, LEASE};
 use deadpool_postgres::{Pool, Transaction};
 use renderfleet_shared::cache::CacheMode;
 use renderfleet_shared::chunks;
@@ -22,8 +25,8 @@ use uuid::Uuid;
 /// What [`create_run`] did.
 #[derive(Debug)]
 pub enum Created {
-    /// A new run, and its ready tasks for the publisher (leased to this coordinator).
-    New(Uuid, Vec<Ready>),
+    /// A new run; its ready tasks are with this coordinator's publisher.
+    New(Uuid),
     /// The idempotency key was used before for the same request: that run.
     Existing(Uuid),
     /// The idempotency key was used before for a different request.
@@ -74,9 +77,11 @@ impl Default for Submission<'static> {
     }
 }
 
-/// Creates the run. With an idempotency key, a repeated request returns the first run.
+/// Creates the run and hands its ready tasks to the publisher (`hot`) once committed. With
+/// an idempotency key, a repeated request returns the first run.
 pub async fn create_run(
     pool: &Pool,
+    hot: &Hot,
     plan: &Plan,
     graph: &Value,
     subject: &Value,
@@ -92,8 +97,9 @@ pub async fn create_run(
         return Ok(if same { Created::Existing(id) } else { Created::KeyReused(id) });
     };
     tx.commit().await?;
+    hot.send(ready);
     metrics::counter!(m::RUNS_TOTAL, "status" => "created").increment(1);
-    Ok(Created::New(run_id, ready))
+    Ok(Created::New(run_id))
 }
 
 /// Writes a run inside `tx`: the run, its node_runs and the outbox rows of its ready nodes

@@ -9,7 +9,7 @@
 
 use super::{insert_run, RunMeta};
 use crate::db::{sql, DbError};
-use crate::outbox::Ready;
+use crate::outbox::{Hot, Ready};
 use deadpool_postgres::{Pool, Transaction};
 use renderfleet_shared::cache::CacheMode;
 use renderfleet_shared::graph::{self, EdgeSpec, GraphSpec, NodeDefaults, NodeSpec, Plan, Problem};
@@ -44,8 +44,8 @@ pub struct RunCreated {
 
 #[derive(Debug)]
 pub enum Outcome {
-    /// New: the request, its runs, and their ready tasks for the publisher.
-    New { request_id: Uuid, mode: String, runs: Vec<RunCreated>, ready: Vec<Ready> },
+    /// New: the request and its runs (their ready tasks are with the publisher).
+    New { request_id: Uuid, mode: String, runs: Vec<RunCreated> },
     /// The key was used before for the same request: that request.
     Existing(Uuid),
 }
@@ -191,8 +191,9 @@ async fn graph_run(pool: &Pool, ot: &OutputType, defaults: NodeDefaults) -> Resu
     Ok((plan, stored, Some((id, version))))
 }
 
-/// Creates the render request and its runs, or finds the first answer for its key.
-pub async fn create(pool: &Pool, req: &Request<'_>, defaults: NodeDefaults) -> Result<Outcome, RequestError> {
+/// Creates the render request and its runs and hands their ready tasks to the publisher
+/// (`hot`) once committed, or finds the first answer for its key.
+pub async fn create(pool: &Pool, hot: &Hot, req: &Request<'_>, defaults: NodeDefaults) -> Result<Outcome, RequestError> {
     let ot = load_output_type(pool, req.output_type).await?;
     let fingerprint = json!({"order_line_id": req.order_line_id, "subject": req.subject, "output_type": req.output_type});
     // What to run, decided before the transaction (reads only).
@@ -270,8 +271,9 @@ pub async fn create(pool: &Pool, req: &Request<'_>, defaults: NodeDefaults) -> R
         ready.extend(r);
     }
     tx.commit().await?;
+    hot.send(ready);
     metrics::counter!(m::RUNS_TOTAL, "status" => "created").increment(created.len() as u64);
-    Ok(Outcome::New { request_id, mode: ot.mode, runs: created, ready })
+    Ok(Outcome::New { request_id, mode: ot.mode, runs: created })
 }
 
 /// The legacy run that answers a request whose authoritative graph run failed (graph mode),
