@@ -959,3 +959,56 @@ async fn registry_test_types_appear_only_where_enabled() {
         .await
         .unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn runs_are_listed_newest_first_filtered_and_paged_by_cursor() {
+    let mut w = World::new("runs_list").await;
+    let c = w.start_coordinator("coordinator", &[]).await;
+    w.start_worker("w1", &[]);
+    let mut ids = Vec::new();
+    for i in 0..7 {
+        let graph = if i % 3 == 2 {
+            json!({"nodes": [{"id": "boom", "type": "util.fail", "params": {"times": 9}, "max_attempts": 1}]})
+        } else {
+            json!({"nodes": [{"id": "a", "type": "util.noop"}]})
+        };
+        ids.push(w.submit(&c, graph).await);
+    }
+    for id in &ids {
+        w.wait_run(&c, *id, Duration::from_secs(30)).await;
+    }
+    let (status, failed) = get(&w, format!("{}/v1/runs?status=failed", c.url)).await;
+    assert_eq!(status, 200, "{failed:#}");
+    let items = failed["items"].as_array().unwrap();
+    assert_eq!(items.len(), 2, "{failed:#}");
+    assert!(items.iter().all(|r| r["status"] == "failed" && r["failing_node"] == "boom"), "{failed:#}");
+    assert_eq!(items[0]["id"], ids[5].to_string(), "newest first");
+    // Pages of three: 3, 3, 1, and no cursor after the last.
+    let mut seen = Vec::new();
+    let mut after = String::new();
+    for want in [3, 3, 1] {
+        let (_, page) = get(&w, format!("{}/v1/runs?limit=3&after={}", c.url, urlencode(&after))).await;
+        assert_eq!(page["items"].as_array().unwrap().len(), want, "{page:#}");
+        seen.extend(page["items"].as_array().unwrap().iter().map(|r| r["id"].as_str().unwrap().to_string()));
+        after = page["next"].as_str().unwrap_or_default().to_string();
+        assert_eq!(after.is_empty(), want == 1, "{page:#}");
+    }
+    let newest_first: Vec<String> = ids.iter().rev().map(|i| i.to_string()).collect();
+    assert_eq!(seen, newest_first);
+    let (status, e) = get(&w, format!("{}/v1/runs?status=queued", c.url)).await;
+    assert_eq!(status, 400, "{e:#}");
+    let (status, e) = get(&w, format!("{}/v1/runs?after=yesterday", c.url)).await;
+    assert_eq!((status, e["error"].as_str()), (400, Some("invalid_query")), "{e:#}");
+    let out = renderfleet_tests::renderctl(&["--coordinator", &c.url, "runs", "list", "--status", "failed"]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success() && text.starts_with("RUN") && text.lines().filter(|l| l.contains(" failed ")).count() == 2, "{text}");
+}
+
+fn urlencode(s: &str) -> String {
+    s.bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => (b as char).to_string(),
+            _ => format!("%{b:02X}"),
+        })
+        .collect()
+}

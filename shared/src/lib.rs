@@ -19,6 +19,7 @@ pub mod metrics;
 pub mod overrides;
 pub mod parts;
 pub mod registry;
+pub mod runs;
 pub mod scheduling;
 pub mod starters;
 pub mod topology;

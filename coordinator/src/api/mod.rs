@@ -35,6 +35,7 @@ mod nodes;
 mod output_types;
 mod requests;
 mod rollout;
+mod runs;
 pub(crate) mod webhooks;
 pub(crate) mod workers;
 pub(crate) mod workflows;
@@ -96,6 +97,7 @@ fn routes(tokens: &Tokens, with_metrics: bool) -> OpenApiRouter<AppState> {
         .routes(routes!(requests::cancel));
     let read = OpenApiRouter::new()
         .routes(routes!(get_run))
+        .routes(routes!(runs::list))
         .routes(routes!(nodes::palette))
         .routes(routes!(workflows::list))
         .routes(routes!(workflows::validate))

@@ -317,6 +317,29 @@ enum TokenCommand {
 
 #[derive(Subcommand)]
 enum RunsCommand {
+    /// Runs newest first, filtered as the console's Runs page; a page at a time.
+    List {
+        /// running, succeeded, failed or cancelled.
+        #[arg(long)]
+        status: Option<String>,
+        #[arg(long)]
+        output_type: Option<String>,
+        /// graph or legacy.
+        #[arg(long)]
+        pipeline: Option<String>,
+        /// authoritative, shadow, fallback or comparison.
+        #[arg(long)]
+        role: Option<String>,
+        /// Created in the last N hours.
+        #[arg(long)]
+        hours: Option<f64>,
+        /// Runs per page (at most 500).
+        #[arg(long, default_value_t = 50)]
+        limit: u32,
+        /// The cursor a previous page printed.
+        #[arg(long)]
+        after: Option<String>,
+    },
     /// A run and its nodes as a tree: status, attempt, worker and timings.
     Show { id: String },
     /// Stop a running run: nodes not started are skipped, running ones stopped on their workers.
@@ -390,6 +413,45 @@ async fn dispatch(cli: Cli) -> anyhow::Result<i32> {
             let run = wait_for(&http, &base, &id, timeout).await?;
             print_run(&run, cli.output);
             Ok(if run["status"] == "succeeded" { 0 } else { 1 })
+        }
+        Command::Runs { command: RunsCommand::List { status, output_type, pipeline, role, hours, limit, after } } => {
+            let mut query: Vec<(&str, String)> = vec![("limit", limit.to_string())];
+            for (k, v) in [("status", status), ("output_type", output_type), ("pipeline", pipeline), ("role", role), ("after", after)] {
+                if let Some(v) = v {
+                    query.push((k, v));
+                }
+            }
+            if let Some(h) = hours {
+                query.push(("hours", h.to_string()));
+            }
+            let url = reqwest::Url::parse_with_params(&format!("{base}/v1/runs"), &query).context("--coordinator is not a URL")?;
+            let v = send(http.get(url), &base).await?;
+            if cli.output == Output::Json {
+                print_value(&v, cli.output);
+                return Ok(0);
+            }
+            println!(
+                "{:<36} {:<10} {:<7} {:<13} {:<20} {:<20} {:>7}  FAILING NODE",
+                "RUN", "STATUS", "PIPE", "ROLE", "OUTPUT TYPE", "CREATED", "NODES"
+            );
+            for r in v["items"].as_array().into_iter().flatten() {
+                let created = r["created_at"].as_str().unwrap_or("?");
+                println!(
+                    "{:<36} {:<10} {:<7} {:<13} {:<20} {:<20} {:>7}  {}",
+                    r["id"].as_str().unwrap_or("?"),
+                    r["status"].as_str().unwrap_or("?"),
+                    r["pipeline"].as_str().unwrap_or("?"),
+                    r["role"].as_str().unwrap_or("?"),
+                    r["output_type"].as_str().unwrap_or("-"),
+                    created.get(..19).unwrap_or(created),
+                    format!("{}/{}", r["nodes_done"], r["nodes_total"]),
+                    r["failing_node"].as_str().unwrap_or("")
+                );
+            }
+            if let Some(next) = v["next"].as_str() {
+                eprintln!("more: renderctl runs list --after '{next}' (with the same filters)");
+            }
+            Ok(0)
         }
         Command::Runs { command: RunsCommand::Show { id } } => {
             let run = send(http.get(format!("{base}/v1/runs/{id}")), &base).await?;

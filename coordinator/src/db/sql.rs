@@ -772,7 +772,7 @@ RETURNING id, run_id, node_id, module_key, params, attempt, timeout_ms";
 /// as cheap as the first on a table of any size.
 pub const CONSOLE_RUNS: &str = "
 SELECT id, status, pipeline, role, output_type_key, created_at, finished_at, nodes_done, nodes_total,
-       error->>'node_id', error->>'message'
+       error->>'node_id' AS failing_node, error->>'message' AS failure
 FROM runs
 WHERE ($1::text IS NULL OR status = $1) AND ($2::text IS NULL OR output_type_key = $2)
   AND ($3::text IS NULL OR pipeline = $3) AND ($4::text IS NULL OR role = $4)
