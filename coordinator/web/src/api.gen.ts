@@ -97,6 +97,27 @@ export interface paths {
         patch?: never;
         trace?: never;
     };
+    "/v1/runs": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /**
+         * `GET /v1/runs`.
+         * @description Runs newest first, filtered as the console's Runs page filters them, a page at a time (keyset: give the answer's `next` as `after`).
+         */
+        get: operations["list_runs"];
+        put?: never;
+        /** @description Run a graph directly (tests, operations); the order system uses render requests. */
+        post: operations["create_run"];
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
     "/v1/nodes": {
         parameters: {
             query?: never;
@@ -536,23 +557,6 @@ export interface paths {
          * @description The worker takes up its quarantined module (or every one) again before the cool-down ends: mend the host first (install the tool, free the disk), or it fails its next tasks and quarantines the module again.
          */
         post: operations["release_worker"];
-        delete?: never;
-        options?: never;
-        head?: never;
-        patch?: never;
-        trace?: never;
-    };
-    "/v1/runs": {
-        parameters: {
-            query?: never;
-            header?: never;
-            path?: never;
-            cookie?: never;
-        };
-        get?: never;
-        put?: never;
-        /** @description Run a graph directly (tests, operations); the order system uses render requests. */
-        post: operations["create_run"];
         delete?: never;
         options?: never;
         head?: never;
@@ -1253,6 +1257,11 @@ export interface components {
                 [key: string]: string[];
             };
         };
+        /**
+         * @description Which pipeline a run belongs to.
+         * @enum {string}
+         */
+        Pipeline: "graph" | "legacy";
         Port: {
             name: string;
             kind: components["schemas"]["ArtifactKind"];
@@ -1395,6 +1404,40 @@ export interface components {
         };
         /** @enum {string} */
         RolloutMode: "legacy" | "shadow" | "graph";
+        RunPage: {
+            items: components["schemas"]["RunSummary"][];
+            /** @description Give as `after` for the next page; none on the last. */
+            next?: string | null;
+        };
+        /**
+         * @description What a run is to its render request.
+         * @enum {string}
+         */
+        RunRole: "authoritative" | "shadow" | "fallback" | "comparison";
+        /**
+         * @description Where a run stands.
+         * @enum {string}
+         */
+        RunStatus: "running" | "succeeded" | "failed" | "cancelled";
+        RunSummary: {
+            /** Format: uuid */
+            id: string;
+            status: components["schemas"]["RunStatus"];
+            pipeline: components["schemas"]["Pipeline"];
+            role: components["schemas"]["RunRole"];
+            output_type?: string | null;
+            /** Format: date-time */
+            created_at: string;
+            /** Format: date-time */
+            finished_at?: string | null;
+            /** Format: int32 */
+            nodes_done: number;
+            /** Format: int32 */
+            nodes_total: number;
+            /** @description The node that failed the run, and why. */
+            failing_node?: string | null;
+            error?: string | null;
+        };
         RunView: {
             /** Format: uuid */
             id: string;
@@ -2002,6 +2045,172 @@ export interface operations {
                 };
             };
             404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description the database is unreachable (`database_unavailable`); retry later */
+            503: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+        };
+    };
+    list_runs: {
+        parameters: {
+            query?: {
+                status?: components["schemas"]["RunStatus"];
+                /** @description An output type's key. */
+                output_type?: string;
+                pipeline?: components["schemas"]["Pipeline"];
+                role?: components["schemas"]["RunRole"];
+                /** @description Created in the last N hours. */
+                hours?: number;
+                /** @description The previous page's `next`. */
+                after?: string;
+                /** @description Runs per page (default 50, at most 500). */
+                limit?: number;
+            };
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["RunPage"];
+                };
+            };
+            /** @description a filter or cursor that does not parse */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description no token, or an unknown one */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description the token lacks the scope */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description the database is unreachable (`database_unavailable`); retry later */
+            503: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+        };
+    };
+    create_run: {
+        parameters: {
+            query?: never;
+            header?: {
+                /** @description 1 to 255 visible ASCII characters; the same key again returns the first run */
+                "Idempotency-Key"?: string | null;
+            };
+            path?: never;
+            cookie?: never;
+        };
+        requestBody: {
+            content: {
+                "application/json": components["schemas"]["CreateRun"];
+            };
+        };
+        responses: {
+            /** @description this key created the run earlier */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Created"];
+                };
+            };
+            /** @description the run was created */
+            201: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Created"];
+                };
+            };
+            /** @description malformed JSON, an unknown field or a NUL character */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description no token, or an unknown one */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description the token lacks the scope */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description the body is over this coordinator's `max_request_bytes` (`body_too_large`) */
+            413: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description the body is not sent as `Content-Type: application/json` (`unsupported_media_type`) */
+            415: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description every problem of the graph and the subject; nothing was written */
+            422: {
                 headers: {
                     [name: string]: unknown;
                 };
@@ -4350,105 +4559,6 @@ export interface operations {
                 };
             };
             /** @description the broker is not reachable */
-            503: {
-                headers: {
-                    [name: string]: unknown;
-                };
-                content: {
-                    "application/json": components["schemas"]["ErrorBody"];
-                };
-            };
-        };
-    };
-    create_run: {
-        parameters: {
-            query?: never;
-            header?: {
-                /** @description 1 to 255 visible ASCII characters; the same key again returns the first run */
-                "Idempotency-Key"?: string | null;
-            };
-            path?: never;
-            cookie?: never;
-        };
-        requestBody: {
-            content: {
-                "application/json": components["schemas"]["CreateRun"];
-            };
-        };
-        responses: {
-            /** @description this key created the run earlier */
-            200: {
-                headers: {
-                    [name: string]: unknown;
-                };
-                content: {
-                    "application/json": components["schemas"]["Created"];
-                };
-            };
-            /** @description the run was created */
-            201: {
-                headers: {
-                    [name: string]: unknown;
-                };
-                content: {
-                    "application/json": components["schemas"]["Created"];
-                };
-            };
-            /** @description malformed JSON, an unknown field or a NUL character */
-            400: {
-                headers: {
-                    [name: string]: unknown;
-                };
-                content: {
-                    "application/json": components["schemas"]["ErrorBody"];
-                };
-            };
-            /** @description no token, or an unknown one */
-            401: {
-                headers: {
-                    [name: string]: unknown;
-                };
-                content: {
-                    "application/json": components["schemas"]["ErrorBody"];
-                };
-            };
-            /** @description the token lacks the scope */
-            403: {
-                headers: {
-                    [name: string]: unknown;
-                };
-                content: {
-                    "application/json": components["schemas"]["ErrorBody"];
-                };
-            };
-            /** @description the body is over this coordinator's `max_request_bytes` (`body_too_large`) */
-            413: {
-                headers: {
-                    [name: string]: unknown;
-                };
-                content: {
-                    "application/json": components["schemas"]["ErrorBody"];
-                };
-            };
-            /** @description the body is not sent as `Content-Type: application/json` (`unsupported_media_type`) */
-            415: {
-                headers: {
-                    [name: string]: unknown;
-                };
-                content: {
-                    "application/json": components["schemas"]["ErrorBody"];
-                };
-            };
-            /** @description every problem of the graph and the subject; nothing was written */
-            422: {
-                headers: {
-                    [name: string]: unknown;
-                };
-                content: {
-                    "application/json": components["schemas"]["ErrorBody"];
-                };
-            };
-            /** @description the database is unreachable (`database_unavailable`); retry later */
             503: {
                 headers: {
                     [name: string]: unknown;
