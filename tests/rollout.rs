@@ -279,7 +279,23 @@ async fn graph_mode_falls_back_to_legacy_and_rolls_back_by_itself() {
         let download = w.http.get(format!("{}{}", c.url, a["path"].as_str().unwrap())).send().await.unwrap();
         assert_eq!(download.status(), 200);
         assert_eq!(download.bytes().await.unwrap().len() as u64, a["bytes"].as_u64().unwrap(), "the download is the artifact");
+        // And from the command line, checked against its hash.
+        let file = w.data_dir.join(format!("{}.png", r["id"].as_str().unwrap()));
+        let out = renderfleet_tests::renderctl(&[
+            "--coordinator",
+            &c.url,
+            "artifacts",
+            "get",
+            a["sha256"].as_str().unwrap(),
+            "-f",
+            file.to_str().unwrap(),
+        ]);
+        assert!(out.status.success() && String::from_utf8_lossy(&out.stderr).contains("SHA-256 checked"), "{out:?}");
+        assert_eq!(std::fs::read(&file).unwrap(), std::fs::read(w.artifact_path(a)).unwrap());
     }
+    let out = renderfleet_tests::renderctl(&["--coordinator", &c.url, "artifacts", "get", &"0".repeat(64)]);
+    assert_eq!(out.status.code(), Some(2), "{out:?}");
+    assert!(String::from_utf8_lossy(&out.stderr).contains("not in this coordinator's store"), "{out:?}");
     let _ = conn.close(200, "done".into()).await;
     let url = format!("{}/metrics", c.url);
     assert_eq!(metric(&w.http, &url, "renderfleet_fallbacks_total", &[("output_type", "fragile")]).await, 2.0);

@@ -657,6 +657,7 @@ async fn idempotency_key_returns_the_first_run() {
     assert_eq!(again.status(), 200, "a retried request returns the first run");
     let again: Value = again.json().await.unwrap();
     assert_eq!(again["run_id"], first["run_id"]);
+    assert_eq!(first["id"], first["run_id"], "the run is `id`, as `GET /v1/runs/{{id}}` calls it");
     let other = post(json!({"subject": {"order_line": 8}, "graph": body["graph"]})).await.unwrap();
     assert_eq!(other.status(), 422);
     let other: Value = other.json().await.unwrap();

@@ -478,6 +478,9 @@ struct CreateRun {
 
 #[derive(Debug, Serialize, ToSchema)]
 struct Created {
+    /// The run's id, as `GET /v1/runs/{id}` calls it.
+    id: Uuid,
+    /// The same id under its first name, kept for clients written before `id`.
     run_id: Uuid,
     /// Things that did not stop the run but probably deserve a look (renamed node types,
     /// nodes whose output reaches no sink).
@@ -543,7 +546,7 @@ async fn create_run(
         }
     };
     let location = format!("/v1/runs/{run_id}");
-    Ok((status, [(header::LOCATION, location)], Json(Created { run_id, warnings: plan.warnings })).into_response())
+    Ok((status, [(header::LOCATION, location)], Json(Created { id: run_id, run_id, warnings: plan.warnings })).into_response())
 }
 
 #[derive(Debug, Serialize, ToSchema)]

@@ -104,6 +104,11 @@ enum Command {
         #[command(subcommand)]
         command: ProductsCommand,
     },
+    /// Artifacts by their SHA-256, as runs, requests and events name them.
+    Artifacts {
+        #[command(subcommand)]
+        command: ArtifactsCommand,
+    },
     /// Workers as their heartbeats describe them; release a quarantined module.
     Workers {
         #[command(subcommand)]
@@ -289,6 +294,17 @@ enum RequestsCommand {
         id: String,
         #[arg(long)]
         reason: Option<String>,
+    },
+}
+
+#[derive(Subcommand)]
+enum ArtifactsCommand {
+    /// Download an artifact (streamed), checking its bytes against the hash.
+    Get {
+        sha256: String,
+        /// Where to write it (default: the name the coordinator gives, in this directory; `-`: standard output).
+        #[arg(short = 'f', long)]
+        file: Option<PathBuf>,
     },
 }
 
@@ -599,6 +615,7 @@ async fn dispatch(cli: Cli) -> anyhow::Result<i32> {
             print_value(&v, cli.output);
             Ok(0)
         }
+        Command::Artifacts { command: ArtifactsCommand::Get { sha256, file } } => download(&http, &base, &sha256, file).await,
         Command::Workers { command } => match command {
             WorkersCommand::List => {
                 let v = send(http.get(format!("{base}/v1/workers")), &base).await?;
@@ -835,6 +852,55 @@ fn print_request(v: &Value) {
             a.get("bytes").unwrap_or(&Value::Null)
         );
     }
+}
+
+/// `artifacts get`: streams the artifact to `file` (or the coordinator's file name), hashing
+/// as it goes; a download whose bytes do not match the hash is removed and refused.
+async fn download(http: &reqwest::Client, base: &str, sha256: &str, file: Option<PathBuf>) -> anyhow::Result<i32> {
+    use sha2::{Digest, Sha256};
+    let resp = http.get(format!("{base}/v1/artifacts/{sha256}")).send().await.with_context(|| {
+        format!("cannot reach the coordinator at {base}; is it running? (set --coordinator or RENDERFLEET_COORDINATOR_URL)")
+    })?;
+    if !resp.status().is_success() {
+        let status = resp.status().as_u16();
+        let body: Value = resp.json().await.unwrap_or(Value::Null);
+        bail!("{status} {}", body["message"].as_str().unwrap_or("(no message)"));
+    }
+    let named = resp
+        .headers()
+        .get(reqwest::header::CONTENT_DISPOSITION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.split("filename=\"").nth(1))
+        .and_then(|v| v.split('"').next())
+        .map(String::from)
+        .unwrap_or_else(|| format!("{}.png", &sha256[..16.min(sha256.len())]));
+    let to_stdout = file.as_deref() == Some(std::path::Path::new("-"));
+    let path = file.unwrap_or_else(|| PathBuf::from(named));
+    let partial = path.with_extension("part");
+    let mut out: Box<dyn Write> = if to_stdout {
+        Box::new(std::io::stdout().lock())
+    } else {
+        Box::new(std::fs::File::create(&partial).with_context(|| format!("cannot write {}", partial.display()))?)
+    };
+    let (mut hasher, mut bytes) = (Sha256::new(), 0u64);
+    let mut resp = resp;
+    while let Some(chunk) = resp.chunk().await.context("the download broke off; run the command again")? {
+        hasher.update(&chunk);
+        bytes += chunk.len() as u64;
+        out.write_all(&chunk)?;
+    }
+    out.flush()?;
+    drop(out);
+    let got = hex::encode(hasher.finalize());
+    if got != sha256 {
+        let _ = std::fs::remove_file(&partial);
+        bail!("the download's SHA-256 is {got}, not {sha256}: the store holds a damaged copy; nothing was kept");
+    }
+    if !to_stdout {
+        std::fs::rename(&partial, &path).with_context(|| format!("cannot write {}", path.display()))?;
+        eprintln!("{} ({bytes} bytes, SHA-256 checked)", path.display());
+    }
+    Ok(0)
 }
 
 /// Most lines per batch call (the coordinator's limit).

@@ -813,7 +813,15 @@ export interface components {
             tenant?: string | null;
         };
         Created: {
-            /** Format: uuid */
+            /**
+             * Format: uuid
+             * @description The run's id, as `GET /v1/runs/{id}` calls it.
+             */
+            id: string;
+            /**
+             * Format: uuid
+             * @description The same id under its first name, kept for clients written before `id`.
+             */
             run_id: string;
             /**
              * @description Things that did not stop the run but probably deserve a look (renamed node types,
