@@ -3,6 +3,9 @@
 -- kept failing there for reasons not about the input. Shown in the console and the API.
 ALTER TABLE workers ADD COLUMN quarantined jsonb NOT NULL DEFAULT '[]';
 
+-- The requests list, newest first (keyset on received_at, id).
+CREATE INDEX render_requests_received ON render_requests (received_at DESC, id DESC);
+
 -- Old events are pruned by age (`webhooks.keep_events`).
 CREATE INDEX events_created ON events (created_at);
 

@@ -46,6 +46,28 @@ async fn a_batch_answers_every_line_and_a_bad_line_sinks_nothing() {
         call(&w, reqwest::Method::GET, format!("{}{}", c.url, results[0]["request"]["location"].as_str().unwrap()), None).await;
     assert_eq!((first["idempotency_key"].as_str(), first["run"]["status"].as_str()), (Some("ol-1"), Some("running")), "{first:#}");
     assert_eq!(w.count("SELECT count(*) FROM render_requests").await, 2, "only the good lines were written");
+    // Listed newest first, each with the status of its answering run, a page at a time.
+    let (status, page) = call(&w, reqwest::Method::GET, format!("{}/v1/render-requests?limit=1", c.url), None).await;
+    assert_eq!(status, 200, "{page:#}");
+    let next = page["next"].as_str().expect("a second page").to_string();
+    let after: String = next
+        .bytes()
+        .map(|b| if b.is_ascii_alphanumeric() || b"-_.".contains(&b) { (b as char).to_string() } else { format!("%{b:02X}") })
+        .collect();
+    let (_, rest) = call(&w, reqwest::Method::GET, format!("{}/v1/render-requests?limit=1&after={after}", c.url), None).await;
+    let listed: Vec<&str> = page["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .chain(rest["items"].as_array().unwrap())
+        .map(|r| r["order_line_id"].as_str().unwrap())
+        .collect();
+    assert_eq!(listed.len(), 2, "{page:#} {rest:#}");
+    assert!(listed.contains(&"ol-1") && listed.contains(&"ol-2"), "{listed:?}");
+    assert!(page["items"][0]["status"] == "running" && page["items"][0]["nodes_total"] == 3, "{page:#}");
+    let out = renderctl(&["--coordinator", &c.url, "requests", "list", "--output-type", "still-b"]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success() && text.starts_with("REQUEST") && text.contains("ol-1") && text.contains("running"), "{text}");
 
     // The same batch again: every good line answers with its first request, nothing new.
     let (_, again) = call(&w, reqwest::Method::POST, url.clone(), Some(batch)).await;

@@ -94,6 +94,7 @@ fn routes(tokens: &Tokens, with_metrics: bool) -> OpenApiRouter<AppState> {
         .routes(routes!(requests::create))
         .routes(routes!(requests::create_batch))
         .routes(routes!(requests::get))
+        .routes(routes!(requests::list))
         .routes(routes!(requests::cancel));
     let read = OpenApiRouter::new()
         .routes(routes!(get_run))

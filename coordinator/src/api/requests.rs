@@ -241,6 +241,80 @@ pub(super) async fn cancel(
     Ok(Json(json!({"request_id": id, "status": "cancelled", "runs": done.runs, "workers_told": done.workers_told})))
 }
 
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
+pub(super) struct RequestsQuery {
+    /// An output type's key.
+    output_type: Option<String>,
+    /// Whom they count against (the tenant, else the token's name).
+    submitter: Option<String>,
+    /// Received in the last N hours.
+    #[param(minimum = 0.001, maximum = 1000000)]
+    hours: Option<f64>,
+    /// The previous page's `next`.
+    after: Option<String>,
+    /// Requests per page (default 50, at most 500).
+    #[param(minimum = 1, maximum = 500)]
+    limit: Option<i64>,
+}
+
+/// `GET /v1/render-requests`.
+#[utoipa::path(get, path = "/v1/render-requests", operation_id = "list_render_requests", tag = "render requests", params(RequestsQuery),
+    description = "Render requests newest first, each with the status and progress of the run that answers it, a page at a time (keyset: give the answer's `next` as `after`).",
+    responses((status = 200, body = Object, description = "`items`: `id`, `order_line_id`, `output_type`, `received_at`, `priority`, `submitter`, `status`, `nodes_done`, `nodes_total`; `next`: the cursor of the next page, or null"),
+        (status = 400, body = ErrorBody, description = "a filter or cursor that does not parse")))]
+pub(super) async fn list(
+    State(state): State<AppState>,
+    axum::extract::Query(q): axum::extract::Query<RequestsQuery>,
+) -> Result<Json<Value>, ApiError> {
+    let bad = |m: String| ApiError::new(StatusCode::BAD_REQUEST, "invalid_query", m);
+    let cursor = match q.after.as_deref() {
+        None | Some("") => None,
+        Some(c) => {
+            let parsed = c.split_once(',').and_then(|(t, id)| {
+                Some((chrono::DateTime::parse_from_rfc3339(t).ok()?.with_timezone(&chrono::Utc), id.parse::<Uuid>().ok()?))
+            });
+            Some(parsed.ok_or_else(|| bad(format!("`after` is `{c}`; give the `next` of the previous page as it was")))?)
+        }
+    };
+    let since = match q.hours {
+        None => None,
+        Some(h) if h.is_finite() && h > 0.0 && h <= 1e6 => {
+            chrono::Utc::now().checked_sub_signed(chrono::Duration::milliseconds((h * 3_600_000.0) as i64))
+        }
+        Some(h) => return Err(bad(format!("`hours` is {h}; give a number of hours above 0"))),
+    };
+    let limit = q.limit.unwrap_or(50);
+    if !(1..=500).contains(&limit) {
+        return Err(bad(format!("`limit` is {limit}; give 1 to 500")));
+    }
+    let client = state.pool.get().await?;
+    let rows = client
+        .query(crate::db::sql::REQUESTS, &[&q.output_type, &q.submitter, &since, &cursor.map(|c| c.0), &cursor.map(|c| c.1), &limit])
+        .await?;
+    let items: Vec<Value> = rows
+        .iter()
+        .map(|r| {
+            json!({
+                "id": r.get::<_, Uuid>("id"),
+                "order_line_id": r.get::<_, String>("order_line_id"),
+                "output_type": r.get::<_, String>("output_type_key"),
+                "received_at": r.get::<_, chrono::DateTime<chrono::Utc>>("received_at"),
+                "priority": Priority::from_rank(r.get("priority")).unwrap_or_default(),
+                "submitter": r.get::<_, String>("submitter"),
+                "status": r.get::<_, Option<String>>("status").unwrap_or_else(|| "unknown".into()),
+                "nodes_done": r.get::<_, Option<i32>>("nodes_done"),
+                "nodes_total": r.get::<_, Option<i32>>("nodes_total"),
+            })
+        })
+        .collect();
+    let next = (rows.len() as i64 == limit)
+        .then(|| rows.last())
+        .flatten()
+        .map(|r| format!("{},{}", r.get::<_, chrono::DateTime<chrono::Utc>>("received_at").to_rfc3339(), r.get::<_, Uuid>("id")));
+    Ok(Json(json!({"items": items, "next": next})))
+}
+
 fn request_id(id: &str) -> Result<Uuid, ApiError> {
     id.parse().map_err(|_| {
         ApiError::new(

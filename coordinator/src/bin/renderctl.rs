@@ -281,6 +281,22 @@ enum RequestsCommand {
         #[arg(long, default_value = "30m", value_parser = humantime::parse_duration)]
         timeout: Duration,
     },
+    /// Requests newest first, with the status of the run that answers each; a page at a time.
+    List {
+        #[arg(long)]
+        output_type: Option<String>,
+        /// The tenant (or token name) they count against.
+        #[arg(long)]
+        submitter: Option<String>,
+        /// Received in the last N hours.
+        #[arg(long)]
+        hours: Option<f64>,
+        #[arg(long, default_value_t = 50)]
+        limit: u32,
+        /// The cursor a previous page printed.
+        #[arg(long)]
+        after: Option<String>,
+    },
     /// A request: status, progress and estimated finish, and once done its artifact.
     Show { id: String },
     /// Send many requests from a JSON Lines file, one request per line, each with its own
@@ -597,6 +613,45 @@ async fn dispatch(cli: Cli) -> anyhow::Result<i32> {
                     let v = send(http.get(format!("{base}/v1/render-requests/{id}")), &base).await?;
                     if cli.output == Output::Tree {
                         print_request(&v);
+                        return Ok(0);
+                    }
+                    v
+                }
+                RequestsCommand::List { output_type, submitter, hours, limit, after } => {
+                    let mut query: Vec<(&str, String)> = vec![("limit", limit.to_string())];
+                    for (k, v) in [("output_type", output_type), ("submitter", submitter), ("after", after)] {
+                        if let Some(v) = v {
+                            query.push((k, v));
+                        }
+                    }
+                    if let Some(h) = hours {
+                        query.push(("hours", h.to_string()));
+                    }
+                    let url = reqwest::Url::parse_with_params(&format!("{base}/v1/render-requests"), &query)
+                        .context("--coordinator is not a URL")?;
+                    let v = send(http.get(url), &base).await?;
+                    if cli.output == Output::Tree {
+                        println!(
+                            "{:<36} {:<16} {:<20} {:<10} {:<11} {:>7}  {:<12} RECEIVED",
+                            "REQUEST", "ORDER LINE", "OUTPUT TYPE", "STATUS", "PRIORITY", "NODES", "SUBMITTER"
+                        );
+                        for r in v["items"].as_array().into_iter().flatten() {
+                            let at = r["received_at"].as_str().unwrap_or("?");
+                            println!(
+                                "{:<36} {:<16} {:<20} {:<10} {:<11} {:>7}  {:<12} {}",
+                                r["id"].as_str().unwrap_or("?"),
+                                r["order_line_id"].as_str().unwrap_or("?"),
+                                r["output_type"].as_str().unwrap_or("?"),
+                                r["status"].as_str().unwrap_or("?"),
+                                r["priority"].as_str().unwrap_or("?"),
+                                format!("{}/{}", r["nodes_done"], r["nodes_total"]),
+                                r["submitter"].as_str().unwrap_or("?"),
+                                at.get(..19).unwrap_or(at)
+                            );
+                        }
+                        if let Some(next) = v["next"].as_str() {
+                            eprintln!("more: renderctl requests list --after '{next}' (with the same filters)");
+                        }
                         return Ok(0);
                     }
                     v

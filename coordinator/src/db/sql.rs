@@ -348,6 +348,22 @@ FROM (SELECT extract(epoch FROM finished_at - created_at)::float8 AS secs FROM r
       WHERE output_type_key = $1 AND status = 'succeeded' AND role IN ('authoritative', 'fallback')
       ORDER BY finished_at DESC LIMIT $2) recent";
 
+/// Render requests newest first with the status of the run that answers each (its fallback,
+/// else its authoritative run): $1 output type, $2 submitter, $3 received since, $4/$5 the
+/// cursor (received_at, id), $6 page size.
+pub const REQUESTS: &str = "
+SELECT q.id, q.order_line_id, q.output_type_key, q.received_at, q.priority, q.submitter,
+       a.status, a.nodes_done, a.nodes_total
+FROM render_requests q
+LEFT JOIN LATERAL (SELECT r.status, r.nodes_done, r.nodes_total FROM runs r
+                   WHERE r.request_id = q.id AND r.role IN ('fallback', 'authoritative')
+                   ORDER BY (r.role = 'fallback') DESC LIMIT 1) a ON true
+WHERE ($1::text IS NULL OR q.output_type_key = $1) AND ($2::text IS NULL OR q.submitter = $2)
+  AND ($3::timestamptz IS NULL OR q.received_at >= $3)
+  AND ($4::timestamptz IS NULL OR (q.received_at, q.id) < ($4, $5::uuid))
+  AND q.received_at <= coalesce($4::timestamptz, 'infinity')
+ORDER BY q.received_at DESC, q.id DESC LIMIT $6";
+
 /// Whether render request $1 exists.
 pub const REQUEST_EXISTS: &str = "SELECT id FROM render_requests WHERE id = $1";
 

@@ -11,7 +11,11 @@ export interface paths {
             path?: never;
             cookie?: never;
         };
-        get?: never;
+        /**
+         * `GET /v1/render-requests`.
+         * @description Render requests newest first, each with the status and progress of the run that answers it, a page at a time (keyset: give the answer's `next` as `after`).
+         */
+        get: operations["list_render_requests"];
         put?: never;
         /**
          * `POST /v1/render-requests` (needs an `Idempotency-Key`).
@@ -1661,6 +1665,73 @@ export interface components {
 }
 export type $defs = Record<string, never>;
 export interface operations {
+    list_render_requests: {
+        parameters: {
+            query?: {
+                /** @description An output type's key. */
+                output_type?: string;
+                /** @description Whom they count against (the tenant, else the token's name). */
+                submitter?: string;
+                /** @description Received in the last N hours. */
+                hours?: number;
+                /** @description The previous page's `next`. */
+                after?: string;
+                /** @description Requests per page (default 50, at most 500). */
+                limit?: number;
+            };
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description `items`: `id`, `order_line_id`, `output_type`, `received_at`, `priority`, `submitter`, `status`, `nodes_done`, `nodes_total`; `next`: the cursor of the next page, or null */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": Record<string, unknown>;
+                };
+            };
+            /** @description a filter or cursor that does not parse */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description no token, or an unknown one */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description the token lacks the scope */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description the database is unreachable (`database_unavailable`); retry later */
+            503: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+        };
+    };
     create_render_request: {
         parameters: {
             query?: never;
