@@ -33,6 +33,7 @@ pub mod auth;
 mod materials;
 mod nodes;
 mod output_types;
+mod paging;
 mod requests;
 mod rollout;
 mod runs;

@@ -267,27 +267,9 @@ pub(super) async fn list(
     State(state): State<AppState>,
     axum::extract::Query(q): axum::extract::Query<RequestsQuery>,
 ) -> Result<Json<Value>, ApiError> {
-    let bad = |m: String| ApiError::new(StatusCode::BAD_REQUEST, "invalid_query", m);
-    let cursor = match q.after.as_deref() {
-        None | Some("") => None,
-        Some(c) => {
-            let parsed = c.split_once(',').and_then(|(t, id)| {
-                Some((chrono::DateTime::parse_from_rfc3339(t).ok()?.with_timezone(&chrono::Utc), id.parse::<Uuid>().ok()?))
-            });
-            Some(parsed.ok_or_else(|| bad(format!("`after` is `{c}`; give the `next` of the previous page as it was")))?)
-        }
-    };
-    let since = match q.hours {
-        None => None,
-        Some(h) if h.is_finite() && h > 0.0 && h <= 1e6 => {
-            chrono::Utc::now().checked_sub_signed(chrono::Duration::milliseconds((h * 3_600_000.0) as i64))
-        }
-        Some(h) => return Err(bad(format!("`hours` is {h}; give a number of hours above 0"))),
-    };
-    let limit = q.limit.unwrap_or(50);
-    if !(1..=500).contains(&limit) {
-        return Err(bad(format!("`limit` is {limit}; give 1 to 500")));
-    }
+    let cursor = super::paging::cursor(q.after.as_deref())?;
+    let since = super::paging::since(q.hours)?;
+    let limit = super::paging::limit(q.limit, 50, 500)?;
     let client = state.pool.get().await?;
     let rows = client
         .query(crate::db::sql::REQUESTS, &[&q.output_type, &q.submitter, &since, &cursor.map(|c| c.0), &cursor.map(|c| c.1), &limit])
@@ -308,10 +290,7 @@ pub(super) async fn list(
             })
         })
         .collect();
-    let next = (rows.len() as i64 == limit)
-        .then(|| rows.last())
-        .flatten()
-        .map(|r| format!("{},{}", r.get::<_, chrono::DateTime<chrono::Utc>>("received_at").to_rfc3339(), r.get::<_, Uuid>("id")));
+    let next = (rows.len() as i64 == limit).then(|| rows.last()).flatten().map(|r| super::paging::next(r.get("received_at"), r.get("id")));
     Ok(Json(json!({"items": items, "next": next})))
 }
 

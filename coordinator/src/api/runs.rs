@@ -1,11 +1,10 @@
 //! The runs list: what the console's Runs page shows, for scripts and `renderctl runs list`,
 //! filtered the same way and paged by the same keyset cursor.
 
-use super::{ApiError, ErrorBody};
+use super::{paging, ApiError, ErrorBody};
 use crate::db::sql;
 use crate::AppState;
 use axum::extract::{Query, State};
-use axum::http::StatusCode;
 use axum::Json;
 use chrono::{DateTime, Utc};
 use renderfleet_shared::runs::{Pipeline, RunRole, RunStatus};
@@ -57,35 +56,14 @@ pub(super) struct RunPage {
     next: Option<String>,
 }
 
-fn bad(message: String) -> ApiError {
-    ApiError::new(StatusCode::BAD_REQUEST, "invalid_query", message)
-}
-
 /// `GET /v1/runs`.
 #[utoipa::path(get, path = "/v1/runs", operation_id = "list_runs", tag = "runs", params(RunsQuery),
     description = "Runs newest first, filtered as the console's Runs page filters them, a page at a time (keyset: give the answer's `next` as `after`).",
     responses((status = 200, body = RunPage), (status = 400, body = ErrorBody, description = "a filter or cursor that does not parse")))]
 pub(super) async fn list(State(state): State<AppState>, Query(q): Query<RunsQuery>) -> Result<Json<RunPage>, ApiError> {
-    let cursor = match q.after.as_deref() {
-        None | Some("") => None,
-        Some(c) => {
-            let parsed = c
-                .split_once(',')
-                .and_then(|(t, id)| Some((DateTime::parse_from_rfc3339(t).ok()?.with_timezone(&Utc), id.parse::<Uuid>().ok()?)));
-            Some(parsed.ok_or_else(|| bad(format!("`after` is `{c}`; give the `next` of the previous page as it was")))?)
-        }
-    };
-    let since = match q.hours {
-        None => None,
-        Some(h) if h.is_finite() && h > 0.0 && h <= 1e6 => {
-            Utc::now().checked_sub_signed(chrono::Duration::milliseconds((h * 3_600_000.0) as i64))
-        }
-        Some(h) => return Err(bad(format!("`hours` is {h}; give a number of hours above 0"))),
-    };
-    let limit = q.limit.unwrap_or(PAGE);
-    if !(1..=MAX_PAGE).contains(&limit) {
-        return Err(bad(format!("`limit` is {limit}; give 1 to {MAX_PAGE}")));
-    }
+    let cursor = paging::cursor(q.after.as_deref())?;
+    let since = paging::since(q.hours)?;
+    let limit = paging::limit(q.limit, PAGE, MAX_PAGE)?;
     let client = state.pool.get().await?;
     let rows = client
         .query(
@@ -118,6 +96,6 @@ pub(super) async fn list(State(state): State<AppState>, Query(q): Query<RunsQuer
             error: r.get("failure"),
         })
         .collect();
-    let next = (items.len() as i64 == limit).then(|| items.last().map(|r| format!("{},{}", r.created_at.to_rfc3339(), r.id))).flatten();
+    let next = (items.len() as i64 == limit).then(|| items.last().map(|r| paging::next(r.created_at, r.id))).flatten();
     Ok(Json(RunPage { items, next }))
 }

@@ -447,16 +447,8 @@ async fn dispatch(cli: Cli) -> anyhow::Result<i32> {
             Ok(if run["status"] == "succeeded" { 0 } else { 1 })
         }
         Command::Runs { command: RunsCommand::List { status, output_type, pipeline, role, hours, limit, after } } => {
-            let mut query: Vec<(&str, String)> = vec![("limit", limit.to_string())];
-            for (k, v) in [("status", status), ("output_type", output_type), ("pipeline", pipeline), ("role", role), ("after", after)] {
-                if let Some(v) = v {
-                    query.push((k, v));
-                }
-            }
-            if let Some(h) = hours {
-                query.push(("hours", h.to_string()));
-            }
-            let url = reqwest::Url::parse_with_params(&format!("{base}/v1/runs"), &query).context("--coordinator is not a URL")?;
+            let filters = [("status", status), ("output_type", output_type), ("pipeline", pipeline), ("role", role)];
+            let url = list_url(&base, "/v1/runs", &filters, hours, limit, after)?;
             let v = send(http.get(url), &base).await?;
             if cli.output == Output::Json {
                 print_value(&v, cli.output);
@@ -618,17 +610,8 @@ async fn dispatch(cli: Cli) -> anyhow::Result<i32> {
                     v
                 }
                 RequestsCommand::List { output_type, submitter, hours, limit, after } => {
-                    let mut query: Vec<(&str, String)> = vec![("limit", limit.to_string())];
-                    for (k, v) in [("output_type", output_type), ("submitter", submitter), ("after", after)] {
-                        if let Some(v) = v {
-                            query.push((k, v));
-                        }
-                    }
-                    if let Some(h) = hours {
-                        query.push(("hours", h.to_string()));
-                    }
-                    let url = reqwest::Url::parse_with_params(&format!("{base}/v1/render-requests"), &query)
-                        .context("--coordinator is not a URL")?;
+                    let filters = [("output_type", output_type), ("submitter", submitter)];
+                    let url = list_url(&base, "/v1/render-requests", &filters, hours, limit, after)?;
                     let v = send(http.get(url), &base).await?;
                     if cli.output == Output::Tree {
                         println!(
@@ -870,6 +853,22 @@ fn read_graph(path: &std::path::Path) -> anyhow::Result<Value> {
 
 fn print_value(v: &Value, _output: Output) {
     println!("{}", serde_json::to_string_pretty(v).unwrap_or_default());
+}
+
+/// A list endpoint's URL with the filters given, an age in hours, a page size and a cursor.
+fn list_url(
+    base: &str,
+    path: &str,
+    filters: &[(&str, Option<String>)],
+    hours: Option<f64>,
+    limit: u32,
+    after: Option<String>,
+) -> anyhow::Result<reqwest::Url> {
+    let mut query: Vec<(&str, String)> = vec![("limit", limit.to_string())];
+    query.extend(filters.iter().filter_map(|(k, v)| v.clone().map(|v| (*k, v))));
+    query.extend(hours.map(|h| ("hours", h.to_string())));
+    query.extend(after.map(|a| ("after", a)));
+    reqwest::Url::parse_with_params(&format!("{base}{path}"), &query).context("--coordinator is not a URL")
 }
 
 /// A render request in the default format: where it stands, and what it delivered.
