@@ -995,6 +995,8 @@ async fn runs_are_listed_newest_first_filtered_and_paged_by_cursor() {
     }
     let newest_first: Vec<String> = ids.iter().rev().map(|i| i.to_string()).collect();
     assert_eq!(seen, newest_first);
+    let (status, e) = get(&w, format!("{}/v1/runs/{}", c.url, uuid::Uuid::nil())).await;
+    assert!(status == 404 && e["message"].as_str().unwrap().contains("`renderctl runs list`"), "the hint leads somewhere: {e:#}");
     let (status, e) = get(&w, format!("{}/v1/runs?status=queued", c.url)).await;
     assert_eq!(status, 400, "{e:#}");
     let (status, e) = get(&w, format!("{}/v1/runs?after=yesterday", c.url)).await;

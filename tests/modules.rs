@@ -135,7 +135,7 @@ async fn as1_part_keys_are_per_occurrence_stable_and_drive_the_materials_of_the_
         assert_eq!(r.status(), 200, "{}", r.text().await.unwrap());
     }
     // Every bolt by its part name, the plate by its key.
-    let map = json!({"assignments": {"bolt": "magenta", "as1/plate_1": "cyan"}});
+    let map = json!({"assignments": {"bolt": "magenta", "as1/plate_1": "cyan", "as1/no-such-part_1": "steel"}});
     let r = w.http.put(format!("{}/v1/products/as1/material-map", coord.url)).json(&map).send().await.unwrap();
     assert_eq!(r.status(), 200, "{}", r.text().await.unwrap());
     let subject = json!({"cad_file": "as1-oc-214.stp", "product": "as1"});
@@ -170,6 +170,14 @@ async fn as1_part_keys_are_per_occurrence_stable_and_drive_the_materials_of_the_
     let assign = node(&render, "assign").unwrap();
     assert_eq!(assign["outputs"]["missing"].as_array().unwrap().len(), 11, "{assign}");
     assert_eq!(assign["outputs"]["materials"]["meta"]["assigned"], 7);
+    // A target that matches nothing is shown on the run, not swallowed.
+    assert_eq!(assign["outputs"]["unmatched_targets"], json!(["as1/no-such-part_1"]), "{assign}");
+    let shown = renderfleet_tests::renderctl(&["--coordinator", &coord.url, "runs", "show", render["id"].as_str().unwrap()]);
+    let text = String::from_utf8_lossy(&shown.stdout);
+    assert!(
+        text.contains("map targets that match no part: as1/no-such-part_1") && text.contains("11 part(s) on the default material"),
+        "{text}"
+    );
     let img = decode(&w.artifact_path(output(&render, "publish", "artifact")));
     let count = |f: &dyn Fn([u8; 3]) -> bool| {
         (0..img.height).flat_map(|y| (0..img.width).map(move |x| (x, y))).filter(|&(x, y)| f(img.rgb(x, y))).count()
@@ -196,11 +204,11 @@ async fn as1_part_keys_are_per_occurrence_stable_and_drive_the_materials_of_the_
         w.http.post(format!("{url}?dry_run=true")).json(&json!({"material": "steel"})).send().await.unwrap().json().await.unwrap();
     assert_eq!(dry["added"].as_array().unwrap().len(), 11, "{dry}");
     let map: Value = w.http.get(format!("{}/v1/products/as1/material-map", coord.url)).send().await.unwrap().json().await.unwrap();
-    assert_eq!(map["assignments"].as_object().unwrap().len(), 2, "a dry run writes nothing");
+    assert_eq!(map["assignments"].as_object().unwrap().len(), 3, "a dry run writes nothing");
     let done: Value = w.http.post(url).json(&json!({"material": "steel"})).send().await.unwrap().json().await.unwrap();
     assert_eq!(done["added"].as_array().unwrap().len(), 11, "{done}");
     let map: Value = w.http.get(format!("{}/v1/products/as1/material-map", coord.url)).send().await.unwrap().json().await.unwrap();
-    assert_eq!(map["assignments"].as_object().unwrap().len(), 13);
+    assert_eq!(map["assignments"].as_object().unwrap().len(), 14);
     let refused = w
         .http
         .put(format!("{}/v1/products/as1/material-map", coord.url))
@@ -598,7 +606,7 @@ async fn preview_in_the_console(w: &World, coord: &renderfleet_tests::Coord, run
     ready().await;
     assert_eq!(js(format!("return renderfleetPreview.colourOf('{BOLT}')")).await, "#b0b4b8");
     let map: Value = w.http.get(format!("{}/v1/products/as1/material-map", coord.url)).send().await.unwrap().json().await.unwrap();
-    assert_eq!(map["assignments"], json!({"bolt": "steel", "as1/plate_1": "cyan"}));
+    assert_eq!(map["assignments"], json!({"bolt": "steel", "as1/plate_1": "cyan", "as1/no-such-part_1": "steel"}));
     browser.close().await;
 }
 

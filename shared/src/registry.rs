@@ -616,6 +616,8 @@ fn node_types() -> Vec<NodeType> {
             params_schema: object(json!({
                 "on_missing": {"type": "string", "enum": ["fail", "default"], "default": "default",
                                "description": "a part with no material: fail the node, or use `default_material` (listed in the output either way)"},
+                "on_unmatched": {"type": "string", "enum": ["fail", "ignore"], "default": "ignore",
+                                 "description": "a map target that matches no part: fail the node, or go on (listed in the output either way); part names match without regard to case"},
                 "default_material": {"type": "string", "default": "neutral_grey", "minLength": 1}
             })),
         },

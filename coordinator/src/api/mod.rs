@@ -644,7 +644,11 @@ async fn get_run(State(state): State<AppState>, Path(id): Path<String>, Query(q)
     })?;
     let client = state.pool.get().await?;
     let run = client.query_opt(sql::GET_RUN, &[&id]).await?.ok_or_else(|| {
-        ApiError::new(StatusCode::NOT_FOUND, "run_not_found", format!("no run {id}; check the id (`renderctl runs show ID`)"))
+        ApiError::new(
+            StatusCode::NOT_FOUND,
+            "run_not_found",
+            format!("no run {id}; `renderctl runs list` (GET /v1/runs) lists the runs there are, newest first"),
+        )
     })?;
     if !q.nodes {
         return Ok(Json(run_view(&run, Value::Array(vec![]), Vec::new())));

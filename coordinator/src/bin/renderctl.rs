@@ -1303,6 +1303,16 @@ fn print_run(run: &Value, output: Output) {
             let source = from["from_run"].as_str().map(|r| format!("run {r}")).unwrap_or_else(|| "a run no longer kept".into());
             println!("  {}   cached: outputs from {source}, no worker ran it", "  ".repeat(d));
         }
+        let listed =
+            |k: &str| n["outputs"][k].as_array().map(|a| a.iter().filter_map(Value::as_str).collect::<Vec<_>>()).unwrap_or_default();
+        let unmatched = listed("unmatched_targets");
+        if !unmatched.is_empty() {
+            println!("  {}   map targets that match no part: {}", "  ".repeat(d), unmatched.join(", "));
+        }
+        let missing = [listed("missing"), listed("missing_materials")].concat();
+        if !missing.is_empty() {
+            println!("  {}   {} part(s) on the default material", "  ".repeat(d), missing.len());
+        }
         if let Some(msg) = n["error"]["message"].as_str() {
             println!("  {}   error: {msg}", "  ".repeat(d));
         }

@@ -12,7 +12,7 @@ th{background:#f0f1f4}.card{background:#fff;border:1px solid #e2e2e6;border-radi
 .badge{border-radius:10px;padding:1px 8px;color:#fff;font-size:12px;font-weight:600}
 .s-succeeded,.s-match,.s-pass,.s-delivered{background:#2e7d32}.s-failed,.s-mismatch,.s-fail,.s-candidate_error,.s-control_error,.s-silent{background:#c62828}
 .s-running,.s-idle,.s-busy{background:#1565c0}.s-queued,.s-comparing{background:#6a1b9a}.s-pending,.s-insufficient_data,.s-ignored,.s-draining{background:#8d8d8d}
-.s-skipped,.s-cancelled,.s-stopped{background:#b0b0b0}.s-cached{background:#00796b}.error{color:#b71c1c}.muted{color:#6b6b70}
+.s-skipped,.s-cancelled,.s-stopped{background:#b0b0b0}.s-cached{background:#00796b}.error{color:#b71c1c}.warning{color:#8a5a00}.muted{color:#6b6b70}
 pre.log{background:#111;color:#ddd;padding:8px;max-height:260px;overflow:auto;font-size:12px}
 details.node{background:#fff;border:1px solid #e2e2e6;border-radius:6px;margin:6px 0;padding:6px 10px}
 .artifacts figure,.side figure{display:inline-block;margin:6px 12px 6px 0;vertical-align:top}

@@ -248,6 +248,20 @@ pub(super) async fn run(State(state): State<AppState>, Path(id): Path<String>, v
         }
         let _ = write!(body, "<p>params <code>{}</code></p>", esc(&n.get::<_, Value>(13).to_string()));
         if let Some(Value::Object(outputs)) = n.get::<_, Option<Value>>(10) {
+            // What a material map did not reach: targets that match no part, parts left on
+            // the default material.
+            let listed = |k: &str| outputs.get(k).and_then(Value::as_array).map(|a| a.iter().filter_map(Value::as_str).collect::<Vec<_>>());
+            if let Some(unmatched) = listed("unmatched_targets").filter(|u| !u.is_empty()) {
+                let _ = write!(
+                    body,
+                    "<p class=\"warning\" id=\"unmatched-{}\">map targets that match no part: {}</p>",
+                    esc(&node_id),
+                    esc(&unmatched.join(", "))
+                );
+            }
+            if let Some(missing) = listed("missing").or_else(|| listed("missing_materials")).filter(|m| !m.is_empty()) {
+                let _ = write!(body, "<p class=\"warning\">{} part(s) on the default material</p>", missing.len());
+            }
             body += "<div class=\"artifacts\">";
             for (port, v) in &outputs {
                 if let Some(r) = renderfleet_shared::artifact::ArtifactRef::from_value(v) {

@@ -17,7 +17,7 @@ use uuid::Uuid;
 
 #[derive(Debug, thiserror::Error)]
 pub enum OperateError {
-    #[error("no run {0}; check the id (`renderctl runs show ID`)")]
+    #[error("no run {0}; `renderctl runs list` (GET /v1/runs) lists the runs there are, newest first")]
     NotFound(Uuid),
     #[error("run {id} is `{status}`: {why}")]
     Refused { id: Uuid, status: String, why: &'static str },

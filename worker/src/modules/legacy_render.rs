@@ -58,10 +58,11 @@ impl Module for LegacyRender {
                     json!(m)
                 }
                 render => {
-                    let (map, missing) = materials::assign(env, &parts, &context, &s.materials).await?;
+                    let (map, missing, unmatched) = materials::assign(env, &parts, &context, &s.materials).await?;
                     lap("materials", &mut t);
                     out.insert("materials".into(), json!(map));
                     out.insert("missing_materials".into(), missing);
+                    out.insert("unmatched_targets".into(), unmatched);
                     match render {
                         Deliverable::Still => {
                             let image = blender_still::still(env, &glb, Some(&map), &s.still).await?;

@@ -23,21 +23,29 @@ impl Module for Materials {
         Box::pin(async move {
             let parts = input_ref(task, "parts")?;
             let context = task.inputs.get("product_materials").cloned().unwrap_or(Value::Null);
-            let (map, missing) = assign(&self.0, &parts, &context, &task.params).await?;
-            // Listed in the node's outputs too, so `material-map/repair` can find them.
-            Ok(json!({ "materials": map, "missing": missing }))
+            let (map, missing, unmatched) = assign(&self.0, &parts, &context, &task.params).await?;
+            // Listed in the node's outputs too, so `material-map/repair` can find them, and
+            // the run (API, renderctl, console) shows what the map did not reach.
+            Ok(json!({ "materials": map, "missing": missing, "unmatched_targets": unmatched }))
         })
     }
 }
 
-/// Builds and stores the material map; also returns the part keys that had no material.
-pub(crate) async fn assign(env: &Env, parts: &ArtifactRef, context: &Value, params: &Value) -> Result<(ArtifactRef, Value), ModuleError> {
+/// Builds and stores the material map; also returns the part keys that had no material and
+/// the map's targets that matched no part.
+pub(crate) async fn assign(
+    env: &Env,
+    parts: &ArtifactRef,
+    context: &Value,
+    params: &Value,
+) -> Result<(ArtifactRef, Value, Value), ModuleError> {
     let manifest: Manifest =
         serde_json::from_slice(&env.store.read(parts).await?).map_err(|e| fatal(format!("the part manifest is not readable ({e})")))?;
     let map = build(&manifest, context, params)?;
-    let meta = json!({"assigned": map["counts"]["assigned"], "missing": map["counts"]["missing"], "product": context.get("product")});
+    let counts = &map["counts"];
+    let meta = json!({"assigned": counts["assigned"], "missing": counts["missing"], "unmatched_targets": counts["unmatched_targets"], "product": context.get("product")});
     let stored = env.store.put_bytes(&serde_json::to_vec_pretty(&map).expect("JSON"), "material_map", "application/json", meta).await?;
-    Ok((stored, map["missing"].clone()))
+    Ok((stored, map["missing"].clone(), map["unmatched_targets"].clone()))
 }
 
 fn build(manifest: &Manifest, context: &Value, params: &Value) -> Result<Value, ModuleError> {
