@@ -205,8 +205,14 @@ async fn as1_part_keys_are_per_occurrence_stable_and_drive_the_materials_of_the_
     assert_eq!(dry["added"].as_array().unwrap().len(), 11, "{dry}");
     let map: Value = w.http.get(format!("{}/v1/products/as1/material-map", coord.url)).send().await.unwrap().json().await.unwrap();
     assert_eq!(map["assignments"].as_object().unwrap().len(), 3, "a dry run writes nothing");
-    let done: Value = w.http.post(url).json(&json!({"material": "steel"})).send().await.unwrap().json().await.unwrap();
+    // A dry run makes the real call's checks: a material the library does not have is refused.
+    let r = w.http.post(format!("{url}?dry_run=true")).json(&json!({"material": "unobtainium"})).send().await.unwrap();
+    assert_eq!(r.status(), 422, "{}", r.text().await.unwrap());
+    let done: Value = w.http.post(&url).json(&json!({"material": "steel"})).send().await.unwrap().json().await.unwrap();
     assert_eq!(done["added"].as_array().unwrap().len(), 11, "{done}");
+    let again: Value =
+        w.http.post(format!("{url}?dry_run=true")).json(&json!({"material": "steel"})).send().await.unwrap().json().await.unwrap();
+    assert_eq!(again["added"], json!([]), "repaired parts are not added again: {again}");
     let map: Value = w.http.get(format!("{}/v1/products/as1/material-map", coord.url)).send().await.unwrap().json().await.unwrap();
     assert_eq!(map["assignments"].as_object().unwrap().len(), 14);
     let refused = w

@@ -164,7 +164,15 @@ fn check_product(product: &str) -> Result<(), ApiError> {
     Ok(())
 }
 
-async fn write_map(state: &AppState, product: &str, assignments: &BTreeMap<String, String>, replace: bool) -> Result<(), ApiError> {
+/// Checks `assignments` and, unless `dry_run`, writes them (replacing the map when
+/// `replace`): a dry run makes every check the real call makes and writes nothing.
+async fn write_map(
+    state: &AppState,
+    product: &str,
+    assignments: &BTreeMap<String, String>,
+    replace: bool,
+    dry_run: bool,
+) -> Result<(), ApiError> {
     check_product(product)?;
     if let Some(t) = assignments.keys().find(|t| t.is_empty() || t.len() > 1000) {
         return Err(refused("invalid_target", format!("target {t:?} must be a part key or part name of 1 to 1000 characters")));
@@ -180,6 +188,9 @@ async fn write_map(state: &AppState, product: &str, assignments: &BTreeMap<Strin
             "unknown_material",
             format!("the library has no material {}; add it first (`renderctl materials apply`); nothing was saved", unknown.join(", ")),
         ));
+    }
+    if dry_run {
+        return Ok(()); // the transaction rolls back when dropped
     }
     if replace {
         tx.execute(sql::DELETE_PRODUCT_MAP, &[&product]).await.map_err(crate::db::DbError::from)?;
@@ -199,7 +210,7 @@ pub(super) async fn put_map(
     body: Bytes,
 ) -> Result<Json<MapView>, ApiError> {
     let input: MapInput = json_body(&headers, &body, MAP_EXAMPLE)?;
-    write_map(&state, &product, &input.assignments, true).await?;
+    write_map(&state, &product, &input.assignments, true, false).await?;
     tracing::info!(%product, entries = input.assignments.len(), "material map saved");
     Ok(Json(read_map(&state, &product).await?))
 }
@@ -252,11 +263,30 @@ pub(super) async fn repair_map(
     };
     let missing: Value = row.get(0);
     let run_id: uuid::Uuid = row.get(1);
-    let added: BTreeMap<String, String> =
-        missing.as_array().into_iter().flatten().filter_map(Value::as_str).map(|k| (k.to_string(), input.material.clone())).collect();
-    if !q.dry_run && !added.is_empty() {
-        write_map(&state, &product, &added, false).await?;
-        tracing::info!(%product, added = added.len(), "material map repaired");
+    // The material is checked whatever there is to add, in a dry run as in the real one.
+    if !client.query(sql::UNKNOWN_MATERIALS, &[&vec![input.material.as_str()]]).await?.is_empty() {
+        return Err(refused(
+            "unknown_material",
+            format!("the library has no material {}; add it first (`renderctl materials apply`); nothing was saved", input.material),
+        ));
+    }
+    // Parts mapped since that run (an earlier repair) are not added again.
+    let mapped: std::collections::HashSet<String> =
+        client.query(sql::PRODUCT_MAP, &[&product]).await?.iter().map(|r| r.get("target")).collect();
+    drop(client);
+    let added: BTreeMap<String, String> = missing
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(Value::as_str)
+        .filter(|k| !mapped.contains(*k))
+        .map(|k| (k.to_string(), input.material.clone()))
+        .collect();
+    if !added.is_empty() {
+        write_map(&state, &product, &added, false, q.dry_run).await?;
+        if !q.dry_run {
+            tracing::info!(%product, added = added.len(), "material map repaired");
+        }
     }
     Ok(Json(json!({"product": product, "dry_run": q.dry_run, "from_run": run_id, "added": added.keys().collect::<Vec<_>>()})))
 }
