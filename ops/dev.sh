@@ -5,6 +5,9 @@
 #                         ffmpeg, numpy, cascadio) if needed, build, start a coordinator and two
 #                         workers, render a real STEP file (still, turntable MP4, .blend), print
 #                         where they are, then stop what this script started.
+#   ops/dev.sh up         the same stack left running (coordinator on :8080, two workers), with
+#                         a fresh admin token; prints the variables renderctl needs (also in
+#                         target/stack/env). `ops/dev.sh down` stops it (workers drain first).
 #   ops/dev.sh test       make sure the services are up, build, run the whole test suite.
 #   ops/dev.sh services   only install and start PostgreSQL and RabbitMQ.
 #   ops/dev.sh bench      the orchestration benchmark (release build; Celery in a local venv);
@@ -204,7 +207,12 @@ cleanup_demo() {
   stop_started_services
 }
 
-demo() {
+# Builds and starts a coordinator and two workers on the demo database, with the admin token
+# $RENDERFLEET_TOKEN (its hash configured), logs in $1, data in $2; their pids go to PIDS.
+# Returns once the coordinator is ready, with the example materials and the demo product's
+# map applied.
+start_stack() {
+  local logs="$1" data="$2"
   services
   ensure_render_tools
   ensure_rust
@@ -215,35 +223,80 @@ demo() {
     || psql -h "$PG_HOST" -p "$PG_PORT" -d postgres -qc "CREATE DATABASE $db"
   export DATABASE_URL="$PG_BASE_URL/$db"
   export RENDERFLEET_HTTP_ADDR="${RENDERFLEET_HTTP_ADDR:-127.0.0.1:8080}"
-  # A fresh admin token for this demo only: the coordinator stores its hash, renderctl sends it.
-  RENDERFLEET_TOKEN="rf_demo_$(head -c 24 /dev/urandom | od -An -tx1 | tr -d ' \n')"
-  export RENDERFLEET_TOKEN
   export RENDERFLEET_AUTH__TOKENS="demo:admin:$(printf %s "$RENDERFLEET_TOKEN" | sha256sum | cut -d' ' -f1)"
-  local logs="$ROOT/target/demo-logs"
-  mkdir -p "$logs"
-  trap cleanup_demo EXIT
-  local data="$ROOT/target/demo"
-  mkdir -p "$data/artifacts" "$data/scratch" "$data/out"
-  log "starting the coordinator on $RENDERFLEET_HTTP_ADDR (logs in target/demo-logs/)"
+  mkdir -p "$logs" "$data/artifacts" "$data/scratch" "$data/out"
+  log "starting the coordinator on $RENDERFLEET_HTTP_ADDR (logs in ${logs#"$ROOT"/}/)"
   # It reads the workers' store: console previews, and the node result cache's hits.
-  RENDERFLEET_ARTIFACTS_DIR="$data/artifacts" target/debug/coordinator >"$logs/coordinator.log" 2>&1 & PIDS+=($!)
+  RENDERFLEET_ARTIFACTS_DIR="$data/artifacts" setsid target/debug/coordinator >"$logs/coordinator.log" 2>&1 & PIDS+=($!)
   local i
   demo_cad
   for i in 1 2; do
     RENDERFLEET_WORKER_ID="demo-worker-$i" RENDERFLEET_METRICS_ADDR="127.0.0.1:$((9463 + i))" \
       RENDERFLEET_ARTIFACTS_DIR="$data/artifacts" RENDERFLEET_SCRATCH_DIR="$data/scratch" RENDERFLEET_CAD_DIR="$DEMO_CAD_DIR" \
-      target/debug/worker >"$logs/worker-$i.log" 2>&1 & PIDS+=($!)
+      setsid target/debug/worker >"$logs/worker-$i.log" 2>&1 & PIDS+=($!)
   done
   local url="http://$RENDERFLEET_HTTP_ADDR"
   for _ in $(seq 1 100); do
     curl -fsS "$url/readyz" >/dev/null 2>&1 && break
-    kill -0 "${PIDS[0]}" 2>/dev/null || { tail -n 20 "$logs/coordinator.log" >&2; die "the coordinator exited; see target/demo-logs/coordinator.log"; }
+    kill -0 "${PIDS[0]}" 2>/dev/null || { tail -n 20 "$logs/coordinator.log" >&2; die "the coordinator exited; see $logs/coordinator.log"; }
     sleep 0.2
   done
-  curl -fsS "$url/readyz" >/dev/null || die "the coordinator is not ready; see target/demo-logs/coordinator.log"
+  curl -fsS "$url/readyz" >/dev/null || die "the coordinator is not ready; see $logs/coordinator.log"
   local ctl=(target/debug/renderctl --coordinator "$url")
   "${ctl[@]}" materials apply ops/examples/materials.json >/dev/null
   "${ctl[@]}" products map-set "$DEMO_PRODUCT" "ops/examples/$DEMO_PRODUCT.material-map.json" >/dev/null
+}
+
+# A fresh admin token: the coordinator stores its hash, renderctl sends it.
+new_token() {
+  printf 'rf_demo_%s' "$(head -c 24 /dev/urandom | od -An -tx1 | tr -d ' \n')"
+}
+
+STACK="$ROOT/target/stack"
+
+# `up`: the demo's stack left running; `down` stops it.
+up() {
+  if [ -f "$STACK/pids" ] && xargs -r kill -0 <"$STACK/pids" 2>/dev/null; then
+    log "already up (ops/dev.sh down stops it):"
+    cat "$STACK/env"
+    return
+  fi
+  RENDERFLEET_TOKEN="$(new_token)"
+  export RENDERFLEET_TOKEN
+  start_stack "$STACK/logs" "$STACK/data"
+  printf '%s\n' "${PIDS[@]}" >"$STACK/pids"
+  cat >"$STACK/env" <<ENV
+export RENDERFLEET_COORDINATOR_URL=http://$RENDERFLEET_HTTP_ADDR
+export RENDERFLEET_TOKEN=$RENDERFLEET_TOKEN
+export PATH="$ROOT/target/debug:\$PATH"
+ENV
+  log "up: the console is http://$RENDERFLEET_HTTP_ADDR/console (sign in with the token), logs in target/stack/logs/"
+  log "for renderctl, run:  source target/stack/env   (or paste:)"
+  cat "$STACK/env"
+}
+
+down() {
+  [ -f "$STACK/pids" ] || { log "nothing is up (no target/stack/pids)"; return; }
+  local pid
+  # SIGTERM: the workers stop taking tasks and finish the ones in hand first.
+  while read -r pid; do kill -TERM "$pid" 2>/dev/null || true; done <"$STACK/pids"
+  for _ in $(seq 1 150); do
+    xargs -r kill -0 <"$STACK/pids" 2>/dev/null || break
+    sleep 0.2
+  done
+  while read -r pid; do kill -KILL "$pid" 2>/dev/null || true; done <"$STACK/pids"
+  rm -f "$STACK/pids" "$STACK/env"
+  log "down"
+}
+
+demo() {
+  RENDERFLEET_TOKEN="$(new_token)"
+  export RENDERFLEET_TOKEN
+  trap cleanup_demo EXIT
+  local logs="$ROOT/target/demo-logs" data="$ROOT/target/demo"
+  start_stack "$logs" "$data"
+  local url="http://$RENDERFLEET_HTTP_ADDR"
+  local ctl=(target/debug/renderctl --coordinator "$url")
   local graph="${1:-ops/examples/order-line.json}"
   log "rendering $DEMO_CAD_FILE (product $DEMO_PRODUCT) with $graph"
   local started=$SECONDS
@@ -329,6 +382,8 @@ command -v curl >/dev/null || apt_install curl ca-certificates
 
 case "${1:-}" in
   demo) demo "${@:2}" ;;
+  up) up ;;
+  down) down ;;
   test) run_tests ;;
   bench)
     services
@@ -339,5 +394,5 @@ case "${1:-}" in
     target/release/bench "${@:2}"
     ;;
   services) services ;;
-  *) sed -n '2,14p' "$0" | sed 's/^# \{0,1\}//'; exit 2 ;;
+  *) sed -n '2,18p' "$0" | sed 's/^# \{0,1\}//'; exit 2 ;;
 esac
