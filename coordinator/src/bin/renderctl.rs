@@ -851,8 +851,67 @@ fn read_graph(path: &std::path::Path) -> anyhow::Result<Value> {
     Ok(doc)
 }
 
-fn print_value(v: &Value, _output: Output) {
-    println!("{}", serde_json::to_string_pretty(v).unwrap_or_default());
+/// An answer in the chosen format: JSON as the API sent it, or (the default) as an indented
+/// tree of `key: value` lines, lists of plain values on one line.
+fn print_value(v: &Value, output: Output) {
+    match output {
+        Output::Json => println!("{}", serde_json::to_string_pretty(v).unwrap_or_default()),
+        Output::Tree => {
+            let mut out = String::new();
+            tree(v, 0, &mut out);
+            print!("{out}");
+        }
+    }
+}
+
+fn scalar(v: &Value) -> Option<String> {
+    match v {
+        Value::Null => Some("-".into()),
+        Value::String(s) => Some(s.clone()),
+        Value::Bool(_) | Value::Number(_) => Some(v.to_string()),
+        Value::Array(a) if a.is_empty() => Some("(none)".into()),
+        Value::Object(o) if o.is_empty() => Some("(none)".into()),
+        Value::Array(a) if a.iter().all(|x| !x.is_object() && !x.is_array()) => {
+            Some(a.iter().filter_map(scalar).collect::<Vec<_>>().join(", "))
+        }
+        _ => None,
+    }
+}
+
+fn tree(v: &Value, depth: usize, out: &mut String) {
+    use std::fmt::Write as _;
+    let pad = "  ".repeat(depth);
+    match v {
+        Value::Object(o) => {
+            for (k, x) in o {
+                match scalar(x) {
+                    Some(s) => {
+                        let _ = writeln!(out, "{pad}{k}: {s}");
+                    }
+                    None => {
+                        let _ = writeln!(out, "{pad}{k}:");
+                        tree(x, depth + 1, out);
+                    }
+                }
+            }
+        }
+        Value::Array(a) => {
+            for x in a {
+                match scalar(x) {
+                    Some(s) => {
+                        let _ = writeln!(out, "{pad}- {s}");
+                    }
+                    None => {
+                        let _ = writeln!(out, "{pad}-");
+                        tree(x, depth + 1, out);
+                    }
+                }
+            }
+        }
+        other => {
+            let _ = writeln!(out, "{pad}{}", scalar(other).unwrap_or_default());
+        }
+    }
 }
 
 /// A list endpoint's URL with the filters given, an age in hours, a page size and a cursor.
@@ -1330,5 +1389,19 @@ fn fmt_secs(s: f64) -> String {
         format!("{:.1}ms", s * 1000.0)
     } else {
         format!("{s:.2}s")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn answers_print_as_a_tree_by_default() {
+        let v = json!({"key": "still", "tags": ["a", "b"], "gate": {"status": "pass", "problems": []}, "items": [{"id": 1}], "none": null});
+        let mut out = String::new();
+        tree(&v, 0, &mut out);
+        // Keys in the order the JSON map keeps them (sorted).
+        assert_eq!(out, "gate:\n  problems: (none)\n  status: pass\nitems:\n  -\n    id: 1\nkey: still\nnone: -\ntags: a, b\n");
     }
 }
