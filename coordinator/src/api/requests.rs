@@ -22,7 +22,7 @@ const EXAMPLE: &str = r#"{"order_line_id": "ol-1042", "subject": {"product": "â€
 const BATCH_EXAMPLE: &str = r#"{"requests": [{"idempotency_key": "ol-1042/still", "order_line_id": "ol-1042", "subject": {"product": "â€¦"}, "output_type": "still-2000-white"}]}"#;
 
 /// Most lines in one batch: a batch is answered in one response, so its size bounds how long
-/// the order system waits for it (about a second per thousand lines here).
+/// the order system waits for it (under three seconds per thousand lines in the benchmark).
 const BATCH_MAX: usize = 1000;
 
 /// How many lines of a batch are dispatched at once: each takes a pooled connection.
