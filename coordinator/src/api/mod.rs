@@ -449,6 +449,16 @@ fn json_body<T: serde::de::DeserializeOwned>(headers: &HeaderMap, body: &[u8], e
     Ok(parsed)
 }
 
+/// A body that may be left out (an operation whose fields are all optional): its defaults
+/// then, else [`json_body`].
+fn optional_json_body<T: serde::de::DeserializeOwned + Default>(headers: &HeaderMap, body: &[u8], example: &str) -> Result<T, ApiError> {
+    if body.is_empty() {
+        Ok(T::default())
+    } else {
+        json_body(headers, body, example)
+    }
+}
+
 /// A subject that would fail only on a worker: 422 with its problems.
 pub(super) fn invalid_subject(problems: Vec<Problem>) -> ApiError {
     let message = format!(
@@ -758,11 +768,11 @@ fn run_id(id: &str) -> Result<Uuid, ApiError> {
     id.parse().map_err(|_| ApiError::new(StatusCode::BAD_REQUEST, "invalid_id", format!("`{id}` is not a run id (a UUID)")))
 }
 
-/// `POST /v1/runs/{id}/cancel` body.
+/// `POST /v1/runs/{id}/cancel` and `POST /v1/render-requests/{id}/cancel` body.
 #[derive(Debug, Default, Deserialize, ToSchema)]
 #[serde(default, deny_unknown_fields)]
-struct CancelInput {
-    reason: Option<String>,
+pub(super) struct CancelInput {
+    pub(super) reason: Option<String>,
 }
 
 /// `POST /v1/runs/{id}/cancel`: the run ends `cancelled`; nodes not started are skipped and
@@ -776,7 +786,7 @@ async fn cancel_run(
     body: Bytes,
 ) -> Result<Json<Value>, ApiError> {
     let id = run_id(&id)?;
-    let input: CancelInput = if body.is_empty() { CancelInput::default() } else { json_body(&headers, &body, r#"{"reason": "..."}"#)? };
+    let input: CancelInput = optional_json_body(&headers, &body, r#"{"reason": "..."}"#)?;
     let reason = input.reason.unwrap_or_else(|| "cancelled by an operator".into());
     let told = dispatch::operate::cancel(&state, id, &reason).await?;
     Ok(Json(json!({"run_id": id, "status": "cancelled", "workers_told": told})))

@@ -215,16 +215,9 @@ pub(super) async fn create_batch(
     Ok(Json(json!({"results": results, "created": created, "existing": existing, "failed": failed})))
 }
 
-/// `POST /v1/render-requests/{id}/cancel` body.
-#[derive(Debug, Default, Deserialize, utoipa::ToSchema)]
-#[serde(default, deny_unknown_fields)]
-struct CancelInput {
-    reason: Option<String>,
-}
-
 /// `POST /v1/render-requests/{id}/cancel`: the order line was withdrawn.
 #[utoipa::path(post, path = "/v1/render-requests/{id}/cancel", operation_id = "cancel_render_request", tag = "render requests",
-    params(("id" = Uuid, Path, description = "a UUID")), request_body = Option<CancelInput>,
+    params(("id" = Uuid, Path, description = "a UUID")), request_body = Option<super::CancelInput>,
     description = "Cancels every running run of the request (its authoritative run, shadow runs, a legacy fallback): nodes not started are skipped, running ones are stopped on their workers. Its `request.cancelled` event follows.",
     responses((status = 200, body = Object, description = "`runs`: the runs cancelled; `workers_told`: whether the workers could be told at once"), (status = 400, body = ErrorBody), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody, description = "the request has finished")))]
 pub(super) async fn cancel(
@@ -234,8 +227,7 @@ pub(super) async fn cancel(
     body: Bytes,
 ) -> Result<Json<Value>, ApiError> {
     let id = request_id(&id)?;
-    let input: CancelInput =
-        if body.is_empty() { CancelInput::default() } else { json_body(&headers, &body, r#"{"reason": "order withdrawn"}"#)? };
+    let input: super::CancelInput = super::optional_json_body(&headers, &body, r#"{"reason": "order withdrawn"}"#)?;
     let reason = input.reason.unwrap_or_else(|| "cancelled by the order system".into());
     let done = crate::dispatch::operate::cancel_request(&state, id, &reason).await?;
     Ok(Json(json!({"request_id": id, "status": "cancelled", "runs": done.runs, "workers_told": done.workers_told})))

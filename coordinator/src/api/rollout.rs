@@ -3,7 +3,7 @@
 //! rollback in one call, the history of mode changes, and the shadow comparisons.
 
 use super::auth::Caller;
-use super::{json_body, ApiError, ErrorBody};
+use super::{optional_json_body, ApiError, ErrorBody};
 use crate::db::sql;
 use crate::rollout::{self, ModeChange, ModeError, PromoteError};
 use crate::AppState;
@@ -72,8 +72,7 @@ pub(super) async fn promote(
     headers: HeaderMap,
     body: Bytes,
 ) -> Result<Response, ApiError> {
-    let input: PromoteInput =
-        if body.is_empty() { PromoteInput::default() } else { json_body(&headers, &body, r#"{"force": false, "reason": "..."}"#)? };
+    let input: PromoteInput = optional_json_body(&headers, &body, r#"{"force": false, "reason": "..."}"#)?;
     match rollout::promote(&state, &key, input.force, input.reason, &Caller::actor(caller.as_deref())).await {
         Ok(change) => Ok(Json(change).into_response()),
         Err(e @ PromoteError::GateNotPassing { .. }) => {
@@ -104,7 +103,7 @@ pub(super) async fn rollback(
     headers: HeaderMap,
     body: Bytes,
 ) -> Result<Json<ModeChange>, ApiError> {
-    let input: RollbackInput = if body.is_empty() { RollbackInput::default() } else { json_body(&headers, &body, r#"{"reason": "..."}"#)? };
+    let input: RollbackInput = optional_json_body(&headers, &body, r#"{"reason": "..."}"#)?;
     let view = gate_view(&state, &key).await?;
     let snapshot = serde_json::to_value(&view.gate).expect("gate serializes");
     let reason = input.reason.unwrap_or_else(|| "manual rollback".into());

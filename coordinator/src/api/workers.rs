@@ -1,7 +1,7 @@
 //! Workers as their heartbeats describe them, and an operator's release of a module a worker
 //! quarantined (see the worker's `consumer::quarantine`).
 
-use super::{json_body, ApiError, ErrorBody};
+use super::{optional_json_body, ApiError, ErrorBody};
 use crate::db::sql;
 use crate::AppState;
 use axum::body::Bytes;
@@ -107,8 +107,7 @@ pub(super) async fn release(
     headers: HeaderMap,
     body: Bytes,
 ) -> Result<Json<Value>, ApiError> {
-    let input: ReleaseInput =
-        if body.is_empty() { ReleaseInput::default() } else { json_body(&headers, &body, r#"{"module": "blender.still"}"#)? };
+    let input: ReleaseInput = optional_json_body(&headers, &body, r#"{"module": "blender_still"}"#)?;
     let released = crate::dispatch::operate::release(&state, &id, input.module.as_deref()).await?;
     Ok(Json(json!({"worker_id": id, "released": released})))
 }

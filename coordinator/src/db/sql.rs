@@ -805,11 +805,6 @@ SELECT id, pipeline, role, status, subject, graph, nodes_total, nodes_done, erro
        request_id, output_type_key
 FROM runs WHERE id = $1";
 
-/// Workers seen in the last $1 seconds, newest first.
-pub const CONSOLE_WORKERS: &str = "
-SELECT id, host, modules, status, running, concurrency, last_seen, extract(epoch FROM now() - last_seen)::float8, tools
-FROM workers WHERE last_seen > now() - make_interval(secs => $1) ORDER BY id";
-
 /// An artifact's mime type, for serving it.
 pub const ARTIFACT_MIME: &str = "SELECT mime, kind FROM artifacts WHERE sha256 = $1";
 

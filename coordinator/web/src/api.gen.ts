@@ -739,7 +739,7 @@ export interface components {
              */
             from_run?: string | null;
         };
-        /** @description `POST /v1/render-requests/{id}/cancel` body. */
+        /** @description `POST /v1/runs/{id}/cancel` and `POST /v1/render-requests/{id}/cancel` body. */
         CancelInput: {
             /** @default null */
             reason: string | null;
